@@ -1,0 +1,371 @@
+"""The backup job: walk source paths, save new content, write a snapshot.
+
+Pipeline: the walking thread reads each file in 16 MiB blocks, hashes it (SHA-256 of the whole
+file) and cuts chunks; a pool of workers computes chunk ids, compresses and seals new chunks
+into packs; upload threads write full packs. Everything that releases the GIL (hashing, zstd,
+AES-GCM, file and network I/O) overlaps. At most `2 * workers` chunks are in flight, so memory
+does not grow with file size.
+
+A file whose size, mtime, ctime and inode match the parent snapshot is not read again: its
+chunk list is reused. A file that cannot be read is reported and left out; a file that changes
+while being read is saved, flagged, and re-read next time.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import getpass
+import hashlib
+import os
+import socket
+import stat
+import threading
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+
+from vault import ids
+from vault.errors import VaultError
+from vault.lock import Lock
+from vault.pack import BlobType
+from vault.progress import NoProgress, Progress
+from vault.repository import Repository
+from vault.snapshot import Snapshot, SnapshotStats
+from vault.tree import DIR, FILE, SYMLINK, Node, Tree
+from vault.writer import BlobWriter
+
+
+@dataclass(frozen=True)
+class BackupOptions:
+    paths: tuple[str, ...]
+    tags: tuple[str, ...] = ()
+    excludes: tuple[str, ...] = ()
+    time: datetime | None = None
+    host: str | None = None
+    workers: int = max(2, os.cpu_count() or 2)
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: str
+    reason: str
+
+
+@dataclass
+class BackupResult:
+    snapshot: Snapshot
+    errors: list[Problem] = field(default_factory=list)
+    unstable: list[Problem] = field(default_factory=list)
+    skipped_special: list[str] = field(default_factory=list)
+    packs_written: int = 0
+
+
+@dataclass
+class _Counters:
+    files: int = 0
+    dirs: int = 0
+    bytes: int = 0
+    files_new: int = 0
+    files_changed: int = 0
+    files_unchanged: int = 0
+    bytes_read: int = 0
+
+
+class _Job:
+    def __init__(self, repo: Repository, options: BackupOptions, progress: Progress) -> None:
+        self.repo = repo
+        self.options = options
+        self.progress = progress
+        self.writer = BlobWriter(repo)
+        self.chunker = repo.chunker()
+        self.counters = _Counters()
+        self.errors: list[Problem] = []
+        self.unstable: list[Problem] = []
+        self.special: list[str] = []
+        self.pool = ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="chunk")
+        self.in_flight = threading.BoundedSemaphore(2 * options.workers)
+
+    # -- walking -----------------------------------------------------------------------------
+
+    def excluded(self, path: bytes) -> bool:
+        text = os.fsdecode(path)
+        name = os.path.basename(text)
+        return any(
+            fnmatch.fnmatchcase(text, g) or fnmatch.fnmatchcase(name, g)
+            for g in self.options.excludes
+        )
+
+    def save_dir(self, path: bytes, st: os.stat_result, parent: Tree | None) -> str:
+        nodes: list[Node] = []
+        try:
+            with os.scandir(path) as it:
+                names = sorted(entry.name for entry in it)
+        except OSError as exc:
+            self.error(path, exc)
+            names = []
+        for name in names:
+            child = os.path.join(path, name)
+            if self.excluded(child):
+                continue
+            try:
+                child_st = os.lstat(child)
+            except OSError as exc:
+                self.error(child, exc)
+                continue
+            node = self.save_entry(child, name, child_st, parent.get(name) if parent else None)
+            if node is not None:
+                nodes.append(node)
+        self.counters.dirs += 1
+        return self.writer.add(BlobType.TREE, Tree(tuple(nodes)).to_bytes()).hex()
+
+    def save_entry(
+        self, path: bytes, name: bytes, st: os.stat_result, old: Node | None
+    ) -> Node | None:
+        base = dict(
+            name=name,
+            mode=stat.S_IMODE(st.st_mode),
+            uid=st.st_uid,
+            gid=st.st_gid,
+            mtime_ns=st.st_mtime_ns,
+        )
+        if stat.S_ISDIR(st.st_mode):
+            old_tree = self.load_old_tree(old)
+            return Node(type=DIR, subtree=self.save_dir(path, st, old_tree), **base)  # type: ignore[arg-type]
+        if stat.S_ISLNK(st.st_mode):
+            try:
+                target = os.readlink(path)
+            except OSError as exc:
+                self.error(path, exc)
+                return None
+            self.counters.files += 1
+            return Node(type=SYMLINK, link_target=target, **base)  # type: ignore[arg-type]
+        if stat.S_ISREG(st.st_mode):
+            return self.save_file(path, st, old, base)
+        self.special.append(os.fsdecode(path))
+        return None
+
+    def load_old_tree(self, old: Node | None) -> Tree | None:
+        if old is None or old.type != DIR or not old.subtree:
+            return None
+        try:
+            return self.repo.load_tree(old.subtree)
+        except VaultError:
+            return None  # a damaged parent only costs re-reading
+
+    # -- files -------------------------------------------------------------------------------
+
+    def unchanged(self, st: os.stat_result, old: Node | None) -> bool:
+        return (
+            old is not None
+            and old.type == FILE
+            and not old.unstable
+            and old.size == st.st_size
+            and old.mtime_ns == st.st_mtime_ns
+            and old.ctime_ns == st.st_ctime_ns
+            and old.inode == st.st_ino
+            and all(bytes.fromhex(c) in self.writer.index for c in old.chunks)
+        )
+
+    def save_file(
+        self, path: bytes, st: os.stat_result, old: Node | None, base: dict[str, object]
+    ) -> Node | None:
+        self.counters.files += 1
+        self.counters.bytes += st.st_size
+        if old is not None and self.unchanged(st, old):
+            self.counters.files_unchanged += 1
+            self.progress.advance(st.st_size)
+            return replace(old, **base)  # type: ignore[arg-type]
+        try:
+            node = self.read_file(path, st, base)
+        except OSError as exc:
+            self.counters.files -= 1
+            self.counters.bytes -= st.st_size
+            self.error(path, exc)
+            return None
+        if old is None:
+            self.counters.files_new += 1
+        else:
+            self.counters.files_changed += 1
+        return node
+
+    def read_file(self, path: bytes, st: os.stat_result, base: dict[str, object]) -> Node:
+        sha = hashlib.sha256()
+        futures: list[Future[bytes]] = []
+        flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NOCTTY", 0)
+        fd = os.open(path, flags)
+        with os.fdopen(fd, "rb", buffering=0) as handle:
+            opened = os.fstat(handle.fileno())
+
+            total = 0
+
+            def read(n: int) -> bytes:
+                nonlocal total
+                block = handle.read(n) or b""
+                sha.update(block)
+                total += len(block)
+                self.counters.bytes_read += len(block)
+                self.progress.advance(len(block))
+                return block
+
+            for chunk in self.chunker.chunks(read):
+                self.in_flight.acquire()
+                futures.append(self.pool.submit(self._store_chunk, chunk))
+            after = os.fstat(handle.fileno())
+        chunk_ids = tuple(f.result().hex() for f in futures)
+        unstable = (
+            total != st.st_size
+            or after.st_size != st.st_size
+            or after.st_mtime_ns != st.st_mtime_ns
+            or opened.st_ino != st.st_ino
+        )
+        if unstable:
+            self.unstable.append(Problem(os.fsdecode(path), "changed while it was being read"))
+        return Node(
+            type=FILE,
+            size=total,
+            inode=st.st_ino,
+            ctime_ns=st.st_ctime_ns,
+            chunks=chunk_ids,
+            sha256=sha.hexdigest(),
+            unstable=unstable,
+            **base,  # type: ignore[arg-type]
+        )
+
+    def _store_chunk(self, chunk: bytes) -> bytes:
+        try:
+            return self.writer.add(BlobType.DATA, chunk)
+        finally:
+            self.in_flight.release()
+
+    def error(self, path: bytes, exc: OSError) -> None:
+        self.errors.append(Problem(os.fsdecode(path), exc.strerror or str(exc)))
+
+    # -- the root: the ancestors of each source path, as in the source file system -----------
+
+    def save_root(self, sources: list[bytes], parent_root: Tree | None) -> str:
+        layout_tree: dict[bytes, object] = {}
+        for source in sources:
+            parts = [p for p in source.split(b"/") if p]
+            node = layout_tree
+            for part in parts[:-1]:
+                node = node.setdefault(part, {})  # type: ignore[assignment]
+            node[parts[-1]] = source
+        return self.save_virtual(b"/", layout_tree, parent_root)
+
+    def save_virtual(self, path: bytes, mapping: dict[bytes, object], old: Tree | None) -> str:
+        nodes: list[Node] = []
+        for name in sorted(mapping):
+            child = os.path.join(path, name)
+            old_node = old.get(name) if old else None
+            try:
+                st = os.lstat(child)
+            except OSError as exc:
+                self.error(child, exc)
+                continue
+            sub = mapping[name]
+            if isinstance(sub, bytes):
+                node = self.save_entry(child, name, st, old_node)
+                if node is not None:
+                    nodes.append(node)
+                continue
+            subtree = self.save_virtual(child, sub, self.load_old_tree(old_node))  # type: ignore[arg-type]
+            nodes.append(
+                Node(
+                    name=name,
+                    type=DIR,
+                    mode=stat.S_IMODE(st.st_mode),
+                    uid=st.st_uid,
+                    gid=st.st_gid,
+                    mtime_ns=st.st_mtime_ns,
+                    subtree=subtree,
+                )
+            )
+        return self.writer.add(BlobType.TREE, Tree(tuple(nodes)).to_bytes()).hex()
+
+
+def _normalize_sources(raw: Iterable[str]) -> list[bytes]:
+    sources: list[bytes] = []
+    for text in raw:
+        path = os.fsencode(os.path.abspath(text))
+        if not os.path.lexists(path):
+            raise VaultError(f"source path {text} does not exist")
+        if path == b"/":
+            raise VaultError("backing up / as a whole is not supported; name the directories")
+        sources.append(path)
+    # A source inside another source is already covered by it.
+    kept = [p for p in sources if not any(p != q and p.startswith(q + b"/") for q in sources)]
+    return sorted(set(kept))
+
+
+def find_parent(repo: Repository, host: str, source_paths: list[str]) -> Snapshot | None:
+    """The newest snapshot of the same host and the same source paths."""
+    candidates = [s for s in repo.snapshots() if s.host == host and sorted(s.paths) == source_paths]
+    return candidates[-1] if candidates else None
+
+
+def backup(
+    repo: Repository,
+    options: BackupOptions,
+    progress: Progress | None = None,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> BackupResult:
+    progress = progress or NoProgress()
+    sources = _normalize_sources(options.paths)
+    source_texts = sorted(os.fsdecode(p) for p in sources)
+    host = options.host or socket.gethostname()
+    started = now()
+    with Lock(repo.storage, repo.keyring, exclusive=False, operation="backup"):
+        repo.load_index()
+        parent = find_parent(repo, host, source_texts)
+        parent_root = repo.load_tree(parent.tree) if parent else None
+        job = _Job(repo, options, progress)
+        progress.start("backup", None)
+        try:
+            root = job.save_root(sources, parent_root)
+            job.writer.flush()
+        finally:
+            job.pool.shutdown(wait=True, cancel_futures=True)
+            job.writer.close()
+            progress.finish()
+        c, w = job.counters, job.writer.stats
+        stats = SnapshotStats(
+            files=c.files,
+            dirs=c.dirs,
+            bytes=c.bytes,
+            files_new=c.files_new,
+            files_changed=c.files_changed,
+            files_unchanged=c.files_unchanged,
+            bytes_read=c.bytes_read,
+            bytes_added=w.bytes_added,
+            bytes_stored=w.bytes_stored,
+            chunks_added=w.blobs_added,
+            errors=len(job.errors),
+            unstable_files=len(job.unstable),
+            started=started.isoformat(),
+            finished=now().isoformat(),
+        )
+        snapshot = Snapshot(
+            id=ids.new_id(),
+            time=options.time or started,
+            host=host,
+            username=_username(),
+            paths=tuple(source_texts),
+            tree=root,
+            tags=options.tags,
+            parent=parent.id if parent else None,
+            stats=stats,
+            errors=tuple(p.path for p in job.errors + job.unstable),
+            program_version=repo.program_version(),
+        )
+        repo.save_snapshot(snapshot)
+        # Verification of success: the snapshot reads back and authenticates.
+        repo.load_snapshot(snapshot.id)
+    return BackupResult(snapshot, job.errors, job.unstable, job.special, w.packs_written)
+
+
+def _username() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return str(os.getuid())

@@ -1,0 +1,280 @@
+"""Key slots and the keyring: who can open the repository, and the keys it seals with.
+
+Two levels (docs/format.md, "Keys"): each slot wraps the random 256-bit master key under a key
+derived from a passphrase (Argon2id), a recovery key or a key file (HKDF; both already carry 256
+bits of entropy). The master key seals the keyring, which holds the chunk-id MAC key, the
+chunker seed and the data-key epochs. Slots are plaintext JSON by necessity (they are what you
+open first); they hold no host names or anything else about the practice.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import secrets
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from vault import crypto
+from vault.errors import IntegrityError, UsageError
+
+PASSPHRASE = "passphrase"
+RECOVERY = "recovery"
+KEYFILE = "keyfile"
+
+RECOVERY_PREFIX = "VRK1"
+TEST_KDF_ENV = "VAULT_TEST_FAST_KDF"  # the one test hook: cheap Argon2id for new slots
+
+
+def kdf_params_for_new_slots() -> crypto.Argon2Params:
+    if os.environ.get(TEST_KDF_ENV) == "1":
+        return crypto.TEST_ARGON2
+    return crypto.DEFAULT_ARGON2
+
+
+@dataclass(frozen=True)
+class Secret:
+    """What the user presented: a passphrase, a recovery key or a key file's 32 bytes."""
+
+    kind: str
+    material: bytes
+
+    @classmethod
+    def from_passphrase(cls, text: str) -> Secret:
+        recovery = parse_recovery_key(text)
+        if recovery is not None:
+            return cls(RECOVERY, recovery)
+        return cls(PASSPHRASE, text.encode("utf-8"))
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.b64decode(text)
+
+
+# -- recovery keys and key files --------------------------------------------------------------
+
+
+def new_recovery_key() -> tuple[str, bytes]:
+    """(printable text, 32 bytes). The text carries a 2-byte checksum to catch typos."""
+    material = secrets.token_bytes(32)
+    check = hashlib.sha256(b"vault recovery key" + material).digest()[:2]
+    text = base64.b32encode(material + check).decode().rstrip("=")
+    groups = [text[i : i + 5] for i in range(0, len(text), 5)]
+    return RECOVERY_PREFIX + "-" + "-".join(groups), material
+
+
+def parse_recovery_key(text: str) -> bytes | None:
+    """The 32 bytes of a recovery key, or None when `text` is not one (a passphrase then)."""
+    compact = "".join(text.split()).replace("-", "").upper()
+    if not compact.startswith(RECOVERY_PREFIX) or len(compact) != len(RECOVERY_PREFIX) + 55:
+        return None
+    try:
+        raw = base64.b32decode(compact[len(RECOVERY_PREFIX) :] + "=")
+    except ValueError:
+        return None
+    material, check = raw[:32], raw[32:]
+    if hashlib.sha256(b"vault recovery key" + material).digest()[:2] != check:
+        return None
+    return material
+
+
+def new_key_file_text() -> str:
+    return "vault-keyfile-v1 " + _b64(secrets.token_bytes(32)) + "\n"
+
+
+def parse_key_file(text: str, *, name: str) -> bytes:
+    parts = text.split()
+    if len(parts) != 2 or parts[0] != "vault-keyfile-v1":
+        raise UsageError(f"{name} is not a vault key file")
+    try:
+        material = base64.b64decode(parts[1], validate=True)
+    except ValueError:
+        raise UsageError(f"{name} is not a vault key file") from None
+    if len(material) != 32:
+        raise UsageError(f"{name} is not a vault key file")
+    return material
+
+
+# -- slots ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KeySlot:
+    id: str
+    kind: str
+    created: str
+    kdf: dict[str, Any]
+    nonce: bytes
+    wrapped: bytes
+
+    def to_bytes(self) -> bytes:
+        doc = {
+            "version": 1,
+            "kind": self.kind,
+            "created": self.created,
+            "kdf": self.kdf,
+            "nonce": _b64(self.nonce),
+            "wrapped_master_key": _b64(self.wrapped),
+        }
+        return json.dumps(doc, indent=2, sort_keys=True).encode() + b"\n"
+
+    @classmethod
+    def from_bytes(cls, slot_id: str, data: bytes) -> KeySlot:
+        try:
+            doc = json.loads(data)
+            if doc.get("version") != 1:
+                raise ValueError("version")
+            return cls(
+                slot_id,
+                doc["kind"],
+                doc["created"],
+                dict(doc["kdf"]),
+                _unb64(doc["nonce"]),
+                _unb64(doc["wrapped_master_key"]),
+            )
+        except (ValueError, KeyError, TypeError):
+            raise IntegrityError(f"key slot keys/{slot_id} is malformed", key=slot_id) from None
+
+
+def _slot_kek(kind: str, material: bytes, kdf: dict[str, Any]) -> bytes:
+    salt = _unb64(kdf["salt"])
+    if kdf["name"] == "argon2id":
+        params = crypto.Argon2Params(
+            int(kdf["memory_kib"]), int(kdf["iterations"]), int(kdf["lanes"])
+        )
+        return crypto.argon2id(material, salt, params)
+    if kdf["name"] == "hkdf-sha256":
+        return crypto.subkey(material, salt, b"vault/v1/slot/" + kind.encode())
+    raise IntegrityError(f"unknown key derivation {kdf['name']!r}")
+
+
+def _slot_aad(slot_id: str, kind: str) -> bytes:
+    return b"vault/v1/slot/" + slot_id.encode() + b"/" + kind.encode()
+
+
+def make_slot(slot_id: str, secret: Secret, master_key: bytes) -> KeySlot:
+    salt = crypto.random_bytes(crypto.SALT_BYTES)
+    kdf: dict[str, Any]
+    if secret.kind == PASSPHRASE:
+        p = kdf_params_for_new_slots()
+        kdf = {
+            "name": "argon2id",
+            "memory_kib": p.memory_kib,
+            "iterations": p.iterations,
+            "lanes": p.lanes,
+            "salt": _b64(salt),
+        }
+    else:
+        kdf = {"name": "hkdf-sha256", "salt": _b64(salt)}
+    kek = _slot_kek(secret.kind, secret.material, kdf)
+    nonce = crypto.random_bytes(crypto.NONCE_BYTES)
+    wrapped = crypto.Aead(kek).seal(nonce, master_key, _slot_aad(slot_id, secret.kind))
+    return KeySlot(slot_id, secret.kind, _now(), kdf, nonce, wrapped)
+
+
+def open_slot(slot: KeySlot, secret: Secret) -> bytes | None:
+    """The master key if `secret` opens `slot`, else None."""
+    if slot.kind != secret.kind:
+        return None
+    kek = _slot_kek(slot.kind, secret.material, slot.kdf)
+    try:
+        return crypto.Aead(kek).open(slot.nonce, slot.wrapped, _slot_aad(slot.id, slot.kind))
+    except crypto.AuthenticationFailed:
+        return None
+
+
+# -- keyring ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Epoch:
+    id: int
+    key: bytes
+    created: str
+    state: str  # "current" | "active" (readable, no longer used for new objects)
+
+
+@dataclass
+class Keyring:
+    master_key: bytes
+    mac_key: bytes
+    chunker_seed: int
+    epochs: list[Epoch] = field(default_factory=list)
+
+    @classmethod
+    def create(cls, master_key: bytes) -> Keyring:
+        return cls(
+            master_key=master_key,
+            mac_key=crypto.random_key(),
+            chunker_seed=int.from_bytes(crypto.random_bytes(8), "big") or 1,
+            epochs=[Epoch(1, crypto.random_key(), _now(), "current")],
+        )
+
+    @property
+    def current_epoch(self) -> int:
+        return max(e.id for e in self.epochs if e.state == "current")
+
+    def epoch_key(self, epoch: int) -> bytes:
+        if epoch == 0:
+            return self.master_key
+        for e in self.epochs:
+            if e.id == epoch:
+                return e.key
+        raise KeyError(epoch)
+
+    def epoch_keys(self) -> dict[int, bytes]:
+        return {e.id: e.key for e in self.epochs}
+
+    def to_bytes(self) -> bytes:
+        doc = {
+            "version": 1,
+            "mac_key": _b64(self.mac_key),
+            "chunker_seed": self.chunker_seed,
+            "epochs": [
+                {"id": e.id, "key": _b64(e.key), "created": e.created, "state": e.state}
+                for e in self.epochs
+            ],
+        }
+        return json.dumps(doc, sort_keys=True).encode()
+
+    @classmethod
+    def from_bytes(cls, master_key: bytes, data: bytes) -> Keyring:
+        doc = json.loads(data)
+        if doc.get("version") != 1:
+            raise IntegrityError("keyring has an unsupported version", key="keyring")
+        return cls(
+            master_key=master_key,
+            mac_key=_unb64(doc["mac_key"]),
+            chunker_seed=int(doc["chunker_seed"]),
+            epochs=[
+                Epoch(int(e["id"]), _unb64(e["key"]), e["created"], e["state"])
+                for e in doc["epochs"]
+            ],
+        )
+
+
+class MasterKeyOnly:
+    """EpochKeys for the objects sealed directly under the master key (config, keyring)."""
+
+    def __init__(self, master_key: bytes) -> None:
+        self._master_key = master_key
+
+    @property
+    def current_epoch(self) -> int:
+        return 0
+
+    def epoch_key(self, epoch: int) -> bytes:
+        if epoch != 0:
+            raise KeyError(epoch)
+        return self._master_key

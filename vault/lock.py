@@ -1,0 +1,176 @@
+"""Repository locks: shared for backup/restore/check, exclusive for prune and re-encryption.
+
+A lock is a sealed object locks/<random id> naming host, pid, kind and refresh time. It is
+refreshed every REFRESH while held. A lock is stale when it has not been refreshed for STALE,
+or when it names this host and a process that no longer exists (so a backup killed with
+SIGKILL never blocks the next run on the same machine). Acquisition writes the lock, then
+re-reads all locks and backs out on conflict: two clients racing both see each other.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from vault import ids, layout, sealing
+from vault.errors import IntegrityError, ObjectNotFound, RepositoryLocked
+from vault.storage import Storage
+
+REFRESH = timedelta(minutes=5)
+STALE = timedelta(minutes=30)
+
+
+@dataclass(frozen=True)
+class LockInfo:
+    id: str
+    host: str
+    pid: int
+    exclusive: bool
+    time: datetime
+    operation: str
+
+    def is_stale(self, now: datetime, this_host: str) -> bool:
+        if now - self.time > STALE:
+            return True
+        return self.host == this_host and not _process_alive(self.pid)
+
+    def describe(self, now: datetime) -> str:
+        kind = "exclusive" if self.exclusive else "shared"
+        age = int((now - self.time).total_seconds())
+        return (
+            f"{kind} lock {ids.short(self.id)} ({self.operation}) held by pid {self.pid} "
+            f"on {self.host}, refreshed {age}s ago"
+        )
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def list_locks(storage: Storage, keys: sealing.EpochKeys) -> list[LockInfo]:
+    found = []
+    for info in storage.list(layout.LOCKS):
+        lock_id = layout.id_of(info.key)
+        try:
+            blob = storage.get(info.key)
+            doc = json.loads(
+                sealing.open_sealed(keys, sealing.Kind.LOCK, lock_id, blob, name=info.key)
+            )
+        except (ObjectNotFound, IntegrityError, ValueError):
+            continue  # vanished, or not ours to read: neither blocks nor is removed here
+        found.append(
+            LockInfo(
+                lock_id,
+                doc["host"],
+                int(doc["pid"]),
+                bool(doc["exclusive"]),
+                datetime.fromisoformat(doc["time"]),
+                doc.get("operation", ""),
+            )
+        )
+    return found
+
+
+class Lock:
+    """A held lock; use as a context manager."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        keys: sealing.EpochKeys,
+        *,
+        exclusive: bool,
+        operation: str,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._storage = storage
+        self._keys = keys
+        self.exclusive = exclusive
+        self.operation = operation
+        self._now = now
+        self.id = ids.new_id()
+        self.host = socket.gethostname()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _write(self) -> None:
+        doc = {
+            "host": self.host,
+            "pid": os.getpid(),
+            "exclusive": self.exclusive,
+            "time": self._now().isoformat(),
+            "operation": self.operation,
+        }
+        blob = sealing.seal(self._keys, sealing.Kind.LOCK, self.id, json.dumps(doc).encode())
+        self._storage.put(layout.lock(self.id), blob)
+
+    def _conflicts(self) -> list[LockInfo]:
+        now = self._now()
+        return [
+            other
+            for other in list_locks(self._storage, self._keys)
+            if other.id != self.id
+            and (self.exclusive or other.exclusive)
+            and not other.is_stale(now, self.host)
+        ]
+
+    def acquire(self) -> Lock:
+        blocking = self._conflicts()
+        if not blocking:
+            self._write()
+            blocking = self._conflicts()
+            if blocking:
+                self._storage.delete(layout.lock(self.id))
+        if blocking:
+            raise RepositoryLocked(
+                f"repository is locked: {blocking[0].describe(self._now())}; "
+                "if that process is gone, run `vault unlock`"
+            )
+        self._thread = threading.Thread(target=self._refresh_loop, name="lock-refresh", daemon=True)
+        self._thread.start()
+        return self
+
+    def _refresh_loop(self) -> None:
+        while not self._stop.wait(REFRESH.total_seconds()):
+            try:
+                self._write()
+            except Exception:  # a missed refresh is retried; staleness takes 30 minutes
+                continue
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self._storage.delete(layout.lock(self.id))
+
+    def __enter__(self) -> Lock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def remove_stale_locks(
+    storage: Storage, keys: sealing.EpochKeys, *, force: bool, now: datetime
+) -> tuple[list[LockInfo], list[LockInfo]]:
+    """(removed, kept): stale locks are removed; live ones too only when forced."""
+    host = socket.gethostname()
+    removed, kept = [], []
+    for lock in list_locks(storage, keys):
+        if force or lock.is_stale(now, host):
+            storage.delete(layout.lock(lock.id))
+            removed.append(lock)
+        else:
+            kept.append(lock)
+    return removed, kept

@@ -1,0 +1,323 @@
+"""An opened repository: keys, config, index, snapshots, trees and blob reads.
+
+Creating and opening repositories, and reading everything a job needs. Writing blobs goes
+through `vault.writer.BlobWriter`, which this module hands out.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from vault import __version__, crypto, ids, layout, sealing
+from vault.chunker import Chunker, ChunkerParams
+from vault.errors import (
+    IntegrityError,
+    ObjectNotFound,
+    RepositoryNotFound,
+    UsageError,
+    VaultError,
+    WrongKey,
+)
+from vault.index import Index, Location, decode
+from vault.keys import (
+    Keyring,
+    KeySlot,
+    MasterKeyOnly,
+    Secret,
+    make_slot,
+    new_recovery_key,
+    open_slot,
+)
+from vault.pack import BlobType, open_blob, pack_key
+from vault.snapshot import Snapshot
+from vault.storage import Storage
+from vault.tree import Tree
+
+DEFAULT_PACK_SIZE = 16 * 1024 * 1024
+DEFAULT_ZSTD_LEVEL = 3
+
+
+@dataclass(frozen=True)
+class Config:
+    repository_id: str
+    created: str
+    chunker: ChunkerParams
+    pack_size: int
+    zstd_level: int
+
+    def to_bytes(self) -> bytes:
+        doc = {
+            "version": 1,
+            "repository_id": self.repository_id,
+            "created": self.created,
+            "chunker": self.chunker.to_json(),
+            "pack_size": self.pack_size,
+            "compression": {"algorithm": "zstd", "level": self.zstd_level},
+        }
+        return json.dumps(doc, sort_keys=True).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Config:
+        doc = json.loads(data)
+        if doc.get("version") != 1:
+            raise IntegrityError("config has an unsupported version", key=layout.CONFIG)
+        return cls(
+            doc["repository_id"],
+            doc["created"],
+            ChunkerParams.from_json(doc["chunker"]),
+            int(doc["pack_size"]),
+            int(doc["compression"]["level"]),
+        )
+
+
+def _exists(storage: Storage) -> bool:
+    try:
+        storage.stat(layout.VERSION)
+    except ObjectNotFound:
+        return False
+    return True
+
+
+class Repository:
+    def __init__(self, storage: Storage, keyring: Keyring, config: Config, slot_id: str) -> None:
+        self.storage = storage
+        self.keyring = keyring
+        self.config = config
+        self.slot_id = slot_id  # the slot that opened it
+        self.index = Index()
+        self._index_loaded = False
+
+    # -- creation and opening -----------------------------------------------------------------
+
+    @classmethod
+    def init(
+        cls,
+        storage: Storage,
+        passphrase: Secret,
+        *,
+        chunker: ChunkerParams | None = None,
+        pack_size: int = DEFAULT_PACK_SIZE,
+        zstd_level: int = DEFAULT_ZSTD_LEVEL,
+    ) -> tuple[Repository, str]:
+        """Create a repository; returns it and the recovery key text (shown once, never stored)."""
+        if _exists(storage) or any(True for _ in storage.list(layout.KEYS)):
+            raise UsageError(f"a repository already exists at {storage.location()}")
+        master = crypto.random_key()
+        keyring = Keyring.create(master)
+        config = Config(
+            ids.new_id(),
+            datetime.now(UTC).isoformat(timespec="seconds"),
+            chunker or ChunkerParams(),
+            pack_size,
+            zstd_level,
+        )
+        master_keys = MasterKeyOnly(master)
+        storage.put(
+            layout.CONFIG,
+            sealing.seal(master_keys, sealing.Kind.CONFIG, "config", config.to_bytes()),
+        )
+        storage.put(
+            layout.KEYRING,
+            sealing.seal(master_keys, sealing.Kind.KEYRING, "keyring", keyring.to_bytes()),
+        )
+        slot_id = ids.new_id()
+        storage.put(layout.key_slot(slot_id), make_slot(slot_id, passphrase, master).to_bytes())
+        recovery_text, recovery_material = new_recovery_key()
+        recovery_id = ids.new_id()
+        storage.put(
+            layout.key_slot(recovery_id),
+            make_slot(recovery_id, Secret("recovery", recovery_material), master).to_bytes(),
+        )
+        # `version` last: a repository without it is an interrupted init, not a repository.
+        storage.put(layout.VERSION, layout.VERSION_TEXT)
+        return cls(storage, keyring, config, slot_id), recovery_text
+
+    @classmethod
+    def open(cls, storage: Storage, secret: Secret) -> Repository:
+        try:
+            version = storage.get(layout.VERSION)
+        except ObjectNotFound:
+            raise RepositoryNotFound(
+                f"no vault repository at {storage.location()} (run `vault init` to create one)"
+            ) from None
+        if version != layout.VERSION_TEXT:
+            raise VaultError(f"{storage.location()} holds an unsupported repository format")
+        master, slot_id = _unlock(storage, secret)
+        master_keys = MasterKeyOnly(master)
+        keyring = Keyring.from_bytes(
+            master,
+            sealing.open_sealed(
+                master_keys,
+                sealing.Kind.KEYRING,
+                "keyring",
+                storage.get(layout.KEYRING),
+                name=layout.KEYRING,
+            ),
+        )
+        config = Config.from_bytes(
+            sealing.open_sealed(
+                master_keys,
+                sealing.Kind.CONFIG,
+                "config",
+                storage.get(layout.CONFIG),
+                name=layout.CONFIG,
+            )
+        )
+        return cls(storage, keyring, config, slot_id)
+
+    # -- slots ----------------------------------------------------------------------------------
+
+    def slots(self) -> list[KeySlot]:
+        return [
+            KeySlot.from_bytes(layout.id_of(info.key), self.storage.get(info.key))
+            for info in self.storage.list(layout.KEYS)
+        ]
+
+    def add_slot(self, secret: Secret) -> KeySlot:
+        slot_id = ids.new_id()
+        slot = make_slot(slot_id, secret, self.keyring.master_key)
+        self.storage.put(layout.key_slot(slot_id), slot.to_bytes(), if_absent=True)
+        return slot
+
+    def remove_slot(self, slot_id: str) -> None:
+        self.storage.delete(layout.key_slot(slot_id))
+
+    # -- sealed objects ---------------------------------------------------------------------
+
+    def seal(self, kind: sealing.Kind, object_id: str, payload: bytes, level: int = 0) -> bytes:
+        return sealing.seal(self.keyring, kind, object_id, payload, compress_level=level)
+
+    def open_object(self, kind: sealing.Kind, key: str) -> bytes:
+        return sealing.open_sealed(
+            self.keyring, kind, layout.id_of(key), self.storage.get(key), name=key
+        )
+
+    def chunker(self) -> Chunker:
+        return Chunker(self.config.chunker, self.keyring.chunker_seed)
+
+    def blob_id(self, data: bytes | memoryview) -> bytes:
+        return crypto.mac(self.keyring.mac_key, data)
+
+    # -- index ----------------------------------------------------------------------------------
+
+    def load_index(self) -> Index:
+        if self._index_loaded:
+            return self.index
+        for info in self.storage.list(layout.INDEX):
+            payload = self.open_object(sealing.Kind.INDEX, info.key)
+            for pack, entries in decode(payload, name=info.key):
+                self.index.add_pack(pack, entries)
+        self.index.freeze()
+        self._index_loaded = True
+        return self.index
+
+    def index_objects(self) -> list[str]:
+        return [info.key for info in self.storage.list(layout.INDEX)]
+
+    # -- blobs ----------------------------------------------------------------------------------
+
+    def read_blob(self, blob_id: bytes) -> bytes:
+        location = self.index.lookup(blob_id)
+        if location is None:
+            raise IntegrityError(f"blob {blob_id.hex()} is not in the index")
+        return self.read_located(location)
+
+    def read_located(self, location: Location) -> bytes:
+        name = layout.pack(location.pack.id)
+        entry = location.entry
+        sealed = self.storage.get(name, offset=entry.offset, length=entry.length)
+        return open_blob(
+            self.pack_key(location.pack.id, location.pack.epoch, location.pack.salt),
+            entry,
+            sealed,
+            pack_name=name,
+        )
+
+    def pack_key(self, pack_id: str, epoch: int, salt: bytes) -> crypto.Aead:
+        try:
+            epoch_key = self.keyring.epoch_key(epoch)
+        except KeyError:
+            raise IntegrityError(
+                f"{layout.pack(pack_id)} is sealed under unknown key epoch {epoch}"
+            ) from None
+        return pack_key(epoch_key, salt, pack_id)
+
+    def load_tree(self, tree_id: str) -> Tree:
+        blob_id = bytes.fromhex(tree_id)
+        location = self.index.lookup(blob_id)
+        if location is None or location.entry.type != BlobType.TREE:
+            raise IntegrityError(f"tree {tree_id[:16]} is missing from the index")
+        data = self.read_located(location)
+        if not crypto.constant_time_equal(self.blob_id(data), blob_id):
+            raise IntegrityError(f"tree {tree_id[:16]} does not match its id")
+        try:
+            return Tree.from_bytes(data)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise IntegrityError(f"tree {tree_id[:16]} is malformed: {exc}") from None
+
+    # -- snapshots ------------------------------------------------------------------------------
+
+    def snapshot_ids(self) -> list[str]:
+        return [layout.id_of(info.key) for info in self.storage.list(layout.SNAPSHOTS)]
+
+    def load_snapshot(self, snapshot_id: str) -> Snapshot:
+        key = layout.snapshot(snapshot_id)
+        payload = self.open_object(sealing.Kind.SNAPSHOT, key)
+        try:
+            return Snapshot.from_bytes(snapshot_id, payload)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise IntegrityError(f"{key} is malformed: {exc}", key=key) from None
+
+    def snapshots(self) -> list[Snapshot]:
+        found = [self.load_snapshot(s) for s in self.snapshot_ids()]
+        return sorted(found, key=lambda s: (s.time, s.id))
+
+    def save_snapshot(self, snapshot: Snapshot) -> None:
+        key = layout.snapshot(snapshot.id)
+        self.storage.put(
+            key,
+            self.seal(sealing.Kind.SNAPSHOT, snapshot.id, snapshot.to_bytes(), 3),
+            if_absent=True,
+        )
+
+    def find_snapshot(self, ref: str) -> Snapshot:
+        """'latest', a full id, or a unique id prefix."""
+        if ref == "latest":
+            all_snapshots = self.snapshots()
+            if not all_snapshots:
+                raise UsageError("the repository has no snapshots yet")
+            return all_snapshots[-1]
+        matches = [s for s in self.snapshot_ids() if s.startswith(ref.lower())] if ref else []
+        if not matches:
+            raise UsageError(f"no snapshot matches {ref!r}")
+        if len(matches) > 1:
+            raise UsageError(f"snapshot prefix {ref!r} is ambiguous ({len(matches)} match)")
+        return self.load_snapshot(matches[0])
+
+    def program_version(self) -> str:
+        return __version__
+
+
+def _unlock(storage: Storage, secret: Secret) -> tuple[bytes, str]:
+    slots: Iterable[KeySlot] = (
+        KeySlot.from_bytes(layout.id_of(info.key), storage.get(info.key))
+        for info in storage.list(layout.KEYS)
+    )
+    for slot in slots:
+        master = open_slot(slot, secret)
+        if master is not None:
+            return master, slot.id
+    what = {"passphrase": "passphrase", "recovery": "recovery key", "keyfile": "key file"}[
+        secret.kind
+    ]
+    raise WrongKey(f"the {what} given does not open the repository at {storage.location()}")
+
+
+def ensure_exists(storage: Storage) -> None:
+    if not _exists(storage):
+        raise RepositoryNotFound(
+            f"no vault repository at {storage.location()} (run `vault init` to create one)"
+        )

@@ -1,0 +1,120 @@
+"""A repository in a local directory: atomic writes via temp file, fsync and rename.
+
+Objects are files under the root; key 'data/ab/abcd…' is the file root/data/ab/abcd…. Files are
+created 0600 and directories 0700: a repository holds only ciphertext, but key slots and the
+layout of a practice's backups are nobody else's business on a shared machine.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+from vault.errors import ObjectExists, ObjectNotFound, StorageError
+from vault.storage.base import ObjectInfo
+
+_TEMP_PREFIX = ".tmp-"
+
+
+class LocalStorage:
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root).expanduser().absolute()
+
+    def location(self) -> str:
+        return str(self.root)
+
+    def _path(self, key: str) -> Path:
+        parts = key.split("/")
+        if not key or any(p in ("", ".", "..") or p.startswith(_TEMP_PREFIX) for p in parts):
+            raise StorageError(f"invalid object name {key!r}")
+        return self.root.joinpath(*parts)
+
+    def put(self, key: str, data: bytes, *, if_absent: bool = False) -> None:
+        path = self._path(key)
+        try:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            temp = path.parent / f"{_TEMP_PREFIX}{secrets.token_hex(8)}"
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(data)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                if if_absent:
+                    # link() refuses to replace an existing name: an atomic create-if-absent.
+                    try:
+                        os.link(temp, path)
+                    except FileExistsError:
+                        raise ObjectExists(key) from None
+                    finally:
+                        os.unlink(temp)
+                else:
+                    os.replace(temp, path)
+            except BaseException:
+                temp.unlink(missing_ok=True)
+                raise
+            _fsync_dir(path.parent)
+        except OSError as exc:
+            raise StorageError(f"cannot write {key} in {self.root}: {exc.strerror}") from exc
+
+    def get(self, key: str, *, offset: int = 0, length: int | None = None) -> bytes:
+        path = self._path(key)
+        try:
+            with open(path, "rb") as handle:
+                if offset:
+                    handle.seek(offset)
+                return handle.read() if length is None else handle.read(length)
+        except FileNotFoundError:
+            raise ObjectNotFound(key) from None
+        except OSError as exc:
+            raise StorageError(f"cannot read {key} in {self.root}: {exc.strerror}") from exc
+
+    def stat(self, key: str) -> ObjectInfo:
+        try:
+            return ObjectInfo(key, self._path(key).stat().st_size)
+        except FileNotFoundError:
+            raise ObjectNotFound(key) from None
+        except OSError as exc:
+            raise StorageError(f"cannot stat {key} in {self.root}: {exc.strerror}") from exc
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        base, _, _ = prefix.rpartition("/")
+        start = self.root / base if base else self.root
+        if not start.is_dir():
+            return
+        for dirpath, dirnames, filenames in os.walk(start):
+            dirnames.sort()
+            rel_dir = os.path.relpath(dirpath, self.root)
+            for name in sorted(filenames):
+                if name.startswith(_TEMP_PREFIX):
+                    continue
+                key = name if rel_dir == "." else f"{rel_dir}/{name}".replace(os.sep, "/")
+                if not key.startswith(prefix):
+                    continue
+                try:
+                    size = os.stat(os.path.join(dirpath, name)).st_size
+                except FileNotFoundError:
+                    continue  # deleted while listing
+                yield ObjectInfo(key, size)
+
+    def delete(self, key: str) -> None:
+        try:
+            self._path(key).unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise StorageError(f"cannot delete {key} in {self.root}: {exc.strerror}") from exc
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    except OSError as exc:  # some filesystems refuse fsync on directories
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP):
+            raise
+    finally:
+        os.close(fd)

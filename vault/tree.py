@@ -1,0 +1,116 @@
+"""Trees: one directory's entries, serialized as canonical JSON and stored as a tree blob.
+
+Names are bytes on disk. A name that is valid UTF-8 is stored as "name"; any other is stored
+as "name_b64" so it survives byte for byte. Hashes and chunk ids are lowercase hex.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+FILE = "file"
+DIR = "dir"
+SYMLINK = "symlink"
+
+
+@dataclass(frozen=True)
+class Node:
+    name: bytes
+    type: str
+    mode: int
+    uid: int
+    gid: int
+    mtime_ns: int
+    size: int = 0
+    # Change detection for the next run (never shown): skip re-reading when all match.
+    inode: int = 0
+    ctime_ns: int = 0
+    chunks: tuple[str, ...] = ()
+    sha256: str = ""
+    subtree: str = ""
+    link_target: bytes = b""
+    # True when the file changed while it was read: never reused by the next run.
+    unstable: bool = False
+
+    @property
+    def display_name(self) -> str:
+        return self.name.decode("utf-8", "backslashreplace")
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = _bytes_field("name", self.name)
+        out.update(
+            type=self.type, mode=self.mode, uid=self.uid, gid=self.gid, mtime_ns=self.mtime_ns
+        )
+        if self.type == FILE:
+            out.update(
+                size=self.size,
+                inode=self.inode,
+                ctime_ns=self.ctime_ns,
+                chunks=list(self.chunks),
+                sha256=self.sha256,
+            )
+            if self.unstable:
+                out["unstable"] = True
+        elif self.type == DIR:
+            out["subtree"] = self.subtree
+        elif self.type == SYMLINK:
+            out.update(_bytes_field("link_target", self.link_target))
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Node:
+        return cls(
+            name=_read_bytes_field(data, "name"),
+            type=str(data["type"]),
+            mode=int(data["mode"]),
+            uid=int(data["uid"]),
+            gid=int(data["gid"]),
+            mtime_ns=int(data["mtime_ns"]),
+            size=int(data.get("size", 0)),
+            inode=int(data.get("inode", 0)),
+            ctime_ns=int(data.get("ctime_ns", 0)),
+            chunks=tuple(str(c) for c in data.get("chunks", ())),
+            sha256=str(data.get("sha256", "")),
+            subtree=str(data.get("subtree", "")),
+            link_target=_read_bytes_field(data, "link_target") if data["type"] == SYMLINK else b"",
+            unstable=bool(data.get("unstable", False)),
+        )
+
+
+@dataclass(frozen=True)
+class Tree:
+    nodes: tuple[Node, ...] = field(default_factory=tuple)
+
+    def to_bytes(self) -> bytes:
+        ordered = sorted(self.nodes, key=lambda n: n.name)
+        doc = {"version": 1, "nodes": [n.to_json() for n in ordered]}
+        return json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Tree:
+        doc = json.loads(data)
+        if doc.get("version") != 1:
+            raise ValueError(f"unsupported tree version {doc.get('version')!r}")
+        return cls(tuple(Node.from_json(n) for n in doc["nodes"]))
+
+    def get(self, name: bytes) -> Node | None:
+        for node in self.nodes:
+            if node.name == name:
+                return node
+        return None
+
+
+def _bytes_field(key: str, value: bytes) -> dict[str, Any]:
+    try:
+        return {key: value.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {key + "_b64": base64.b64encode(value).decode()}
+
+
+def _read_bytes_field(data: dict[str, Any], key: str) -> bytes:
+    if key in data:
+        return str(data[key]).encode("utf-8")
+    return base64.b64decode(data[key + "_b64"])
