@@ -1,0 +1,102 @@
+"""A backup saves what it can, names what it could not, and says so in its exit code."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import RunCli
+from vault import backup as backup_module
+from vault.chunker import Chunker
+
+
+def test_unreadable_file_is_reported_and_the_rest_saved_with_exit_3(
+    repo: Path, vault: RunCli, archive: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    victim = archive / "exports" / "pms_dump.bak"
+    real_open = os.open
+
+    def failing_open(path: object, flags: int, *args: object, **kwargs: object) -> int:
+        if os.fsencode(path) == os.fsencode(victim):  # type: ignore[arg-type]
+            raise PermissionError(13, "Permission denied", str(victim))
+        return real_open(path, flags, *args, **kwargs)  # type: ignore[arg-type]
+
+    # Root reads any file regardless of mode bits, so the failure is injected at the syscall.
+    monkeypatch.setattr(backup_module.os, "open", failing_open)
+    result = vault("backup", "-r", repo, archive, "--json")
+    monkeypatch.undo()
+    assert result.code == 3
+    assert str(victim) in result.err
+    doc = result.json()
+    assert doc["outcome"] == "FAIL"
+    assert doc["errors"] == [{"path": str(victim), "reason": "Permission denied"}]
+    listing = vault("ls", "-r", repo, "latest", "--json").json()
+    paths = {e["path"] for e in listing}
+    assert str(victim) not in paths
+    assert any(p.endswith(".dcm") for p in paths)
+
+
+def test_file_changing_during_read_is_flagged_and_reread_next_time(
+    repo: Path, vault: RunCli, archive: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    victim = archive / "exports" / "pms_dump.bak"
+    real_chunks = Chunker.chunks
+
+    def chunks_while_someone_appends(self: Chunker, read: Callable[[int], bytes],
+                                     block: int = 1 << 24) -> Iterator[bytes]:
+        first = read(block)
+        if first.startswith(victim.read_bytes()[:64]):
+            with open(victim, "ab") as handle:  # another program writes mid-backup
+                handle.write(b"late addition\n")
+        pending = [first]
+
+        def replay(n: int) -> bytes:
+            return pending.pop() if pending else read(n)
+
+        yield from real_chunks(self, replay, block)
+
+    monkeypatch.setattr(Chunker, "chunks", chunks_while_someone_appends)
+    first = vault("backup", "-r", repo, archive, "--json")
+    monkeypatch.undo()
+    assert first.code == 0, first.err
+    assert "changed while it was being read" in first.err
+    assert [p["path"] for p in first.json()["changed_during_read"]] == [str(victim)]
+    second = vault("backup", "-r", repo, archive, "--json").json()
+    assert second["stats"]["files_changed"] == 1  # the flagged file is read again
+    assert second["changed_during_read"] == []
+    target = repo.parent / "out"
+    assert vault("restore", "latest", "-r", repo, "--target", target, "--verify").code == 0
+    assert (target / victim.relative_to("/")).read_bytes() == victim.read_bytes()
+
+
+def test_missing_source_path_fails_before_writing_anything(
+    tmp_path: Path, repo: Path, vault: RunCli
+) -> None:
+    result = vault("backup", "-r", repo, tmp_path / "does-not-exist")
+    assert result.code == 1
+    assert "does-not-exist" in result.err and "does not exist" in result.err
+    assert vault("snapshots", "-r", repo, "--json").json() == []
+
+
+def test_repository_locked_exclusively_exits_11(repo: Path, vault: RunCli, archive: Path) -> None:
+    from tests.conftest import PASSWORD
+    from vault.keys import Secret
+    from vault.lock import Lock
+    from vault.repository import Repository
+    from vault.storage import LocalStorage
+
+    r = Repository.open(LocalStorage(repo), Secret.from_passphrase(PASSWORD))
+    with Lock(r.storage, r.keyring, exclusive=True, operation="prune"):
+        result = vault("backup", "-r", repo, archive)
+    assert result.code == 11
+    assert "locked" in result.err and "prune" in result.err
+    assert vault("backup", "-r", repo, archive).code == 0
+
+
+def test_usage_errors_exit_2(repo: Path, vault: RunCli) -> None:
+    assert vault("restore", "latest", "-r", repo).code == 2  # --target missing
+    assert vault("backup", "-r", repo, "/tmp", "--time", "yesterday").code == 2
+    assert vault("restore", "nope", "-r", repo, "--target", "/tmp/x").code == 2

@@ -1,0 +1,160 @@
+"""Nothing readable about patients in the repository; secrets never reach output."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pydicom
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+from tests.conftest import PASSWORD, RunCli
+
+MARKERS = [
+    b"ZQXMARKERNAME", b"ZQXMARKERCONTENT", b"ZQXPATIENTNAME", b"ZQXPATIENT-4242",
+    b"ZQXACCESSION", b"1.2.826.0.1.3680043.8.498.777",
+]
+
+
+def _dicom_with_markers(path: Path) -> None:
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = SecondaryCaptureImageStorage
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.PatientName = "ZQXPATIENTNAME^JANE"
+    ds.PatientID = "ZQXPATIENT-4242"
+    ds.AccessionNumber = "ZQXACCESSION"
+    ds.StudyInstanceUID = "1.2.826.0.1.3680043.8.498.777"
+    ds.Modality = "OT"
+    ds.Rows, ds.Columns = 64, 64
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 12, 11
+    ds.SamplesPerPixel, ds.PixelRepresentation = 1, 0
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.PixelData = bytes(range(256)) * 32
+    ds.save_as(path, enforce_file_format=True)
+
+
+def _all_repository_bytes(repo: Path) -> list[tuple[str, bytes]]:
+    out = []
+    for dirpath, _, filenames in os.walk(repo):
+        for name in filenames:
+            full = Path(dirpath) / name
+            out.append((str(full.relative_to(repo)), full.read_bytes()))
+    return out
+
+
+def test_no_marker_from_names_contents_or_dicom_headers_appears_in_the_repository(
+    tmp_path: Path, repo: Path, vault: RunCli
+) -> None:
+    source = tmp_path / "ZQXMARKERNAME-dir"
+    source.mkdir()
+    (source / "ZQXMARKERNAME.txt").write_bytes(b"ZQXMARKERCONTENT " * 5000)
+    # Repetitive content compresses: markers must not survive in compressed-but-unsealed form.
+    (source / "notes.txt").write_bytes(b"ZQXMARKERCONTENT\n")
+    _dicom_with_markers(source / "ZQXMARKERNAME.dcm")
+    assert pydicom.dcmread(source / "ZQXMARKERNAME.dcm").PatientID == "ZQXPATIENT-4242"
+    assert vault("backup", "-r", repo, source).code == 0
+    objects = _all_repository_bytes(repo)
+    assert len(objects) >= 6
+    for name, data in objects:
+        for marker in MARKERS:
+            assert marker not in data, f"{marker!r} found in {name}"
+            assert marker.decode() not in name
+            assert marker.lower() not in data.lower()
+
+
+def test_wrong_passphrase_exits_12_with_one_line_and_no_secret(
+    repo: Path, vault: RunCli
+) -> None:
+    wrong = "not-the-passphrase-Zq81"
+    result = vault("snapshots", "-r", repo, password=wrong)
+    assert result.code == 12
+    assert wrong not in result.err + result.out
+    assert PASSWORD not in result.err + result.out
+    assert "Traceback" not in result.err
+    assert len(result.err.strip().splitlines()) == 1
+    assert "does not open" in result.err
+
+
+def test_missing_repository_exits_10(tmp_path: Path, vault: RunCli) -> None:
+    result = vault("snapshots", "-r", tmp_path / "nowhere")
+    assert result.code == 10
+    assert "no vault repository" in result.err
+    assert len(result.err.strip().splitlines()) == 1
+
+
+def test_missing_passphrase_without_terminal_is_a_usage_error(repo: Path, vault: RunCli) -> None:
+    result = vault("snapshots", "-r", repo, password=None)
+    assert result.code == 2
+    assert "VAULT_PASSWORD_FILE" in result.err
+
+
+def test_password_file_and_command_open_the_repository(
+    tmp_path: Path, repo: Path, vault: RunCli
+) -> None:
+    pw_file = tmp_path / "pw"
+    pw_file.write_text(PASSWORD + "\n")
+    assert vault("snapshots", "-r", repo, "--password-file", pw_file, password=None).code == 0
+    command = f"cat {pw_file}"
+    assert vault("snapshots", "-r", repo, "--password-command", command, password=None).code == 0
+
+
+def test_recovery_key_opens_the_repository(tmp_path: Path, vault: RunCli) -> None:
+    repo = tmp_path / "r"
+    doc = vault("init", "-r", repo, "--json").json()
+    recovery = doc["recovery_key"]
+    assert recovery.startswith("VRK1-")
+    assert vault("snapshots", "-r", repo, password=recovery.lower()).code == 0
+    broken = recovery[:-1] + ("A" if recovery[-1] != "A" else "B")
+    assert vault("snapshots", "-r", repo, password=broken).code == 12
+
+
+def test_key_slot_files_are_private(repo: Path) -> None:
+    slots = list((repo / "keys").iterdir())
+    assert len(slots) == 2
+    for slot in slots:
+        assert slot.stat().st_mode & 0o777 == 0o600
+
+
+def test_unsafe_names_in_a_tree_are_refused_on_restore(tmp_path: Path, repo: Path) -> None:
+    from datetime import UTC, datetime
+
+    from vault.keys import Secret
+    from vault.pack import BlobType
+    from vault.repository import Repository
+    from vault.restore import RestoreOptions, restore
+    from vault.snapshot import Snapshot
+    from vault.storage import LocalStorage
+    from vault.tree import DIR, FILE, Node, Tree
+    from vault.writer import BlobWriter
+
+    r = Repository.open(LocalStorage(repo), Secret.from_passphrase(PASSWORD))
+    writer = BlobWriter(r)
+    content = b"escaped!"
+    chunk = writer.add(BlobType.DATA, content).hex()
+    import hashlib
+
+    def file_node(name: bytes) -> Node:
+        return Node(name=name, type=FILE, mode=0o644, uid=0, gid=0, mtime_ns=0,
+                    size=len(content), chunks=(chunk,), sha256=hashlib.sha256(content).hexdigest())
+
+    inner = writer.add(BlobType.TREE, Tree((file_node(b"ok.txt"),)).to_bytes()).hex()
+    root = Tree((file_node(b".."), file_node(b"a/b"), file_node(b"ok.txt"),
+                 Node(name=b"..", type=DIR, mode=0o755, uid=0, gid=0, mtime_ns=0, subtree=inner)))
+    root_id = writer.add(BlobType.TREE, root.to_bytes()).hex()
+    writer.flush()
+    writer.close()
+    snap = Snapshot(id="ab" * 32, time=datetime.now(UTC), host="h", username="u",
+                    paths=("/x",), tree=root_id)
+    r.save_snapshot(snap)
+    target = tmp_path / "deep" / "target"
+    result = restore(r, snap, RestoreOptions(target))
+    assert (target / "ok.txt").read_bytes() == content
+    assert not (tmp_path / "deep" / "ok.txt").exists()
+    assert len(result.problems) == 3
+    assert all("escape" in reason for _, reason in result.problems)
