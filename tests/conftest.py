@@ -19,8 +19,9 @@ PASSWORD = "correct horse battery staple"
 
 
 def _load_sample_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("make_sample_archive",
-                                                  ROOT / "scripts" / "make_sample_archive.py")
+    spec = importlib.util.spec_from_file_location(
+        "make_sample_archive", ROOT / "scripts" / "make_sample_archive.py"
+    )
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     sys.modules["make_sample_archive"] = module

@@ -45,8 +45,9 @@ def test_file_changing_during_read_is_flagged_and_reread_next_time(
     victim = archive / "exports" / "pms_dump.bak"
     real_chunks = Chunker.chunks
 
-    def chunks_while_someone_appends(self: Chunker, read: Callable[[int], bytes],
-                                     block: int = 1 << 24) -> Iterator[bytes]:
+    def chunks_while_someone_appends(
+        self: Chunker, read: Callable[[int], bytes], block: int = 1 << 24
+    ) -> Iterator[bytes]:
         first = read(block)
         if first.startswith(victim.read_bytes()[:64]):
             with open(victim, "ab") as handle:  # another program writes mid-backup

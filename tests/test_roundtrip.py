@@ -34,8 +34,11 @@ def make_awkward_tree(root: Path) -> None:
     os.chmod(root / "with space.txt", 0o604)
     os.chmod(root / "empty-dir", 0o711)
     for i, path in enumerate(sorted(root.rglob("*"))):
-        os.utime(path, ns=(1_600_000_000_123_456_789 + i, 1_600_000_000_123_456_789 + i),
-                 follow_symlinks=False)
+        os.utime(
+            path,
+            ns=(1_600_000_000_123_456_789 + i, 1_600_000_000_123_456_789 + i),
+            follow_symlinks=False,
+        )
 
 
 def test_awkward_tree_round_trips_byte_for_byte(tmp_path: Path, repo: Path, vault: RunCli) -> None:
@@ -49,8 +52,9 @@ def test_awkward_tree_round_trips_byte_for_byte(tmp_path: Path, repo: Path, vaul
     assert describe_tree(target / source.relative_to("/")) == describe_tree(source)
 
 
-def test_sample_dental_archive_round_trips(tmp_path: Path, repo: Path, vault: RunCli,
-                                           archive: Path) -> None:
+def test_sample_dental_archive_round_trips(
+    tmp_path: Path, repo: Path, vault: RunCli, archive: Path
+) -> None:
     assert vault("backup", "-r", repo, archive).code == 0
     target = tmp_path / "restored"
     result = vault("restore", "latest", "-r", repo, "--target", target, "--verify", "--json")
@@ -61,8 +65,9 @@ def test_sample_dental_archive_round_trips(tmp_path: Path, repo: Path, vault: Ru
     assert describe_tree(target / archive.relative_to("/")) == describe_tree(archive)
 
 
-def test_second_backup_reuses_unchanged_files_without_reading(repo: Path, vault: RunCli,
-                                                              archive: Path) -> None:
+def test_second_backup_reuses_unchanged_files_without_reading(
+    repo: Path, vault: RunCli, archive: Path
+) -> None:
     first = vault("backup", "-r", repo, archive, "--json").json()
     second = vault("backup", "-r", repo, archive, "--json").json()
     assert second["parent"] == first["snapshot_id"]
@@ -83,8 +88,9 @@ def test_changed_file_is_read_again_and_only_new_chunks_are_added(
     assert 0 < doc["stats"]["bytes_added"] <= victim.stat().st_size
 
 
-def test_include_restores_only_the_named_subtree(tmp_path: Path, repo: Path, vault: RunCli,
-                                                 archive: Path) -> None:
+def test_include_restores_only_the_named_subtree(
+    tmp_path: Path, repo: Path, vault: RunCli, archive: Path
+) -> None:
     vault("backup", "-r", repo, archive)
     wanted = archive / "exports"
     target = tmp_path / "partial"

@@ -12,8 +12,12 @@ from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, ge
 from tests.conftest import PASSWORD, RunCli
 
 MARKERS = [
-    b"ZQXMARKERNAME", b"ZQXMARKERCONTENT", b"ZQXPATIENTNAME", b"ZQXPATIENT-4242",
-    b"ZQXACCESSION", b"1.2.826.0.1.3680043.8.498.777",
+    b"ZQXMARKERNAME",
+    b"ZQXMARKERCONTENT",
+    b"ZQXPATIENTNAME",
+    b"ZQXPATIENT-4242",
+    b"ZQXACCESSION",
+    b"1.2.826.0.1.3680043.8.498.777",
 ]
 
 
@@ -68,9 +72,7 @@ def test_no_marker_from_names_contents_or_dicom_headers_appears_in_the_repositor
             assert marker.lower() not in data.lower()
 
 
-def test_wrong_passphrase_exits_12_with_one_line_and_no_secret(
-    repo: Path, vault: RunCli
-) -> None:
+def test_wrong_passphrase_exits_12_with_one_line_and_no_secret(repo: Path, vault: RunCli) -> None:
     wrong = "not-the-passphrase-Zq81"
     result = vault("snapshots", "-r", repo, password=wrong)
     assert result.code == 12
@@ -140,17 +142,33 @@ def test_unsafe_names_in_a_tree_are_refused_on_restore(tmp_path: Path, repo: Pat
     import hashlib
 
     def file_node(name: bytes) -> Node:
-        return Node(name=name, type=FILE, mode=0o644, uid=0, gid=0, mtime_ns=0,
-                    size=len(content), chunks=(chunk,), sha256=hashlib.sha256(content).hexdigest())
+        return Node(
+            name=name,
+            type=FILE,
+            mode=0o644,
+            uid=0,
+            gid=0,
+            mtime_ns=0,
+            size=len(content),
+            chunks=(chunk,),
+            sha256=hashlib.sha256(content).hexdigest(),
+        )
 
     inner = writer.add(BlobType.TREE, Tree((file_node(b"ok.txt"),)).to_bytes()).hex()
-    root = Tree((file_node(b".."), file_node(b"a/b"), file_node(b"ok.txt"),
-                 Node(name=b"..", type=DIR, mode=0o755, uid=0, gid=0, mtime_ns=0, subtree=inner)))
+    root = Tree(
+        (
+            file_node(b".."),
+            file_node(b"a/b"),
+            file_node(b"ok.txt"),
+            Node(name=b"..", type=DIR, mode=0o755, uid=0, gid=0, mtime_ns=0, subtree=inner),
+        )
+    )
     root_id = writer.add(BlobType.TREE, root.to_bytes()).hex()
     writer.flush()
     writer.close()
-    snap = Snapshot(id="ab" * 32, time=datetime.now(UTC), host="h", username="u",
-                    paths=("/x",), tree=root_id)
+    snap = Snapshot(
+        id="ab" * 32, time=datetime.now(UTC), host="h", username="u", paths=("/x",), tree=root_id
+    )
     r.save_snapshot(snap)
     target = tmp_path / "deep" / "target"
     result = restore(r, snap, RestoreOptions(target))

@@ -128,7 +128,7 @@ class Index:
 
     def _find(self, blob_id: bytes) -> int:
         view = _SortedIds(self._ids)
-        i = bisect.bisect_left(view, blob_id)  # type: ignore[call-overload]
+        i = bisect.bisect_left(view, blob_id)
         if i < len(view) and view[i] == blob_id:
             return i
         return -1

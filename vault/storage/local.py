@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import secrets
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,7 +36,7 @@ class LocalStorage:
     def put(self, key: str, data: bytes, *, if_absent: bool = False) -> None:
         path = self._path(key)
         try:
-            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._make_dirs(path.parent)
             temp = path.parent / f"{_TEMP_PREFIX}{secrets.token_hex(8)}"
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             try:
@@ -60,6 +61,20 @@ class LocalStorage:
         except OSError as exc:
             raise StorageError(f"cannot write {key} in {self.root}: {exc.strerror}") from exc
 
+    def _make_dirs(self, directory: Path) -> None:
+        """Create missing directories 0700, each made durable in its parent (a new directory
+        entry is lost in a power cut unless the parent is fsynced too)."""
+        missing = []
+        while not directory.is_dir():
+            missing.append(directory)
+            directory = directory.parent
+        for new in reversed(missing):
+            try:
+                new.mkdir(mode=0o700)
+            except FileExistsError:
+                continue  # another writer made it
+            _fsync_dir(new.parent)
+
     def get(self, key: str, *, offset: int = 0, length: int | None = None) -> bytes:
         path = self._path(key)
         try:
@@ -67,18 +82,21 @@ class LocalStorage:
                 if offset:
                     handle.seek(offset)
                 return handle.read() if length is None else handle.read(length)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             raise ObjectNotFound(key) from None
         except OSError as exc:
             raise StorageError(f"cannot read {key} in {self.root}: {exc.strerror}") from exc
 
     def stat(self, key: str) -> ObjectInfo:
         try:
-            return ObjectInfo(key, self._path(key).stat().st_size)
-        except FileNotFoundError:
+            st = self._path(key).stat()
+        except (FileNotFoundError, NotADirectoryError):
             raise ObjectNotFound(key) from None
         except OSError as exc:
             raise StorageError(f"cannot stat {key} in {self.root}: {exc.strerror}") from exc
+        if not stat.S_ISREG(st.st_mode):
+            raise ObjectNotFound(key)  # a directory of the layout is not an object
+        return ObjectInfo(key, st.st_size)
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         base, _, _ = prefix.rpartition("/")
@@ -103,7 +121,7 @@ class LocalStorage:
     def delete(self, key: str) -> None:
         try:
             self._path(key).unlink()
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             pass
         except OSError as exc:
             raise StorageError(f"cannot delete {key} in {self.root}: {exc.strerror}") from exc

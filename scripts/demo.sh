@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# A first run of vault on generated sample data: make a synthetic dental archive, create an
+# encrypted repository, back up, back up again (nothing changed), restore one study, verify.
+# Everything lands in ./demo (delete it when done). No real patient data is involved.
+source "$(dirname "$0")/_venv.sh"
+cd "$ROOT"
+DEMO="$ROOT/demo"
+rm -rf "$DEMO"
+mkdir -p "$DEMO"
+umask 077
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+step "Generating a synthetic dental imaging archive (fake patients DEMO^ALICE and DEMO^BOB)"
+python scripts/make_sample_archive.py "$DEMO/imaging-share" --seed 7
+
+export VAULT_REPO="$DEMO/repository"
+# A real installation keeps this file readable only by the backup user (or uses
+# --password-command to fetch it from a secrets manager).
+head -c 24 /dev/urandom | base64 > "$DEMO/passphrase"
+export VAULT_PASSWORD_FILE="$DEMO/passphrase"
+
+step "vault init  (creates the encrypted repository and prints the recovery key once)"
+vault init | tee "$DEMO/init.txt"
+
+step "vault backup  (first, full backup)"
+vault backup "$DEMO/imaging-share" --tag demo
+
+step "vault backup  (nightly run: unchanged files are not read again)"
+vault backup "$DEMO/imaging-share" --tag demo
+
+step "vault snapshots"
+vault snapshots
+
+STUDY="$(cd "$DEMO/imaging-share" && ls -d imaging/*/*_CT | head -n 1)"
+step "vault restore latest --include .../$STUDY --verify  (one CBCT study, checked against SHA-256)"
+vault restore latest --target "$DEMO/restored" --include "$DEMO/imaging-share/$STUDY" --verify
+
+step "Comparing the restored study with the original"
+diff -r "$DEMO/imaging-share/$STUDY" "$DEMO/restored$DEMO/imaging-share/$STUDY" && echo "identical"
+
+step "vault check --read-data  (every pack read, every chunk authenticated)"
+vault check --read-data
+
+step "Done"
+echo "Repository: $VAULT_REPO"
+echo "Try: VAULT_REPO=$VAULT_REPO VAULT_PASSWORD_FILE=$VAULT_PASSWORD_FILE .venv/bin/vault ls latest"

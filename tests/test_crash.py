@@ -1,0 +1,107 @@
+"""SIGKILL during a backup loses nothing, leaves a repository that passes check, and the next
+run re-uploads nothing that was already packed and indexed."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import PASSWORD, RunCli
+from tests.treecompare import describe_tree
+from vault.keys import Secret
+from vault.pack import BlobType
+from vault.repository import Repository
+from vault.storage import LocalStorage
+
+SOURCE_FILES = 10
+FILE_SIZE = 16 * 1024 * 1024
+
+
+def _count(repo: Path, prefix: str) -> int:
+    """Complete objects under prefix (temporary files of a write in progress excluded)."""
+    if not (repo / prefix).exists():
+        return 0
+    return sum(
+        1 for p in (repo / prefix).rglob("*") if p.is_file() and not p.name.startswith(".tmp-")
+    )
+
+
+# Each kill point: (prefix to watch, how many new objects must appear there before the kill).
+KILL_POINTS: dict[str, tuple[str, int]] = {
+    "before-any-pack": ("data", 0),
+    "after-first-pack": ("data", 1),
+    "after-first-index": ("index", 1),
+    "after-four-packs": ("data", 4),
+}
+
+
+@pytest.fixture(scope="module")
+def big_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("crash") / "src"
+    root.mkdir()
+    rng = random.Random(2024)
+    for i in range(SOURCE_FILES):  # incompressible: one pack per 16 MiB
+        (root / f"scan{i:02}.raw").write_bytes(rng.randbytes(FILE_SIZE))
+    return root
+
+
+def _indexed_data_bytes(repo: Path) -> int:
+    r = Repository.open(LocalStorage(repo), Secret.from_passphrase(PASSWORD))
+    return sum(loc.entry.raw_length for loc in r.load_index() if loc.entry.type == BlobType.DATA)
+
+
+def _wait_for(condition: Callable[[], bool], process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 120
+    while not condition():
+        if process.poll() is not None or time.monotonic() > deadline:
+            break
+        time.sleep(0.002)  # polling the repository for the kill point, not synchronizing
+
+
+@pytest.mark.parametrize("point", sorted(KILL_POINTS))
+def test_sigkill_during_backup_leaves_a_checkable_repository_and_rerun_completes(
+    tmp_path: Path, repo: Path, vault: RunCli, big_source: Path, archive: Path, point: str
+) -> None:
+    earlier = vault("backup", "-r", repo, archive, "--json").json()["snapshot_id"]
+    indexed_earlier = _indexed_data_bytes(repo)
+    baseline = {prefix: _count(repo, prefix) for prefix in ("data", "index")}
+    env = dict(os.environ, VAULT_PASSWORD=PASSWORD, VAULT_INDEX_CHECKPOINT_BYTES=str(FILE_SIZE))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "vault", "backup", "-r", str(repo), str(big_source)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    prefix, wanted = KILL_POINTS[point]
+    _wait_for(lambda: _count(repo, prefix) >= baseline[prefix] + wanted, process)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, "backup finished before it could be killed"
+
+    # A lock left by a dead process on this host is stale at once: check runs right away.
+    checked = vault("check", "-r", repo, "--read-data", "--json")
+    assert checked.code == 0, checked.out + checked.err
+    assert [s["id"] for s in vault("snapshots", "-r", repo, "--json").json()] == [earlier]
+
+    indexed_before = _indexed_data_bytes(repo) - indexed_earlier
+    if point == "after-first-index":
+        assert indexed_before >= FILE_SIZE // 2
+    rerun = vault("backup", "-r", repo, big_source, "--json")
+    assert rerun.code == 0, rerun.err
+    # Nothing already packed and indexed is uploaded again (random data has no duplicates).
+    assert rerun.json()["stats"]["bytes_added"] == SOURCE_FILES * FILE_SIZE - indexed_before
+
+    assert vault("check", "-r", repo, "--read-data").code == 0
+    for snapshot, source in ((earlier, archive), ("latest", big_source)):
+        target = tmp_path / f"restore-{snapshot}"
+        restored = vault("restore", snapshot, "-r", repo, "--target", target, "--verify")
+        assert restored.code == 0, restored.err
+        assert describe_tree(target / source.relative_to("/")) == describe_tree(source)
