@@ -96,9 +96,7 @@ def test_flipped_byte_anywhere_in_pack_is_detected(
         assert entries == builder.entries, "damaged trailer returned different entries"
 
     failed_blobs = set()
-    for number, (entry, (_, _, original, _)) in enumerate(
-        zip(builder.entries, blobs, strict=True)
-    ):
+    for number, (entry, (_, _, original, _)) in enumerate(zip(builder.entries, blobs, strict=True)):
         try:
             plain = open_entry(builder.key, entry, damaged)
         except IntegrityError as exc:
@@ -139,9 +137,7 @@ def test_pack_with_bytes_appended_is_detected(blobs: list[Blob], extra: bytes) -
 
 @settings(max_examples=50, deadline=None)
 @given(blobs=blob_lists.filter(bool), other_id=blob_ids.map(bytes.hex))
-def test_pack_renamed_to_another_id_fails_authentication(
-    blobs: list[Blob], other_id: str
-) -> None:
+def test_pack_renamed_to_another_id_fails_authentication(blobs: list[Blob], other_id: str) -> None:
     if other_id == PACK_ID:
         other_id = "cd" * 32
     builder, data = build(blobs)

@@ -176,3 +176,34 @@ def test_unsafe_names_in_a_tree_are_refused_on_restore(tmp_path: Path, repo: Pat
     assert not (tmp_path / "deep" / "ok.txt").exists()
     assert len(result.problems) == 3
     assert all("escape" in reason for _, reason in result.problems)
+
+
+def test_key_file_slot_opens_the_repository_and_removal_revokes_it(
+    tmp_path: Path, repo: Path, vault: RunCli
+) -> None:
+    key_file = tmp_path / "machine.vaultkey"
+    added = vault("key", "add", "-r", repo, "--new-key-file", key_file, "--json")
+    assert added.code == 0, added.err
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    assert vault("snapshots", "-r", repo, "--key-file", key_file, password=None).code == 0
+    slot_id = added.json()["id"]
+    assert vault("key", "remove", slot_id[:10], "-r", repo).code == 0
+    assert vault("snapshots", "-r", repo, "--key-file", key_file, password=None).code == 12
+
+
+def test_passwd_replaces_the_slot_in_use(tmp_path: Path, repo: Path, vault: RunCli) -> None:
+    new = tmp_path / "new-pw"
+    new.write_text("a brand new passphrase\n")
+    assert vault("key", "passwd", "-r", repo, "--new-password-file", new).code == 0
+    assert vault("snapshots", "-r", repo).code == 12
+    assert vault("snapshots", "-r", repo, password="a brand new passphrase").code == 0
+    listing = vault("key", "list", "-r", repo, "--json", password="a brand new passphrase").json()
+    assert sorted(s["kind"] for s in listing["slots"]) == ["passphrase", "recovery"]
+
+
+def test_key_remove_refuses_the_slot_in_use_without_force(repo: Path, vault: RunCli) -> None:
+    listing = vault("key", "list", "-r", repo, "--json").json()
+    in_use = next(s["id"] for s in listing["slots"] if s["in_use"])
+    result = vault("key", "remove", in_use, "-r", repo)
+    assert result.code == 2 and "--force" in result.err
+    assert len(vault("key", "list", "-r", repo, "--json").json()["slots"]) == 2

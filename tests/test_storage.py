@@ -119,18 +119,8 @@ def test_stat_reports_the_key_and_size(storage: Storage) -> None:
     assert storage.stat("index/i1") == ObjectInfo("index/i1", 5)
 
 
-def test_prefix_of_existing_keys_is_not_itself_an_object(
-    storage: Storage, storage_kind: str, request: pytest.FixtureRequest
-) -> None:
-    if storage_kind == "local":
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="BUG: LocalStorage treats a directory as an object: stat('data') returns "
-                "the directory's size, get/delete raise StorageError instead of "
-                "ObjectNotFound / doing nothing",
-            )
-        )
+def test_prefix_of_existing_keys_is_not_itself_an_object(storage: Storage) -> None:
+    # On a local directory the prefix is a directory; on S3 it is nothing at all.
     storage.put("data/ab/abcd", b"x")
     with pytest.raises(ObjectNotFound):
         storage.stat("data")
@@ -140,17 +130,7 @@ def test_prefix_of_existing_keys_is_not_itself_an_object(
     assert storage.get("data/ab/abcd") == b"x"
 
 
-def test_key_below_an_existing_object_does_not_exist(
-    storage: Storage, storage_kind: str, request: pytest.FixtureRequest
-) -> None:
-    if storage_kind == "local":
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="BUG: LocalStorage.get/stat of 'a/b' when 'a' is an object raise "
-                "StorageError (ENOTDIR) instead of ObjectNotFound",
-            )
-        )
+def test_key_below_an_existing_object_does_not_exist(storage: Storage) -> None:
     storage.put("config", b"x")
     with pytest.raises(ObjectNotFound):
         storage.get("config/sub")
@@ -263,12 +243,6 @@ def test_local_objects_are_files_readable_only_by_the_owner(local: LocalStorage)
     assert {oct(_mode(f)) for f in files} == {oct(0o600)}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: LocalStorage.put creates missing intermediate directories with "
-    "Path.mkdir(parents=True), which ignores `mode` for the parents: the repository "
-    "root and data/ end up 0755 (umask 022) instead of 0700",
-)
 def test_local_directories_are_private_to_the_owner(local: LocalStorage) -> None:
     local.put("data/ab/abcd", b"d")  # creates root, data/ and data/ab/ in one go
     local.put("keys/k1", b"k")
@@ -403,12 +377,6 @@ def test_local_put_syncs_the_directory_holding_the_new_name(
     assert str(storage.root) in synced_dirs
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: LocalStorage.put fsyncs only the object's own directory; directories it "
-    "creates (data/, data/ab/) are not fsynced in their parents, so after a power cut the "
-    "new directory, and the object in it, can be missing although put returned",
-)
 def test_local_put_syncs_every_directory_that_gained_an_entry(
     tmp_path: Path, synced_dirs: list[str]
 ) -> None:

@@ -101,6 +101,7 @@ class _Checker:
                 packs |= sub
                 damaged |= sub_damaged
             elif node.type == FILE:
+                total = 0
                 for chunk in node.chunks:
                     loc = self.repo.index.lookup(bytes.fromhex(chunk))
                     if loc is None or loc.entry.type != BlobType.DATA:
@@ -108,8 +109,17 @@ class _Checker:
                             f"chunk {chunk[:16]}", f"is not in the index (file {node.display_name})"
                         )
                         damaged = True
+                        total = -1
                         continue
                     packs.add(loc.pack.id)
+                    total = total + loc.entry.raw_length if total >= 0 else total
+                if total >= 0 and total != node.size:
+                    self.add(
+                        f"tree {tree_id[:16]}",
+                        f"file {node.display_name} records {node.size} bytes but its chunks "
+                        f"hold {total}",
+                    )
+                    damaged = True
         self.tree_packs[tree_id] = (frozenset(packs), damaged)
         return self.tree_packs[tree_id]
 
@@ -177,7 +187,7 @@ class _Checker:
                 self.add(name, str(exc), affected)
                 continue
             self.result.blobs_read += 1
-            if not crypto.constant_time_equal(self.repo.blob_id(plain), entry.id):
+            if not crypto.constant_time_equal(self.repo.blob_id(plain, entry.type), entry.id):
                 self.add(name, f"blob at offset {entry.offset} does not match its id", affected)
 
 

@@ -152,8 +152,14 @@ def build_parser() -> argparse.ArgumentParser:
         return kp
 
     key_command("list", "list key slots and data-key epochs", cmd_key_list)
-    kp = key_command("add", "add a passphrase slot", cmd_key_add)
-    kp.add_argument("--new-password-file", metavar="FILE", help="the new passphrase's file")
+    kp = key_command("add", "add a passphrase slot, or a key-file slot for machines", cmd_key_add)
+    what = kp.add_mutually_exclusive_group()
+    what.add_argument("--new-password-file", metavar="FILE", help="the new passphrase's file")
+    what.add_argument(
+        "--new-key-file",
+        metavar="FILE",
+        help="create FILE (mode 0600) holding a new random key and add a slot for it",
+    )
     kp = key_command("remove", "remove a key slot", cmd_key_remove)
     kp.add_argument("slot", metavar="ID", help="slot id or unique prefix")
     kp.add_argument("--force", action="store_true", help="allow removing the slot in use")
@@ -552,8 +558,18 @@ def cmd_key_list(args: argparse.Namespace) -> int:
 
 def cmd_key_add(args: argparse.Namespace) -> int:
     repo = _open(args)
-    passphrase = secrets_input.new_passphrase(args.new_password_file)
-    slot = repo.add_slot(keys.Secret.from_passphrase(passphrase))
+    if args.new_key_file:
+        text = keys.new_key_file_text()
+        try:
+            fd = os.open(args.new_key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            raise UsageError(f"{args.new_key_file} already exists; choose a new file") from None
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        secret = keys.Secret(keys.KEYFILE, keys.parse_key_file(text, name=args.new_key_file))
+    else:
+        secret = keys.Secret.from_passphrase(secrets_input.new_passphrase(args.new_password_file))
+    slot = repo.add_slot(secret)
     if _opt(args, "json"):
         emit_json({"id": slot.id, "kind": slot.kind, "created": slot.created})
     else:

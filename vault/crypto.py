@@ -81,8 +81,12 @@ class Argon2Params:
 
 # About 0.5 s on a 2-core 2026 server; 128 MiB keeps a backup's peak memory well bounded.
 DEFAULT_ARGON2 = Argon2Params(memory_kib=131072, iterations=6, lanes=4)
-# OWASP's floor (m >= 19 MiB, t >= 2, p = 1); only the test hook goes below the default.
+# Far below OWASP's floor (m >= 19 MiB, t >= 2, p = 1): only for the test hook, never for users.
 TEST_ARGON2 = Argon2Params(memory_kib=8, iterations=1, lanes=1)
+
+
+# Bounds a slot's stored parameters must respect, so a planted slot cannot exhaust memory.
+MAX_ARGON2 = Argon2Params(memory_kib=4 * 1024 * 1024, iterations=64, lanes=64)
 
 
 def argon2id(secret: bytes, salt: bytes, params: Argon2Params) -> bytes:

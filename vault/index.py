@@ -7,7 +7,7 @@ Index objects are sealed; their payload (docs/format.md, "Index"):
                                 | length (u32) | raw length (u32)
 
 In memory, blob ids live in one sorted bytes buffer (32 bytes each) searched by bisection, and
-their locations in a parallel array of unsigned ints: 49 bytes per blob instead of the ~250 a
+their locations in a parallel array of five 32-bit ints: 52 bytes per blob instead of the ~250 a
 dict of tuples costs. Blobs added during a run sit in a small dict until `freeze`.
 """
 

@@ -10,16 +10,17 @@ open first); they hold no host names or anything else about the practice.
 from __future__ import annotations
 
 import base64
-import hashlib
+import binascii
 import json
 import os
 import secrets
+import unicodedata
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from vault import crypto
-from vault.errors import IntegrityError, UsageError
+from vault.errors import IntegrityError, UsageError, WrongKey
 
 PASSPHRASE = "passphrase"
 RECOVERY = "recovery"
@@ -47,7 +48,13 @@ class Secret:
         recovery = parse_recovery_key(text)
         if recovery is not None:
             return cls(RECOVERY, recovery)
-        return cls(PASSPHRASE, text.encode("utf-8"))
+        if looks_like_recovery_key(text):
+            raise WrongKey(
+                "the recovery key has a typo (its checksum does not match); "
+                "compare it character by character with the printed copy"
+            )
+        # NFC: the same passphrase typed on different systems derives the same key.
+        return cls(PASSPHRASE, unicodedata.normalize("NFC", text).encode("utf-8"))
 
 
 def _now() -> str:
@@ -66,12 +73,18 @@ def _unb64(text: str) -> bytes:
 
 
 def new_recovery_key() -> tuple[str, bytes]:
-    """(printable text, 32 bytes). The text carries a 2-byte checksum to catch typos."""
+    """(printable text, 32 bytes). The text carries a CRC-16 (CCITT) so that any single
+    mistyped character, or two swapped neighbours, is caught (a burst of at most 10 bits)."""
     material = secrets.token_bytes(32)
-    check = hashlib.sha256(b"vault recovery key" + material).digest()[:2]
+    check = _recovery_check(material)
     text = base64.b32encode(material + check).decode().rstrip("=")
     groups = [text[i : i + 5] for i in range(0, len(text), 5)]
     return RECOVERY_PREFIX + "-" + "-".join(groups), material
+
+
+def looks_like_recovery_key(text: str) -> bool:
+    compact = "".join(text.split()).replace("-", "").upper()
+    return compact.startswith(RECOVERY_PREFIX) and len(compact) == len(RECOVERY_PREFIX) + 55
 
 
 def parse_recovery_key(text: str) -> bytes | None:
@@ -84,9 +97,13 @@ def parse_recovery_key(text: str) -> bytes | None:
     except ValueError:
         return None
     material, check = raw[:32], raw[32:]
-    if hashlib.sha256(b"vault recovery key" + material).digest()[:2] != check:
+    if _recovery_check(material) != check:
         return None
     return material
+
+
+def _recovery_check(material: bytes) -> bytes:
+    return binascii.crc_hqx(material, 0).to_bytes(2, "big")
 
 
 def new_key_file_text() -> str:
@@ -133,18 +150,38 @@ class KeySlot:
     def from_bytes(cls, slot_id: str, data: bytes) -> KeySlot:
         try:
             doc = json.loads(data)
-            if doc.get("version") != 1:
-                raise ValueError("version")
-            return cls(
+            if doc.get("version") != 1 or doc["kind"] not in (PASSPHRASE, RECOVERY, KEYFILE):
+                raise ValueError("version or kind")
+            slot = cls(
                 slot_id,
                 doc["kind"],
-                doc["created"],
+                str(doc["created"]),
                 dict(doc["kdf"]),
                 _unb64(doc["nonce"]),
                 _unb64(doc["wrapped_master_key"]),
             )
-        except (ValueError, KeyError, TypeError):
+            _validate_kdf(slot.kind, slot.kdf)
+            if len(slot.nonce) != crypto.NONCE_BYTES or len(slot.wrapped) != 48:
+                raise ValueError("nonce or wrapped key length")
+            return slot
+        except (ValueError, KeyError, TypeError, AttributeError):
             raise IntegrityError(f"key slot keys/{slot_id} is malformed", key=slot_id) from None
+
+
+def _validate_kdf(kind: str, kdf: dict[str, Any]) -> None:
+    """ValueError unless `kdf` names a known derivation with sane parameters."""
+    if len(_unb64(kdf["salt"])) != crypto.SALT_BYTES:
+        raise ValueError("salt length")
+    if kdf["name"] == "argon2id" and kind == PASSPHRASE:
+        limit = crypto.MAX_ARGON2
+        if not (
+            8 <= int(kdf["memory_kib"]) <= limit.memory_kib
+            and 1 <= int(kdf["iterations"]) <= limit.iterations
+            and 1 <= int(kdf["lanes"]) <= limit.lanes
+        ):
+            raise ValueError("Argon2id parameters out of range")
+    elif not (kdf["name"] == "hkdf-sha256" and kind in (RECOVERY, KEYFILE)):
+        raise ValueError("unknown key derivation")
 
 
 def _slot_kek(kind: str, material: bytes, kdf: dict[str, Any]) -> bytes:
@@ -233,6 +270,13 @@ class Keyring:
                 return e.key
         raise KeyError(epoch)
 
+    def blob_id_key(self, blob_type: int) -> bytes:
+        """MAC key for blob ids: the keyring's MAC key for data chunks (type 0), a subkey
+        derived from it for every other blob type."""
+        if blob_type == 0:
+            return self.mac_key
+        return crypto.subkey(self.mac_key, b"", b"vault/v1/blob-id/%d" % blob_type)
+
     def epoch_keys(self) -> dict[int, bytes]:
         return {e.id: e.key for e in self.epochs}
 
@@ -250,18 +294,21 @@ class Keyring:
 
     @classmethod
     def from_bytes(cls, master_key: bytes, data: bytes) -> Keyring:
-        doc = json.loads(data)
-        if doc.get("version") != 1:
-            raise IntegrityError("keyring has an unsupported version", key="keyring")
-        return cls(
-            master_key=master_key,
-            mac_key=_unb64(doc["mac_key"]),
-            chunker_seed=int(doc["chunker_seed"]),
-            epochs=[
-                Epoch(int(e["id"]), _unb64(e["key"]), e["created"], e["state"])
-                for e in doc["epochs"]
-            ],
-        )
+        try:
+            doc = json.loads(data)
+            if doc.get("version") != 1:
+                raise IntegrityError("keyring has an unsupported version", key="keyring")
+            return cls(
+                master_key=master_key,
+                mac_key=_unb64(doc["mac_key"]),
+                chunker_seed=int(doc["chunker_seed"]),
+                epochs=[
+                    Epoch(int(e["id"]), _unb64(e["key"]), e["created"], e["state"])
+                    for e in doc["epochs"]
+                ],
+            )
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise IntegrityError("keyring is malformed", key="keyring") from None
 
 
 class MasterKeyOnly:

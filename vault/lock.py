@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from vault import ids, layout, sealing
 from vault.errors import IntegrityError, ObjectNotFound, RepositoryLocked
@@ -69,17 +70,24 @@ def list_locks(storage: Storage, keys: sealing.EpochKeys) -> list[LockInfo]:
             )
         except (ObjectNotFound, IntegrityError, ValueError):
             continue  # vanished, or not ours to read: neither blocks nor is removed here
-        found.append(
-            LockInfo(
-                lock_id,
-                doc["host"],
-                int(doc["pid"]),
-                bool(doc["exclusive"]),
-                datetime.fromisoformat(doc["time"]),
-                doc.get("operation", ""),
-            )
-        )
+        try:
+            found.append(_parse_lock(lock_id, doc))
+        except (KeyError, ValueError, TypeError):
+            continue  # malformed: ignored like an unreadable lock
     return found
+
+
+def _parse_lock(lock_id: str, doc: dict[str, Any]) -> LockInfo:
+    if doc.get("version") != 1:
+        raise ValueError("unsupported lock version")
+    return LockInfo(
+        lock_id,
+        str(doc["host"]),
+        int(doc["pid"]),
+        bool(doc["exclusive"]),
+        datetime.fromisoformat(doc["time"]),
+        str(doc.get("operation", "")),
+    )
 
 
 class Lock:
@@ -106,6 +114,7 @@ class Lock:
 
     def _write(self) -> None:
         doc = {
+            "version": 1,
             "host": self.host,
             "pid": os.getpid(),
             "exclusive": self.exclusive,

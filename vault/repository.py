@@ -7,7 +7,6 @@ through `vault.writer.BlobWriter`, which this module hands out.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -61,16 +60,21 @@ class Config:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Config:
-        doc = json.loads(data)
-        if doc.get("version") != 1:
-            raise IntegrityError("config has an unsupported version", key=layout.CONFIG)
-        return cls(
-            doc["repository_id"],
-            doc["created"],
-            ChunkerParams.from_json(doc["chunker"]),
-            int(doc["pack_size"]),
-            int(doc["compression"]["level"]),
-        )
+        try:
+            doc = json.loads(data)
+            if doc.get("version") != 1:
+                raise IntegrityError("config has an unsupported version", key=layout.CONFIG)
+            if doc["compression"]["algorithm"] != "zstd":
+                raise IntegrityError("config names an unknown compression", key=layout.CONFIG)
+            return cls(
+                doc["repository_id"],
+                doc["created"],
+                ChunkerParams.from_json(doc["chunker"]),
+                int(doc["pack_size"]),
+                int(doc["compression"]["level"]),
+            )
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise IntegrityError("config is malformed", key=layout.CONFIG) from None
 
 
 def _exists(storage: Storage) -> bool:
@@ -103,8 +107,13 @@ class Repository:
         zstd_level: int = DEFAULT_ZSTD_LEVEL,
     ) -> tuple[Repository, str]:
         """Create a repository; returns it and the recovery key text (shown once, never stored)."""
-        if _exists(storage) or any(True for _ in storage.list(layout.KEYS)):
+        if _exists(storage):
             raise UsageError(f"a repository already exists at {storage.location()}")
+        if any(True for _ in storage.list("")):
+            raise UsageError(
+                f"{storage.location()} is not empty but holds no complete repository "
+                "(an interrupted init?); choose an empty location or empty this one"
+            )
         master = crypto.random_key()
         keyring = Keyring.create(master)
         config = Config(
@@ -118,21 +127,28 @@ class Repository:
         storage.put(
             layout.CONFIG,
             sealing.seal(master_keys, sealing.Kind.CONFIG, "config", config.to_bytes()),
+            if_absent=True,
         )
         storage.put(
             layout.KEYRING,
             sealing.seal(master_keys, sealing.Kind.KEYRING, "keyring", keyring.to_bytes()),
+            if_absent=True,
         )
         slot_id = ids.new_id()
-        storage.put(layout.key_slot(slot_id), make_slot(slot_id, passphrase, master).to_bytes())
+        storage.put(
+            layout.key_slot(slot_id),
+            make_slot(slot_id, passphrase, master).to_bytes(),
+            if_absent=True,
+        )
         recovery_text, recovery_material = new_recovery_key()
         recovery_id = ids.new_id()
         storage.put(
             layout.key_slot(recovery_id),
             make_slot(recovery_id, Secret("recovery", recovery_material), master).to_bytes(),
+            if_absent=True,
         )
         # `version` last: a repository without it is an interrupted init, not a repository.
-        storage.put(layout.VERSION, layout.VERSION_TEXT)
+        storage.put(layout.VERSION, layout.VERSION_TEXT, if_absent=True)
         return cls(storage, keyring, config, slot_id), recovery_text
 
     @classmethod
@@ -143,7 +159,7 @@ class Repository:
             raise RepositoryNotFound(
                 f"no vault repository at {storage.location()} (run `vault init` to create one)"
             ) from None
-        if version != layout.VERSION_TEXT:
+        if version.split(b"\n")[0] != layout.VERSION_TEXT.strip():
             raise VaultError(f"{storage.location()} holds an unsupported repository format")
         master, slot_id = _unlock(storage, secret)
         master_keys = MasterKeyOnly(master)
@@ -198,8 +214,11 @@ class Repository:
     def chunker(self) -> Chunker:
         return Chunker(self.config.chunker, self.keyring.chunker_seed)
 
-    def blob_id(self, data: bytes | memoryview) -> bytes:
-        return crypto.mac(self.keyring.mac_key, data)
+    def blob_id(self, data: bytes | memoryview, blob_type: BlobType) -> bytes:
+        """The keyed id of a blob. Trees use a key derived for trees, so a file whose bytes
+        happen to equal a tree's serialization can never be mistaken for (or deduplicated
+        against) that tree."""
+        return crypto.mac(self.keyring.blob_id_key(blob_type.value), data)
 
     # -- index ----------------------------------------------------------------------------------
 
@@ -251,7 +270,7 @@ class Repository:
         if location is None or location.entry.type != BlobType.TREE:
             raise IntegrityError(f"tree {tree_id[:16]} is missing from the index")
         data = self.read_located(location)
-        if not crypto.constant_time_equal(self.blob_id(data), blob_id):
+        if not crypto.constant_time_equal(self.blob_id(data, BlobType.TREE), blob_id):
             raise IntegrityError(f"tree {tree_id[:16]} does not match its id")
         try:
             return Tree.from_bytes(data)
@@ -279,7 +298,9 @@ class Repository:
         key = layout.snapshot(snapshot.id)
         self.storage.put(
             key,
-            self.seal(sealing.Kind.SNAPSHOT, snapshot.id, snapshot.to_bytes(), 3),
+            self.seal(
+                sealing.Kind.SNAPSHOT, snapshot.id, snapshot.to_bytes(), self.config.zstd_level
+            ),
             if_absent=True,
         )
 
@@ -302,18 +323,22 @@ class Repository:
 
 
 def _unlock(storage: Storage, secret: Secret) -> tuple[bytes, str]:
-    slots: Iterable[KeySlot] = (
-        KeySlot.from_bytes(layout.id_of(info.key), storage.get(info.key))
-        for info in storage.list(layout.KEYS)
-    )
-    for slot in slots:
-        master = open_slot(slot, secret)
+    # A damaged or unknown slot must not lock out the holders of the other slots.
+    damaged = 0
+    for info in storage.list(layout.KEYS):
+        try:
+            slot = KeySlot.from_bytes(layout.id_of(info.key), storage.get(info.key))
+            master = open_slot(slot, secret)
+        except (IntegrityError, ObjectNotFound, KeyError, ValueError, TypeError):
+            damaged += 1
+            continue
         if master is not None:
             return master, slot.id
     what = {"passphrase": "passphrase", "recovery": "recovery key", "keyfile": "key file"}[
         secret.kind
     ]
-    raise WrongKey(f"the {what} given does not open the repository at {storage.location()}")
+    note = f" ({damaged} key slot(s) could not be read)" if damaged else ""
+    raise WrongKey(f"the {what} given does not open the repository at {storage.location()}{note}")
 
 
 def ensure_exists(storage: Storage) -> None:

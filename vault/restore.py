@@ -22,7 +22,7 @@ from pathlib import Path
 from vault import crypto, layout
 from vault.errors import IntegrityError, UsageError, VaultError
 from vault.index import Location
-from vault.pack import open_blob
+from vault.pack import BlobType, open_blob
 from vault.paths import display, inside_include, is_safe_name, normalize, selected
 from vault.progress import NoProgress, Progress
 from vault.repository import Repository
@@ -172,7 +172,7 @@ def _fetch_and_write(
         for chunk_hex in item.node.chunks:
             blob_id = bytes.fromhex(chunk_hex)
             location = locations.get(blob_id) or repo.index.lookup(blob_id)
-            if location is None:
+            if location is None or location.entry.type != BlobType.DATA:
                 result.problems.append(
                     (display(item.path), f"chunk {chunk_hex[:16]} is not in the index")
                 )
@@ -206,7 +206,7 @@ def _fetch_and_write(
                     plain = open_blob(
                         key, e, data[e.offset - start : e.offset - start + e.length], pack_name=name
                     )
-                    if not crypto.constant_time_equal(repo.blob_id(plain), e.id):
+                    if not crypto.constant_time_equal(repo.blob_id(plain, e.type), e.id):
                         raise IntegrityError(
                             f"{name}: chunk at offset {e.offset} does not match its id"
                         )

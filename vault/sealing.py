@@ -104,5 +104,18 @@ def sealed_epoch(blob: bytes, kind: Kind, *, name: str) -> int:
     return int(epoch)
 
 
+# Literal strings, not enum names: renaming a member must never change the format.
+_INFO = {
+    Kind.CONFIG: b"vault/v1/object/config",
+    Kind.KEYRING: b"vault/v1/object/keyring",
+    Kind.INDEX: b"vault/v1/object/index",
+    Kind.SNAPSHOT: b"vault/v1/object/snapshot",
+    Kind.LOCK: b"vault/v1/object/lock",
+    Kind.DRILL: b"vault/v1/object/drill",
+    Kind.AUDIT: b"vault/v1/object/audit",
+    Kind.CATALOG: b"vault/v1/object/catalog",
+}
+
+
 def _info(kind: Kind) -> bytes:
-    return b"vault/v1/object/" + kind.name.lower().encode()
+    return _INFO[kind]

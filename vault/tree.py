@@ -62,6 +62,8 @@ class Node:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Node:
+        if data["type"] not in (FILE, DIR, SYMLINK):
+            raise ValueError(f"unknown node type {data['type']!r}")
         return cls(
             name=_read_bytes_field(data, "name"),
             type=str(data["type"]),

@@ -73,7 +73,7 @@ class BlobWriter:
     ) -> bytes:
         """Store `data` unless a blob with its id exists; returns the id. Thread-safe."""
         if blob_id is None:
-            blob_id = self.repo.blob_id(data)
+            blob_id = self.repo.blob_id(data, blob_type)
         with self._lock:
             self._raise_failure()
             if blob_id in self._reserved or blob_id in self.index:
@@ -87,8 +87,8 @@ class BlobWriter:
                 builder = self._builders[blob_type] = self._new_builder()
             before = builder.size
             builder.add_compressed(blob_type, blob_id, len(data), encoding, body)
-            self.stats.blobs_added += 1
             if blob_type == BlobType.DATA:
+                self.stats.blobs_added += 1
                 self.stats.bytes_added += len(data)
             else:
                 self.stats.tree_bytes_added += len(data)
