@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import random
 import string
@@ -132,7 +133,7 @@ def test_every_single_typo_and_neighbour_swap_is_caught_for_many_keys(
             for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567":
                 if c != text[i]:
                     assert parse_recovery_key(text[:i] + c + text[i + 1 :]) is None
-        for i, j in zip(body, body[1:-1], strict=False):
+        for i, j in itertools.pairwise(body[:-1]):
             if text[i] != text[j]:
                 swapped = list(text)
                 swapped[i], swapped[j] = swapped[j], swapped[i]
