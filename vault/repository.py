@@ -159,7 +159,7 @@ class Repository:
             raise RepositoryNotFound(
                 f"no vault repository at {storage.location()} (run `vault init` to create one)"
             ) from None
-        if version.split(b"\n")[0] != layout.VERSION_TEXT.strip():
+        if version != layout.VERSION_TEXT:
             raise VaultError(f"{storage.location()} holds an unsupported repository format")
         master, slot_id = _unlock(storage, secret)
         master_keys = MasterKeyOnly(master)
