@@ -39,31 +39,25 @@ def make_file(path: Path, size: int, seed: int = 1) -> None:
 
 def run(argv: list[str], env: dict[str, str]) -> tuple[float, int, str]:
     """(seconds, peak RSS in bytes of this child alone, stdout)."""
-    started = time.perf_counter()
-    with subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as child:
-        out, err = child.communicate()
-        # wait4 reports the rusage of exactly this child (communicate() leaves it unreaped
-        # only if we reap it ourselves, so poll the status through wait4 first).
-    seconds = time.perf_counter() - started
-    if child.returncode != 0:
-        sys.exit(f"{' '.join(argv[2:4])} failed ({child.returncode}): {err.decode().strip()}")
-    return seconds, _peak_rss[child.pid], out.decode()
-
-
-_peak_rss: dict[int, int] = {}
-
-
-def _reap_with_rusage(pid: int, flags: int) -> tuple[int, int]:
-    got_pid, status, usage = os.wait4(pid, flags)
-    if got_pid:
-        _peak_rss[got_pid] = usage.ru_maxrss * 1024
-    return got_pid, status
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        started = time.perf_counter()
+        child = subprocess.Popen(argv, env=env, stdout=out, stderr=err)
+        # wait4 gives exactly this child's rusage (RUSAGE_CHILDREN would give the maximum
+        # over every child so far, e.g. the Argon2id peak of `init`).
+        _, status, usage = os.wait4(child.pid, 0)
+        child.returncode = os.waitstatus_to_exitcode(status)
+        seconds = time.perf_counter() - started
+        out.seek(0)
+        err.seek(0)
+        if child.returncode != 0:
+            sys.exit(f"{' '.join(argv[2:4])} failed ({child.returncode}): {err.read().decode()}")
+        return seconds, usage.ru_maxrss * 1024, out.read().decode()
 
 
 def main() -> int:
-    # subprocess reaps children with os.waitpid; route that through wait4 to keep each
-    # child's own rusage (RUSAGE_CHILDREN only gives the maximum over all children).
-    subprocess.os.waitpid = _reap_with_rusage  # type: ignore[attr-defined]
+    if len(sys.argv) == 4 and sys.argv[1] == "--make-file":
+        make_file(Path(sys.argv[2]), int(sys.argv[3]))
+        return 0
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-gb", type=float, default=2.0)
     parser.add_argument("--workdir", type=Path)
@@ -74,18 +68,24 @@ def main() -> int:
         source = work / "src"
         source.mkdir()
         size = int(args.size_gb * 1024**3)
-        make_file(source / "volume.raw", size)
+        # In a child process: a child's peak RSS as the kernel reports it includes the RSS of
+        # its parent at fork/exec time, so this process must stay small.
+        subprocess.run(
+            [sys.executable, __file__, "--make-file", str(source / "volume.raw"), str(size)],
+            check=True,
+        )
         keyfile = work / "pw"
         keyfile.write_text("benchmark passphrase\n")
         env = dict(os.environ, VAULT_REPO=str(work / "repo"), VAULT_PASSWORD_FILE=str(keyfile))
         vault = [sys.executable, "-m", "vault"]
-        run([*vault, "init", "--json"], env)
+        _, i_rss, _ = run([*vault, "init", "--json"], env)
         b_sec, b_rss, _ = run([*vault, "backup", str(source), "--json"], env)
         r_sec, r_rss, _ = run(
             [*vault, "restore", "latest", "--target", str(work / "out"), "--verify", "--json"], env
         )
         result = {
             "file_bytes": size,
+            "init_peak_rss_bytes": i_rss,
             "backup_seconds": round(b_sec, 2),
             "backup_mb_per_second": round(size / b_sec / 1e6, 1),
             "backup_peak_rss_bytes": b_rss,

@@ -134,3 +134,15 @@ def test_exclude_glob_leaves_matching_files_out(repo: Path, vault: RunCli, archi
     paths = [entry["path"] for entry in listing]
     assert not any(p.endswith(".bak") for p in paths)
     assert any(p.endswith(".dcm") for p in paths)
+
+
+def test_local_repository_inside_the_source_is_not_backed_up(tmp_path: Path, vault: RunCli) -> None:
+    source = tmp_path / "share"
+    source.mkdir()
+    (source / "scan.dcm").write_bytes(b"x" * 1000)
+    repo = source / "vault-repo"
+    assert vault("init", "-r", repo).code == 0
+    assert vault("backup", "-r", repo, source).code == 0
+    paths = [e["path"] for e in vault("ls", "-r", repo, "latest", "--json").json()]
+    assert str(source / "scan.dcm") in paths
+    assert not any("vault-repo" in p for p in paths)

@@ -1,6 +1,6 @@
 """The backup job: walk source paths, save new content, write a snapshot.
 
-Pipeline: the walking thread reads each file in 16 MiB blocks, hashes it (SHA-256 of the whole
+Pipeline: the walking thread reads each file in 8 MiB blocks, hashes it (SHA-256 of the whole
 file) and cuts chunks; a pool of workers computes chunk ids, compresses and seals new chunks
 into packs; upload threads write full packs. Everything that releases the GIL (hashing, zstd,
 AES-GCM, file and network I/O) overlaps. At most `2 * workers` chunks are in flight, so memory
@@ -32,6 +32,7 @@ from vault.pack import BlobType
 from vault.progress import NoProgress, Progress
 from vault.repository import Repository
 from vault.snapshot import Snapshot, SnapshotStats
+from vault.storage import LocalStorage
 from vault.tree import DIR, FILE, SYMLINK, Node, Tree
 from vault.writer import BlobWriter
 
@@ -85,10 +86,16 @@ class _Job:
         self.special: list[str] = []
         self.pool = ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="chunk")
         self.in_flight = threading.BoundedSemaphore(2 * options.workers)
+        # A local repository inside a source would back up its own growing packs.
+        self.skip_paths: set[bytes] = set()
+        if isinstance(repo.storage, LocalStorage):
+            self.skip_paths.add(os.fsencode(repo.storage.root))
 
     # -- walking -----------------------------------------------------------------------------
 
     def excluded(self, path: bytes) -> bool:
+        if path in self.skip_paths:
+            return True
         text = os.fsdecode(path)
         name = os.path.basename(text)
         return any(
