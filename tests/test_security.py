@@ -112,7 +112,7 @@ def test_recovery_key_opens_the_repository(tmp_path: Path, vault: RunCli) -> Non
     recovery = doc["recovery_key"]
     assert recovery.startswith("VRK1-")
     assert vault("snapshots", "-r", repo, password=recovery.lower()).code == 0
-    broken = recovery[:10] + ("A" if recovery[10] != "A" else "B") + recovery[11:]
+    broken = recovery[:7] + ("A" if recovery[7] != "A" else "B") + recovery[8:]
     typo = vault("snapshots", "-r", repo, password=broken)
     assert typo.code == 12 and "typo" in typo.err
 
