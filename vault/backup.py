@@ -291,6 +291,24 @@ class _Job:
         return self.writer.add(BlobType.TREE, Tree(tuple(nodes)).to_bytes()).hex()
 
 
+def _total_size(sources: list[bytes], excluded: Callable[[bytes], bool]) -> int:
+    total = 0
+    for source in sources:
+        for dirpath, dirnames, filenames in os.walk(source):
+            dirnames[:] = [d for d in dirnames if not excluded(os.path.join(dirpath, d))]
+            for name in filenames:
+                path = os.path.join(dirpath, name)
+                try:
+                    st = os.lstat(path)
+                except OSError:
+                    continue
+                if stat.S_ISREG(st.st_mode) and not excluded(path):
+                    total += st.st_size
+        if os.path.isfile(source) and not os.path.islink(source):
+            total += os.lstat(source).st_size
+    return total
+
+
 def _normalize_sources(raw: Iterable[str]) -> list[bytes]:
     sources: list[bytes] = []
     for text in raw:
@@ -328,6 +346,13 @@ def backup(
         parent_root = repo.load_tree(parent.tree) if parent else None
         job = _Job(repo, options, progress)
         progress.start("backup", None)
+        if not isinstance(progress, NoProgress):
+            # Sizing the sources in parallel gives the bar a total (and an ETA) early on.
+            threading.Thread(
+                target=lambda: progress.set_total(_total_size(sources, job.excluded)),
+                name="size-scan",
+                daemon=True,
+            ).start()
         try:
             root = job.save_root(sources, parent_root)
             job.writer.flush()

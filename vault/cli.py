@@ -30,6 +30,11 @@ from vault.snapshot import Snapshot
 from vault.storage import open_storage
 from vault.tree import DIR, FILE, SYMLINK
 
+ENVIRONMENT = """environment:
+  VAULT_REPO           the repository, when --repo is not given
+  VAULT_PASSWORD_FILE  file whose first line is the passphrase
+  VAULT_PASSWORD       the passphrase itself (prefer a file or --password-command)"""
+
 EXIT_CODES = """exit codes:
   0  success                     10  repository does not exist
   1  failure (check/restore)     11  repository is locked
@@ -72,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="vault",
         parents=[common],
         description="Encrypted, deduplicating backups of dental imaging archives.",
-        epilog=EXIT_CODES,
+        epilog=ENVIRONMENT + "\n\n" + EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"vault {__version__}")
@@ -93,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     command("init", "create a new encrypted repository (prints the recovery key once)", cmd_init)
 
     p = command("backup", "back up files and directories into a new snapshot", cmd_backup)
-    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="files or directories to back up")
     p.add_argument("--tag", action="append", default=[], help="tag the snapshot (repeatable)")
     p.add_argument(
         "--exclude",

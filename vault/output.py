@@ -60,6 +60,11 @@ class TqdmProgress:
         if self._bar is not None:
             self._bar.update(amount)
 
+    def set_total(self, total: int) -> None:
+        if self._bar is not None:
+            self._bar.total = total
+            self._bar.refresh()
+
     def finish(self) -> None:
         if self._bar is not None:
             self._bar.close()

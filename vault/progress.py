@@ -8,6 +8,7 @@ from typing import Protocol
 class Progress(Protocol):
     def start(self, label: str, total: int | None, unit: str = "B") -> None: ...
     def advance(self, amount: int) -> None: ...
+    def set_total(self, total: int) -> None: ...
     def finish(self) -> None: ...
 
 
@@ -18,6 +19,9 @@ class NoProgress:
         pass
 
     def advance(self, amount: int) -> None:
+        pass
+
+    def set_total(self, total: int) -> None:
         pass
 
     def finish(self) -> None:
