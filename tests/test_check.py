@@ -92,6 +92,8 @@ def test_truncated_pack_is_detected(repo: Path, vault: RunCli, archive: Path) ->
     _backup_twice(repo, vault, archive)
     pack = max(_packs(repo), key=lambda p: p.stat().st_size)
     pack.write_bytes(pack.read_bytes()[: pack.stat().st_size // 3])
+    structural = vault("check", "-r", repo)  # found from the listing alone, nothing read
+    assert structural.code == 1 and "truncated" in structural.err and pack.name in structural.err
     result = vault("check", "-r", repo, "--read-data")
     assert result.code == 1
     assert pack.name in result.err

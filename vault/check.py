@@ -150,6 +150,19 @@ class _Checker:
                     "pack is missing from storage",
                     self.pack_snapshots.get(pack.id),
                 )
+        # Without reading data: every indexed blob must lie inside its pack's stored size.
+        too_short: set[str] = set()
+        for location in self.repo.index:
+            size = self.pack_sizes.get(location.pack.id)
+            end = location.entry.offset + location.entry.length
+            if size is not None and end > size:
+                too_short.add(location.pack.id)
+        for pack_id in sorted(too_short):
+            self.add(
+                layout.pack(pack_id),
+                f"is shorter ({self.pack_sizes[pack_id]} bytes) than its index says (truncated)",
+                self.pack_snapshots.get(pack_id),
+            )
 
     def read_pack(self, pack_id: str, expected: dict[bytes, index.Location]) -> None:
         name = layout.pack(pack_id)

@@ -163,25 +163,14 @@ class Repository:
             raise VaultError(f"{storage.location()} holds an unsupported repository format")
         master, slot_id = _unlock(storage, secret)
         master_keys = MasterKeyOnly(master)
+
+        def open_master_object(kind: sealing.Kind, name: str) -> bytes:
+            return sealing.open_sealed(master_keys, kind, name, storage.get(name), name=name)
+
         keyring = Keyring.from_bytes(
-            master,
-            sealing.open_sealed(
-                master_keys,
-                sealing.Kind.KEYRING,
-                "keyring",
-                storage.get(layout.KEYRING),
-                name=layout.KEYRING,
-            ),
+            master, open_master_object(sealing.Kind.KEYRING, layout.KEYRING)
         )
-        config = Config.from_bytes(
-            sealing.open_sealed(
-                master_keys,
-                sealing.Kind.CONFIG,
-                "config",
-                storage.get(layout.CONFIG),
-                name=layout.CONFIG,
-            )
-        )
+        config = Config.from_bytes(open_master_object(sealing.Kind.CONFIG, layout.CONFIG))
         return cls(storage, keyring, config, slot_id)
 
     # -- slots ----------------------------------------------------------------------------------
