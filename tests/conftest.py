@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -12,7 +13,10 @@ from typing import Any
 
 import pytest
 
+from tests.repos import RepoHandle
+from tests.s3server import S3Server, start_server
 from vault import cli
+from vault.storage import LocalStorage, open_storage
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "correct horse battery staple"
@@ -36,7 +40,16 @@ sample_archive = _load_sample_module()
 def _cheap_kdf(monkeypatch: pytest.MonkeyPatch) -> None:
     """The one test hook: new passphrase slots use a cheap Argon2id."""
     monkeypatch.setenv("VAULT_TEST_FAST_KDF", "1")
-    for name in ("VAULT_REPO", "VAULT_PASSWORD_FILE", "VAULT_PASSWORD"):
+    for name in (
+        "VAULT_REPO",
+        "VAULT_PASSWORD_FILE",
+        "VAULT_PASSWORD",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_ENDPOINT_URL",
+        "AWS_ENDPOINT_URL_S3",
+        "AWS_PROFILE",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -72,12 +85,68 @@ def vault(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -
     return run
 
 
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """One SeaweedFS server per test run, on loopback, stopped by process group."""
+    server = start_server(tmp_path_factory.mktemp("seaweedfs"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture
-def repo(tmp_path: Path, vault: RunCli) -> Path:
-    path = tmp_path / "repo"
-    result = vault("init", "--repo", path)
+def s3_env(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Point boto3 (in this process and in subprocesses) at the test server."""
+    env = s3_server.env()
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return env
+
+
+SHARED_BUCKET = "vault-tests"
+
+
+def new_bucket(server: S3Server, *, object_lock: bool = False) -> str:
+    """A new bucket. SeaweedFS gives every bucket its own volumes, so tests share one bucket
+    under fresh prefixes (`fresh_s3_url`) and make buckets only where the bucket itself matters."""
+    name = f"vault-test-{uuid.uuid4().hex[:16]}"
+    server.client().create_bucket(Bucket=name, ObjectLockEnabledForBucket=object_lock)
+    return name
+
+
+def fresh_s3_url(server: S3Server) -> str:
+    client = server.client()
+    try:
+        client.head_bucket(Bucket=SHARED_BUCKET)
+    except Exception:
+        client.create_bucket(Bucket=SHARED_BUCKET)
+    return f"s3://{SHARED_BUCKET}/{uuid.uuid4().hex[:16]}"
+
+
+@pytest.fixture
+def empty_repo(request: pytest.FixtureRequest, tmp_path: Path) -> RepoHandle:
+    """A repository location, not yet initialized: local by default; modules parametrize
+    `repo`/`empty_repo` indirectly with "s3" to run the same test against the S3 server."""
+    backend = getattr(request, "param", "local")
+    if backend == "local":
+        path = tmp_path / "repo"
+        return RepoHandle(str(path), LocalStorage(path), "local", path=path)
+    server: S3Server = request.getfixturevalue("s3_server")
+    env = request.getfixturevalue("s3_env")
+    url = fresh_s3_url(server)
+    return RepoHandle(url, open_storage(url), "s3", env=env)
+
+
+@pytest.fixture
+def repo(empty_repo: RepoHandle, vault: RunCli) -> RepoHandle:
+    """An initialized repository (local unless the module parametrizes it with "s3")."""
+    result = vault("init", "--repo", empty_repo.url)
     assert result.code == 0, result.err
-    return path
+    return empty_repo
+
+
+BOTH_BACKENDS = pytest.mark.parametrize("empty_repo", ["local", "s3"], indirect=True)
 
 
 @pytest.fixture(scope="session")

@@ -9,12 +9,13 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import RunCli
+from tests.repos import RepoHandle
 from vault import backup as backup_module
 from vault.chunker import Chunker
 
 
 def test_unreadable_file_is_reported_and_the_rest_saved_with_exit_3(
-    repo: Path, vault: RunCli, archive: Path, monkeypatch: pytest.MonkeyPatch
+    repo: RepoHandle, vault: RunCli, archive: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     victim = archive / "exports" / "pms_dump.bak"
     real_open = os.open
@@ -40,7 +41,7 @@ def test_unreadable_file_is_reported_and_the_rest_saved_with_exit_3(
 
 
 def test_file_changing_during_read_is_flagged_and_reread_next_time(
-    repo: Path, vault: RunCli, archive: Path, monkeypatch: pytest.MonkeyPatch
+    repo: RepoHandle, vault: RunCli, archive: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     victim = archive / "exports" / "pms_dump.bak"
     real_chunks = Chunker.chunks
@@ -68,13 +69,13 @@ def test_file_changing_during_read_is_flagged_and_reread_next_time(
     second = vault("backup", "-r", repo, archive, "--json").json()
     assert second["stats"]["files_changed"] == 1  # the flagged file is read again
     assert second["changed_during_read"] == []
-    target = repo.parent / "out"
+    target = archive.parent / "out"
     assert vault("restore", "latest", "-r", repo, "--target", target, "--verify").code == 0
     assert (target / victim.relative_to("/")).read_bytes() == victim.read_bytes()
 
 
 def test_missing_source_path_fails_before_writing_anything(
-    tmp_path: Path, repo: Path, vault: RunCli
+    tmp_path: Path, repo: RepoHandle, vault: RunCli
 ) -> None:
     result = vault("backup", "-r", repo, tmp_path / "does-not-exist")
     assert result.code == 1
@@ -82,14 +83,13 @@ def test_missing_source_path_fails_before_writing_anything(
     assert vault("snapshots", "-r", repo, "--json").json() == []
 
 
-def test_repository_locked_exclusively_exits_11(repo: Path, vault: RunCli, archive: Path) -> None:
+def test_repository_locked_exclusively_exits_11(
+    repo: RepoHandle, vault: RunCli, archive: Path
+) -> None:
     from tests.conftest import PASSWORD
-    from vault.keys import Secret
     from vault.lock import Lock
-    from vault.repository import Repository
-    from vault.storage import LocalStorage
 
-    r = Repository.open(LocalStorage(repo), Secret.from_passphrase(PASSWORD))
+    r = repo.open(PASSWORD)
     with Lock(r.storage, r.keyring, exclusive=True, operation="prune"):
         result = vault("backup", "-r", repo, archive)
     assert result.code == 11
@@ -97,7 +97,7 @@ def test_repository_locked_exclusively_exits_11(repo: Path, vault: RunCli, archi
     assert vault("backup", "-r", repo, archive).code == 0
 
 
-def test_usage_errors_exit_2(repo: Path, vault: RunCli) -> None:
+def test_usage_errors_exit_2(repo: RepoHandle, vault: RunCli) -> None:
     assert vault("restore", "latest", "-r", repo).code == 2  # --target missing
     assert vault("backup", "-r", repo, "/tmp", "--time", "yesterday").code == 2
     assert vault("restore", "nope", "-r", repo, "--target", "/tmp/x").code == 2

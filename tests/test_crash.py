@@ -14,24 +14,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PASSWORD, RunCli
+from tests.conftest import BOTH_BACKENDS, PASSWORD, RunCli
+from tests.repos import RepoHandle
 from tests.treecompare import describe_tree
-from vault.keys import Secret
 from vault.pack import BlobType
-from vault.repository import Repository
-from vault.storage import LocalStorage
 
 SOURCE_FILES = 10
 FILE_SIZE = 16 * 1024 * 1024
 
 
-def _count(repo: Path, prefix: str) -> int:
-    """Complete objects under prefix (temporary files of a write in progress excluded)."""
-    if not (repo / prefix).exists():
-        return 0
-    return sum(
-        1 for p in (repo / prefix).rglob("*") if p.is_file() and not p.name.startswith(".tmp-")
-    )
+def _count(repo: RepoHandle, prefix: str) -> int:
+    """Complete objects under prefix (a local write in progress is a temp file, not listed)."""
+    return len(repo.keys(prefix))
 
 
 # Each kill point: (prefix to watch, how many new objects must appear there before the kill).
@@ -53,8 +47,8 @@ def big_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def _indexed_data_bytes(repo: Path) -> int:
-    r = Repository.open(LocalStorage(repo), Secret.from_passphrase(PASSWORD))
+def _indexed_data_bytes(repo: RepoHandle) -> int:
+    r = repo.open(PASSWORD)
     return sum(loc.entry.raw_length for loc in r.load_index() if loc.entry.type == BlobType.DATA)
 
 
@@ -66,14 +60,20 @@ def _wait_for(condition: Callable[[], bool], process: subprocess.Popen[bytes]) -
         time.sleep(0.002)  # polling the repository for the kill point, not synchronizing
 
 
+@BOTH_BACKENDS
 @pytest.mark.parametrize("point", sorted(KILL_POINTS))
 def test_sigkill_during_backup_leaves_a_checkable_repository_and_rerun_completes(
-    tmp_path: Path, repo: Path, vault: RunCli, big_source: Path, archive: Path, point: str
+    tmp_path: Path, repo: RepoHandle, vault: RunCli, big_source: Path, archive: Path, point: str
 ) -> None:
     earlier = vault("backup", "-r", repo, archive, "--json").json()["snapshot_id"]
     indexed_earlier = _indexed_data_bytes(repo)
     baseline = {prefix: _count(repo, prefix) for prefix in ("data", "index")}
-    env = dict(os.environ, VAULT_PASSWORD=PASSWORD, VAULT_INDEX_CHECKPOINT_BYTES=str(FILE_SIZE))
+    env = dict(
+        os.environ,
+        **repo.env,
+        VAULT_PASSWORD=PASSWORD,
+        VAULT_INDEX_CHECKPOINT_BYTES=str(FILE_SIZE),
+    )
     process = subprocess.Popen(
         [sys.executable, "-m", "vault", "backup", "-r", str(repo), str(big_source)],
         env=env,

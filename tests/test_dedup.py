@@ -14,9 +14,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import EnhancedCTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 from tests.conftest import PASSWORD, RunCli
-from vault.keys import Secret
-from vault.repository import Repository
-from vault.storage import LocalStorage
+from tests.repos import RepoHandle
 
 FRAMES = 96
 SIZE = 512
@@ -56,8 +54,8 @@ def _write(path: Path, patient_name: str, pixels: bytes) -> None:
     ds.save_as(path, enforce_file_format=True)
 
 
-def _chunks_of_latest(repo: Path) -> list[str]:
-    r = Repository.open(LocalStorage(repo), Secret.from_passphrase(PASSWORD))
+def _chunks_of_latest(repo: RepoHandle) -> list[str]:
+    r = repo.open(PASSWORD)
     r.load_index()
     snapshot = r.snapshots()[-1]
     tree = r.load_tree(snapshot.tree)
@@ -69,7 +67,7 @@ def _chunks_of_latest(repo: Path) -> list[str]:
 
 
 def test_header_growth_in_multiframe_volume_keeps_95_percent_of_chunks(
-    tmp_path: Path, repo: Path, vault: RunCli
+    tmp_path: Path, repo: RepoHandle, vault: RunCli
 ) -> None:
     source = tmp_path / "cbct"
     source.mkdir()

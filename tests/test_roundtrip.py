@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tests.conftest import RunCli
+from tests.conftest import BOTH_BACKENDS, RunCli
+from tests.repos import RepoHandle
 from tests.treecompare import describe_tree
 
 
@@ -41,7 +42,10 @@ def make_awkward_tree(root: Path) -> None:
         )
 
 
-def test_awkward_tree_round_trips_byte_for_byte(tmp_path: Path, repo: Path, vault: RunCli) -> None:
+@BOTH_BACKENDS
+def test_awkward_tree_round_trips_byte_for_byte(
+    tmp_path: Path, repo: RepoHandle, vault: RunCli
+) -> None:
     source = tmp_path / "src"
     make_awkward_tree(source)
     backed = vault("backup", "--repo", repo, source)
@@ -52,8 +56,9 @@ def test_awkward_tree_round_trips_byte_for_byte(tmp_path: Path, repo: Path, vaul
     assert describe_tree(target / source.relative_to("/")) == describe_tree(source)
 
 
+@BOTH_BACKENDS
 def test_sample_dental_archive_round_trips(
-    tmp_path: Path, repo: Path, vault: RunCli, archive: Path
+    tmp_path: Path, repo: RepoHandle, vault: RunCli, archive: Path
 ) -> None:
     assert vault("backup", "-r", repo, archive).code == 0
     target = tmp_path / "restored"
@@ -65,8 +70,9 @@ def test_sample_dental_archive_round_trips(
     assert describe_tree(target / archive.relative_to("/")) == describe_tree(archive)
 
 
+@BOTH_BACKENDS
 def test_second_backup_reuses_unchanged_files_without_reading(
-    repo: Path, vault: RunCli, archive: Path
+    repo: RepoHandle, vault: RunCli, archive: Path
 ) -> None:
     first = vault("backup", "-r", repo, archive, "--json").json()
     second = vault("backup", "-r", repo, archive, "--json").json()
@@ -77,7 +83,7 @@ def test_second_backup_reuses_unchanged_files_without_reading(
 
 
 def test_changed_file_is_read_again_and_only_new_chunks_are_added(
-    repo: Path, vault: RunCli, archive: Path
+    repo: RepoHandle, vault: RunCli, archive: Path
 ) -> None:
     vault("backup", "-r", repo, archive)
     victim = next(p for p in sorted(archive.rglob("*.dcm")))
@@ -88,8 +94,9 @@ def test_changed_file_is_read_again_and_only_new_chunks_are_added(
     assert 0 < doc["stats"]["bytes_added"] <= victim.stat().st_size
 
 
+@BOTH_BACKENDS
 def test_include_restores_only_the_named_subtree(
-    tmp_path: Path, repo: Path, vault: RunCli, archive: Path
+    tmp_path: Path, repo: RepoHandle, vault: RunCli, archive: Path
 ) -> None:
     vault("backup", "-r", repo, archive)
     wanted = archive / "exports"
@@ -102,7 +109,7 @@ def test_include_restores_only_the_named_subtree(
 
 
 def test_restore_refuses_to_overwrite_existing_files_unless_asked(
-    tmp_path: Path, repo: Path, vault: RunCli, archive: Path
+    tmp_path: Path, repo: RepoHandle, vault: RunCli, archive: Path
 ) -> None:
     vault("backup", "-r", repo, archive)
     target = tmp_path / "t"
@@ -118,7 +125,9 @@ def test_restore_refuses_to_overwrite_existing_files_unless_asked(
     assert restored.read_bytes() == (archive / "exports" / "pms_dump.bak").read_bytes()
 
 
-def test_backup_time_option_sets_snapshot_time(repo: Path, vault: RunCli, archive: Path) -> None:
+def test_backup_time_option_sets_snapshot_time(
+    repo: RepoHandle, vault: RunCli, archive: Path
+) -> None:
     vault("backup", "-r", repo, archive, "--time", "2024-03-05 10:20:30", "--tag", "x")
     snaps = vault("snapshots", "-r", repo, "--json").json()
     assert len(snaps) == 1 and snaps[0]["tags"] == ["x"]
@@ -128,7 +137,9 @@ def test_backup_time_option_sets_snapshot_time(repo: Path, vault: RunCli, archiv
     assert recorded.astimezone().strftime("%Y-%m-%d %H:%M:%S") == "2024-03-05 10:20:30"
 
 
-def test_exclude_glob_leaves_matching_files_out(repo: Path, vault: RunCli, archive: Path) -> None:
+def test_exclude_glob_leaves_matching_files_out(
+    repo: RepoHandle, vault: RunCli, archive: Path
+) -> None:
     vault("backup", "-r", repo, archive, "--exclude", "*.bak")
     listing = vault("ls", "-r", repo, "latest", "--json").json()
     paths = [entry["path"] for entry in listing]

@@ -9,7 +9,8 @@ import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
-from tests.conftest import PASSWORD, RunCli
+from tests.conftest import BOTH_BACKENDS, PASSWORD, RunCli
+from tests.repos import RepoHandle
 
 MARKERS = [
     b"ZQXMARKERNAME",
@@ -43,17 +44,21 @@ def _dicom_with_markers(path: Path) -> None:
     ds.save_as(path, enforce_file_format=True)
 
 
-def _all_repository_bytes(repo: Path) -> list[tuple[str, bytes]]:
-    out = []
-    for dirpath, _, filenames in os.walk(repo):
-        for name in filenames:
-            full = Path(dirpath) / name
-            out.append((str(full.relative_to(repo)), full.read_bytes()))
+def _all_repository_bytes(repo: RepoHandle) -> list[tuple[str, bytes]]:
+    """Every object through the backend's own interface (for S3: the bucket as the provider
+    sees it), plus every file under a local repository's directory, temp files included."""
+    out = list(repo.all_objects())
+    if repo.path is not None:
+        for dirpath, _, filenames in os.walk(repo.path):
+            for name in filenames:
+                full = Path(dirpath) / name
+                out.append((str(full.relative_to(repo.path)), full.read_bytes()))
     return out
 
 
+@BOTH_BACKENDS
 def test_no_marker_from_names_contents_or_dicom_headers_appears_in_the_repository(
-    tmp_path: Path, repo: Path, vault: RunCli
+    tmp_path: Path, repo: RepoHandle, vault: RunCli
 ) -> None:
     source = tmp_path / "ZQXMARKERNAME-dir"
     source.mkdir()
@@ -72,7 +77,39 @@ def test_no_marker_from_names_contents_or_dicom_headers_appears_in_the_repositor
             assert marker.lower() not in data.lower()
 
 
-def test_wrong_passphrase_exits_12_with_one_line_and_no_secret(repo: Path, vault: RunCli) -> None:
+@BOTH_BACKENDS
+def test_generated_archive_leaves_no_patient_identifier_or_file_name_in_storage(
+    repo: RepoHandle, vault: RunCli, archive: Path
+) -> None:
+    identifiers: set[bytes] = set()
+    for path in archive.rglob("*"):
+        identifiers.add(path.name.encode())
+    for path in archive.rglob("*.dcm"):
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        for value in (
+            ds.PatientName,
+            ds.PatientID,
+            ds.StudyInstanceUID,
+            ds.SOPInstanceUID,
+            ds.get("AccessionNumber", ""),
+            ds.get("PatientBirthDate", ""),
+        ):
+            if str(value):
+                identifiers.add(str(value).encode())
+    identifiers = {i for i in identifiers if len(i) >= 6}  # short names match random bytes
+    assert any(b"DEMO" in i for i in identifiers)
+    assert vault("backup", "-r", repo, archive).code == 0
+    objects = _all_repository_bytes(repo)
+    for name, data in objects:
+        for identifier in identifiers:
+            assert identifier not in data, f"{identifier!r} found in {name}"
+            assert identifier.decode() not in name
+
+
+@BOTH_BACKENDS
+def test_wrong_passphrase_exits_12_with_one_line_and_no_secret(
+    repo: RepoHandle, vault: RunCli
+) -> None:
     wrong = "not-the-passphrase-Zq81"
     result = vault("snapshots", "-r", repo, password=wrong)
     assert result.code == 12
@@ -90,14 +127,16 @@ def test_missing_repository_exits_10(tmp_path: Path, vault: RunCli) -> None:
     assert len(result.err.strip().splitlines()) == 1
 
 
-def test_missing_passphrase_without_terminal_is_a_usage_error(repo: Path, vault: RunCli) -> None:
+def test_missing_passphrase_without_terminal_is_a_usage_error(
+    repo: RepoHandle, vault: RunCli
+) -> None:
     result = vault("snapshots", "-r", repo, password=None)
     assert result.code == 2
     assert "VAULT_PASSWORD_FILE" in result.err
 
 
 def test_password_file_and_command_open_the_repository(
-    tmp_path: Path, repo: Path, vault: RunCli
+    tmp_path: Path, repo: RepoHandle, vault: RunCli
 ) -> None:
     pw_file = tmp_path / "pw"
     pw_file.write_text(PASSWORD + "\n")
@@ -117,26 +156,24 @@ def test_recovery_key_opens_the_repository(tmp_path: Path, vault: RunCli) -> Non
     assert typo.code == 12 and "typo" in typo.err
 
 
-def test_key_slot_files_are_private(repo: Path) -> None:
-    slots = list((repo / "keys").iterdir())
+def test_key_slot_files_are_private(repo: RepoHandle) -> None:
+    assert repo.path is not None
+    slots = list((repo.path / "keys").iterdir())
     assert len(slots) == 2
     for slot in slots:
         assert slot.stat().st_mode & 0o777 == 0o600
 
 
-def test_unsafe_names_in_a_tree_are_refused_on_restore(tmp_path: Path, repo: Path) -> None:
+def test_unsafe_names_in_a_tree_are_refused_on_restore(tmp_path: Path, repo: RepoHandle) -> None:
     from datetime import UTC, datetime
 
-    from vault.keys import Secret
     from vault.pack import BlobType
-    from vault.repository import Repository
     from vault.restore import RestoreOptions, restore
     from vault.snapshot import Snapshot
-    from vault.storage import LocalStorage
     from vault.tree import DIR, FILE, Node, Tree
     from vault.writer import BlobWriter
 
-    r = Repository.open(LocalStorage(repo), Secret.from_passphrase(PASSWORD))
+    r = repo.open(PASSWORD)
     writer = BlobWriter(r)
     content = b"escaped!"
     chunk = writer.add(BlobType.DATA, content).hex()
@@ -180,7 +217,7 @@ def test_unsafe_names_in_a_tree_are_refused_on_restore(tmp_path: Path, repo: Pat
 
 
 def test_key_file_slot_opens_the_repository_and_removal_revokes_it(
-    tmp_path: Path, repo: Path, vault: RunCli
+    tmp_path: Path, repo: RepoHandle, vault: RunCli
 ) -> None:
     key_file = tmp_path / "machine.vaultkey"
     added = vault("key", "add", "-r", repo, "--new-key-file", key_file, "--json")
@@ -192,7 +229,7 @@ def test_key_file_slot_opens_the_repository_and_removal_revokes_it(
     assert vault("snapshots", "-r", repo, "--key-file", key_file, password=None).code == 12
 
 
-def test_passwd_replaces_the_slot_in_use(tmp_path: Path, repo: Path, vault: RunCli) -> None:
+def test_passwd_replaces_the_slot_in_use(tmp_path: Path, repo: RepoHandle, vault: RunCli) -> None:
     new = tmp_path / "new-pw"
     new.write_text("a brand new passphrase\n")
     assert vault("key", "passwd", "-r", repo, "--new-password-file", new).code == 0
@@ -202,7 +239,7 @@ def test_passwd_replaces_the_slot_in_use(tmp_path: Path, repo: Path, vault: RunC
     assert sorted(s["kind"] for s in listing["slots"]) == ["passphrase", "recovery"]
 
 
-def test_key_remove_refuses_the_slot_in_use_without_force(repo: Path, vault: RunCli) -> None:
+def test_key_remove_refuses_the_slot_in_use_without_force(repo: RepoHandle, vault: RunCli) -> None:
     listing = vault("key", "list", "-r", repo, "--json").json()
     in_use = next(s["id"] for s in listing["slots"] if s["in_use"])
     result = vault("key", "remove", in_use, "-r", repo)

@@ -15,18 +15,25 @@ from pathlib import Path
 import pytest
 
 from vault.errors import ObjectExists, ObjectNotFound, StorageError
-from vault.storage import LocalStorage, MemoryStorage, Storage
+from tests.conftest import fresh_s3_url
+from vault.storage import LocalStorage, MemoryStorage, Storage, open_storage
 from vault.storage.base import ObjectInfo
 
-BACKENDS = ["memory", "local"]
+BACKENDS = ["memory", "local", "s3"]
 
 
-def make_storage(kind: str, tmp_path: Path) -> Storage:
+def make_storage(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> Storage:
     if kind == "memory":
         return MemoryStorage()
     if kind == "local":
         # A root that does not exist yet, like `vault init /new/path`: the backend creates it.
         return LocalStorage(tmp_path / "repo")
+    if kind == "s3":
+        # The real SeaweedFS server of this test run; a fresh two-level prefix, so that prefix
+        # handling is exercised too.
+        server = request.getfixturevalue("s3_server")
+        request.getfixturevalue("s3_env")
+        return open_storage(fresh_s3_url(server) + "/nested")
     raise AssertionError(f"unknown backend {kind}")
 
 
@@ -36,8 +43,8 @@ def storage_kind(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def storage(storage_kind: str, tmp_path: Path) -> Storage:
-    return make_storage(storage_kind, tmp_path)
+def storage(storage_kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> Storage:
+    return make_storage(storage_kind, tmp_path, request)
 
 
 def keys_of(storage: Storage, prefix: str = "") -> set[str]:

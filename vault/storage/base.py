@@ -9,7 +9,11 @@ Keys are '/'-separated relative names made only by `vault.layout`. The contract:
   ObjectNotFound when the key does not exist. A range past the end returns what exists.
 - stat(key): ObjectInfo; ObjectNotFound when missing.
 - list(prefix): every object whose key starts with prefix, in no particular order.
-- delete(key): idempotent; deleting a missing key is not an error.
+- delete(key): idempotent; deleting a missing key is not an error. An object under Object Lock
+  retention cannot be deleted: the backend raises StorageError (S3 with versioning only hides it
+  behind a delete marker, so callers check retain_until before deleting).
+- put(..., retention=R): the object cannot be deleted or overwritten before R.until; backends
+  without Object Lock raise StorageError.
 
 Backends translate their own errors into vault.errors.StorageError subclasses at this boundary.
 """
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 
@@ -25,10 +30,22 @@ from typing import Protocol
 class ObjectInfo:
     key: str
     size: int
+    # Object Lock retention, when the backend reports it (stat on S3); None when unknown/unset.
+    retain_until: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Retention:
+    """S3 Object Lock retention for one object: GOVERNANCE or COMPLIANCE until `until` (UTC)."""
+
+    mode: str
+    until: datetime
 
 
 class Storage(Protocol):
-    def put(self, key: str, data: bytes, *, if_absent: bool = False) -> None: ...
+    def put(
+        self, key: str, data: bytes, *, if_absent: bool = False, retention: Retention | None = None
+    ) -> None: ...
 
     def get(self, key: str, *, offset: int = 0, length: int | None = None) -> bytes: ...
 
@@ -40,4 +57,12 @@ class Storage(Protocol):
 
     def location(self) -> str:
         """A human-readable location for messages (never containing credentials)."""
+        ...
+
+    def supports_object_lock(self) -> bool:
+        """Whether puts can carry a Retention (an S3 bucket with Object Lock enabled)."""
+        ...
+
+    def extend_retention(self, key: str, retention: Retention) -> None:
+        """Move an object's retention later (never earlier); StorageError where unsupported."""
         ...

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from vault.errors import ObjectExists, ObjectNotFound, StorageError
-from vault.storage.base import ObjectInfo
+from vault.storage.base import ObjectInfo, Retention
 
 _TEMP_PREFIX = ".tmp-"
 
@@ -27,13 +27,23 @@ class LocalStorage:
     def location(self) -> str:
         return str(self.root)
 
+    def supports_object_lock(self) -> bool:
+        return False
+
+    def extend_retention(self, key: str, retention: Retention) -> None:
+        raise StorageError("a local directory cannot hold objects under Object Lock")
+
     def _path(self, key: str) -> Path:
         parts = key.split("/")
         if not key or any(p in ("", ".", "..") or p.startswith(_TEMP_PREFIX) for p in parts):
             raise StorageError(f"invalid object name {key!r}")
         return self.root.joinpath(*parts)
 
-    def put(self, key: str, data: bytes, *, if_absent: bool = False) -> None:
+    def put(
+        self, key: str, data: bytes, *, if_absent: bool = False, retention: Retention | None = None
+    ) -> None:
+        if retention is not None:
+            raise StorageError("a local directory cannot hold objects under Object Lock")
         path = self._path(key)
         try:
             self._make_dirs(path.parent)
