@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from vault.errors import ObjectExists, ObjectNotFound, StorageError
 from tests.conftest import fresh_s3_url
+from vault.errors import ObjectExists, ObjectNotFound, StorageError
 from vault.storage import LocalStorage, MemoryStorage, Storage, open_storage
 from vault.storage.base import ObjectInfo
 
