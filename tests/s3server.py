@@ -122,8 +122,8 @@ def _identities(path: Path) -> None:
                 "scoped",
                 SCOPED,
                 [
-                    f"Read:{SCOPED_BUCKET}/allowed",
-                    f"Write:{SCOPED_BUCKET}/allowed",
+                    f"Read:{SCOPED_BUCKET}/allowed/*",
+                    f"Write:{SCOPED_BUCKET}/allowed/*",
                     f"List:{SCOPED_BUCKET}",
                 ],
             ),

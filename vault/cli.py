@@ -21,13 +21,14 @@ from vault import __version__, ids, keys, lock, secrets_input
 from vault.backup import BackupOptions, BackupResult, backup
 from vault.check import check
 from vault.errors import PartialBackup, UsageError, VaultError
+from vault.objectlock import extend_retention
 from vault.output import TqdmProgress, emit_json, human_bytes, table
 from vault.paths import display, inside_include, normalize
 from vault.progress import NoProgress, Progress
-from vault.repository import Repository, ensure_exists
+from vault.repository import ObjectLockPolicy, Repository, ensure_exists
 from vault.restore import RestoreOptions, restore, walk
 from vault.snapshot import Snapshot
-from vault.storage import open_storage
+from vault.storage import CountingStorage, open_storage
 from vault.tree import DIR, FILE, SYMLINK
 
 ENVIRONMENT = """environment:
@@ -68,6 +69,12 @@ def _common() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", default=s, help="print one JSON document")
     p.add_argument("-q", "--quiet", action="store_true", default=s, help="no progress bars")
     p.add_argument("--debug", action="store_true", default=s, help="show tracebacks")
+    p.add_argument(
+        "--allow-insecure-http",
+        action="store_true",
+        default=s,
+        help="allow a plain-http S3 endpoint that is not on loopback (not for patient data)",
+    )
     return p
 
 
@@ -95,7 +102,38 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
-    command("init", "create a new encrypted repository (prints the recovery key once)", cmd_init)
+    p = command(
+        "init", "create a new encrypted repository (prints the recovery key once)", cmd_init
+    )
+    p.add_argument(
+        "--object-lock-days",
+        type=int,
+        default=0,
+        metavar="N",
+        help="S3 only: keep every object immutable for N days (bucket needs Object Lock)",
+    )
+    p.add_argument(
+        "--object-lock-mode",
+        choices=["governance", "compliance"],
+        default="governance",
+        help="governance: privileged users may shorten it; compliance: nobody can (default: "
+        "governance)",
+    )
+
+    p = command(
+        "object-lock",
+        "keep the objects that snapshots need under Object Lock retention",
+        lambda a: _usage("object-lock"),
+    )
+    lock_sub = p.add_subparsers(dest="lock_command", metavar="ACTION", required=True)
+    lp = lock_sub.add_parser(
+        "extend",
+        parents=[common],
+        help="move retention forward to now + N days where less than half is left",
+        description="move retention forward to now + N days where less than half is left",
+    )
+    lp.set_defaults(func=cmd_object_lock_extend)
+    lp.add_argument("--dry-run", action="store_true", help="only report what would change")
 
     p = command("backup", "back up files and directories into a new snapshot", cmd_backup)
     p.add_argument("paths", nargs="+", metavar="PATH", help="files or directories to back up")
@@ -207,8 +245,20 @@ def _sources(args: argparse.Namespace) -> secrets_input.SecretSources:
     )
 
 
+def _storage(args: argparse.Namespace) -> CountingStorage:
+    url = _repo_url(args)
+    return CountingStorage(
+        open_storage(url, allow_insecure_http=bool(_opt(args, "allow_insecure_http")))
+    )
+
+
+def _requests(repo: Repository) -> dict[str, Any]:
+    storage = repo.storage
+    return storage.stats() if isinstance(storage, CountingStorage) else {}
+
+
 def _open(args: argparse.Namespace) -> Repository:
-    storage = open_storage(_repo_url(args))
+    storage = _storage(args)
     # Fail on a missing repository before asking for a passphrase nobody can use.
     ensure_exists(storage)
     return Repository.open(storage, secrets_input.existing_secret(_sources(args)))
@@ -237,21 +287,38 @@ def _local(t: datetime) -> str:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    storage = open_storage(_repo_url(args))
+    storage = _storage(args)
+    lock = None
+    if args.object_lock_days:
+        if args.object_lock_days < 1:
+            raise UsageError("--object-lock-days must be at least 1")
+        lock = ObjectLockPolicy(args.object_lock_mode.upper(), args.object_lock_days)
+        if not storage.supports_object_lock():
+            raise UsageError(
+                f"{storage.location()} has no Object Lock: create the bucket with Object Lock "
+                "enabled (it cannot be added to most existing buckets), or omit "
+                "--object-lock-days"
+            )
     passphrase = secrets_input.new_passphrase(None, _sources(args))
-    repo, recovery = Repository.init(storage, keys.Secret.from_passphrase(passphrase))
+    repo, recovery = Repository.init(
+        storage, keys.Secret.from_passphrase(passphrase), object_lock=lock
+    )
     if _opt(args, "json"):
         emit_json(
             {
                 "repository_id": repo.config.repository_id,
                 "location": storage.location(),
                 "recovery_key": recovery,
+                "object_lock": {"mode": lock.mode, "days": lock.days} if lock else None,
             }
         )
         return 0
     print(
         f"created vault repository {ids.short(repo.config.repository_id)} at {storage.location()}"
     )
+    if lock:
+        print(f"every object is kept immutable for {lock.days} days ({lock.mode.lower()} mode);")
+        print("run `vault object-lock extend` regularly (e.g. weekly) to keep history locked")
     print()
     print("RECOVERY KEY (shown only this once; print it and store it off-site, e.g. in a safe):")
     print()
@@ -280,7 +347,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
     started = datetime.now(UTC)
     result = backup(repo, options, _progress(args))
     seconds = max((datetime.now(UTC) - started).total_seconds(), 1e-9)
-    _report_backup(args, result, seconds)
+    _report_backup(args, result, seconds, _requests(repo))
     if result.errors:
         raise PartialBackup(
             f"snapshot {ids.short(result.snapshot.id)} saved, but {len(result.errors)} "
@@ -289,7 +356,9 @@ def cmd_backup(args: argparse.Namespace) -> int:
     return 0
 
 
-def _report_backup(args: argparse.Namespace, result: BackupResult, seconds: float) -> None:
+def _report_backup(
+    args: argparse.Namespace, result: BackupResult, seconds: float, requests: dict[str, Any]
+) -> None:
     snap, st = result.snapshot, result.snapshot.stats
     for problem in result.errors:
         print(f"vault: error: cannot read {problem.path}: {problem.reason}", file=sys.stderr)
@@ -319,6 +388,7 @@ def _report_backup(args: argparse.Namespace, result: BackupResult, seconds: floa
                 "throughput_bytes_per_second": round(st.bytes_read / seconds),
                 "errors": [asdict(p) for p in result.errors],
                 "changed_during_read": [asdict(p) for p in result.unstable],
+                "requests": requests,
                 "outcome": "FAIL" if result.errors else "PASS",
             }
         )
@@ -446,6 +516,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
                 "verified_files": result.verified if args.verify else None,
                 "duration_seconds": round(seconds, 3),
                 "problems": [{"path": p, "reason": r} for p, r in result.problems],
+                "storage_requests": _requests(repo),
                 "outcome": "FAIL" if result.problems else "PASS",
             }
         )
@@ -469,6 +540,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     if _opt(args, "json"):
         emit_json(
             {
+                "requests": _requests(repo),
                 "outcome": "PASS" if result.ok else "FAIL",
                 "snapshots": result.snapshots,
                 "trees": result.trees,
@@ -503,6 +575,34 @@ def cmd_check(args: argparse.Namespace) -> int:
         print("no errors were found" if result.ok else f"{len(result.findings)} problem(s) found")
     if not result.ok:
         raise VaultError(f"check found {len(result.findings)} problem(s)")
+    return 0
+
+
+def cmd_object_lock_extend(args: argparse.Namespace) -> int:
+    repo = _open(args)
+    with lock.Lock(repo.storage, repo.keyring, exclusive=False, operation="object-lock"):
+        result = extend_retention(
+            repo, now=datetime.now(UTC), dry_run=args.dry_run, progress=_progress(args)
+        )
+    if _opt(args, "json"):
+        emit_json(
+            {
+                "dry_run": args.dry_run,
+                "checked": result.checked,
+                "extended": result.extended,
+                "retain_until": result.retain_until,
+                "unneeded_packs_left_to_expire": result.unneeded_packs_left,
+                "requests": _requests(repo),
+            }
+        )
+        return 0
+    verb = "would extend" if args.dry_run else "extended"
+    print(
+        f"{verb} retention of {result.extended} of {result.checked} needed objects to "
+        f"{result.retain_until}"
+    )
+    if result.unneeded_packs_left:
+        print(f"{result.unneeded_packs_left} pack(s) no snapshot needs were left to expire")
     return 0
 
 

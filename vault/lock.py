@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from vault import ids, layout, sealing
-from vault.errors import IntegrityError, ObjectNotFound, RepositoryLocked
+from vault.errors import IntegrityError, ObjectNotFound, RepositoryLocked, VaultError
 from vault.storage import Storage
 
 REFRESH = timedelta(minutes=5)
@@ -166,8 +166,16 @@ class Lock:
     def __enter__(self) -> Lock:
         return self.acquire()
 
-    def __exit__(self, *exc: object) -> None:
-        self.release()
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.release()
+            return
+        # The job already failed: report that failure, not a failure to remove the lock (a
+        # storage outage usually causes both). The lock goes stale and stops blocking.
+        try:
+            self.release()
+        except VaultError:
+            pass
 
 
 def remove_stale_locks(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from vault import __version__, crypto, ids, layout, sealing
 from vault.chunker import Chunker, ChunkerParams
@@ -32,11 +32,25 @@ from vault.keys import (
 )
 from vault.pack import BlobType, open_blob, pack_key
 from vault.snapshot import Snapshot
-from vault.storage import Storage
+from vault.storage import Retention, Storage
 from vault.tree import Tree
 
 DEFAULT_PACK_SIZE = 16 * 1024 * 1024
 DEFAULT_ZSTD_LEVEL = 3
+
+
+LOCK_MODES = ("GOVERNANCE", "COMPLIANCE")
+
+
+@dataclass(frozen=True)
+class ObjectLockPolicy:
+    """S3 Object Lock retention set on every object vault writes (locks excepted)."""
+
+    mode: str
+    days: int
+
+    def retention(self, now: datetime) -> Retention:
+        return Retention(self.mode, now + timedelta(days=self.days))
 
 
 @dataclass(frozen=True)
@@ -46,8 +60,10 @@ class Config:
     chunker: ChunkerParams
     pack_size: int
     zstd_level: int
+    object_lock: ObjectLockPolicy | None = None
 
     def to_bytes(self) -> bytes:
+        lock = self.object_lock
         doc = {
             "version": 1,
             "repository_id": self.repository_id,
@@ -55,6 +71,7 @@ class Config:
             "chunker": self.chunker.to_json(),
             "pack_size": self.pack_size,
             "compression": {"algorithm": "zstd", "level": self.zstd_level},
+            "object_lock": {"mode": lock.mode, "days": lock.days} if lock else None,
         }
         return json.dumps(doc, sort_keys=True).encode()
 
@@ -66,20 +83,24 @@ class Config:
                 raise IntegrityError("config has an unsupported version", key=layout.CONFIG)
             if doc["compression"]["algorithm"] != "zstd":
                 raise IntegrityError("config names an unknown compression", key=layout.CONFIG)
+            lock = doc.get("object_lock")
             return cls(
                 doc["repository_id"],
                 doc["created"],
                 ChunkerParams.from_json(doc["chunker"]),
                 int(doc["pack_size"]),
                 int(doc["compression"]["level"]),
+                ObjectLockPolicy(str(lock["mode"]), int(lock["days"])) if lock else None,
             )
         except (ValueError, KeyError, TypeError, AttributeError):
             raise IntegrityError("config is malformed", key=layout.CONFIG) from None
 
 
 def _exists(storage: Storage) -> bool:
+    # A GET, not a HEAD: an S3 error to a HEAD has no body, so "wrong credentials" and
+    # "access denied" would look the same.
     try:
-        storage.stat(layout.VERSION)
+        storage.get(layout.VERSION)
     except ObjectNotFound:
         return False
     return True
@@ -105,8 +126,19 @@ class Repository:
         chunker: ChunkerParams | None = None,
         pack_size: int = DEFAULT_PACK_SIZE,
         zstd_level: int = DEFAULT_ZSTD_LEVEL,
+        object_lock: ObjectLockPolicy | None = None,
     ) -> tuple[Repository, str]:
         """Create a repository; returns it and the recovery key text (shown once, never stored)."""
+        if object_lock is not None:
+            if object_lock.mode not in LOCK_MODES or object_lock.days < 1:
+                raise UsageError(
+                    "object lock needs a mode (governance or compliance) and days >= 1"
+                )
+            if not storage.supports_object_lock():
+                raise UsageError(
+                    f"{storage.location()} cannot hold locked objects: Object Lock needs an S3 "
+                    "bucket created with Object Lock enabled"
+                )
         if _exists(storage):
             raise UsageError(f"a repository already exists at {storage.location()}")
         if any(True for _ in storage.list("")):
@@ -122,34 +154,26 @@ class Repository:
             chunker or ChunkerParams(),
             pack_size,
             zstd_level,
+            object_lock,
         )
         master_keys = MasterKeyOnly(master)
-        storage.put(
+        repo = cls(storage, keyring, config, "")
+        repo.put(
             layout.CONFIG,
             sealing.seal(master_keys, sealing.Kind.CONFIG, "config", config.to_bytes()),
             if_absent=True,
         )
-        storage.put(
+        repo.put(
             layout.KEYRING,
             sealing.seal(master_keys, sealing.Kind.KEYRING, "keyring", keyring.to_bytes()),
             if_absent=True,
         )
-        slot_id = ids.new_id()
-        storage.put(
-            layout.key_slot(slot_id),
-            make_slot(slot_id, passphrase, master).to_bytes(),
-            if_absent=True,
-        )
+        repo.slot_id = repo.add_slot(passphrase).id
         recovery_text, recovery_material = new_recovery_key()
-        recovery_id = ids.new_id()
-        storage.put(
-            layout.key_slot(recovery_id),
-            make_slot(recovery_id, Secret("recovery", recovery_material), master).to_bytes(),
-            if_absent=True,
-        )
+        repo.add_slot(Secret("recovery", recovery_material))
         # `version` last: a repository without it is an interrupted init, not a repository.
-        storage.put(layout.VERSION, layout.VERSION_TEXT, if_absent=True)
-        return cls(storage, keyring, config, slot_id), recovery_text
+        repo.put(layout.VERSION, layout.VERSION_TEXT, if_absent=True)
+        return repo, recovery_text
 
     @classmethod
     def open(cls, storage: Storage, secret: Secret) -> Repository:
@@ -184,11 +208,19 @@ class Repository:
     def add_slot(self, secret: Secret) -> KeySlot:
         slot_id = ids.new_id()
         slot = make_slot(slot_id, secret, self.keyring.master_key)
-        self.storage.put(layout.key_slot(slot_id), slot.to_bytes(), if_absent=True)
+        self.put(layout.key_slot(slot_id), slot.to_bytes(), if_absent=True)
         return slot
 
     def remove_slot(self, slot_id: str) -> None:
         self.storage.delete(layout.key_slot(slot_id))
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def put(self, key: str, data: bytes, *, if_absent: bool = False) -> None:
+        """Store an object of the repository, under Object Lock retention when configured."""
+        lock = self.config.object_lock
+        retention = lock.retention(datetime.now(UTC)) if lock else None
+        self.storage.put(key, data, if_absent=if_absent, retention=retention)
 
     # -- sealed objects ---------------------------------------------------------------------
 
@@ -285,7 +317,7 @@ class Repository:
 
     def save_snapshot(self, snapshot: Snapshot) -> None:
         key = layout.snapshot(snapshot.id)
-        self.storage.put(
+        self.put(
             key,
             self.seal(
                 sealing.Kind.SNAPSHOT, snapshot.id, snapshot.to_bytes(), self.config.zstd_level

@@ -116,7 +116,7 @@ class BlobWriter:
     def _write_pack(self, builder: PackBuilder) -> None:
         try:
             data = builder.finish()
-            self.repo.storage.put(layout.pack(builder.pack_id), data)
+            self.repo.put(layout.pack(builder.pack_id), data)
             info = PackInfo(builder.pack_id, builder.epoch, builder.salt)
             with self._lock:
                 self.index.add_pack(info, builder.entries)
@@ -156,7 +156,7 @@ class BlobWriter:
         index_id = ids.new_id()
         blob = self.repo.seal(sealing.Kind.INDEX, index_id, index.encode(batch))
         try:
-            self.repo.storage.put(layout.index(index_id), blob, if_absent=True)
+            self.repo.put(layout.index(index_id), blob, if_absent=True)
         except BaseException:
             with self._lock:
                 self._unindexed = batch + self._unindexed

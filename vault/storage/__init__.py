@@ -2,10 +2,19 @@
 
 from vault.errors import UsageError
 from vault.storage.base import ObjectInfo, Retention, Storage
+from vault.storage.counting import CountingStorage
 from vault.storage.local import LocalStorage
 from vault.storage.memory import MemoryStorage
 
-__all__ = ["LocalStorage", "MemoryStorage", "ObjectInfo", "Retention", "Storage", "open_storage"]
+__all__ = [
+    "CountingStorage",
+    "LocalStorage",
+    "MemoryStorage",
+    "ObjectInfo",
+    "Retention",
+    "Storage",
+    "open_storage",
+]
 
 
 def open_storage(url: str, *, allow_insecure_http: bool = False) -> Storage:

@@ -44,26 +44,18 @@ T = TypeVar("T")
 MULTIPART_THRESHOLD = 64 * 1024 * 1024
 PART_SIZE = 16 * 1024 * 1024
 
-# Errors after which repeating the whole operation can help: the connection or the body broke.
-_TRANSIENT = (
-    bex.ConnectionError,
+# Failures botocore does not retry because they happen after the response headers arrived: the
+# body broke off or came short. Everything else (refused connections, 5xx, SlowDown) botocore
+# has already retried `max_attempts` times with backoff; repeating that would only multiply
+# the wait before a clear error.
+_BROKEN_BODY = (
     bex.IncompleteReadError,
     bex.ResponseStreamingError,
     bex.ReadTimeoutError,
-    bex.ConnectTimeoutError,
+    bex.ConnectionClosedError,
 )
-_TRANSIENT_CODES = {
-    "500",
-    "502",
-    "503",
-    "504",
-    "InternalError",
-    "ServiceUnavailable",
-    "SlowDown",
-    "RequestTimeout",
-    "Throttling",
-    "ThrottlingException",
-}
+_CONNECTION = (bex.ConnectionError, bex.ConnectTimeoutError, bex.ReadTimeoutError)
+MAX_ATTEMPTS_ENV = "VAULT_S3_MAX_ATTEMPTS"
 
 
 @dataclass(frozen=True)
@@ -75,8 +67,8 @@ class S3Settings:
     sse: str | None = None  # "AES256" or "aws:kms" — in addition to vault's own encryption
     sse_kms_key_id: str | None = None
     addressing_style: str | None = None  # "path" | "virtual"; default: path for custom endpoints
-    max_attempts: int = 8  # per request, inside botocore
-    outer_attempts: int = 4  # whole operations, around botocore
+    max_attempts: int = 0  # per request, inside botocore; 0: $VAULT_S3_MAX_ATTEMPTS or 8
+    outer_attempts: int = 4  # whole operations whose body broke off, around botocore
     retry_base_seconds: float = 0.5
     connections: int = 16
     connect_timeout: float = 10.0
@@ -135,8 +127,9 @@ class S3Storage:
             session = boto3.session.Session()
             endpoint = _configured_endpoint(session)
             style = s.addressing_style or ("path" if endpoint else "auto")
+            attempts = s.max_attempts or _attempts_from_env()
             config = Config(
-                retries={"mode": "adaptive", "max_attempts": s.max_attempts},
+                retries={"mode": "adaptive", "max_attempts": attempts},
                 max_pool_connections=s.connections,
                 connect_timeout=s.connect_timeout,
                 read_timeout=s.read_timeout,
@@ -345,13 +338,12 @@ class S3Storage:
             attempt += 1
             try:
                 return operation()
-            except _TRANSIENT as exc:
+            except bex.SSLError as exc:
+                raise self._translate(exc, action, key, attempt) from None
+            except _BROKEN_BODY as exc:
                 if attempt >= self.settings.outer_attempts:
                     raise self._translate(exc, action, key, attempt) from None
-            except bex.ClientError as exc:
-                if _code(exc) not in _TRANSIENT_CODES or attempt >= self.settings.outer_attempts:
-                    raise self._translate(exc, action, key, attempt) from None
-            except (bex.BotoCoreError, bex.SSLError) as exc:
+            except (bex.ClientError, bex.BotoCoreError) as exc:
                 raise self._translate(exc, action, key, attempt) from None
             time.sleep(self.settings.retry_base_seconds * (2 ** (attempt - 1)))
 
@@ -396,32 +388,45 @@ class S3Storage:
             if code in ("SlowDown", "Throttling", "ThrottlingException", "503"):
                 return StorageError(
                     f"{self.endpoint()} kept throttling requests ({code}) for {where}; gave up "
-                    f"after {attempts} attempts"
+                    f"after {self._attempts(exc)} attempts"
                 )
             if status and int(status) >= 500:
                 return StorageError(
                     f"{self.endpoint()} failed to {action} {where}: server error {status} "
-                    f"({code}) after {attempts} attempts"
+                    f"({code}) after {self._attempts(exc)} attempts"
                 )
             return StorageError(f"S3 could not {action} {where}: {code} (HTTP {status})")
         if isinstance(exc, bex.SSLError):
             return StorageError(
-                f"TLS verification failed for {self.endpoint()}; if it uses a private CA, set "
-                "AWS_CA_BUNDLE to that CA's certificate file"
+                f"the TLS connection to {self.endpoint()} failed (untrusted certificate, or the "
+                "endpoint does not speak TLS); for a private CA set AWS_CA_BUNDLE to its "
+                "certificate file"
             )
-        if isinstance(exc, bex.EndpointConnectionError | bex.ConnectTimeoutError):
-            return StorageError(f"cannot connect to {self.endpoint()} (unreachable or refused)")
+        if isinstance(exc, _BROKEN_BODY):
+            return StorageError(
+                f"the connection to {self.endpoint()} broke while trying to {action} {where} "
+                f"({exc.__class__.__name__}) after {attempts} attempts"
+            )
+        if isinstance(exc, _CONNECTION):
+            return StorageError(
+                f"cannot reach {self.endpoint()} (connection refused, reset or timed out) "
+                f"while trying to {action} {where}"
+            )
         if isinstance(exc, bex.NoCredentialsError | bex.PartialCredentialsError):
             return UsageError(
                 "no S3 credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
                 "or AWS_PROFILE"
             )
-        if isinstance(exc, _TRANSIENT):
-            return StorageError(
-                f"the connection to {self.endpoint()} broke while trying to {action} {where} "
-                f"({exc.__class__.__name__}) after {attempts} attempts"
-            )
         return StorageError(f"S3 could not {action} {where}: {exc.__class__.__name__}")
+
+    @staticmethod
+    def _attempts(exc: bex.ClientError) -> int:
+        return 1 + int(exc.response.get("ResponseMetadata", {}).get("RetryAttempts", 0))
+
+
+def _attempts_from_env() -> int:
+    text = os.environ.get(MAX_ATTEMPTS_ENV, "")
+    return int(text) if text.isdigit() and 1 <= int(text) <= 50 else 8
 
 
 class _Unsupported(Exception):

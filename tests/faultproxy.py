@@ -1,0 +1,185 @@
+"""A loopback HTTP proxy in front of the S3 server that injects faults on demand.
+
+Requests are forwarded unchanged (the Host header too, so SigV4 signatures stay valid). A test
+queues faults; each fault applies to the next matching requests:
+
+    proxy.inject(Fault("status", status=503, code="SlowDown"), times=3, method="PUT")
+    proxy.inject(Fault("reset-mid-body"), times=1, method="GET")
+
+Kinds: "status" (answer with an S3 error document, the request never reaches the server),
+"reset" (close the connection without answering), "reset-mid-body" (forward, then send the
+headers and half the body, then close), "truncate" (forward, then send the headers with the full
+Content-Length but only half the body and end the response), "delay" (wait `seconds`, then
+forward). `down = True` refuses every request (the server disappeared).
+"""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+_HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"}
+
+
+@dataclass(frozen=True)
+class Fault:
+    kind: str
+    status: int = 500
+    code: str = "InternalError"
+    seconds: float = 0.0
+
+
+@dataclass
+class _Rule:
+    fault: Fault
+    remaining: int
+    method: str | None
+    path_contains: str | None
+
+
+class FaultProxy:
+    def __init__(self, upstream_host: str, upstream_port: int) -> None:
+        self.upstream = (upstream_host, upstream_port)
+        self._rules: list[_Rule] = []
+        self._lock = threading.Lock()
+        self.down = False
+        self.requests = 0
+        self.faults_injected = 0
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _handle(self) -> None:
+                proxy._serve(self)
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def inject(
+        self,
+        fault: Fault,
+        *,
+        times: int = 1,
+        method: str | None = None,
+        path_contains: str | None = None,
+    ) -> None:
+        with self._lock:
+            self._rules.append(_Rule(fault, times, method, path_contains))
+
+    def clear(self) -> None:
+        with self._lock:
+            self._rules.clear()
+            self.down = False
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _take(self, method: str, path: str) -> Fault | None:
+        with self._lock:
+            self.requests += 1
+            for rule in self._rules:
+                if rule.remaining <= 0:
+                    continue
+                if rule.method and rule.method != method:
+                    continue
+                if rule.path_contains and rule.path_contains not in path:
+                    continue
+                rule.remaining -= 1
+                self.faults_injected += 1
+                return rule.fault
+        return None
+
+    def _serve(self, handler: BaseHTTPRequestHandler) -> None:
+        length = int(handler.headers.get("Content-Length") or 0)
+        body = handler.rfile.read(length) if length else b""
+        if self.down:
+            _reset(handler)
+            return
+        fault = self._take(handler.command, handler.path)
+        if fault is not None and fault.kind == "status":
+            _error(handler, fault.status, fault.code)
+            return
+        if fault is not None and fault.kind == "reset":
+            _reset(handler)
+            return
+        if fault is not None and fault.kind == "delay":
+            time.sleep(fault.seconds)
+        status, headers, payload = self._forward(handler, body)
+        if fault is not None and fault.kind in ("reset-mid-body", "truncate") and payload:
+            handler.send_response(status)
+            for name, value in headers:
+                handler.send_header(name, value)
+            handler.end_headers()
+            handler.wfile.write(payload[: len(payload) // 2])
+            handler.wfile.flush()
+            _reset(handler)
+            return
+        handler.send_response(status)
+        for name, value in headers:
+            handler.send_header(name, value)
+        handler.end_headers()
+        if handler.command != "HEAD":
+            handler.wfile.write(payload)
+
+    def _forward(
+        self, handler: BaseHTTPRequestHandler, body: bytes
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
+        connection = http.client.HTTPConnection(*self.upstream, timeout=60)
+        try:
+            connection.putrequest(
+                handler.command, handler.path, skip_host=True, skip_accept_encoding=True
+            )
+            for name, value in handler.headers.items():
+                if name.lower() not in _HOP_BY_HOP:
+                    connection.putheader(name, value)
+            connection.endheaders(body)
+            response = connection.getresponse()
+            payload = response.read()
+            headers = [(n, v) for n, v in response.getheaders() if n.lower() not in _HOP_BY_HOP]
+            return response.status, headers, payload
+        finally:
+            connection.close()
+
+
+def _error(handler: BaseHTTPRequestHandler, status: int, code: str) -> None:
+    document = (
+        f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code>'
+        f"<Message>injected by the test proxy</Message></Error>"
+    ).encode()
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/xml")
+    handler.send_header("Content-Length", str(len(document)))
+    handler.end_headers()
+    if handler.command != "HEAD":
+        handler.wfile.write(document)
+
+
+def _reset(handler: BaseHTTPRequestHandler) -> None:
+    """Close the client's connection abruptly (RST, not a clean FIN)."""
+    handler.close_connection = True
+    try:
+        handler.connection.setsockopt(
+            socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
+        )
+        handler.connection.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
