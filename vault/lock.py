@@ -9,6 +9,7 @@ re-reads all locks and backs out on conflict: two clients racing both see each o
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -172,10 +173,8 @@ class Lock:
             return
         # The job already failed: report that failure, not a failure to remove the lock (a
         # storage outage usually causes both). The lock goes stale and stops blocking.
-        try:
+        with contextlib.suppress(VaultError):
             self.release()
-        except VaultError:
-            pass
 
 
 def remove_stale_locks(
