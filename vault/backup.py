@@ -32,7 +32,6 @@ from vault.pack import BlobType
 from vault.progress import NoProgress, Progress
 from vault.repository import Repository
 from vault.snapshot import Snapshot, SnapshotStats
-from vault.storage import LocalStorage
 from vault.tree import DIR, FILE, SYMLINK, Node, Tree
 from vault.writer import BlobWriter
 
@@ -88,8 +87,9 @@ class _Job:
         self.in_flight = threading.BoundedSemaphore(2 * options.workers)
         # A local repository inside a source would back up its own growing packs.
         self.skip_paths: set[bytes] = set()
-        if isinstance(repo.storage, LocalStorage):
-            self.skip_paths.add(os.fsencode(repo.storage.root))
+        local_root = repo.storage.local_root()
+        if local_root is not None:
+            self.skip_paths.add(os.fsencode(local_root))
 
     # -- walking -----------------------------------------------------------------------------
 

@@ -59,6 +59,10 @@ class Storage(Protocol):
         """A human-readable location for messages (never containing credentials)."""
         ...
 
+    def local_root(self) -> str | None:
+        """The local directory holding the objects, for backends that have one."""
+        ...
+
     def supports_object_lock(self) -> bool:
         """Whether puts can carry a Retention (an S3 bucket with Object Lock enabled)."""
         ...

@@ -54,6 +54,9 @@ class CountingStorage:
     def location(self) -> str:
         return self.inner.location()
 
+    def local_root(self) -> str | None:
+        return self.inner.local_root()
+
     def supports_object_lock(self) -> bool:
         return self.inner.supports_object_lock()
 

@@ -27,6 +27,9 @@ class LocalStorage:
     def location(self) -> str:
         return str(self.root)
 
+    def local_root(self) -> str | None:
+        return str(self.root)
+
     def supports_object_lock(self) -> bool:
         return False
 

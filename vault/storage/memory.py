@@ -72,6 +72,9 @@ class MemoryStorage:
     def location(self) -> str:
         return "memory"
 
+    def local_root(self) -> str | None:
+        return None
+
     def supports_object_lock(self) -> bool:
         return self._object_lock
 

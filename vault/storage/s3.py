@@ -168,6 +168,9 @@ class S3Storage:
     def location(self) -> str:
         return f"s3://{self.settings.bucket}/{self.settings.prefix}".rstrip("/")
 
+    def local_root(self) -> str | None:
+        return None
+
     def endpoint(self) -> str:
         parts = urlsplit(str(self._client.meta.endpoint_url))
         return f"{parts.scheme}://{parts.netloc}"
