@@ -341,6 +341,7 @@ def backup(
     host = options.host or socket.gethostname()
     started = now()
     with Lock(repo.storage, repo.keyring, exclusive=False, operation="backup"):
+        repo.refresh_keyring()
         repo.load_index()
         parent = find_parent(repo, host, source_texts)
         parent_root = repo.load_tree(parent.tree) if parent else None

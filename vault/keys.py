@@ -234,12 +234,19 @@ def open_slot(slot: KeySlot, secret: Secret) -> bytes | None:
 # -- keyring ----------------------------------------------------------------------------------
 
 
+CURRENT = "current"  # seals everything written now
+ACTIVE = "active"  # still opens what it sealed; no longer used for new objects
+RETIRING = "retiring"  # re-encryption under way: its objects are being rewritten
+DESTROYED = "destroyed"  # key erased; the record stays as evidence (SP 800-57 states)
+
+
 @dataclass(frozen=True)
 class Epoch:
     id: int
-    key: bytes
+    key: bytes  # empty once destroyed
     created: str
-    state: str  # "current" | "active" (readable, no longer used for new objects)
+    state: str
+    retired: str = ""  # when the key was destroyed
 
 
 @dataclass
@@ -248,6 +255,7 @@ class Keyring:
     mac_key: bytes
     chunker_seed: int
     epochs: list[Epoch] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)  # fields a newer writer added: kept
 
     @classmethod
     def create(cls, master_key: bytes) -> Keyring:
@@ -255,20 +263,51 @@ class Keyring:
             master_key=master_key,
             mac_key=crypto.random_key(),
             chunker_seed=int.from_bytes(crypto.random_bytes(8), "big") or 1,
-            epochs=[Epoch(1, crypto.random_key(), _now(), "current")],
+            epochs=[Epoch(1, crypto.random_key(), _now(), CURRENT)],
         )
 
     @property
     def current_epoch(self) -> int:
-        return max(e.id for e in self.epochs if e.state == "current")
+        return max(e.id for e in self.epochs if e.state == CURRENT)
+
+    def epoch(self, epoch_id: int) -> Epoch:
+        for e in self.epochs:
+            if e.id == epoch_id:
+                return e
+        raise KeyError(epoch_id)
 
     def epoch_key(self, epoch: int) -> bytes:
         if epoch == 0:
             return self.master_key
-        for e in self.epochs:
-            if e.id == epoch:
-                return e.key
-        raise KeyError(epoch)
+        found = self.epoch(epoch)
+        if found.state == DESTROYED:
+            raise KeyError(epoch)
+        return found.key
+
+    def live_epochs(self) -> list[Epoch]:
+        return [e for e in self.epochs if e.state != DESTROYED]
+
+    def rotate(self) -> Epoch:
+        """A new current epoch; the previous current one stays readable."""
+        new = Epoch(max(e.id for e in self.epochs) + 1, crypto.random_key(), _now(), CURRENT)
+        self.epochs = [
+            Epoch(e.id, e.key, e.created, ACTIVE) if e.state == CURRENT else e for e in self.epochs
+        ] + [new]
+        return new
+
+    def set_state(self, epoch_ids: set[int], state: str) -> None:
+        self.epochs = [
+            Epoch(e.id, e.key, e.created, state, e.retired) if e.id in epoch_ids else e
+            for e in self.epochs
+        ]
+
+    def destroy(self, epoch_ids: set[int]) -> None:
+        """Cryptographic erase: forget the keys, keep the record."""
+        now = _now()
+        self.epochs = [
+            Epoch(e.id, b"", e.created, DESTROYED, now) if e.id in epoch_ids else e
+            for e in self.epochs
+        ]
 
     def blob_id_key(self, blob_type: int) -> bytes:
         """MAC key for blob ids: the keyring's MAC key for data chunks (type 0), a subkey
@@ -278,18 +317,18 @@ class Keyring:
         return crypto.subkey(self.mac_key, b"", b"vault/v1/blob-id/%d" % blob_type)
 
     def epoch_keys(self) -> dict[int, bytes]:
-        return {e.id: e.key for e in self.epochs}
+        return {e.id: e.key for e in self.live_epochs()}
 
     def to_bytes(self) -> bytes:
-        doc = {
-            "version": 1,
-            "mac_key": _b64(self.mac_key),
-            "chunker_seed": self.chunker_seed,
-            "epochs": [
-                {"id": e.id, "key": _b64(e.key), "created": e.created, "state": e.state}
-                for e in self.epochs
-            ],
-        }
+        doc = dict(self.extra)
+        doc.update(
+            {
+                "version": 1,
+                "mac_key": _b64(self.mac_key),
+                "chunker_seed": self.chunker_seed,
+                "epochs": [_epoch_json(e) for e in self.epochs],
+            }
+        )
         return json.dumps(doc, sort_keys=True).encode()
 
     @classmethod
@@ -298,17 +337,33 @@ class Keyring:
             doc = json.loads(data)
             if doc.get("version") != 1:
                 raise IntegrityError("keyring has an unsupported version", key="keyring")
+            known = {"version", "mac_key", "chunker_seed", "epochs"}
             return cls(
                 master_key=master_key,
                 mac_key=_unb64(doc["mac_key"]),
                 chunker_seed=int(doc["chunker_seed"]),
                 epochs=[
-                    Epoch(int(e["id"]), _unb64(e["key"]), e["created"], e["state"])
+                    Epoch(
+                        int(e["id"]),
+                        _unb64(e["key"]) if e.get("key") else b"",
+                        e["created"],
+                        e["state"],
+                        e.get("retired", ""),
+                    )
                     for e in doc["epochs"]
                 ],
+                extra={k: v for k, v in doc.items() if k not in known},
             )
         except (ValueError, KeyError, TypeError, AttributeError):
             raise IntegrityError("keyring is malformed", key="keyring") from None
+
+
+def _epoch_json(e: Epoch) -> dict[str, Any]:
+    doc: dict[str, Any] = {"id": e.id, "created": e.created, "state": e.state}
+    doc["key"] = _b64(e.key) if e.key else None
+    if e.retired:
+        doc["retired"] = e.retired
+    return doc
 
 
 class MasterKeyOnly:

@@ -185,17 +185,24 @@ class Repository:
             ) from None
         if version != layout.VERSION_TEXT:
             raise VaultError(f"{storage.location()} holds an unsupported repository format")
-        master, slot_id = _unlock(storage, secret)
-        master_keys = MasterKeyOnly(master)
-
-        def open_master_object(kind: sealing.Kind, name: str) -> bytes:
-            return sealing.open_sealed(master_keys, kind, name, storage.get(name), name=name)
-
-        keyring = Keyring.from_bytes(
-            master, open_master_object(sealing.Kind.KEYRING, layout.KEYRING)
+        masters = _unlock(storage, secret)
+        keyring_blob = storage.get(layout.KEYRING)
+        config_blob = storage.get(layout.CONFIG)
+        # Normally one slot opens; during (or after an interrupted) master-key rotation the
+        # same secret may open an old and a new slot: the master that opens the keyring wins.
+        for master, slot_id in masters:
+            try:
+                keyring_payload = _open_master_object(master, sealing.Kind.KEYRING, keyring_blob)
+            except IntegrityError:
+                continue
+            keyring = Keyring.from_bytes(master, keyring_payload)
+            config = Config.from_bytes(_open_config(masters, master, config_blob))
+            return cls(storage, keyring, config, slot_id)
+        raise IntegrityError(
+            "the keyring does not open with the master key of any slot this secret opens "
+            "(corrupt keyring, or an interrupted master-key rotation by another secret)",
+            key=layout.KEYRING,
         )
-        config = Config.from_bytes(open_master_object(sealing.Kind.CONFIG, layout.CONFIG))
-        return cls(storage, keyring, config, slot_id)
 
     # -- slots ----------------------------------------------------------------------------------
 
@@ -221,6 +228,33 @@ class Repository:
         lock = self.config.object_lock
         retention = lock.retention(datetime.now(UTC)) if lock else None
         self.storage.put(key, data, if_absent=if_absent, retention=retention)
+
+    def save_keyring(self) -> None:
+        """Overwrite the keyring (sealed under the master key); callers hold an exclusive lock."""
+        blob = sealing.seal(
+            MasterKeyOnly(self.keyring.master_key),
+            sealing.Kind.KEYRING,
+            "keyring",
+            self.keyring.to_bytes(),
+        )
+        self.put(layout.KEYRING, blob)
+
+    def save_config(self) -> None:
+        blob = sealing.seal(
+            MasterKeyOnly(self.keyring.master_key),
+            sealing.Kind.CONFIG,
+            "config",
+            self.config.to_bytes(),
+        )
+        self.put(layout.CONFIG, blob)
+
+    def refresh_keyring(self) -> None:
+        """Re-read the keyring (after taking a lock): a rotation may have finished since open,
+        and nothing may be written under an epoch that was destroyed meanwhile."""
+        payload = _open_master_object(
+            self.keyring.master_key, sealing.Kind.KEYRING, self.storage.get(layout.KEYRING)
+        )
+        self.keyring = Keyring.from_bytes(self.keyring.master_key, payload)
 
     # -- sealed objects ---------------------------------------------------------------------
 
@@ -343,9 +377,26 @@ class Repository:
         return __version__
 
 
-def _unlock(storage: Storage, secret: Secret) -> tuple[bytes, str]:
+def _open_master_object(master: bytes, kind: sealing.Kind, blob: bytes) -> bytes:
+    name = layout.KEYRING if kind == sealing.Kind.KEYRING else layout.CONFIG
+    return sealing.open_sealed(MasterKeyOnly(master), kind, name, blob, name=name)
+
+
+def _open_config(masters: list[tuple[bytes, str]], first: bytes, blob: bytes) -> bytes:
+    ordered = [first] + [m for m, _ in masters if m != first]
+    for master in ordered[:-1]:
+        try:
+            return _open_master_object(master, sealing.Kind.CONFIG, blob)
+        except IntegrityError:
+            continue
+    return _open_master_object(ordered[-1], sealing.Kind.CONFIG, blob)
+
+
+def _unlock(storage: Storage, secret: Secret) -> list[tuple[bytes, str]]:
+    """(master key, slot id) for every slot `secret` opens; WrongKey when none does."""
     # A damaged or unknown slot must not lock out the holders of the other slots.
     damaged = 0
+    opened = []
     for info in storage.list(layout.KEYS):
         try:
             slot = KeySlot.from_bytes(layout.id_of(info.key), storage.get(info.key))
@@ -354,7 +405,9 @@ def _unlock(storage: Storage, secret: Secret) -> tuple[bytes, str]:
             damaged += 1
             continue
         if master is not None:
-            return master, slot.id
+            opened.append((master, slot.id))
+    if opened:
+        return opened
     what = {"passphrase": "passphrase", "recovery": "recovery key", "keyfile": "key file"}[
         secret.kind
     ]

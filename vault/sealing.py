@@ -73,7 +73,9 @@ def open_sealed(keys: EpochKeys, kind: Kind, object_id: str, blob: bytes, *, nam
         epoch_key = keys.epoch_key(epoch)
     except KeyError:
         raise IntegrityError(
-            f"{name} is sealed under unknown key epoch {epoch}", key=name
+            f"{name} is sealed under key epoch {epoch}, which this keyring does not hold "
+            "(destroyed or unknown)",
+            key=name,
         ) from None
     key = crypto.subkey(epoch_key, salt, _info(kind))
     try:

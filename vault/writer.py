@@ -16,7 +16,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from vault import compression, ids, index, layout, sealing
-from vault.index import PackInfo
+from vault.index import Index, PackInfo
 from vault.pack import BlobType, PackBuilder, PackEntry
 from vault.repository import Repository
 
@@ -44,9 +44,11 @@ class BlobWriter:
         *,
         clock: Callable[[], float] = time.monotonic,
         checkpoint_bytes: int | None = None,
+        index: Index | None = None,
     ) -> None:
         self.repo = repo
-        self.index = repo.load_index()
+        # Deduplicate against this index (re-encryption passes one without retired packs).
+        self.index = index if index is not None else repo.load_index()
         self.stats = WriteStats()
         self._lock = threading.Lock()
         self._reserved: set[bytes] = set()
