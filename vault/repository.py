@@ -315,7 +315,8 @@ class Repository:
             epoch_key = self.keyring.epoch_key(epoch)
         except KeyError:
             raise IntegrityError(
-                f"{layout.pack(pack_id)} is sealed under unknown key epoch {epoch}"
+                f"{layout.pack(pack_id)} is sealed under key epoch {epoch}, which this keyring "
+                "does not hold (destroyed or unknown)"
             ) from None
         return pack_key(epoch_key, salt, pack_id)
 
