@@ -148,7 +148,9 @@ def test_objects_swapped_between_names_are_rejected() -> None:
 def test_object_sealed_under_an_unknown_epoch_is_rejected() -> None:
     newer = Keys(keys={**KEYS.keys, 7: b"\x77" * 32}, current_epoch=7)
     blob = seal(newer, Kind.INDEX, OBJECT_ID, b"payload")
-    with pytest.raises(IntegrityError, match="key epoch 7, which this keyring does not hold") as caught:
+    with pytest.raises(
+        IntegrityError, match="key epoch 7, which this keyring does not hold"
+    ) as caught:
         open_sealed(KEYS, Kind.INDEX, OBJECT_ID, blob, name=NAME)
     assert NAME in str(caught.value)
 

@@ -20,66 +20,34 @@ from typing import Any
 from vault import __version__, ids, keys, lock, secrets_input
 from vault.backup import BackupOptions, BackupResult, backup
 from vault.check import check
+from vault.cli_keys import add_key_parsers
+from vault.cli_support import (
+    ENVIRONMENT,
+    EXIT_CODES,
+    common_options,
+    iso_utc,
+    local_time,
+    open_repo,
+    open_storage_for,
+    opt,
+    percent_arg,
+    progress_for,
+    request_stats,
+    secret_sources,
+    usage,
+)
 from vault.errors import PartialBackup, UsageError, VaultError
 from vault.objectlock import extend_retention
-from vault.output import TqdmProgress, emit_json, human_bytes, table
+from vault.output import emit_json, human_bytes, table
 from vault.paths import display, inside_include, normalize
-from vault.progress import NoProgress, Progress
-from vault.repository import ObjectLockPolicy, Repository, ensure_exists
+from vault.repository import ObjectLockPolicy, Repository
 from vault.restore import RestoreOptions, restore, walk
 from vault.snapshot import Snapshot
-from vault.storage import CountingStorage, open_storage
 from vault.tree import DIR, FILE, SYMLINK
-
-ENVIRONMENT = """environment:
-  VAULT_REPO           the repository, when --repo is not given
-  VAULT_PASSWORD_FILE  file whose first line is the passphrase
-  VAULT_PASSWORD       the passphrase itself (prefer a file or --password-command)"""
-
-EXIT_CODES = """exit codes:
-  0  success                     10  repository does not exist
-  1  failure (check/restore)     11  repository is locked
-  2  usage or configuration      12  wrong passphrase or key
-  3  backup saved, but some source files could not be read"""
-
-
-def _common() -> argparse.ArgumentParser:
-    """Options accepted before or after the command (SUPPRESS keeps either from clobbering)."""
-    p = argparse.ArgumentParser(add_help=False)
-    s = argparse.SUPPRESS
-    p.add_argument(
-        "-r",
-        "--repo",
-        default=s,
-        help="repository: a directory, file://PATH (default: $VAULT_REPO)",
-    )
-    p.add_argument(
-        "--password-file",
-        default=s,
-        metavar="FILE",
-        help="read the passphrase from the first line of FILE",
-    )
-    p.add_argument(
-        "--password-command",
-        default=s,
-        metavar="CMD",
-        help="run CMD and use the first line it prints as the passphrase",
-    )
-    p.add_argument("--key-file", default=s, metavar="FILE", help="open with a key file")
-    p.add_argument("--json", action="store_true", default=s, help="print one JSON document")
-    p.add_argument("-q", "--quiet", action="store_true", default=s, help="no progress bars")
-    p.add_argument("--debug", action="store_true", default=s, help="show tracebacks")
-    p.add_argument(
-        "--allow-insecure-http",
-        action="store_true",
-        default=s,
-        help="allow a plain-http S3 endpoint that is not on loopback (not for patient data)",
-    )
-    return p
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = _common()
+    common = common_options()
     parser = argparse.ArgumentParser(
         prog="vault",
         parents=[common],
@@ -123,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command(
         "object-lock",
         "keep the objects that snapshots need under Object Lock retention",
-        lambda a: _usage("object-lock"),
+        lambda a: usage("object-lock"),
     )
     lock_sub = p.add_subparsers(dest="lock_command", metavar="ACTION", required=True)
     lp = lock_sub.add_parser(
@@ -179,115 +147,22 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument(
         "--read-data-subset",
         metavar="PCT",
-        type=_percent,
+        type=percent_arg,
         help="read and verify a random PCT%% of the packs",
     )
 
     p = command("unlock", "remove stale locks left by processes that are gone", cmd_unlock)
     p.add_argument("--remove-all", action="store_true", help="also remove locks that look live")
 
-    p = command("key", "manage who can open the repository", lambda a: _usage("key"))
-    key_sub = p.add_subparsers(dest="key_command", metavar="ACTION", required=True)
-
-    def key_command(name: str, help_text: str, func: Callable[..., int]) -> argparse.ArgumentParser:
-        kp = key_sub.add_parser(name, parents=[common], help=help_text, description=help_text)
-        kp.set_defaults(func=func)
-        return kp
-
-    key_command("list", "list key slots and data-key epochs", cmd_key_list)
-    kp = key_command("add", "add a passphrase slot, or a key-file slot for machines", cmd_key_add)
-    what = kp.add_mutually_exclusive_group()
-    what.add_argument("--new-password-file", metavar="FILE", help="the new passphrase's file")
-    what.add_argument(
-        "--new-key-file",
-        metavar="FILE",
-        help="create FILE (mode 0600) holding a new random key and add a slot for it",
-    )
-    kp = key_command("remove", "remove a key slot", cmd_key_remove)
-    kp.add_argument("slot", metavar="ID", help="slot id or unique prefix")
-    kp.add_argument("--force", action="store_true", help="allow removing the slot in use")
-    kp = key_command("passwd", "change the passphrase of the slot in use", cmd_key_passwd)
-    kp.add_argument("--new-password-file", metavar="FILE", help="the new passphrase's file")
+    add_key_parsers(common, command)
     return parser
-
-
-def _percent(text: str) -> float:
-    try:
-        value = float(text.rstrip("%"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a percentage") from None
-    if not 0 < value <= 100:
-        raise argparse.ArgumentTypeError("the percentage must be in (0, 100]")
-    return value
-
-
-def _usage(what: str) -> int:
-    raise UsageError(f"`vault {what}` needs an action; see `vault {what} --help`")
-
-
-# -- shared plumbing ------------------------------------------------------------------------------
-
-
-def _opt(args: argparse.Namespace, name: str, default: Any = None) -> Any:
-    return getattr(args, name, default)
-
-
-def _repo_url(args: argparse.Namespace) -> str:
-    url = _opt(args, "repo") or os.environ.get("VAULT_REPO")
-    if not url:
-        raise UsageError("no repository given: pass --repo or set VAULT_REPO")
-    return str(url)
-
-
-def _sources(args: argparse.Namespace) -> secrets_input.SecretSources:
-    return secrets_input.SecretSources(
-        _opt(args, "password_file"), _opt(args, "password_command"), _opt(args, "key_file")
-    )
-
-
-def _storage(args: argparse.Namespace) -> CountingStorage:
-    url = _repo_url(args)
-    return CountingStorage(
-        open_storage(url, allow_insecure_http=bool(_opt(args, "allow_insecure_http")))
-    )
-
-
-def _requests(repo: Repository) -> dict[str, Any]:
-    storage = repo.storage
-    return storage.stats() if isinstance(storage, CountingStorage) else {}
-
-
-def _open(args: argparse.Namespace) -> Repository:
-    storage = _storage(args)
-    # Fail on a missing repository before asking for a passphrase nobody can use.
-    ensure_exists(storage)
-    return Repository.open(storage, secrets_input.existing_secret(_sources(args)))
-
-
-def _progress(args: argparse.Namespace) -> Progress:
-    if _opt(args, "json") or _opt(args, "quiet") or not sys.stderr.isatty():
-        return NoProgress()
-    return TqdmProgress()
-
-
-def _say(args: argparse.Namespace, text: str) -> None:
-    """Human output: stdout normally, stderr when stdout carries JSON."""
-    print(text, file=sys.stderr if _opt(args, "json") else sys.stdout)
-
-
-def _iso(t: datetime) -> str:
-    return t.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-def _local(t: datetime) -> str:
-    return t.astimezone().strftime("%Y-%m-%d %H:%M:%S")
 
 
 # -- commands -------------------------------------------------------------------------------------
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    storage = _storage(args)
+    storage = open_storage_for(args)
     lock = None
     if args.object_lock_days:
         if args.object_lock_days < 1:
@@ -299,11 +174,11 @@ def cmd_init(args: argparse.Namespace) -> int:
                 "enabled (it cannot be added to most existing buckets), or omit "
                 "--object-lock-days"
             )
-    passphrase = secrets_input.new_passphrase(None, _sources(args))
+    passphrase = secrets_input.new_passphrase(None, secret_sources(args))
     repo, recovery = Repository.init(
         storage, keys.Secret.from_passphrase(passphrase), object_lock=lock
     )
-    if _opt(args, "json"):
+    if opt(args, "json"):
         emit_json(
             {
                 "repository_id": repo.config.repository_id,
@@ -340,14 +215,14 @@ def _parse_time(text: str | None) -> datetime | None:
 
 def cmd_backup(args: argparse.Namespace) -> int:
     when = _parse_time(args.time)
-    repo = _open(args)
+    repo = open_repo(args)
     options = BackupOptions(
         tuple(args.paths), tuple(args.tag), tuple(args.exclude), when, args.host
     )
     started = datetime.now(UTC)
-    result = backup(repo, options, _progress(args))
+    result = backup(repo, options, progress_for(args))
     seconds = max((datetime.now(UTC) - started).total_seconds(), 1e-9)
-    _report_backup(args, result, seconds, _requests(repo))
+    _report_backup(args, result, seconds, request_stats(repo))
     if result.errors:
         raise PartialBackup(
             f"snapshot {ids.short(result.snapshot.id)} saved, but {len(result.errors)} "
@@ -373,11 +248,11 @@ def _report_backup(
             f"vault: warning: skipped {path}: not a regular file, directory or symlink",
             file=sys.stderr,
         )
-    if _opt(args, "json"):
+    if opt(args, "json"):
         emit_json(
             {
                 "snapshot_id": snap.id,
-                "time": _iso(snap.time),
+                "time": iso_utc(snap.time),
                 "host": snap.host,
                 "paths": list(snap.paths),
                 "tags": list(snap.tags),
@@ -406,14 +281,14 @@ def _report_backup(
 
 
 def cmd_snapshots(args: argparse.Namespace) -> int:
-    snapshots = _open(args).snapshots()
-    if _opt(args, "json"):
+    snapshots = open_repo(args).snapshots()
+    if opt(args, "json"):
         emit_json([_snapshot_json(s) for s in snapshots])
         return 0
     rows = [
         [
             ids.short(s.id),
-            _local(s.time),
+            local_time(s.time),
             s.host,
             ",".join(s.tags),
             ", ".join(s.paths),
@@ -431,7 +306,7 @@ def _snapshot_json(s: Snapshot) -> dict[str, Any]:
     return {
         "id": s.id,
         "short_id": ids.short(s.id),
-        "time": _iso(s.time),
+        "time": iso_utc(s.time),
         "host": s.host,
         "username": s.username,
         "paths": list(s.paths),
@@ -445,7 +320,7 @@ def _snapshot_json(s: Snapshot) -> dict[str, Any]:
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
-    repo = _open(args)
+    repo = open_repo(args)
     snapshot = repo.find_snapshot(args.snapshot)
     repo.load_index()
     problems: list[tuple[str, str]] = []
@@ -456,7 +331,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
     )
     if args.path and not items:
         raise UsageError(f"{args.path} is not in snapshot {ids.short(snapshot.id)}")
-    if _opt(args, "json"):
+    if opt(args, "json"):
         emit_json(
             [
                 {
@@ -466,7 +341,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
                     "uid": i.node.uid,
                     "gid": i.node.gid,
                     "size": i.node.size,
-                    "mtime": _iso(datetime.fromtimestamp(i.node.mtime_ns / 1e9, UTC)),
+                    "mtime": iso_utc(datetime.fromtimestamp(i.node.mtime_ns / 1e9, UTC)),
                     **({"sha256": i.node.sha256} if i.node.type == FILE else {}),
                     **(
                         {"link_target": display(i.node.link_target)}
@@ -493,16 +368,16 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
-    repo = _open(args)
+    repo = open_repo(args)
     snapshot = repo.find_snapshot(args.snapshot)
     options = RestoreOptions(Path(args.target), tuple(args.include), args.overwrite, args.verify)
     started = datetime.now(UTC)
     with lock.Lock(repo.storage, repo.keyring, exclusive=False, operation="restore"):
-        result = restore(repo, snapshot, options, _progress(args))
+        result = restore(repo, snapshot, options, progress_for(args))
     seconds = max((datetime.now(UTC) - started).total_seconds(), 1e-9)
     for path, reason in result.problems:
         print(f"vault: error: {path}: {reason}", file=sys.stderr)
-    if _opt(args, "json"):
+    if opt(args, "json"):
         emit_json(
             {
                 "snapshot_id": snapshot.id,
@@ -516,7 +391,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
                 "verified_files": result.verified if args.verify else None,
                 "duration_seconds": round(seconds, 3),
                 "problems": [{"path": p, "reason": r} for p, r in result.problems],
-                "storage_requests": _requests(repo),
+                "storage_requests": request_stats(repo),
                 "outcome": "FAIL" if result.problems else "PASS",
             }
         )
@@ -533,14 +408,14 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    repo = _open(args)
+    repo = open_repo(args)
     percent = 100.0 if args.read_data else (args.read_data_subset or 0.0)
     with lock.Lock(repo.storage, repo.keyring, exclusive=False, operation="check"):
-        result = check(repo, read_data_percent=percent, progress=_progress(args))
-    if _opt(args, "json"):
+        result = check(repo, read_data_percent=percent, progress=progress_for(args))
+    if opt(args, "json"):
         emit_json(
             {
-                "requests": _requests(repo),
+                "requests": request_stats(repo),
                 "outcome": "PASS" if result.ok else "FAIL",
                 "snapshots": result.snapshots,
                 "trees": result.trees,
@@ -579,12 +454,12 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_object_lock_extend(args: argparse.Namespace) -> int:
-    repo = _open(args)
+    repo = open_repo(args)
     with lock.Lock(repo.storage, repo.keyring, exclusive=False, operation="object-lock"):
         result = extend_retention(
-            repo, now=datetime.now(UTC), dry_run=args.dry_run, progress=_progress(args)
+            repo, now=datetime.now(UTC), dry_run=args.dry_run, progress=progress_for(args)
         )
-    if _opt(args, "json"):
+    if opt(args, "json"):
         emit_json(
             {
                 "dry_run": args.dry_run,
@@ -592,7 +467,7 @@ def cmd_object_lock_extend(args: argparse.Namespace) -> int:
                 "extended": result.extended,
                 "retain_until": result.retain_until,
                 "unneeded_packs_left_to_expire": result.unneeded_packs_left,
-                "requests": _requests(repo),
+                "requests": request_stats(repo),
             }
         )
         return 0
@@ -607,12 +482,12 @@ def cmd_object_lock_extend(args: argparse.Namespace) -> int:
 
 
 def cmd_unlock(args: argparse.Namespace) -> int:
-    repo = _open(args)
+    repo = open_repo(args)
     now = datetime.now(UTC)
     removed, kept = lock.remove_stale_locks(
         repo.storage, repo.keyring, force=args.remove_all, now=now
     )
-    if _opt(args, "json"):
+    if opt(args, "json"):
         emit_json(
             {
                 "removed": [lk.describe(now) for lk in removed],
@@ -629,103 +504,6 @@ def cmd_unlock(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_key_list(args: argparse.Namespace) -> int:
-    repo = _open(args)
-    slots = sorted(repo.slots(), key=lambda s: s.created)
-    epochs = repo.keyring.epochs
-    if _opt(args, "json"):
-        emit_json(
-            {
-                "slots": [
-                    {
-                        "id": s.id,
-                        "kind": s.kind,
-                        "created": s.created,
-                        "kdf": {k: v for k, v in s.kdf.items() if k != "salt"},
-                        "in_use": s.id == repo.slot_id,
-                    }
-                    for s in slots
-                ],
-                "epochs": [{"id": e.id, "created": e.created, "state": e.state} for e in epochs],
-            }
-        )
-        return 0
-    rows = [
-        [("*" if s.id == repo.slot_id else " ") + ids.short(s.id), s.kind, s.created, s.kdf["name"]]
-        for s in slots
-    ]
-    print(table(["SLOT", "KIND", "CREATED", "KDF"], rows))
-    print("(* = the slot that opened the repository)")
-    print()
-    print(table(["EPOCH", "STATE", "CREATED"], [[str(e.id), e.state, e.created] for e in epochs]))
-    return 0
-
-
-def cmd_key_add(args: argparse.Namespace) -> int:
-    repo = _open(args)
-    if args.new_key_file:
-        text = keys.new_key_file_text()
-        try:
-            fd = os.open(args.new_key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            raise UsageError(f"{args.new_key_file} already exists; choose a new file") from None
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        secret = keys.Secret(keys.KEYFILE, keys.parse_key_file(text, name=args.new_key_file))
-    else:
-        secret = keys.Secret.from_passphrase(secrets_input.new_passphrase(args.new_password_file))
-    slot = repo.add_slot(secret)
-    if _opt(args, "json"):
-        emit_json({"id": slot.id, "kind": slot.kind, "created": slot.created})
-    else:
-        print(f"added key slot {ids.short(slot.id)} ({slot.kind})")
-    return 0
-
-
-def _resolve_slot(repo: Repository, prefix: str) -> keys.KeySlot:
-    matches = [s for s in repo.slots() if s.id.startswith(prefix.lower())] if prefix else []
-    if not matches:
-        raise UsageError(f"no key slot matches {prefix!r}")
-    if len(matches) > 1:
-        raise UsageError(f"key slot prefix {prefix!r} is ambiguous")
-    return matches[0]
-
-
-def cmd_key_remove(args: argparse.Namespace) -> int:
-    repo = _open(args)
-    slot = _resolve_slot(repo, args.slot)
-    if len(repo.slots()) <= 1:
-        raise UsageError("refusing to remove the last key slot: the repository would be lost")
-    if slot.id == repo.slot_id and not args.force:
-        raise UsageError(f"slot {ids.short(slot.id)} is the one in use; pass --force to remove it")
-    repo.remove_slot(slot.id)
-    if _opt(args, "json"):
-        emit_json({"removed": slot.id})
-    else:
-        print(f"removed key slot {ids.short(slot.id)} ({slot.kind})")
-    return 0
-
-
-def cmd_key_passwd(args: argparse.Namespace) -> int:
-    repo = _open(args)
-    current = next(s for s in repo.slots() if s.id == repo.slot_id)
-    if current.kind != keys.PASSPHRASE:
-        raise UsageError(
-            "the repository was opened with a recovery key or key file; "
-            "use `vault key add` to add a passphrase instead"
-        )
-    passphrase = secrets_input.new_passphrase(args.new_password_file)
-    new_slot = repo.add_slot(keys.Secret.from_passphrase(passphrase))
-    repo.remove_slot(current.id)  # only after the new slot is durable
-    if _opt(args, "json"):
-        emit_json({"id": new_slot.id, "replaced": current.id})
-    else:
-        print(
-            f"passphrase changed: slot {ids.short(current.id)} replaced by {ids.short(new_slot.id)}"
-        )
-    return 0
-
-
 # -- entry points -------------------------------------------------------------------------------
 
 
@@ -735,7 +513,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
         return int(exc.code or 0)
-    debug = bool(_opt(args, "debug"))
+    debug = bool(opt(args, "debug"))
     try:
         return int(args.func(args))
     except VaultError as exc:

@@ -151,6 +151,11 @@ class Lock:
         self._thread.start()
         return self
 
+    def reseal(self, keys: sealing.EpochKeys) -> None:
+        """Rewrite the held lock under `keys` (after a key rotation retired its epoch)."""
+        self._keys = keys
+        self._write()
+
     def _refresh_loop(self) -> None:
         while not self._stop.wait(REFRESH.total_seconds()):
             try:
