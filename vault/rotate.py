@@ -260,7 +260,8 @@ def _delete_retired_packs(repo: Repository, targets: set[int], result: Reencrypt
 class MasterRotation:
     recovery_key: str
     new_slot: str
-    removed_slots: list[tuple[str, str]]  # (slot id, kind)
+    replaced_slot: str  # the caller's old slot
+    removed_slots: list[tuple[str, str]]  # (slot id, kind) of everyone else: to be re-added
 
 
 def rotate_master(repo: Repository, secret: Secret) -> MasterRotation:
@@ -276,8 +277,10 @@ def rotate_master(repo: Repository, secret: Secret) -> MasterRotation:
     repo.save_config()
     repo.save_keyring()
     removed = []
+    replaced = repo.slot_id
     for slot in old_slots:
         repo.remove_slot(slot.id)
-        removed.append((slot.id, slot.kind))
+        if slot.id != replaced:
+            removed.append((slot.id, slot.kind))
     repo.slot_id = caller.id
-    return MasterRotation(recovery_text, caller.id, removed)
+    return MasterRotation(recovery_text, caller.id, replaced, removed)
