@@ -76,6 +76,7 @@ def main() -> int:
         )
         keyfile = work / "pw"
         keyfile.write_text("benchmark passphrase\n")
+        keyfile.chmod(0o600)
         env = dict(os.environ, VAULT_REPO=str(work / "repo"), VAULT_PASSWORD_FILE=str(keyfile))
         vault = [sys.executable, "-m", "vault"]
         _, i_rss, _ = run([*vault, "init", "--json"], env)

@@ -140,6 +140,10 @@ def test_password_file_and_command_open_the_repository(
 ) -> None:
     pw_file = tmp_path / "pw"
     pw_file.write_text(PASSWORD + "\n")
+    pw_file.chmod(0o644)
+    loose = vault("snapshots", "-r", repo, "--password-file", pw_file, password=None)
+    assert loose.code == 2 and "chmod 600" in loose.err and PASSWORD not in loose.err
+    pw_file.chmod(0o600)
     assert vault("snapshots", "-r", repo, "--password-file", pw_file, password=None).code == 0
     command = f"cat {pw_file}"
     assert vault("snapshots", "-r", repo, "--password-command", command, password=None).code == 0
@@ -224,6 +228,10 @@ def test_key_file_slot_opens_the_repository_and_removal_revokes_it(
     assert added.code == 0, added.err
     assert key_file.stat().st_mode & 0o777 == 0o600
     assert vault("snapshots", "-r", repo, "--key-file", key_file, password=None).code == 0
+    key_file.chmod(0o640)
+    group_readable = vault("snapshots", "-r", repo, "--key-file", key_file, password=None)
+    assert group_readable.code == 2 and "group or others" in group_readable.err
+    key_file.chmod(0o600)
     slot_id = added.json()["id"]
     assert vault("key", "remove", slot_id[:10], "-r", repo).code == 0
     assert vault("snapshots", "-r", repo, "--key-file", key_file, password=None).code == 12
@@ -232,6 +240,7 @@ def test_key_file_slot_opens_the_repository_and_removal_revokes_it(
 def test_passwd_replaces_the_slot_in_use(tmp_path: Path, repo: RepoHandle, vault: RunCli) -> None:
     new = tmp_path / "new-pw"
     new.write_text("a brand new passphrase\n")
+    new.chmod(0o600)
     assert vault("key", "passwd", "-r", repo, "--new-password-file", new).code == 0
     assert vault("snapshots", "-r", repo).code == 12
     assert vault("snapshots", "-r", repo, password="a brand new passphrase").code == 0

@@ -2,7 +2,8 @@
 
 Order for opening a repository: --key-file, --password-command, --password-file,
 VAULT_PASSWORD_FILE, VAULT_PASSWORD, then an interactive prompt when stdin is a terminal.
-Secrets are never echoed, logged or put into error messages.
+Secrets are never echoed, logged or put into error messages. Password and key files must be
+private to their owner (no group or other permission bits), as ssh insists for private keys.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import getpass
 import os
 import shlex
+import stat
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -28,6 +30,13 @@ class SecretSources:
 def _read_file(path: str, what: str) -> str:
     try:
         with open(path, encoding="utf-8") as handle:
+            mode = os.fstat(handle.fileno()).st_mode
+            # Like ssh with private keys: a secret others can read is not a secret any more.
+            if stat.S_ISREG(mode) and mode & 0o077:
+                raise UsageError(
+                    f"{what} {path} is accessible to group or others (mode "
+                    f"{stat.S_IMODE(mode):04o}); run `chmod 600 {path}`"
+                )
             text = handle.read()
     except OSError as exc:
         raise UsageError(f"cannot read {what} {path}: {exc.strerror}") from None
