@@ -19,9 +19,9 @@ from tests.treecompare import describe_tree
 from vault import crypto, layout, sealing
 from vault.errors import IntegrityError
 from vault.keys import DESTROYED
+from vault.keyusage import SEALED_PREFIXES, sealed_epoch_of
 from vault.lock import Lock
 from vault.pack import parse_header, read_trailer
-from vault.rotate import SEALED_PREFIXES, sealed_epoch_of
 
 
 def _restore_equals(

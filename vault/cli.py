@@ -40,9 +40,11 @@ from vault.errors import PartialBackup, UsageError, VaultError
 from vault.objectlock import extend_retention
 from vault.output import emit_json, human_bytes, table
 from vault.paths import display, inside_include, normalize
+from vault.policy import load_key_policy, policy_dir
 from vault.repository import ObjectLockPolicy, Repository
 from vault.restore import RestoreOptions, restore, walk
 from vault.snapshot import Snapshot
+from vault.status import status
 from vault.tree import DIR, FILE, SYMLINK
 
 
@@ -149,6 +151,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PCT",
         type=percent_arg,
         help="read and verify a random PCT%% of the packs",
+    )
+
+    p = command(
+        "status", "last backup, key rotation due, slots and locks (exit 1 when overdue)", cmd_status
+    )
+    p.add_argument(
+        "--policy-dir",
+        metavar="DIR",
+        help="directory with keys.toml (default: $VAULT_POLICY_DIR, else built-in defaults)",
     )
 
     p = command("unlock", "remove stale locks left by processes that are gone", cmd_unlock)
@@ -479,6 +490,66 @@ def cmd_object_lock_extend(args: argparse.Namespace) -> int:
     if result.unneeded_packs_left:
         print(f"{result.unneeded_packs_left} pack(s) no snapshot needs were left to expire")
     return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    policy = load_key_policy(policy_dir(args.policy_dir))
+    repo = open_repo(args)
+    now = datetime.now(UTC)
+    st = status(repo, policy, now)
+    k = st.keys
+    if opt(args, "json"):
+        emit_json(
+            {
+                "repository": st.location,
+                "repository_id": st.repository_id,
+                "snapshots": st.snapshots,
+                "last_backup": {
+                    "snapshot_id": st.latest.id,
+                    "time": iso_utc(st.latest.time),
+                    "age_seconds": st.latest_age_seconds,
+                    "files_not_saved": st.latest.stats.errors,
+                }
+                if st.latest
+                else None,
+                "keys": {
+                    "current_epoch": k.current_epoch,
+                    "epoch_created": k.epoch_created,
+                    "epoch_age_seconds": k.epoch_age_seconds,
+                    "epoch_objects": k.epoch_objects,
+                    "rotation": k.rotation,
+                    "reasons": k.reasons,
+                    "destroyed_epochs": k.destroyed_epochs,
+                    "slots": k.slots,
+                    "policy": asdict(policy),
+                },
+                "locks": [
+                    {"description": lk.describe(now), "stale": stale} for lk, stale in st.locks
+                ],
+                "outcome": "PASS" if st.ok else "FAIL",
+            }
+        )
+    else:
+        print(f"repository  {st.location} ({ids.short(st.repository_id)})")
+        if st.latest and st.latest_age_seconds is not None:
+            hours = st.latest_age_seconds / 3600
+            print(
+                f"last backup {local_time(st.latest.time)} ({hours:.1f} h ago), snapshot "
+                f"{ids.short(st.latest.id)}; {st.snapshots} snapshot(s) in all"
+            )
+        else:
+            print("last backup none yet")
+        print(
+            f"data key    epoch {k.current_epoch}, {k.epoch_age_seconds // 86400} days old, "
+            f"{k.epoch_objects} objects: rotation {k.rotation}"
+        )
+        for reason in k.reasons:
+            print(f"            {reason}; run `vault key rotate`")
+        slots = ", ".join(f"{n} {kind}" for kind, n in sorted(k.slots.items()))
+        print(f"key slots   {slots}")
+        for lk, stale in st.locks:
+            print(f"lock        {'stale ' if stale else ''}{lk.describe(now)}")
+    return 0 if st.ok else 1
 
 
 def cmd_unlock(args: argparse.Namespace) -> int:

@@ -18,10 +18,11 @@ from vault.cli_support import (
 )
 from vault.errors import UsageError
 from vault.keys import Epoch
+from vault.keyusage import EpochUsage, epoch_usage
 from vault.lock import Lock
 from vault.output import emit_json, human_bytes, table
 from vault.repository import Repository
-from vault.rotate import EpochUsage, epoch_usage, reencrypt, rotate_epoch, rotate_master
+from vault.rotate import reencrypt, rotate_epoch, rotate_master
 
 
 def add_key_parsers(

@@ -1,0 +1,72 @@
+"""Policy files (TOML in a policy directory): parsed into frozen values, errors that name the
+file, the line and the key. Pure: no storage, no clock.
+
+Only keys.toml exists so far; retention, schedule and drill policies join it in later issues.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vault.errors import UsageError
+
+POLICY_DIR_ENV = "VAULT_POLICY_DIR"
+
+
+@dataclass(frozen=True)
+class KeyPolicy:
+    max_epoch_age_days: int = 365
+    max_objects_per_epoch: int = 1_000_000
+    warn_days: int = 30
+
+
+def policy_dir(explicit: str | None) -> Path | None:
+    chosen = explicit or os.environ.get(POLICY_DIR_ENV)
+    if not chosen:
+        return None
+    path = Path(chosen)
+    if not path.is_dir():
+        raise UsageError(f"policy directory {path} does not exist")
+    return path
+
+
+def _line_of(text: str, key: str) -> int:
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line.strip().startswith(key) and "=" in line:
+            return number
+    return 0
+
+
+def _load(path: Path) -> tuple[dict[str, Any], str]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot read policy file {path}: {exc.strerror}") from None
+    try:
+        return tomllib.loads(text), text
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"policy file {path} is not valid TOML: {exc}") from None
+
+
+def load_key_policy(directory: Path | None) -> KeyPolicy:
+    if directory is None or not (directory / "keys.toml").exists():
+        return KeyPolicy()
+    path = directory / "keys.toml"
+    doc, text = _load(path)
+    table = doc.get("keys", {})
+    if not isinstance(table, dict):
+        raise UsageError(f"{path}: [keys] must be a table")
+    defaults = KeyPolicy()
+    values: dict[str, int] = {}
+    for key, value in table.items():
+        where = f"{path}, line {_line_of(text, key)}"
+        if not hasattr(defaults, key):
+            raise UsageError(f"{where}: unknown key {key!r} in [keys]")
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise UsageError(f"{where}: {key} must be a whole number of at least 1")
+        values[key] = value
+    return KeyPolicy(**values)
