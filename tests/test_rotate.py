@@ -282,3 +282,17 @@ def test_kdf_parameters_stored_in_a_slot_are_honoured(
     tampered["kdf"]["iterations"] = 4  # a different cost derives a different key
     slot_file.write_text(json.dumps(tampered))
     assert vault("snapshots", "-r", repo).code == 12
+
+
+def test_key_list_shows_which_host_created_and_last_used_each_slot(
+    repo: RepoHandle, vault: RunCli, archive: Path
+) -> None:
+    import socket
+
+    before = vault("key", "list", "-r", repo, "--json").json()["slots"]
+    assert {s["created_host"] for s in before} == {socket.gethostname()}
+    assert all(s["last_used"] is None for s in before)
+    vault("backup", "-r", repo, archive)
+    after = {s["id"]: s for s in vault("key", "list", "-r", repo, "--json").json()["slots"]}
+    used = [s for s in after.values() if s["in_use"]]
+    assert len(used) == 1 and used[0]["last_used_host"] == socket.gethostname()

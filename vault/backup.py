@@ -342,6 +342,7 @@ def backup(
     started = now()
     with Lock(repo.storage, repo.keyring, exclusive=False, operation="backup"):
         repo.refresh_keyring()
+        repo.record_slot_use()
         repo.load_index()
         parent = find_parent(repo, host, source_texts)
         parent_root = repo.load_tree(parent.tree) if parent else None

@@ -87,6 +87,7 @@ def cmd_key_list(args: argparse.Namespace) -> int:
     epochs = repo.keyring.epochs
     usage_by_epoch = epoch_usage(repo)
     now = datetime.now(UTC)
+    infos = {s.id: repo.slot_info(s.id) for s in slots}
 
     def epoch_doc(e: Epoch) -> dict[str, Any]:
         used = usage_by_epoch.get(e.id, EpochUsage())
@@ -111,6 +112,9 @@ def cmd_key_list(args: argparse.Namespace) -> int:
                         "created": s.created,
                         "kdf": {k: v for k, v in s.kdf.items() if k != "salt"},
                         "in_use": s.id == repo.slot_id,
+                        "created_host": infos[s.id].get("created_host"),
+                        "last_used": infos[s.id].get("last_used"),
+                        "last_used_host": infos[s.id].get("last_used_host"),
                     }
                     for s in slots
                 ],
@@ -119,10 +123,17 @@ def cmd_key_list(args: argparse.Namespace) -> int:
         )
         return 0
     rows = [
-        [("*" if s.id == repo.slot_id else " ") + ids.short(s.id), s.kind, s.created, s.kdf["name"]]
+        [
+            ("*" if s.id == repo.slot_id else " ") + ids.short(s.id),
+            s.kind,
+            s.created,
+            infos[s.id].get("created_host", "?"),
+            (infos[s.id].get("last_used", "") + " " + infos[s.id].get("last_used_host", "")).strip()
+            or "-",
+        ]
         for s in slots
     ]
-    print(table(["SLOT", "KIND", "CREATED", "KDF"], rows))
+    print(table(["SLOT", "KIND", "CREATED", "CREATED ON", "LAST USED (BACKUP)"], rows))
     print("(* = the slot that opened the repository)")
     print()
     rows = []

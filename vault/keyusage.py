@@ -11,7 +11,14 @@ from vault import layout, sealing
 from vault.repository import Repository
 
 # Prefixes of objects sealed with the generic envelope under a data-key epoch.
-SEALED_PREFIXES = (layout.SNAPSHOTS, layout.INDEX, layout.DRILLS, layout.AUDIT, layout.LOCKS)
+SEALED_PREFIXES = (
+    layout.SNAPSHOTS,
+    layout.INDEX,
+    layout.DRILLS,
+    layout.AUDIT,
+    layout.LOCKS,
+    layout.SLOT_INFO,
+)
 _SEALED_HEADER = struct.Struct(">4sBI")
 
 

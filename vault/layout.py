@@ -15,12 +15,17 @@ SNAPSHOTS = "snapshots/"
 LOCKS = "locks/"
 DRILLS = "drills/"
 AUDIT = "audit/"
+SLOT_INFO = "slotinfo/"  # sealed: which host created a slot and last used it
 
 VERSION_TEXT = b"vault repository format 1\n"
 
 
 def key_slot(slot_id: str) -> str:
     return KEYS + slot_id
+
+
+def slot_info(slot_id: str) -> str:
+    return SLOT_INFO + slot_id
 
 
 def pack(pack_id: str) -> str:

@@ -6,7 +6,9 @@ through `vault.writer.BlobWriter`, which this module hands out.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -216,10 +218,42 @@ class Repository:
         slot_id = ids.new_id()
         slot = make_slot(slot_id, secret, self.keyring.master_key)
         self.put(layout.key_slot(slot_id), slot.to_bytes(), if_absent=True)
+        host, now = socket.gethostname(), datetime.now(UTC).isoformat(timespec="seconds")
+        self._save_slot_info(slot_id, {"created_host": host, "created": now})
         return slot
 
     def remove_slot(self, slot_id: str) -> None:
         self.storage.delete(layout.key_slot(slot_id))
+        self.storage.delete(layout.slot_info(slot_id))
+
+    # Slot usage lives in a separate sealed object, not in the plaintext slot: host names say
+    # which practice machine holds which key, and a slot must never be rewritten just to log.
+
+    def slot_info(self, slot_id: str) -> dict[str, str]:
+        try:
+            payload = self.open_object(sealing.Kind.SLOT_INFO, layout.slot_info(slot_id))
+            info = json.loads(payload)
+        except (ObjectNotFound, IntegrityError, ValueError):
+            return {}
+        return {str(k): str(v) for k, v in info.items()} if isinstance(info, dict) else {}
+
+    def _save_slot_info(self, slot_id: str, info: dict[str, str]) -> None:
+        payload = json.dumps(info, sort_keys=True).encode()
+        self.put(layout.slot_info(slot_id), self.seal(sealing.Kind.SLOT_INFO, slot_id, payload))
+
+    def record_slot_use(self, *, hourly: bool = True) -> None:
+        """Note that this host used the slot that opened the repository (best effort: a
+        read-only credential or a storage hiccup must not fail the job)."""
+        now = datetime.now(UTC)
+        info = self.slot_info(self.slot_id)
+        last = info.get("last_used")
+        if hourly and last and now - datetime.fromisoformat(last) < timedelta(hours=1):
+            return
+        info.update(
+            last_used_host=socket.gethostname(), last_used=now.isoformat(timespec="seconds")
+        )
+        with contextlib.suppress(VaultError):
+            self._save_slot_info(self.slot_id, info)
 
     # -- writing ------------------------------------------------------------------------------
 

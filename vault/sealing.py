@@ -35,6 +35,7 @@ class Kind(IntEnum):
     DRILL = 6
     AUDIT = 7
     CATALOG = 8
+    SLOT_INFO = 9
 
 
 class EpochKeys(Protocol):
@@ -116,6 +117,7 @@ _INFO = {
     Kind.DRILL: b"vault/v1/object/drill",
     Kind.AUDIT: b"vault/v1/object/audit",
     Kind.CATALOG: b"vault/v1/object/catalog",
+    Kind.SLOT_INFO: b"vault/v1/object/slot-info",
 }
 
 
