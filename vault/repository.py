@@ -265,22 +265,15 @@ class Repository:
 
     def save_keyring(self) -> None:
         """Overwrite the keyring (sealed under the master key); callers hold an exclusive lock."""
-        blob = sealing.seal(
-            MasterKeyOnly(self.keyring.master_key),
-            sealing.Kind.KEYRING,
-            "keyring",
-            self.keyring.to_bytes(),
-        )
-        self.put(layout.KEYRING, blob)
+        self._save_master_object(sealing.Kind.KEYRING, layout.KEYRING, self.keyring.to_bytes())
 
     def save_config(self) -> None:
-        blob = sealing.seal(
-            MasterKeyOnly(self.keyring.master_key),
-            sealing.Kind.CONFIG,
-            "config",
-            self.config.to_bytes(),
-        )
-        self.put(layout.CONFIG, blob)
+        self._save_master_object(sealing.Kind.CONFIG, layout.CONFIG, self.config.to_bytes())
+
+    def _save_master_object(self, kind: sealing.Kind, name: str, payload: bytes) -> None:
+        # The object id of config and keyring is their name.
+        keys = MasterKeyOnly(self.keyring.master_key)
+        self.put(name, sealing.seal(keys, kind, name, payload))
 
     def refresh_keyring(self) -> None:
         """Re-read the keyring (after taking a lock): a rotation may have finished since open,
