@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from vault import ids
+from vault.catalog import Catalog, CatalogBuilder
 from vault.errors import VaultError
 from vault.lock import Lock
 from vault.pack import BlobType
@@ -59,6 +60,7 @@ class BackupResult:
     unstable: list[Problem] = field(default_factory=list)
     skipped_special: list[str] = field(default_factory=list)
     packs_written: int = 0
+    catalog: Catalog | None = None
 
 
 @dataclass
@@ -73,8 +75,15 @@ class _Counters:
 
 
 class _Job:
-    def __init__(self, repo: Repository, options: BackupOptions, progress: Progress) -> None:
+    def __init__(
+        self,
+        repo: Repository,
+        options: BackupOptions,
+        progress: Progress,
+        parent_catalog: Catalog | None = None,
+    ) -> None:
         self.repo = repo
+        self.catalog = CatalogBuilder(parent_catalog)
         self.options = options
         self.progress = progress
         self.writer = BlobWriter(repo)
@@ -181,6 +190,7 @@ class _Job:
         self.counters.bytes += st.st_size
         if old is not None and self.unchanged(st, old):
             self.counters.files_unchanged += 1
+            self.catalog.add_unchanged(os.fsdecode(path), st.st_size)
             self.progress.advance(st.st_size)
             return replace(old, **base)  # type: ignore[arg-type]
         try:
@@ -205,10 +215,13 @@ class _Job:
             opened = os.fstat(handle.fileno())
 
             total = 0
+            head = b""
 
             def read(n: int) -> bytes:
-                nonlocal total
+                nonlocal total, head
                 block = handle.read(n) or b""
+                if not total:
+                    head = block  # the first block holds any DICOM header
                 sha.update(block)
                 total += len(block)
                 self.counters.bytes_read += len(block)
@@ -228,6 +241,7 @@ class _Job:
         )
         if unstable:
             self.unstable.append(Problem(os.fsdecode(path), "changed while it was being read"))
+        self.catalog.add_read(os.fsdecode(path), head, total)
         return Node(
             type=FILE,
             size=total,
@@ -346,7 +360,7 @@ def backup(
         repo.load_index()
         parent = find_parent(repo, host, source_texts)
         parent_root = repo.load_tree(parent.tree) if parent else None
-        job = _Job(repo, options, progress)
+        job = _Job(repo, options, progress, repo.load_catalog(parent) if parent else None)
         progress.start("backup", None)
         if not isinstance(progress, NoProgress):
             # Sizing the sources in parallel gives the bar a total (and an ETA) early on.
@@ -379,8 +393,12 @@ def backup(
             started=started.isoformat(),
             finished=now().isoformat(),
         )
+        snapshot_id = ids.new_id()
+        catalog = job.catalog.build()
+        # The catalog before the snapshot that names it (write order).
+        repo.save_catalog(snapshot_id, catalog)
         snapshot = Snapshot(
-            id=ids.new_id(),
+            id=snapshot_id,
             time=options.time or started,
             host=host,
             username=_username(),
@@ -391,11 +409,12 @@ def backup(
             stats=stats,
             errors=tuple(p.path for p in job.errors + job.unstable),
             program_version=repo.program_version(),
+            catalog=snapshot_id,
         )
         repo.save_snapshot(snapshot)
         # Verification of success: the snapshot reads back and authenticates.
         repo.load_snapshot(snapshot.id)
-    return BackupResult(snapshot, job.errors, job.unstable, job.special, w.packs_written)
+    return BackupResult(snapshot, job.errors, job.unstable, job.special, w.packs_written, catalog)
 
 
 def _username() -> str:

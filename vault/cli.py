@@ -21,6 +21,7 @@ from vault import __version__, ids, keys, lock, secrets_input
 from vault.backup import BackupOptions, BackupResult, backup
 from vault.check import check
 from vault.cli_keys import add_key_parsers
+from vault.cli_studies import add_study_parsers
 from vault.cli_support import (
     ENVIRONMENT,
     EXIT_CODES,
@@ -45,6 +46,7 @@ from vault.repository import ObjectLockPolicy, Repository
 from vault.restore import RestoreOptions, restore, walk
 from vault.snapshot import Snapshot
 from vault.status import status
+from vault.studies import StudyFilter, parse_date, select_studies
 from vault.tree import DIR, FILE, SYMLINK
 
 
@@ -142,6 +144,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--verify", action="store_true", help="re-read every restored file and compare its SHA-256"
     )
+    p.add_argument(
+        "--study",
+        action="append",
+        default=[],
+        metavar="UID|CATALOG_ID",
+        help="restore this DICOM study (repeatable); always verified",
+    )
+    p.add_argument("--patient", metavar="ID", help="restore every study of this PatientID")
+    p.add_argument("--since", metavar="DATE", help="with --patient: studies on or after DATE")
+
+    add_study_parsers(command)
 
     p = command("check", "verify the repository's structure (and optionally its data)", cmd_check)
     group = p.add_mutually_exclusive_group()
@@ -379,9 +392,19 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
+    if args.since and not args.patient:
+        raise UsageError("--since goes with --patient")
+    query = (
+        StudyFilter(patient_id=args.patient, since=parse_date(args.since, "--since"))
+        if args.patient
+        else None
+    )
     repo = open_repo(args)
     snapshot = repo.find_snapshot(args.snapshot)
-    options = RestoreOptions(Path(args.target), tuple(args.include), args.overwrite, args.verify)
+    studies = select_studies(repo, snapshot, args.study, query) if args.study or query else []
+    includes = tuple(args.include) + tuple(path for s in studies for path in s.files)
+    verify = args.verify or bool(studies)
+    options = RestoreOptions(Path(args.target), includes, args.overwrite, verify)
     started = datetime.now(UTC)
     with lock.Lock(repo.storage, repo.keyring, exclusive=False, operation="restore"):
         result = restore(repo, snapshot, options, progress_for(args))
@@ -399,7 +422,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
                 "bytes": result.bytes,
                 "bytes_downloaded": result.bytes_downloaded,
                 "requests": result.requests,
-                "verified_files": result.verified if args.verify else None,
+                "studies": [s.catalog_id for s in studies],
+                "verified_files": result.verified if verify else None,
                 "duration_seconds": round(seconds, 3),
                 "problems": [{"path": p, "reason": r} for p, r in result.problems],
                 "storage_requests": request_stats(repo),
@@ -407,7 +431,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
             }
         )
     else:
-        verified = f", {result.verified} verified against SHA-256" if args.verify else ""
+        verified = f", {result.verified} verified against SHA-256" if verify else ""
         print(
             f"restored {result.files} files, {result.dirs} directories, {result.symlinks} "
             f"symlinks ({human_bytes(result.bytes)}) from snapshot {ids.short(snapshot.id)} "

@@ -18,6 +18,7 @@ SEALED_PREFIXES = (
     layout.AUDIT,
     layout.LOCKS,
     layout.SLOT_INFO,
+    layout.CATALOGS,
 )
 _SEALED_HEADER = struct.Struct(">4sBI")
 

@@ -16,12 +16,17 @@ LOCKS = "locks/"
 DRILLS = "drills/"
 AUDIT = "audit/"
 SLOT_INFO = "slotinfo/"  # sealed: which host created a slot and last used it
+CATALOGS = "catalog/"  # sealed: one DICOM study catalog per snapshot
 
 VERSION_TEXT = b"vault repository format 1\n"
 
 
 def key_slot(slot_id: str) -> str:
     return KEYS + slot_id
+
+
+def catalog(snapshot_id: str) -> str:
+    return CATALOGS + snapshot_id
 
 
 def slot_info(slot_id: str) -> str:

@@ -32,7 +32,13 @@ def needed_objects(repo: Repository) -> list[str]:
     fixed = [layout.CONFIG, layout.KEYRING, layout.VERSION]
     listed = [
         info.key
-        for prefix in (layout.KEYS, layout.SLOT_INFO, layout.INDEX, layout.SNAPSHOTS)
+        for prefix in (
+            layout.KEYS,
+            layout.SLOT_INFO,
+            layout.INDEX,
+            layout.SNAPSHOTS,
+            layout.CATALOGS,
+        )
         for info in repo.storage.list(prefix)
     ]
     return fixed + listed + [layout.pack(p) for p in sorted(referenced_packs(repo))]

@@ -41,3 +41,33 @@ def inside_include(path: bytes, includes: list[bytes]) -> bool:
     if not includes:
         return True
     return any(inc == b"/" or path == inc or path.startswith(inc + b"/") for inc in includes)
+
+
+class IncludeMatcher:
+    """`selected` and `inside_include` for many includes at once (a study is hundreds of
+    files): set lookups over a path's ancestors instead of comparing every include."""
+
+    def __init__(self, includes: list[bytes]) -> None:
+        self.includes = set(includes)
+        self.everything = not includes or b"/" in self.includes
+        self.ancestors: set[bytes] = set()
+        for inc in includes:
+            parent = inc
+            while parent not in (b"", b"/"):
+                parent = parent.rsplit(b"/", 1)[0]
+                self.ancestors.add(parent or b"/")
+
+    def inside(self, path: bytes) -> bool:
+        """An included path or something inside one."""
+        if self.everything:
+            return True
+        probe = path
+        while probe:
+            if probe in self.includes:
+                return True
+            probe = probe.rsplit(b"/", 1)[0]
+        return False
+
+    def selected(self, path: bytes) -> bool:
+        """Included, inside an include, or an ancestor directory of one."""
+        return self.inside(path) or path in self.ancestors

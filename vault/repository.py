@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from vault import __version__, crypto, ids, layout, sealing
+from vault.catalog import Catalog
 from vault.chunker import Chunker, ChunkerParams
 from vault.errors import (
     IntegrityError,
@@ -386,6 +387,25 @@ class Repository:
             ),
             if_absent=True,
         )
+
+    # -- catalogs -------------------------------------------------------------------------------
+
+    def save_catalog(self, snapshot_id: str, catalog: Catalog) -> None:
+        blob = self.seal(
+            sealing.Kind.CATALOG, snapshot_id, catalog.to_bytes(), self.config.zstd_level
+        )
+        self.put(layout.catalog(snapshot_id), blob, if_absent=True)
+
+    def load_catalog(self, snapshot: Snapshot) -> Catalog | None:
+        """The snapshot's study catalog; None for snapshots made before catalogs existed."""
+        if not snapshot.catalog:
+            return None
+        key = layout.catalog(snapshot.catalog)
+        payload = self.open_object(sealing.Kind.CATALOG, key)
+        try:
+            return Catalog.from_bytes(payload)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise IntegrityError(f"{key} is malformed: {exc}", key=key) from None
 
     def find_snapshot(self, ref: str) -> Snapshot:
         """'latest', a full id, or a unique id prefix."""

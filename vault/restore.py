@@ -14,7 +14,7 @@ import errno
 import hashlib
 import os
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +23,7 @@ from vault import crypto, layout
 from vault.errors import IntegrityError, UsageError, VaultError
 from vault.index import Location
 from vault.pack import BlobType, open_blob
-from vault.paths import display, inside_include, is_safe_name, normalize, selected
+from vault.paths import IncludeMatcher, display, is_safe_name, normalize
 from vault.progress import NoProgress, Progress
 from vault.repository import Repository
 from vault.snapshot import Snapshot
@@ -59,8 +59,15 @@ class _Item:
     node: Node
 
 
-def walk(repo: Repository, snapshot: Snapshot, problems: list[tuple[str, str]]) -> Iterator[_Item]:
-    """Every entry of a snapshot, parents before children; unsafe names reported and skipped."""
+def walk(
+    repo: Repository,
+    snapshot: Snapshot,
+    problems: list[tuple[str, str]],
+    descend: Callable[[bytes], bool] = lambda path: True,
+) -> Iterator[_Item]:
+    """Every entry of a snapshot, parents before children; unsafe names reported and skipped.
+    Directories for which `descend` is false are listed but not entered (their trees are not
+    even fetched: restoring one study does not read the whole archive's metadata)."""
     stack: list[tuple[bytes, str]] = [(b"", snapshot.tree)]
     while stack:
         prefix, tree_id = stack.pop()
@@ -75,7 +82,7 @@ def walk(repo: Repository, snapshot: Snapshot, problems: list[tuple[str, str]]) 
                 continue
             path = prefix + b"/" + node.name
             yield _Item(path, node)
-            if node.type == DIR and node.subtree:
+            if node.type == DIR and node.subtree and descend(path):
                 stack.append((path, node.subtree))
 
 
@@ -86,10 +93,12 @@ def restore(
     result = RestoreResult()
     repo.load_index()
     includes = [normalize(i) for i in options.includes]
-    items = [i for i in walk(repo, snapshot, result.problems) if selected(i.path, includes)]
+    matcher = IncludeMatcher(includes)
+    found = walk(repo, snapshot, result.problems, descend=matcher.selected)
+    items = [i for i in found if matcher.selected(i.path)]
     # Ancestors of an include are created as directories but keep nothing else.
-    items = [i for i in items if i.node.type == DIR or inside_include(i.path, includes)]
-    if includes and not any(inside_include(i.path, includes) for i in items):
+    items = [i for i in items if i.node.type == DIR or matcher.inside(i.path)]
+    if includes and not any(matcher.inside(i.path) for i in items):
         raise UsageError(
             f"nothing in snapshot {snapshot.id[:8]} matches {', '.join(options.includes)}"
         )
