@@ -272,12 +272,14 @@ def test_many_small_files_cost_about_one_put_per_pack(
     http = doc["requests"]["http_requests"]
     packs = doc["packs_written"]
     assert packs <= total // (16 * 1024 * 1024) + 2  # data and tree packs
-    # Packs, one index, one snapshot, and the lock written and removed: not 400 PUTs.
-    assert http["PutObject"] <= packs + 4
+    # Packs plus one index, the study catalog, the snapshot, the slot's last-use note and the
+    # lock (written and removed): not 400 PUTs.
+    assert http["PutObject"] <= packs + 5
     assert doc["requests"]["put"] == http["PutObject"]
 
     nightly = vault("backup", "-r", url, source, "--json").json()
     nightly_http = nightly["requests"]["http_requests"]
+    assert nightly_http["PutObject"] <= 3  # catalog, snapshot, lock: no pack, no slot note
     assert nightly["stats"]["bytes_read"] == 0
     # Listings: keys/, index/, snapshots/, and locks/ twice (before and after writing ours);
     # never data/ (test_nightly_backup_never_lists_packs checks the prefixes themselves).

@@ -16,12 +16,20 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import secrets
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import pydicom
+import pydicom.config
 from pydicom.errors import InvalidDicomError
+
+# Reading a header must never print: pydicom's validation warnings quote element values, and
+# those can be patient identifiers. Values are taken as they are; nothing here validates DICOM.
+pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
+logging.getLogger("pydicom").setLevel(logging.CRITICAL)
 
 DICM_OFFSET = 128
 CATALOG_ID_BYTES = 8  # 16 hex characters: unique per repository, meaningless outside it
@@ -63,7 +71,9 @@ def read_header(head: bytes) -> FileHeader | None:
     if not looks_like_dicom(head):
         return None
     try:
-        ds = pydicom.dcmread(io.BytesIO(head), stop_before_pixels=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(io.BytesIO(head), stop_before_pixels=True)
     except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"unparseable DICOM header ({exc.__class__.__name__})") from None
     if "DirectoryRecordSequence" in ds:
