@@ -21,7 +21,7 @@ from vault import __version__, ids, keys, lock, secrets_input
 from vault.backup import BackupOptions, BackupResult, backup
 from vault.check import check
 from vault.cli_keys import add_key_parsers
-from vault.cli_studies import add_study_parsers
+from vault.cli_studies import add_study_parsers, record_audit
 from vault.cli_support import (
     ENVIRONMENT,
     EXIT_CODES,
@@ -407,7 +407,27 @@ def cmd_restore(args: argparse.Namespace) -> int:
     options = RestoreOptions(Path(args.target), includes, args.overwrite, verify)
     started = datetime.now(UTC)
     with lock.Lock(repo.storage, repo.keyring, exclusive=False, operation="restore"):
-        result = restore(repo, snapshot, options, progress_for(args))
+        try:
+            result = restore(repo, snapshot, options, progress_for(args))
+        except VaultError:
+            record_audit(
+                repo,
+                "restore",
+                result="FAIL",
+                snapshot=snapshot.id,
+                catalog_ids=[s.catalog_id for s in studies],
+                target=str(Path(args.target).absolute()),
+            )
+            raise
+        record_audit(
+            repo,
+            "restore",
+            result="FAIL" if result.problems else "PASS",
+            snapshot=snapshot.id,
+            catalog_ids=[s.catalog_id for s in studies],
+            target=str(Path(args.target).absolute()),
+            details={"files": result.files, "bytes": result.bytes, "whole": not includes},
+        )
     seconds = max((datetime.now(UTC) - started).total_seconds(), 1e-9)
     for path, reason in result.problems:
         print(f"vault: error: {path}: {reason}", file=sys.stderr)

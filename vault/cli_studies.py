@@ -1,13 +1,19 @@
-"""The `vault studies` command: DICOM studies in the catalogs, with patient and date filters."""
+"""The study-facing commands: `vault studies` (search the catalogs), `vault audit` (who
+restored, searched or exported what), and `record_audit` which the other commands call."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable
+from dataclasses import asdict
+from typing import Any
 
-from vault import ids
+from vault import audit, ids
 from vault.cli_support import open_repo, opt
+from vault.errors import VaultError
 from vault.output import emit_json, human_bytes, table
+from vault.repository import Repository
 from vault.studies import StudyFilter, find_studies, parse_date
 
 
@@ -19,6 +25,20 @@ def add_study_parsers(command: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument("--until", metavar="DATE", help="only studies on or before DATE")
     p.add_argument("--modality", metavar="M", help="only studies with modality M (CT, PX, IO…)")
     p.add_argument("--snapshot", metavar="S", help="only this snapshot (id, prefix or latest)")
+
+    p = command("audit", "who restored, searched or exported which studies, and when", cmd_audit)
+    p.add_argument("--since", metavar="DATE", help="only events on or after DATE (YYYY-MM-DD)")
+    p.add_argument(
+        "--verify", action="store_true", help="check the hash chain (exit 1 if it is broken)"
+    )
+
+
+def record_audit(repo: Repository, action: str, **fields: Any) -> None:
+    """Append an audit event; a failure to log is reported but does not undo the work."""
+    try:
+        audit.record(repo, action, **fields)
+    except VaultError as exc:
+        print(f"vault: warning: could not record the audit event: {exc}", file=sys.stderr)
 
 
 def study_filter(args: argparse.Namespace) -> StudyFilter:
@@ -40,6 +60,15 @@ def cmd_studies(args: argparse.Namespace) -> int:
     repo = open_repo(args)
     only = repo.find_snapshot(args.snapshot) if args.snapshot else None
     rows = find_studies(repo, query, only)
+    if query.identifying:
+        record_audit(
+            repo,
+            "studies-search",
+            result="PASS",
+            snapshot=only.id if only else "",
+            catalog_ids=[r.study.catalog_id for r in rows],
+            details={"filters": [k for k, v in vars(query).items() if v is not None]},
+        )
     if opt(args, "json"):
         emit_json(
             [
@@ -91,3 +120,38 @@ def cmd_studies(args: argparse.Namespace) -> int:
     )
     print(f"{len(rows)} stud{'y' if len(rows) == 1 else 'ies'}")
     return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    since = parse_date(args.since, "--since")
+    repo = open_repo(args)
+    report = audit.read_log(repo, verify=args.verify)
+    events = [e for e in report.events if since is None or e.time[:10].replace("-", "") >= since]
+    if opt(args, "json"):
+        emit_json(
+            {
+                "events": [asdict(e) for e in events],
+                "verified": args.verify,
+                "problems": report.problems,
+                "outcome": "PASS" if report.ok else "FAIL",
+            }
+        )
+    else:
+        rows = [
+            [
+                str(e.seq),
+                e.time,
+                f"{e.actor}@{e.host}",
+                e.action,
+                e.result,
+                ids.short(e.snapshot) if e.snapshot else "-",
+                ",".join(e.catalog_ids[:3]) + (" …" if len(e.catalog_ids) > 3 else "") or "-",
+            ]
+            for e in events
+        ]
+        print(table(["#", "TIME (UTC)", "WHO", "ACTION", "RESULT", "SNAPSHOT", "STUDIES"], rows))
+        for problem in report.problems:
+            print(f"vault: error: {problem}", file=sys.stderr)
+        if args.verify and report.ok:
+            print(f"audit chain intact: {len(report.events)} event(s)")
+    return 0 if report.ok else 1

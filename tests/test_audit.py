@@ -1,0 +1,82 @@
+"""The audit log: restores and patient searches are recorded, without PHI, in a hash chain
+that shows an edited or deleted event."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pydicom
+import pytest
+
+from tests.conftest import PASSWORD, RunCli
+from tests.repos import RepoHandle
+from vault import audit
+
+
+def _events(vault: RunCli, repo: RepoHandle) -> dict[str, Any]:
+    result = vault("audit", "-r", repo, "--verify", "--json")
+    return {"code": result.code, **result.json()}
+
+
+@pytest.fixture
+def audited(repo: RepoHandle, vault: RunCli, archive: Path, tmp_path: Path) -> RepoHandle:
+    vault("backup", "-r", repo, archive)
+    studies = vault("studies", "-r", repo, "--json").json()
+    patient = studies[0]["patient_id"]
+    assert vault("studies", "-r", repo, "--patient", patient).code == 0
+    for n, study in enumerate(studies[:3]):
+        out = tmp_path / f"out{n}"
+        assert (
+            vault(
+                "restore", "latest", "-r", repo, "--study", study["catalog_id"], "--target", out
+            ).code
+            == 0
+        )
+    return repo
+
+
+def test_restores_and_patient_searches_are_recorded_without_phi(
+    audited: RepoHandle, vault: RunCli, archive: Path
+) -> None:
+    doc = _events(vault, audited)
+    assert doc["code"] == 0 and doc["outcome"] == "PASS"
+    actions = [e["action"] for e in doc["events"]]
+    assert actions == ["studies-search", "restore", "restore", "restore"]
+    restore = doc["events"][1]
+    assert restore["result"] == "PASS" and len(restore["catalog_ids"]) == 1
+    assert restore["actor"] and restore["host"] and restore["snapshot"]
+    identifiers = set()
+    for path in archive.rglob("*.dcm"):
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        identifiers |= {str(ds.PatientName), str(ds.PatientID), str(ds.StudyInstanceUID)}
+    text = str(doc["events"])
+    assert not any(i in text for i in identifiers if i)
+    # A plain listing (no patient filter) is not an identifying search: not logged.
+    vault("studies", "-r", audited)
+    assert len(_events(vault, audited)["events"]) == 4
+
+
+def test_edited_event_breaks_the_chain(audited: RepoHandle, vault: RunCli) -> None:
+    r = audited.open(PASSWORD)
+    # Rewrite event 2 with a valid seal but different content: authentic, yet the chain breaks.
+    key = "audit/000000000002"
+    event, _ = audit._load(r, key)
+    forged = audit.AuditEvent(**{**event.__dict__, "target": "/somewhere/else"})
+    audited.write(key, r.seal(audit.sealing.Kind.AUDIT, "000000000002", forged.payload()))
+    doc = _events(vault, audited)
+    assert doc["code"] == 1 and doc["outcome"] == "FAIL"
+    assert any("event 3 does not link to event 2" in p for p in doc["problems"])
+
+
+def test_flipped_byte_in_an_event_is_detected(audited: RepoHandle, vault: RunCli) -> None:
+    key = "audit/000000000003"
+    audited.flip(key, audited.size(key) // 2)
+    doc = _events(vault, audited)
+    assert doc["code"] == 1 and any("event 3 cannot be read" in p for p in doc["problems"])
+
+
+def test_deleted_event_is_detected(audited: RepoHandle, vault: RunCli) -> None:
+    audited.storage.delete("audit/000000000002")
+    doc = _events(vault, audited)
+    assert doc["code"] == 1 and any("2 are missing" in p for p in doc["problems"])
