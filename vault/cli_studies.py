@@ -7,14 +7,16 @@ import argparse
 import sys
 from collections.abc import Callable
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 from vault import audit, ids
 from vault.cli_support import open_repo, opt
-from vault.errors import VaultError
+from vault.errors import UsageError, VaultError
+from vault.export import PIXEL_WARNING, export_study
 from vault.output import emit_json, human_bytes, table
 from vault.repository import Repository
-from vault.studies import StudyFilter, find_studies, parse_date
+from vault.studies import StudyFilter, find_studies, parse_date, select_studies
 
 
 def add_study_parsers(command: Callable[..., argparse.ArgumentParser]) -> None:
@@ -25,6 +27,25 @@ def add_study_parsers(command: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument("--until", metavar="DATE", help="only studies on or before DATE")
     p.add_argument("--modality", metavar="M", help="only studies with modality M (CT, PX, IO…)")
     p.add_argument("--snapshot", metavar="S", help="only this snapshot (id, prefix or latest)")
+
+    p = command(
+        "export", "a de-identified copy of one study (teaching, research, testing)", cmd_export
+    )
+    p.add_argument("--study", required=True, metavar="UID|CATALOG_ID", help="the study")
+    p.add_argument("--target", required=True, metavar="DIR", help="an empty or new directory")
+    p.add_argument(
+        "--deidentify",
+        action="store_true",
+        help="required: apply the DICOM PS3.15 Basic Profile to every header",
+    )
+    p.add_argument("--snapshot", default="latest", metavar="S", help="default: latest")
+    p.add_argument(
+        "--shift-dates",
+        type=int,
+        metavar="DAYS",
+        help="shift every date by DAYS instead of removing dates (keeps intervals)",
+    )
+    p.add_argument("--include-photos", action="store_true", help="also export photographs (faces!)")
 
     p = command("audit", "who restored, searched or exported which studies, and when", cmd_audit)
     p.add_argument("--since", metavar="DATE", help="only events on or after DATE (YYYY-MM-DD)")
@@ -119,6 +140,73 @@ def cmd_studies(args: argparse.Namespace) -> int:
         )
     )
     print(f"{len(rows)} stud{'y' if len(rows) == 1 else 'ies'}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    if not args.deidentify:
+        raise UsageError(
+            "vault export only makes de-identified copies (--deidentify); to get the original "
+            "files use `vault restore --study`"
+        )
+    repo = open_repo(args)
+    snapshot = repo.find_snapshot(args.snapshot)
+    (study,) = select_studies(repo, snapshot, [args.study], None)
+    target = Path(args.target).absolute()
+    try:
+        result = export_study(
+            repo,
+            snapshot,
+            study,
+            target,
+            shift_days=args.shift_dates,
+            include_photos=args.include_photos,
+        )
+    except VaultError:
+        record_audit(
+            repo,
+            "export",
+            result="FAIL",
+            snapshot=snapshot.id,
+            catalog_ids=[study.catalog_id],
+            target=str(target),
+        )
+        raise
+    record_audit(
+        repo,
+        "export",
+        result="PASS",
+        snapshot=snapshot.id,
+        catalog_ids=[study.catalog_id],
+        target=str(target),
+        details={"files": result.files, "dates_shifted": bool(args.shift_dates)},
+    )
+    print(f"vault: warning: {PIXEL_WARNING}", file=sys.stderr)
+    if opt(args, "json"):
+        emit_json(
+            {
+                "catalog_id": study.catalog_id,
+                "target": str(target),
+                "files": result.files,
+                "skipped_non_dicom": result.skipped_non_dicom,
+                "skipped_photos": result.skipped_photos,
+                "profile": "DICOM PS3.15 Basic Application Level Confidentiality Profile",
+                "dates": "shifted" if args.shift_dates is not None else "removed",
+                "pixel_data": "unchanged (burned-in text and faces are not removed)",
+                "outcome": "PASS",
+            }
+        )
+    else:
+        print(
+            f"exported {result.files} de-identified DICOM file(s) of study {study.catalog_id} "
+            f"to {target}"
+            + (f"; left out {result.skipped_photos} photo(s)" if result.skipped_photos else "")
+            + (
+                f" and {result.skipped_non_dicom} non-DICOM file(s)"
+                if result.skipped_non_dicom
+                else ""
+            )
+        )
     return 0
 
 
