@@ -33,8 +33,13 @@ from tests.s3server import start_server  # noqa: E402
 
 def run(args: list[str], env: dict[str, str]) -> tuple[float, dict[str, Any]]:
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "vault", *args, "--json"], env=env,
-                          capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "vault", *args, "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     seconds = time.perf_counter() - started
     if done.returncode != 0:
         raise SystemExit(f"vault {args[0]} failed: {done.stderr.strip()}")
@@ -50,6 +55,12 @@ def measure(url: str, source: Path, work: Path, env: dict[str, str]) -> dict[str
     target = work / f"restore-{url.split(':')[0]}"
     r_sec, restore = run(["restore", "latest", "--target", str(target), "--verify"], env)
     shutil.rmtree(target)
+    _, studies = run(["studies", "--modality", "CT"], env)
+    study = max(studies, key=lambda st: st["files"])  # the one-file-per-slice CBCT series
+    s_sec, one = run(
+        ["restore", "latest", "--study", study["catalog_id"], "--target", str(target)], env
+    )
+    shutil.rmtree(target)
     return {
         "bytes": size,
         "backup_seconds": round(b_sec, 2),
@@ -60,6 +71,11 @@ def measure(url: str, source: Path, work: Path, env: dict[str, str]) -> dict[str
         "restore_verify_seconds": round(r_sec, 2),
         "restore_mb_per_s": round(size / r_sec / 1e6, 1),
         "restore_requests": restore["storage_requests"],
+        "study_files": one["files"],
+        "study_bytes": one["bytes"],
+        "study_restore_seconds": round(s_sec, 2),
+        "study_bytes_downloaded": one["bytes_downloaded"],
+        "study_get_requests": one["storage_requests"]["get"],
     }
 
 
@@ -86,11 +102,16 @@ def main() -> int:
             print(json.dumps(results, indent=2))
         else:
             for name, r in results.items():
-                print(f"{name:5}  backup {r['backup_mb_per_s']:7.1f} MB/s  "
-                      f"restore+verify {r['restore_mb_per_s']:7.1f} MB/s  "
-                      f"nightly {r['nightly_seconds']:.2f} s  "
-                      f"backup PUTs {r['backup_requests']['put']}  "
-                      f"restore GETs {r['restore_requests']['get']}")
+                print(
+                    f"{name:5}  backup {r['backup_mb_per_s']:7.1f} MB/s  "
+                    f"restore+verify {r['restore_mb_per_s']:7.1f} MB/s  "
+                    f"nightly {r['nightly_seconds']:.2f} s  "
+                    f"backup PUTs {r['backup_requests']['put']}  "
+                    f"restore GETs {r['restore_requests']['get']}  "
+                    f"one study ({r['study_files']} files, {r['study_bytes'] / 1e6:.1f} MB): "
+                    f"{r['study_restore_seconds']:.2f} s, "
+                    f"{r['study_bytes_downloaded'] / 1e6:.1f} MB downloaded"
+                )
             print(f"{results['local']['bytes'] / 1e6:.0f} MB archive")
     finally:
         if server is not None:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A first run of vault on generated sample data: make a synthetic dental archive, create an
-# encrypted repository, back up, back up again (nothing changed), restore one study, verify.
+# encrypted repository, back up, back up again (nothing changed), find and restore one DICOM
+# study by its UID, make a de-identified teaching copy, check the audit log and the data.
 # Everything lands in ./demo (delete it when done). No real patient data is involved.
 source "$(dirname "$0")/_venv.sh"
 cd "$ROOT"
@@ -31,12 +32,22 @@ vault backup "$DEMO/imaging-share" --tag demo
 step "vault snapshots"
 vault snapshots
 
-STUDY="$(cd "$DEMO/imaging-share" && ls -d imaging/*/*_CT | head -n 1)"
-step "vault restore latest --include .../$STUDY --verify  (one CBCT study, checked against SHA-256)"
-vault restore latest --target "$DEMO/restored" --include "$DEMO/imaging-share/$STUDY" --verify
+step "vault studies  (the DICOM studies found in the backup, from headers only)"
+vault studies
 
+STUDY_UID="$(vault studies --json --modality CT | python -c 'import json,sys; print(json.load(sys.stdin)[0]["study_instance_uid"])')"
+step "vault restore latest --study <StudyInstanceUID>  (one CBCT study, verified against SHA-256)"
+vault restore latest --study "$STUDY_UID" --target "$DEMO/restored"
+
+STUDY_DIR="$(cd "$DEMO/imaging-share" && ls -d imaging/*/*_CT | head -n 1)"
 step "Comparing the restored study with the original"
-diff -r "$DEMO/imaging-share/$STUDY" "$DEMO/restored$DEMO/imaging-share/$STUDY" && echo "identical"
+diff -r "$DEMO/imaging-share/$STUDY_DIR" "$DEMO/restored$DEMO/imaging-share/$STUDY_DIR" && echo "identical"
+
+step "vault export --deidentify  (a teaching copy without patient identifiers in the headers)"
+vault export --study "$STUDY_UID" --deidentify --target "$DEMO/teaching-copy"
+
+step "vault audit --verify  (who restored or exported which study, hash-chained)"
+vault audit --verify
 
 step "vault check --read-data  (every pack read, every chunk authenticated)"
 vault check --read-data
