@@ -99,6 +99,7 @@ def test_corrupt_dicom_is_listed_unparseable_and_still_restored(
     backed = vault("backup", "-r", repo, archive)
     assert backed.code == 0
     assert "garbage" not in backed.err + backed.out  # header values are never printed
+    assert str(broken) in backed.err and "in no study" in backed.err
     r = repo.open(PASSWORD)
     catalog = r.load_catalog(r.snapshots()[-1])
     assert catalog is not None and str(broken) in catalog.unparseable

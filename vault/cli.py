@@ -272,6 +272,13 @@ def _report_backup(
             f"vault: warning: skipped {path}: not a regular file, directory or symlink",
             file=sys.stderr,
         )
+    catalog = result.catalog
+    for path in catalog.unparseable if catalog else []:
+        print(
+            f"vault: warning: {path} looks like DICOM but its header cannot be read; "
+            "saved byte for byte, but it is in no study",
+            file=sys.stderr,
+        )
     if opt(args, "json"):
         emit_json(
             {
@@ -287,12 +294,16 @@ def _report_backup(
                 "throughput_bytes_per_second": round(st.bytes_read / seconds),
                 "errors": [asdict(p) for p in result.errors],
                 "changed_during_read": [asdict(p) for p in result.unstable],
+                "studies": len(catalog.studies) if catalog else 0,
+                "unparseable_dicom": list(catalog.unparseable) if catalog else [],
                 "requests": requests,
                 "outcome": "FAIL" if result.errors else "PASS",
             }
         )
         return
     print(f"snapshot {ids.short(snap.id)} saved")
+    if catalog and catalog.studies:
+        print(f"  DICOM studies: {len(catalog.studies)} (vault studies lists them)")
     print(
         f"  files: {st.files} ({st.files_new} new, {st.files_changed} changed, "
         f"{st.files_unchanged} unchanged), {st.dirs} directories, {human_bytes(st.bytes)}"
