@@ -66,7 +66,7 @@ def test_edited_event_breaks_the_chain(audited: RepoHandle, vault: RunCli) -> No
     audited.write(key, r.seal(audit.sealing.Kind.AUDIT, "000000000002", forged.payload()))
     doc = _events(vault, audited)
     assert doc["code"] == 1 and doc["outcome"] == "FAIL"
-    assert any("event 3 does not link to event 2" in p for p in doc["problems"])
+    assert any("event 3 does not link to audit event 2" in p for p in doc["problems"])
 
 
 def test_flipped_byte_in_an_event_is_detected(audited: RepoHandle, vault: RunCli) -> None:

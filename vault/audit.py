@@ -12,7 +12,6 @@ listing or an external copy: `vault audit --json` output kept elsewhere serves a
 from __future__ import annotations
 
 import getpass
-import hashlib
 import json
 import os
 import socket
@@ -20,12 +19,9 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from vault import layout, sealing
-from vault.errors import IntegrityError, ObjectExists, VaultError
+from vault import chain, layout, sealing
+from vault.errors import IntegrityError
 from vault.repository import Repository
-
-_SEQ_DIGITS = 12
-_APPEND_ATTEMPTS = 8
 
 
 @dataclass(frozen=True)
@@ -46,15 +42,6 @@ class AuditEvent:
         return json.dumps(asdict(self), sort_keys=True, separators=(",", ":")).encode()
 
 
-def _key(seq: int) -> str:
-    return f"{layout.AUDIT}{seq:0{_SEQ_DIGITS}d}"
-
-
-def _seq_of(key: str) -> int | None:
-    name = layout.id_of(key)
-    return int(name) if name.isdigit() and len(name) == _SEQ_DIGITS else None
-
-
 def _actor() -> str:
     try:
         return getpass.getuser()
@@ -63,10 +50,10 @@ def _actor() -> str:
 
 
 def _load(repo: Repository, key: str) -> tuple[AuditEvent, bytes]:
-    payload = repo.open_object(sealing.Kind.AUDIT, key)
+    doc, payload = chain.load(repo, sealing.Kind.AUDIT, key)
     try:
-        return AuditEvent(**json.loads(payload)), payload
-    except (TypeError, ValueError) as exc:
+        return AuditEvent(**doc), payload
+    except TypeError as exc:
         raise IntegrityError(f"{key} is malformed: {exc}", key=key) from None
 
 
@@ -82,31 +69,25 @@ def record(
     now: datetime | None = None,
 ) -> AuditEvent:
     """Append one event; retries on a concurrent append. Raises VaultError when it cannot."""
-    for _ in range(_APPEND_ATTEMPTS):
-        seqs = sorted(s for s in (_seq_of(i.key) for i in repo.storage.list(layout.AUDIT)) if s)
-        head = seqs[-1] if seqs else 0
-        prev = hashlib.sha256(_load(repo, _key(head))[1]).hexdigest() if head else ""
-        event = AuditEvent(
-            seq=head + 1,
-            time=(now or datetime.now(UTC)).isoformat(timespec="seconds"),
-            actor=_actor(),
-            host=socket.gethostname(),
-            action=action,
-            result=result,
-            snapshot=snapshot,
-            catalog_ids=sorted(catalog_ids or []),
-            target=target,
-            details=details or {},
-            prev=prev,
+
+    def build(seq: int, prev: str) -> dict[str, Any]:
+        return asdict(
+            AuditEvent(
+                seq=seq,
+                time=(now or datetime.now(UTC)).isoformat(timespec="seconds"),
+                actor=_actor(),
+                host=socket.gethostname(),
+                action=action,
+                result=result,
+                snapshot=snapshot,
+                catalog_ids=sorted(catalog_ids or []),
+                target=target,
+                details=details or {},
+                prev=prev,
+            )
         )
-        key = _key(event.seq)
-        blob = repo.seal(sealing.Kind.AUDIT, layout.id_of(key), event.payload())
-        try:
-            repo.put(key, blob, if_absent=True)
-            return event
-        except ObjectExists:
-            continue  # another process appended first: chain onto its event
-    raise VaultError("could not append to the audit log: too many concurrent writers")
+
+    return AuditEvent(**chain.append(repo, layout.AUDIT, sealing.Kind.AUDIT, build))
 
 
 @dataclass
@@ -121,32 +102,11 @@ class AuditReport:
 
 def read_log(repo: Repository, *, verify: bool = False) -> AuditReport:
     """Every readable event in order; with `verify`, every break in the chain is a problem."""
-    report = AuditReport()
-    keys = sorted((s, i.key) for i in repo.storage.list(layout.AUDIT) if (s := _seq_of(i.key)))
-    expected_seq = 1
-    prev_payload: bytes | None = None
-    for seq, key in keys:
-        if verify and seq != expected_seq:
-            missing = f"{expected_seq}" if seq == expected_seq + 1 else f"{expected_seq}–{seq - 1}"
-            report.problems.append(f"audit event(s) {missing} are missing (deleted)")
-            prev_payload = None
-        expected_seq = seq + 1
+    found = chain.read(repo, layout.AUDIT, sealing.Kind.AUDIT, "audit event", verify=verify)
+    report = AuditReport(problems=list(found.problems))
+    for doc in found.records:
         try:
-            event, payload = _load(repo, key)
-        except VaultError as exc:
-            report.problems.append(f"audit event {seq} cannot be read: {exc}")
-            prev_payload = None
-            continue
-        if verify:
-            if event.seq != seq:
-                report.problems.append(f"audit event {seq} claims to be event {event.seq}")
-            want = hashlib.sha256(prev_payload).hexdigest() if prev_payload is not None else None
-            if seq == 1 and event.prev:
-                report.problems.append("audit event 1 links to an earlier event that is gone")
-            elif want is not None and event.prev != want:
-                report.problems.append(
-                    f"audit event {seq} does not link to event {seq - 1} (edited or replaced)"
-                )
-        report.events.append(event)
-        prev_payload = payload
+            report.events.append(AuditEvent(**doc))
+        except TypeError:
+            report.problems.append(f"audit event {doc.get('seq')} is malformed")
     return report

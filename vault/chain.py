@@ -1,0 +1,109 @@
+"""Append-only, hash-chained records under one prefix (the audit log, drill records).
+
+Record n is the sealed object `<prefix><n, 12 digits>`; its JSON payload carries `prev`, the
+SHA-256 (hex) of record n-1's payload. Appends are put-if-absent on the next number, so two
+writers cannot both extend the chain from the same record; the loser retries on the new head.
+Reading with verification reports gaps (deleted records), records that fail authentication
+(edited bytes) and broken links (a record replaced by another authentic one).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from vault import layout, sealing
+from vault.errors import IntegrityError, ObjectExists, VaultError
+from vault.repository import Repository
+
+SEQ_DIGITS = 12
+_APPEND_ATTEMPTS = 8
+
+
+def key_of(prefix: str, seq: int) -> str:
+    return f"{prefix}{seq:0{SEQ_DIGITS}d}"
+
+
+def seq_of(key: str) -> int | None:
+    name = layout.id_of(key)
+    return int(name) if name.isdigit() and len(name) == SEQ_DIGITS else None
+
+
+def _payload(doc: dict[str, Any]) -> bytes:
+    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+
+
+def load(repo: Repository, kind: sealing.Kind, key: str) -> tuple[dict[str, Any], bytes]:
+    payload = repo.open_object(kind, key)
+    try:
+        doc = json.loads(payload)
+    except ValueError:
+        raise IntegrityError(f"{key} is malformed", key=key) from None
+    if not isinstance(doc, dict):
+        raise IntegrityError(f"{key} is malformed", key=key)
+    return doc, payload
+
+
+def append(
+    repo: Repository, prefix: str, kind: sealing.Kind, build: Callable[[int, str], dict[str, Any]]
+) -> dict[str, Any]:
+    """Append the record `build(seq, prev)` returns; retried on a concurrent append."""
+    for _ in range(_APPEND_ATTEMPTS):
+        seqs = sorted(s for s in (seq_of(i.key) for i in repo.storage.list(prefix)) if s)
+        head = seqs[-1] if seqs else 0
+        prev = hashlib.sha256(load(repo, kind, key_of(prefix, head))[1]).hexdigest() if head else ""
+        doc = build(head + 1, prev)
+        key = key_of(prefix, head + 1)
+        try:
+            repo.put(key, repo.seal(kind, layout.id_of(key), _payload(doc)), if_absent=True)
+            return doc
+        except ObjectExists:
+            continue
+    raise VaultError(f"could not append to {prefix.rstrip('/')}: too many concurrent writers")
+
+
+@dataclass
+class ChainReport:
+    records: list[dict[str, Any]] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def read(
+    repo: Repository, prefix: str, kind: sealing.Kind, noun: str, *, verify: bool = False
+) -> ChainReport:
+    report = ChainReport()
+    keys = sorted((s, i.key) for i in repo.storage.list(prefix) if (s := seq_of(i.key)))
+    expected = 1
+    prev_payload: bytes | None = None
+    for seq, key in keys:
+        if verify and seq != expected:
+            missing = f"{expected}" if seq == expected + 1 else f"{expected}–{seq - 1}"
+            report.problems.append(f"{noun}(s) {missing} are missing (deleted)")
+            prev_payload = None
+        expected = seq + 1
+        try:
+            doc, payload = load(repo, kind, key)
+        except VaultError as exc:
+            report.problems.append(f"{noun} {seq} cannot be read: {exc}")
+            prev_payload = None
+            continue
+        if verify:
+            if doc.get("seq") != seq:
+                report.problems.append(f"{noun} {seq} claims to be {noun} {doc.get('seq')}")
+            want = hashlib.sha256(prev_payload).hexdigest() if prev_payload is not None else None
+            if seq == 1 and doc.get("prev"):
+                report.problems.append(f"{noun} 1 links to an earlier {noun} that is gone")
+            elif want is not None and doc.get("prev") != want:
+                report.problems.append(
+                    f"{noun} {seq} does not link to {noun} {seq - 1} (edited or replaced)"
+                )
+        report.records.append(doc)
+        prev_payload = payload
+    return report
