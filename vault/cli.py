@@ -20,8 +20,9 @@ from typing import Any
 from vault import __version__, ids, keys, lock, secrets_input
 from vault.backup import BackupOptions, BackupResult, backup
 from vault.check import check
+from vault.cli_drill import add_drill_parsers
 from vault.cli_keys import add_key_parsers
-from vault.cli_studies import add_study_parsers, record_audit
+from vault.cli_studies import add_study_parsers
 from vault.cli_support import (
     ENVIRONMENT,
     EXIT_CODES,
@@ -33,6 +34,7 @@ from vault.cli_support import (
     opt,
     percent_arg,
     progress_for,
+    record_audit,
     request_stats,
     secret_sources,
     usage,
@@ -41,7 +43,7 @@ from vault.errors import PartialBackup, UsageError, VaultError
 from vault.objectlock import extend_retention
 from vault.output import emit_json, human_bytes, table
 from vault.paths import display, inside_include, normalize
-from vault.policy import load_key_policy, policy_dir
+from vault.policy import load_drill_policy, load_key_policy, policy_dir
 from vault.repository import ObjectLockPolicy, Repository
 from vault.restore import RestoreOptions, restore, walk
 from vault.snapshot import Snapshot
@@ -155,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--since", metavar="DATE", help="with --patient: studies on or after DATE")
 
     add_study_parsers(command)
+    add_drill_parsers(common, command)
 
     p = command("check", "verify the repository's structure (and optionally its data)", cmd_check)
     group = p.add_mutually_exclusive_group()
@@ -548,10 +551,12 @@ def cmd_object_lock_extend(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    policy = load_key_policy(policy_dir(args.policy_dir))
+    directory = policy_dir(args.policy_dir)
+    policy = load_key_policy(directory)
     repo = open_repo(args)
     now = datetime.now(UTC)
-    st = status(repo, policy, now)
+    st = status(repo, policy, now, load_drill_policy(directory))
+    drill = st.last_drill
     k = st.keys
     if opt(args, "json"):
         emit_json(
@@ -578,6 +583,15 @@ def cmd_status(args: argparse.Namespace) -> int:
                     "slots": k.slots,
                     "policy": asdict(policy),
                 },
+                "last_drill": {
+                    "drill_id": drill["drill_id"],
+                    "started": drill["started"],
+                    "result": drill["result"],
+                    "age_seconds": st.drill_age_seconds,
+                }
+                if drill
+                else None,
+                "drill_overdue": st.drill_overdue,
                 "locks": [
                     {"description": lk.describe(now), "stale": stale} for lk, stale in st.locks
                 ],
@@ -600,6 +614,13 @@ def cmd_status(args: argparse.Namespace) -> int:
         )
         for reason in k.reasons:
             print(f"            {reason}; run `vault key rotate`")
+        if drill and st.drill_age_seconds is not None:
+            print(
+                f"last drill  {drill['started'][:19]} UTC ({st.drill_age_seconds // 86400} days "
+                f"ago): {drill['result']}" + ("; a new drill is due" if st.drill_overdue else "")
+            )
+        else:
+            print("last drill  none yet: run `vault drill`")
         slots = ", ".join(f"{n} {kind}" for kind, n in sorted(k.slots.items()))
         print(f"key slots   {slots}")
         for lk, stale in st.locks:

@@ -8,14 +8,12 @@ import sys
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 from vault import audit, ids
-from vault.cli_support import open_repo, opt
+from vault.cli_support import open_repo, opt, record_audit
 from vault.errors import UsageError, VaultError
 from vault.export import PIXEL_WARNING, export_study
 from vault.output import emit_json, human_bytes, table
-from vault.repository import Repository
 from vault.studies import StudyFilter, find_studies, parse_date, select_studies
 
 
@@ -52,14 +50,6 @@ def add_study_parsers(command: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--verify", action="store_true", help="check the hash chain (exit 1 if it is broken)"
     )
-
-
-def record_audit(repo: Repository, action: str, **fields: Any) -> None:
-    """Append an audit event; a failure to log is reported but does not undo the work."""
-    try:
-        audit.record(repo, action, **fields)
-    except VaultError as exc:
-        print(f"vault: warning: could not record the audit event: {exc}", file=sys.stderr)
 
 
 def study_filter(args: argparse.Namespace) -> StudyFilter:

@@ -9,8 +9,8 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from vault import secrets_input
-from vault.errors import UsageError
+from vault import audit, secrets_input
+from vault.errors import UsageError, VaultError
 from vault.keys import Secret
 from vault.output import TqdmProgress
 from vault.progress import NoProgress, Progress
@@ -131,3 +131,11 @@ def iso_utc(t: datetime) -> str:
 
 def local_time(t: datetime) -> str:
     return t.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def record_audit(repo: Repository, action: str, **fields: Any) -> None:
+    """Append an audit event; a failure to log is reported but does not undo the work."""
+    try:
+        audit.record(repo, action, **fields)
+    except VaultError as exc:
+        print(f"vault: warning: could not record the audit event: {exc}", file=sys.stderr)

@@ -70,3 +70,42 @@ def load_key_policy(directory: Path | None) -> KeyPolicy:
             raise UsageError(f"{where}: {key} must be a whole number of at least 1")
         values[key] = value
     return KeyPolicy(**values)
+
+
+@dataclass(frozen=True)
+class DrillPolicy:
+    sample_studies: int = 3
+    single_study_rto_minutes: int = 15
+    full_restore_rto_hours: int = 72
+    rpo_hours: int = 24
+    frequency_days: int = 31
+
+
+def _load_table(
+    directory: Path | None, filename: str, table_name: str
+) -> tuple[dict[str, Any], str, Path] | None:
+    if directory is None or not (directory / filename).exists():
+        return None
+    path = directory / filename
+    doc, text = _load(path)
+    table = doc.get(table_name, {})
+    if not isinstance(table, dict):
+        raise UsageError(f"{path}: [{table_name}] must be a table")
+    return table, text, path
+
+
+def load_drill_policy(directory: Path | None) -> DrillPolicy:
+    found = _load_table(directory, "drill.toml", "drill")
+    if found is None:
+        return DrillPolicy()
+    table, text, path = found
+    defaults = DrillPolicy()
+    values: dict[str, int] = {}
+    for key, value in table.items():
+        where = f"{path}, line {_line_of(text, key)}"
+        if not hasattr(defaults, key):
+            raise UsageError(f"{where}: unknown key {key!r} in [drill]")
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise UsageError(f"{where}: {key} must be a whole number")
+        values[key] = value
+    return DrillPolicy(**values)

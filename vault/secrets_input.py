@@ -27,7 +27,7 @@ class SecretSources:
     key_file: str | None = None
 
 
-def _read_file(path: str, what: str) -> str:
+def read_secret_file(path: str, what: str) -> str:
     try:
         with open(path, encoding="utf-8") as handle:
             mode = os.fstat(handle.fileno()).st_mode
@@ -68,7 +68,8 @@ def _nonempty(text: str, where: str) -> str:
 def existing_secret(sources: SecretSources) -> Secret:
     if sources.key_file:
         return Secret(
-            KEYFILE, parse_key_file(_read_file(sources.key_file, "key file"), name=sources.key_file)
+            KEYFILE,
+            parse_key_file(read_secret_file(sources.key_file, "key file"), name=sources.key_file),
         )
     text = lookup_passphrase(sources)
     if text is None:
@@ -81,11 +82,12 @@ def lookup_passphrase(sources: SecretSources) -> str | None:
         return _nonempty(_run_command(sources.password_command), "the password command")
     if sources.password_file:
         return _nonempty(
-            _first_line(_read_file(sources.password_file, "password file")), sources.password_file
+            _first_line(read_secret_file(sources.password_file, "password file")),
+            sources.password_file,
         )
     env_file = os.environ.get("VAULT_PASSWORD_FILE")
     if env_file:
-        return _nonempty(_first_line(_read_file(env_file, "password file")), env_file)
+        return _nonempty(_first_line(read_secret_file(env_file, "password file")), env_file)
     env = os.environ.get("VAULT_PASSWORD")
     if env is not None:
         return _nonempty(env, "VAULT_PASSWORD")
@@ -107,7 +109,7 @@ def prompt(label: str) -> str:
 def new_passphrase(path: str | None, sources: SecretSources | None = None) -> str:
     """A passphrase for a new slot: from `path`, else the configured sources, else typed twice."""
     if path:
-        return _nonempty(_first_line(_read_file(path, "password file")), path)
+        return _nonempty(_first_line(read_secret_file(path, "password file")), path)
     if sources is not None:
         found = lookup_passphrase(sources)
         if found is not None:

@@ -11,11 +11,13 @@ import socket
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
+from vault import chain, layout, sealing
 from vault.keys import DESTROYED
 from vault.keyusage import epoch_usage
 from vault.lock import LockInfo, list_locks
-from vault.policy import KeyPolicy
+from vault.policy import DrillPolicy, KeyPolicy
 from vault.repository import Repository
 from vault.snapshot import Snapshot
 
@@ -45,9 +47,14 @@ class Status:
     latest_age_seconds: int | None
     keys: KeyStatus
     locks: list[tuple[LockInfo, bool]]  # (lock, stale)
+    last_drill: dict[str, Any] | None = None
+    drill_age_seconds: int | None = None
+    drill_overdue: bool = False
 
     @property
     def ok(self) -> bool:
+        # A missing drill is flagged (drill_overdue), not failed: a new repository has none,
+        # and the scheduler (or the admin) runs one; an overdue key rotation fails.
         return self.keys.rotation != OVERDUE
 
 
@@ -87,12 +94,28 @@ def key_status(repo: Repository, policy: KeyPolicy, now: datetime) -> KeyStatus:
     )
 
 
-def status(repo: Repository, policy: KeyPolicy, now: datetime) -> Status:
+def last_drill(repo: Repository) -> dict[str, Any] | None:
+    records = chain.read(repo, layout.DRILLS, sealing.Kind.DRILL, "drill record").records
+    drills = [r for r in records if r.get("type") == "drill"]
+    return drills[-1] if drills else None
+
+
+def status(
+    repo: Repository, policy: KeyPolicy, now: datetime, drill_policy: DrillPolicy | None = None
+) -> Status:
     snapshots = repo.snapshots()
     latest = snapshots[-1] if snapshots else None
     host = socket.gethostname()
     locks = [(lk, lk.is_stale(now, host)) for lk in list_locks(repo.storage, repo.keyring)]
+    drill = last_drill(repo)
+    drill_age = (
+        int((now - datetime.fromisoformat(drill["started"])).total_seconds()) if drill else None
+    )
+    frequency = (drill_policy or DrillPolicy()).frequency_days * 86400
     return Status(
+        last_drill=drill,
+        drill_age_seconds=drill_age,
+        drill_overdue=drill_age is None or drill_age > frequency,
         location=repo.storage.location(),
         repository_id=repo.config.repository_id,
         snapshots=len(snapshots),

@@ -1,0 +1,190 @@
+"""Restore drills: a healthy drill passes with a complete record, damage fails it naming the
+catalog ids, records are chained and tamper-evident, no PHI leaks, scratch data is removed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pydicom
+import pytest
+
+from tests.conftest import BOTH_BACKENDS, RunCli
+from tests.repos import RepoHandle
+
+REQUIRED = {
+    "drill_id",
+    "tool_version",
+    "host",
+    "os_user",
+    "operator",
+    "witness",
+    "objective",
+    "scenario",
+    "scope",
+    "started",
+    "finished",
+    "sample",
+    "timing",
+    "volume",
+    "objectives",
+    "items",
+    "key_check",
+    "scratch",
+    "result",
+    "failure_reasons",
+    "lessons_learned",
+    "corrective_actions",
+    "reviewer",
+    "approved",
+    "seq",
+    "prev",
+}
+
+
+def _drill(
+    vault: RunCli, repo: RepoHandle, tmp_path: Path, *args: str
+) -> tuple[int, dict[str, Any]]:
+    result = vault("drill", "-r", repo, "--record-dir", tmp_path / "records", "--json", *args)
+    return result.code, result.json()
+
+
+def _identifiers(archive: Path) -> set[str]:
+    # File and folder names (patient folders, study-date folders), plus every identifier.
+    found = {p.name for p in archive.rglob("*") if p.name != "imaging"} | {"DEMO"}
+    for path in archive.rglob("*.dcm"):
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        for keyword in (
+            "PatientName",
+            "PatientID",
+            "PatientBirthDate",
+            "StudyInstanceUID",
+            "SeriesInstanceUID",
+            "SOPInstanceUID",
+            "AccessionNumber",
+        ):
+            value = str(ds.get(keyword, "") or "")
+            if value:
+                found.add(value)
+    return {f for f in found if len(f) >= 4}
+
+
+@BOTH_BACKENDS
+def test_sampled_drill_passes_with_a_complete_record_and_no_phi(
+    repo: RepoHandle, vault: RunCli, archive: Path, tmp_path: Path
+) -> None:
+    vault("backup", "-r", repo, archive)
+    code, record = _drill(vault, repo, tmp_path, "--seed", "7", "--operator", "Pat Admin, IT")
+    assert code == 0, record
+    assert set(record) >= REQUIRED
+    assert record["result"] == "PASS" and record["sample"]["seed"] == 7
+    categories = {i["category"] for i in record["items"]}
+    assert {"cbct", "radiograph"} <= categories and categories & {"photo", "other"}
+    assert all(i["result"] == "PASS" and i["verified"] == i["files"] for i in record["items"])
+    assert record["scratch"] == {"used": True, "deleted": True}
+    assert record["timing"]["time_to_first_byte_seconds"] is not None
+    assert {o["name"].split(" (")[0] for o in record["objectives"]} == {
+        "single-study RTO",
+        "full-restore RTO",
+        "RPO",
+    }
+    local = Path(record["local_copy"])
+    assert local.stat().st_mode & 0o777 == 0o600
+    text = json.dumps(record)
+    report = vault("drill", "report", "-r", repo, "--format", "html").out
+    for identifier in _identifiers(archive):
+        assert identifier not in text, identifier
+        assert identifier not in report, identifier
+        assert identifier not in local.read_text()
+    assert "<svg" in report and "http" not in report.replace("http://www.w3.org/2000/svg", "")
+
+
+def test_scratch_data_is_gone_after_the_drill(
+    repo: RepoHandle, vault: RunCli, archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scratch_root = tmp_path / "tmp"
+    scratch_root.mkdir()
+    monkeypatch.setenv("TMPDIR", str(scratch_root))
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    vault("backup", "-r", repo, archive)
+    code, record = _drill(vault, repo, tmp_path, "--full")
+    assert code == 0 and record["volume"]["files"] > 10
+    assert list(scratch_root.iterdir()) == []
+
+
+def test_corrupted_pack_fails_a_full_drill_naming_catalog_ids_and_is_recorded(
+    repo: RepoHandle, vault: RunCli, archive: Path, tmp_path: Path
+) -> None:
+    vault("backup", "-r", repo, archive)
+    pack = repo.largest("data/")
+    repo.flip(pack, repo.size(pack) // 2)
+    code, record = _drill(vault, repo, tmp_path, "--full")
+    assert code == 1 and record["result"] == "FAIL"
+    failed = [i for i in record["items"] if i["result"] == "FAIL"]
+    assert failed and all(i["id"] for i in failed)
+    assert any(failed[0]["id"] in reason for reason in record["failure_reasons"])
+    assert any(pack.rsplit("/", 1)[-1] in p for i in failed for p in i["problems"])
+    history = vault("drill", "history", "-r", repo, "--json").json()["drills"]
+    assert [d["result"] for d in history] == ["FAIL"]
+
+
+def test_impossible_rto_makes_a_healthy_drill_fail(
+    repo: RepoHandle, vault: RunCli, archive: Path, tmp_path: Path
+) -> None:
+    vault("backup", "-r", repo, archive)
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "drill.toml").write_text("[drill]\nsingle_study_rto_minutes = 0\n")
+    code, record = _drill(vault, repo, tmp_path, "--policy-dir", str(policies))
+    assert code == 1 and record["result"] == "FAIL"
+    assert all(i["result"] == "PASS" for i in record["items"])
+    assert any("single-study RTO" in r for r in record["failure_reasons"])
+
+
+def test_edited_or_deleted_drill_records_are_detected(
+    repo: RepoHandle, vault: RunCli, archive: Path, tmp_path: Path
+) -> None:
+    vault("backup", "-r", repo, archive)
+    for _ in range(3):
+        assert _drill(vault, repo, tmp_path)[0] == 0
+    assert vault("drill", "history", "-r", repo, "--verify").code == 0
+    repo.flip("drills/000000000002", 60)
+    edited = vault("drill", "history", "-r", repo, "--verify", "--json")
+    assert edited.code == 1 and any(
+        "record 2 cannot be read" in p for p in edited.json()["problems"]
+    )
+    repo.storage.delete("drills/000000000002")
+    deleted = vault("drill", "history", "-r", repo, "--verify", "--json")
+    assert deleted.code == 1 and any("2 are missing" in p for p in deleted.json()["problems"])
+
+
+def test_annotation_fills_the_review_fields_and_status_shows_the_last_drill(
+    repo: RepoHandle, vault: RunCli, archive: Path, tmp_path: Path
+) -> None:
+    vault("backup", "-r", repo, archive)
+    before = vault("status", "-r", repo, "--json").json()
+    assert before["last_drill"] is None and before["drill_overdue"] is True
+    _, record = _drill(vault, repo, tmp_path)
+    assert (
+        vault(
+            "drill",
+            "annotate",
+            record["drill_id"][:8],
+            "-r",
+            repo,
+            "--reviewer",
+            "Dr. Review",
+            "--corrective-actions",
+            "Label the tapes",
+            "--approved",
+        ).code
+        == 0
+    )
+    (merged,) = vault("drill", "history", "-r", repo, "--json").json()["drills"]
+    assert merged["reviewer"] == "Dr. Review" and merged["approved"] is True
+    after = vault("status", "-r", repo, "--json").json()
+    assert after["last_drill"]["drill_id"] == record["drill_id"]
+    assert after["drill_overdue"] is False
