@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A first run of vault on generated sample data: make a synthetic dental archive, create an
 # encrypted repository, back up, back up again (nothing changed), find and restore one DICOM
-# study by its UID, make a de-identified teaching copy, check the audit log and the data.
+# study by its UID, make a de-identified teaching copy, check the audit log and the data,
+# then run a restore drill and write its HTML evidence report.
 # Everything lands in ./demo (delete it when done). No real patient data is involved.
 source "$(dirname "$0")/_venv.sh"
 cd "$ROOT"
@@ -52,6 +53,13 @@ vault audit --verify
 step "vault check --read-data  (every pack read, every chunk authenticated)"
 vault check --read-data
 
+step "vault drill  (a timed, verified restore drill; its record is audit evidence)"
+vault drill --operator "Demo Admin (IT)" --record-dir "$DEMO/drill-records" --policy-dir policies
+
+step "vault drill report  (the evidence page for the compliance officer)"
+vault drill report --format html --out "$DEMO/drill-report.html"
+
 step "Done"
 echo "Repository: $VAULT_REPO"
+echo "Drill report: $DEMO/drill-report.html  (open it in a browser)"
 echo "Try: VAULT_REPO=$VAULT_REPO VAULT_PASSWORD_FILE=$VAULT_PASSWORD_FILE .venv/bin/vault ls latest"

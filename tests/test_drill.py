@@ -188,3 +188,43 @@ def test_annotation_fills_the_review_fields_and_status_shows_the_last_drill(
     after = vault("status", "-r", repo, "--json").json()
     assert after["last_drill"]["drill_id"] == record["drill_id"]
     assert after["drill_overdue"] is False
+
+
+def test_key_check_and_source_comparison_are_recorded(
+    repo: RepoHandle,
+    vault: RunCli,
+    archive: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import os
+
+    recovery = tmp_path / "recovery.txt"
+    doc = vault("init", "-r", tmp_path / "r2", "--json").json()
+    recovery.write_text(doc["recovery_key"] + "\n")
+    recovery.chmod(0o600)
+    other = RepoHandle(str(tmp_path / "r2"), repo.storage, "local")
+    vault("backup", "-r", other, archive)
+    monkeypatch.setenv("VAULT_RECOVERY_KEY_FILE", str(recovery))
+    code, record = _drill(vault, other, tmp_path, "--key-check", "--compare-source", "--full")
+    assert code == 0, record["failure_reasons"]
+    assert record["key_check"]["result"] == "PASS"
+    compared = [i["source_comparison"] for i in record["items"] if "source_comparison" in i]
+    assert compared and all(set(c) == {"PASS"} for c in compared)
+
+    # The live file changes but keeps its size and mtime: the drill catches the mismatch.
+    victim = archive / "exports" / "pms_dump.bak"
+    st = victim.stat()
+    data = bytearray(victim.read_bytes())
+    data[100] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    os.utime(victim, ns=(st.st_atime_ns, st.st_mtime_ns))
+    code, record = _drill(vault, other, tmp_path, "--compare-source", "--full")
+    assert code == 1 and any("live source" in r for r in record["failure_reasons"])
+
+    wrong = tmp_path / "wrong.txt"
+    wrong.write_text("not the recovery key\n")
+    wrong.chmod(0o600)
+    monkeypatch.setenv("VAULT_RECOVERY_KEY_FILE", str(wrong))
+    code, record = _drill(vault, other, tmp_path, "--key-check")
+    assert code == 1 and record["key_check"]["result"] == "FAIL"

@@ -119,11 +119,16 @@ def _choose(
     )
     study_items = [
         _Item("study", s.catalog_id, _category(s), list(s.files))
-        for s in sorted(studies, key=lambda s: (s.study_date, s.catalog_id), reverse=True)
+        for s in sorted(
+            studies,
+            key=lambda s: (s.study_date, s.catalog_id),
+            reverse=policy.priority == "newest-first",
+        )
     ]
     other_items = [_Item("file", _opaque_id(repo, p), "other", [p]) for p in others]
     if options.full:
-        return study_items + other_items, "full: every study (newest first), then other files"
+        order = policy.priority.replace("-", " ")
+        return study_items + other_items, f"full: every study ({order}), then other files"
     rng = random.Random(seed)
     wanted = options.sample if options.sample is not None else policy.sample_studies
     chosen: list[_Item] = []
@@ -175,8 +180,13 @@ def run_drill(
     repo.load_index()
     started_at = datetime.now(UTC)
     seed = options.seed if options.seed is not None else random.SystemRandom().randrange(2**31)
-    items, method = _choose(repo, snapshot, options, policy, seed)
-    if not items:
+    failures: list[str] = []
+    try:
+        items, method = _choose(repo, snapshot, options, policy, seed)
+    except VaultError as exc:  # the snapshot itself is damaged: that is a drill result too
+        items, method = [], "none: the snapshot could not be read"
+        failures.append(f"snapshot {snapshot.id[:8]} could not be read: {exc}")
+    if not items and not failures:
         raise UsageError(f"snapshot {snapshot.id[:8]} holds nothing to drill")
     scratch_made = options.target is None
     base = (
@@ -189,7 +199,6 @@ def run_drill(
     clock = time.perf_counter()
     first_byte = _FirstByte(progress, clock)
     total_bytes = total_files = 0
-    failures: list[str] = []
     nodes = (
         {os.fsdecode(i.path): i.node for i in walk(repo, snapshot, [])}
         if options.compare_source

@@ -151,7 +151,7 @@ def _bar_chart(
         )
         parts.append(
             f'<text x="{x + step * 0.35:.1f}" y="{height - bottom - h - 3:.1f}" font-size="10" '
-            f'text-anchor="middle">{value:.1f}</text>'
+            f'text-anchor="middle">{value:.2f}</text>'
         )
     if target:
         y = height - bottom - (height - bottom - 30) * target / top

@@ -79,6 +79,7 @@ class DrillPolicy:
     full_restore_rto_hours: int = 72
     rpo_hours: int = 24
     frequency_days: int = 31
+    priority: str = "newest-first"  # order of a full drill: newest-first | oldest-first
 
 
 def _load_table(
@@ -100,12 +101,15 @@ def load_drill_policy(directory: Path | None) -> DrillPolicy:
         return DrillPolicy()
     table, text, path = found
     defaults = DrillPolicy()
-    values: dict[str, int] = {}
+    values: dict[str, Any] = {}
     for key, value in table.items():
         where = f"{path}, line {_line_of(text, key)}"
         if not hasattr(defaults, key):
             raise UsageError(f"{where}: unknown key {key!r} in [drill]")
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        if key == "priority":
+            if value not in ("newest-first", "oldest-first"):
+                raise UsageError(f"{where}: priority must be newest-first or oldest-first")
+        elif not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise UsageError(f"{where}: {key} must be a whole number")
         values[key] = value
     return DrillPolicy(**values)
