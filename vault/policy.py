@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,26 +53,6 @@ def _load(path: Path) -> tuple[dict[str, Any], str]:
         raise UsageError(f"policy file {path} is not valid TOML: {exc}") from None
 
 
-def load_key_policy(directory: Path | None) -> KeyPolicy:
-    if directory is None or not (directory / "keys.toml").exists():
-        return KeyPolicy()
-    path = directory / "keys.toml"
-    doc, text = _load(path)
-    table = doc.get("keys", {})
-    if not isinstance(table, dict):
-        raise UsageError(f"{path}: [keys] must be a table")
-    defaults = KeyPolicy()
-    values: dict[str, int] = {}
-    for key, value in table.items():
-        where = f"{path}, line {_line_of(text, key)}"
-        if not hasattr(defaults, key):
-            raise UsageError(f"{where}: unknown key {key!r} in [keys]")
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise UsageError(f"{where}: {key} must be a whole number of at least 1")
-        values[key] = value
-    return KeyPolicy(**values)
-
-
 @dataclass(frozen=True)
 class DrillPolicy:
     sample_studies: int = 3
@@ -82,34 +63,48 @@ class DrillPolicy:
     priority: str = "newest-first"  # order of a full drill: newest-first | oldest-first
 
 
-def _load_table(
-    directory: Path | None, filename: str, table_name: str
-) -> tuple[dict[str, Any], str, Path] | None:
+def _load_policy(
+    directory: Path | None,
+    filename: str,
+    table_name: str,
+    defaults: Any,
+    check: Callable[[str, Any], str | None],
+) -> dict[str, Any]:
+    """The validated values of [table_name] in directory/filename ({} when absent). `check`
+    returns a complaint about one value, or None; errors name the file, line and key."""
     if directory is None or not (directory / filename).exists():
-        return None
+        return {}
     path = directory / filename
     doc, text = _load(path)
     table = doc.get(table_name, {})
     if not isinstance(table, dict):
         raise UsageError(f"{path}: [{table_name}] must be a table")
-    return table, text, path
-
-
-def load_drill_policy(directory: Path | None) -> DrillPolicy:
-    found = _load_table(directory, "drill.toml", "drill")
-    if found is None:
-        return DrillPolicy()
-    table, text, path = found
-    defaults = DrillPolicy()
-    values: dict[str, Any] = {}
     for key, value in table.items():
         where = f"{path}, line {_line_of(text, key)}"
         if not hasattr(defaults, key):
-            raise UsageError(f"{where}: unknown key {key!r} in [drill]")
+            raise UsageError(f"{where}: unknown key {key!r} in [{table_name}]")
+        complaint = check(key, value)
+        if complaint:
+            raise UsageError(f"{where}: {key} {complaint}")
+    return dict(table)
+
+
+def _whole(value: Any, minimum: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def load_key_policy(directory: Path | None) -> KeyPolicy:
+    def check(key: str, value: Any) -> str | None:
+        return None if _whole(value, 1) else "must be a whole number of at least 1"
+
+    return KeyPolicy(**_load_policy(directory, "keys.toml", "keys", KeyPolicy(), check))
+
+
+def load_drill_policy(directory: Path | None) -> DrillPolicy:
+    def check(key: str, value: Any) -> str | None:
         if key == "priority":
-            if value not in ("newest-first", "oldest-first"):
-                raise UsageError(f"{where}: priority must be newest-first or oldest-first")
-        elif not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise UsageError(f"{where}: {key} must be a whole number")
-        values[key] = value
-    return DrillPolicy(**values)
+            ok = value in ("newest-first", "oldest-first")
+            return None if ok else "must be newest-first or oldest-first"
+        return None if _whole(value, 0) else "must be a whole number"
+
+    return DrillPolicy(**_load_policy(directory, "drill.toml", "drill", DrillPolicy(), check))
