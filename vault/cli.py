@@ -22,6 +22,7 @@ from vault.backup import BackupOptions, BackupResult, backup
 from vault.check import check
 from vault.cli_drill import add_drill_parsers
 from vault.cli_keys import add_key_parsers
+from vault.cli_maintenance import add_maintenance_parsers
 from vault.cli_studies import add_study_parsers
 from vault.cli_support import (
     ENVIRONMENT,
@@ -158,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_study_parsers(command)
     add_drill_parsers(common, command)
+    add_maintenance_parsers(command)
 
     p = command("check", "verify the repository's structure (and optionally its data)", cmd_check)
     group = p.add_mutually_exclusive_group()

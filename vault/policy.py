@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from vault.errors import UsageError
+from vault.retention import RetentionPolicy
 
 POLICY_DIR_ENV = "VAULT_POLICY_DIR"
 
@@ -108,3 +109,33 @@ def load_drill_policy(directory: Path | None) -> DrillPolicy:
         return None if _whole(value, 0) else "must be a whole number"
 
     return DrillPolicy(**_load_policy(directory, "drill.toml", "drill", DrillPolicy(), check))
+
+
+def load_retention_policy(file: Path | None, directory: Path | None) -> RetentionPolicy:
+    """retention.toml: from an explicit file, else the policy directory, else an error (there
+    is no safe default for forgetting backups)."""
+    if file is not None:
+        if not file.exists():
+            raise UsageError(f"retention policy {file} does not exist")
+        directory, filename = file.parent, file.name
+    elif directory is not None and (directory / "retention.toml").exists():
+        filename = "retention.toml"
+    else:
+        raise UsageError(
+            "no retention policy: pass --policy FILE or --policy-dir DIR (see "
+            "policies/retention.toml)"
+        )
+
+    def check(key: str, value: Any) -> str | None:
+        if key == "hold_tags":
+            ok = isinstance(value, list) and all(isinstance(t, str) for t in value)
+            return None if ok else "must be a list of tag strings"
+        return None if _whole(value, 0) else "must be a whole number of at least 0"
+
+    values = _load_policy(directory, filename, "retention", RetentionPolicy(), check)
+    if "hold_tags" in values:
+        values["hold_tags"] = tuple(values["hold_tags"])
+    policy = RetentionPolicy(**values)
+    if policy.empty:
+        raise UsageError(f"{directory / filename} keeps nothing: refusing to forget every snapshot")
+    return policy

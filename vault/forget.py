@@ -1,0 +1,47 @@
+"""The forget job: remove the snapshots a retention policy does not keep.
+
+Only snapshot records (and their study catalogs) are removed; the data they referenced stays
+until prune reclaims what no snapshot needs. A snapshot whose object is still under S3 Object
+Lock retention is kept and reported, never hidden behind a delete marker early.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from vault import layout
+from vault.errors import ObjectNotFound
+from vault.repository import Repository
+from vault.retention import Decision, RetentionPolicy, SnapshotRef, apply
+
+
+@dataclass
+class ForgetResult:
+    decisions: list[Decision] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    locked: dict[str, str] = field(default_factory=dict)  # snapshot id -> retained until
+
+
+def forget(
+    repo: Repository, policy: RetentionPolicy, now: datetime, *, dry_run: bool
+) -> ForgetResult:
+    refs = [SnapshotRef(s.id, s.time, s.host, s.paths, s.tags) for s in repo.snapshots()]
+    result = ForgetResult(decisions=apply(refs, policy, now))
+    if dry_run:
+        return result
+    for decision in result.decisions:
+        if decision.keep:
+            continue
+        snapshot_id = decision.snapshot.id
+        try:
+            until = repo.storage.stat(layout.snapshot(snapshot_id)).retain_until
+        except ObjectNotFound:
+            continue
+        if until is not None and until > now:
+            result.locked[snapshot_id] = until.isoformat()
+            continue
+        repo.storage.delete(layout.snapshot(snapshot_id))
+        repo.storage.delete(layout.catalog(snapshot_id))
+        result.removed.append(snapshot_id)
+    return result
