@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from vault import layout
+from vault import index_store, layout
 from vault.errors import UsageError
 from vault.progress import NoProgress, Progress
 from vault.reachability import referenced_packs
@@ -32,16 +32,13 @@ def needed_objects(repo: Repository) -> list[str]:
     fixed = [layout.CONFIG, layout.KEYRING, layout.VERSION]
     listed = [
         info.key
-        for prefix in (
-            layout.KEYS,
-            layout.SLOT_INFO,
-            layout.INDEX,
-            layout.SNAPSHOTS,
-            layout.CATALOGS,
-        )
+        for prefix in (layout.KEYS, layout.SLOT_INFO, layout.SNAPSHOTS, layout.CATALOGS)
         for info in repo.storage.list(prefix)
     ]
-    return fixed + listed + [layout.pack(p) for p in sorted(referenced_packs(repo))]
+    packs = referenced_packs(repo)
+    # Only index objects that name a needed pack: the others may expire, so prune can go on.
+    indexes = sorted({key for key, pack, _ in index_store.load_raw(repo) if pack.id in packs})
+    return fixed + listed + indexes + [layout.pack(p) for p in sorted(packs)]
 
 
 def extend_retention(

@@ -36,3 +36,23 @@ def referenced_packs(repo: Repository) -> set[str]:
                     if chunk_location is not None:
                         packs.add(chunk_location.pack.id)
     return packs
+
+
+def referenced_blobs(repo: Repository) -> set[bytes]:
+    """Ids of every tree and chunk reachable from any snapshot (raises when any snapshot or
+    tree cannot be read: prune must never guess what is still needed)."""
+    repo.load_index()
+    blobs: set[bytes] = set()
+    pending = [snapshot.tree for snapshot in repo.snapshots()]
+    while pending:
+        tree_id = pending.pop()
+        raw_id = bytes.fromhex(tree_id)
+        if raw_id in blobs:
+            continue
+        blobs.add(raw_id)
+        for node in repo.load_tree(tree_id).nodes:
+            if node.type == DIR and node.subtree:
+                pending.append(node.subtree)
+            elif node.type == FILE:
+                blobs.update(bytes.fromhex(c) for c in node.chunks)
+    return blobs

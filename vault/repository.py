@@ -316,6 +316,11 @@ class Repository:
         self._index_loaded = True
         return self.index
 
+    def forget_index(self) -> None:
+        """Drop the loaded index (after index objects were replaced)."""
+        self.index = Index()
+        self._index_loaded = False
+
     def index_objects(self) -> list[str]:
         return [info.key for info in self.storage.list(layout.INDEX)]
 

@@ -20,9 +20,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from vault import crypto, ids, index, layout, sealing
+from vault import crypto, index_store, layout, sealing
 from vault.errors import IntegrityError, UsageError
-from vault.index import Index, PackInfo
+from vault.index import PackInfo
 from vault.keys import ACTIVE, CURRENT, DESTROYED, RETIRING, Epoch, Secret, new_recovery_key
 from vault.keyusage import sealed_objects
 from vault.lock import Lock
@@ -104,24 +104,11 @@ def reencrypt(
     return result
 
 
-def _load_raw_index(repo: Repository) -> list[tuple[str, PackInfo, list[PackEntry]]]:
-    found = []
-    for key in repo.index_objects():
-        payload = repo.open_object(sealing.Kind.INDEX, key)
-        for pack, entries in index.decode(payload, name=key):
-            found.append((key, pack, entries))
-    return found
-
-
 def _rewrite_packs(
     repo: Repository, targets: set[int], result: ReencryptResult, progress: Progress
 ) -> None:
-    raw = _load_raw_index(repo)
-    keep = Index()
-    for _, pack, entries in raw:
-        if pack.epoch not in targets:
-            keep.add_pack(pack, entries)
-    keep.freeze()
+    raw = index_store.load_raw(repo)
+    keep = index_store.index_of(raw, lambda pack: pack.epoch not in targets)
     retiring: dict[str, tuple[PackInfo, list[PackEntry]]] = {}
     for _, pack, entries in raw:
         if pack.epoch in targets:
@@ -161,28 +148,9 @@ def _open_verified(
 
 
 def _consolidate_index(repo: Repository, targets: set[int], result: ReencryptResult) -> None:
-    raw = _load_raw_index(repo)
-    old_keys = sorted({key for key, _, _ in raw})
-    merged: dict[str, tuple[PackInfo, dict[bytes, PackEntry]]] = {}
-    for _, pack, entries in raw:
-        if pack.epoch in targets:
-            continue
-        slot = merged.setdefault(pack.id, (pack, {}))
-        for entry in entries:
-            slot[1][entry.id] = entry
-    index_id = ids.new_id()
-    batch = [(pack, list(entries.values())) for pack, entries in merged.values()]
-    repo.put(
-        layout.index(index_id),
-        repo.seal(sealing.Kind.INDEX, index_id, index.encode(batch)),
-        if_absent=True,
+    result.index_objects_replaced += index_store.consolidate(
+        repo, lambda pack: pack.epoch not in targets
     )
-    # Only now that one durable index names every kept pack do the old ones go.
-    for key in old_keys:
-        repo.storage.delete(key)
-        result.index_objects_replaced += 1
-    repo.index = Index()
-    repo._index_loaded = False
 
 
 def _reseal_objects(repo: Repository, targets: set[int], result: ReencryptResult) -> None:

@@ -1,0 +1,136 @@
+"""Prune reclaims what no snapshot needs, never what one does — also when killed midway, and
+never under Object Lock."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import PASSWORD, RunCli
+from tests.repos import RepoHandle
+from tests.treecompare import describe_tree
+from vault.keys import Secret
+from vault.prune import prune
+from vault.repository import ObjectLockPolicy, Repository
+from vault.storage import MemoryStorage
+
+MB = 1024 * 1024
+
+
+def _two_generations(tmp_path: Path, vault: RunCli, repo: RepoHandle) -> Path:
+    """Snapshot 1 holds old.raw (gone later); snapshot 2 holds new.raw; both share keep.raw."""
+    source = tmp_path / "src"
+    source.mkdir()
+    rng = random.Random(4)
+    (source / "keep.raw").write_bytes(rng.randbytes(20 * MB))
+    (source / "old.raw").write_bytes(rng.randbytes(20 * MB))
+    assert vault("backup", "-r", repo, source, "--time", "2020-01-01 00:00:00").code == 0
+    (source / "old.raw").unlink()
+    (source / "new.raw").write_bytes(rng.randbytes(5 * MB))
+    assert vault("backup", "-r", repo, source, "--time", "2020-01-02 00:00:00").code == 0
+    policy = tmp_path / "keep-last.toml"
+    policy.write_text("[retention]\nkeep_last = 1\n")
+    assert vault("forget", "-r", repo, "--policy", policy).code == 0
+    return source
+
+
+def _stored(repo: RepoHandle) -> int:
+    return sum(repo.size(k) for k in repo.keys("data/"))
+
+
+def test_prune_frees_what_forgotten_snapshots_alone_held(
+    tmp_path: Path, repo: RepoHandle, vault: RunCli
+) -> None:
+    source = _two_generations(tmp_path, vault, repo)
+    before = _stored(repo)
+    dry = vault("prune", "-r", repo, "--dry-run", "--json").json()
+    assert _stored(repo) == before and dry["bytes_freed"] > 15 * MB
+    doc = vault("prune", "-r", repo, "--json").json()
+    assert doc["bytes_freed"] > 15 * MB
+    assert before - _stored(repo) == doc["bytes_freed"]
+    assert vault("check", "-r", repo, "--read-data").code == 0
+    out = tmp_path / "out"
+    assert vault("restore", "latest", "-r", repo, "--target", out, "--verify").code == 0
+    assert describe_tree(out / source.relative_to("/")) == describe_tree(source)
+    again = vault("prune", "-r", repo, "--json").json()
+    assert again["bytes_freed"] == 0  # nothing left to reclaim
+
+
+def test_prune_removes_packs_an_interrupted_backup_left(
+    tmp_path: Path, repo: RepoHandle, vault: RunCli, archive: Path
+) -> None:
+    vault("backup", "-r", repo, archive)
+    orphan = "data/ab/ab" + "0" * 62
+    repo.write(orphan, b"VLP1" + os.urandom(200))  # a pack no index names
+    doc = vault("prune", "-r", repo, "--json").json()
+    assert doc["unindexed_packs_deleted"] == 1 and orphan not in repo.keys("data/")
+    assert vault("check", "-r", repo, "--read-data").code == 0
+
+
+@pytest.mark.parametrize("step", ["during-repack", "after-index", "during-deletes"])
+def test_prune_killed_midway_loses_nothing(
+    tmp_path: Path, repo: RepoHandle, vault: RunCli, step: str
+) -> None:
+    source = _two_generations(tmp_path, vault, repo)
+    packs_before = set(repo.keys("data/"))
+    indexes_before = set(repo.keys("index/"))
+    env = dict(os.environ, **repo.env, VAULT_PASSWORD=PASSWORD)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "vault", "prune", "-r", repo.url],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 60
+    while process.poll() is None and time.monotonic() < deadline:
+        packs, indexes = set(repo.keys("data/")), set(repo.keys("index/"))
+        if step == "during-repack" and packs - packs_before:
+            break
+        if step == "after-index" and indexes and not indexes & indexes_before:
+            break
+        if step == "during-deletes" and packs_before - packs:
+            break
+        time.sleep(0.001)  # polling the repository for the kill point
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert vault("check", "-r", repo, "--read-data").code == 0
+    out = tmp_path / "out"
+    assert vault("restore", "latest", "-r", repo, "--target", out, "--verify").code == 0
+    assert describe_tree(out / source.relative_to("/")) == describe_tree(source)
+    assert vault("prune", "-r", repo).code == 0
+    assert vault("check", "-r", repo, "--read-data").code == 0
+
+
+def test_prune_never_deletes_a_locked_pack_and_reports_it(tmp_path: Path) -> None:
+    storage = MemoryStorage(object_lock=True)
+    repo, _ = Repository.init(
+        storage, Secret.from_passphrase(PASSWORD), object_lock=ObjectLockPolicy("GOVERNANCE", 7)
+    )
+    from vault.backup import BackupOptions, backup
+
+    source = tmp_path / "s"
+    source.mkdir()
+    (source / "a.raw").write_bytes(os.urandom(3 * MB))
+    first = backup(repo, BackupOptions((str(source),))).snapshot
+    (source / "a.raw").unlink()
+    (source / "b.raw").write_bytes(os.urandom(MB))
+    backup(repo, BackupOptions((str(source),)))
+    storage.retention.pop(f"snapshots/{first.id}")  # let forget remove the old snapshot record
+    storage.delete(f"snapshots/{first.id}")
+    packs = {k for k in storage.objects if k.startswith("data/")}
+    result = prune(repo, datetime.now(UTC))
+    assert result.locked_packs >= 1 and result.bytes_freed == 0
+    assert {k for k in storage.objects if k.startswith("data/")} == packs
+    later = datetime.now(UTC) + timedelta(days=8)
+    storage._now = lambda: later
+    repo.forget_index()
+    result = prune(repo, later)
+    assert result.locked_packs == 0 and result.bytes_freed > 2 * MB
