@@ -123,3 +123,20 @@ def test_read_data_subset_reads_about_that_share_of_packs(
     doc = vault("check", "-r", repo, "--read-data-subset", "50", "--json").json()
     assert doc["outcome"] == "PASS"
     assert doc["packs_read"] == round(total * 0.5)
+
+
+def test_empty_objects_left_by_a_killed_upload_are_harmless_and_pruned(
+    tmp_path: Path, repo: RepoHandle, vault: RunCli, archive: Path
+) -> None:
+    # Some S3-compatible servers (SeaweedFS) keep an empty object when the uploader is killed
+    # mid-PUT. Nothing can refer to it: check passes, backups go on, prune removes it.
+    _backup_twice(repo, vault, archive)
+    repo.write("index/" + "ee" * 32, b"")
+    repo.write("snapshots/" + "dd" * 32, b"")
+    result = vault("check", "-r", repo, "--read-data", "--json")
+    assert result.code == 0, result.out
+    assert len(result.json()["torn_objects"]) == 2
+    assert len(vault("snapshots", "-r", repo, "--json").json()) == 2
+    assert vault("backup", "-r", repo, archive).code == 0
+    assert vault("prune", "-r", repo).code == 0
+    assert vault("check", "-r", repo, "--json").json()["torn_objects"] == []

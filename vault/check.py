@@ -47,6 +47,9 @@ class CheckResult:
     bytes_read: int = 0
     blobs_read: int = 0
     unreferenced_packs: int = 0
+    # Objects too short to be sealed, left by a writer killed mid-upload on servers whose PUT is
+    # not atomic: harmless (nothing can refer to them), reported, removed by prune.
+    torn_objects: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -66,7 +69,11 @@ class _Checker:
         self.result.findings.append(Finding(obj, problem, tuple(sorted(snapshots or ()))))
 
     def load_index(self) -> None:
-        for key in self.repo.index_objects():
+        for info in self.repo.storage.list(layout.INDEX):
+            key = info.key
+            if sealing.is_torn(info.size):
+                self.result.torn_objects.append(key)
+                continue
             try:
                 payload = self.repo.open_object(sealing.Kind.INDEX, key)
                 for pack, entries in index.decode(payload, name=key):
@@ -124,7 +131,11 @@ class _Checker:
         return self.tree_packs[tree_id]
 
     def check_snapshots(self) -> None:
-        for snapshot_id in self.repo.snapshot_ids():
+        snapshot_ids = self.repo.snapshot_ids()
+        self.result.torn_objects.extend(
+            sorted(k for k in self.repo.torn_objects if k.startswith(layout.SNAPSHOTS))
+        )
+        for snapshot_id in snapshot_ids:
             key = layout.snapshot(snapshot_id)
             try:
                 snapshot = self.repo.load_snapshot(snapshot_id)

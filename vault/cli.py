@@ -495,6 +495,7 @@ def cmd_check(args: argparse.Namespace) -> int:
                 "bytes_read": result.bytes_read,
                 "blobs_read": result.blobs_read,
                 "unreferenced_packs": result.unreferenced_packs,
+                "torn_objects": result.torn_objects,
                 "findings": [
                     {"object": f.object, "problem": f.problem, "snapshots": list(f.snapshots)}
                     for f in result.findings
@@ -513,6 +514,11 @@ def cmd_check(args: argparse.Namespace) -> int:
             f"checked {result.snapshots} snapshots, {result.trees} trees, "
             f"{result.packs} packs{read}"
         )
+        if result.torn_objects:
+            print(
+                f"{len(result.torn_objects)} empty object(s) left by interrupted uploads "
+                "(harmless; prune removes them)"
+            )
         if result.unreferenced_packs:
             print(
                 f"{result.unreferenced_packs} pack(s) are not referenced by any index "

@@ -22,6 +22,8 @@ def load_raw(repo: Repository) -> RawIndex:
     """(index object key, pack, entries) for every pack every index object names."""
     found: RawIndex = []
     for key in repo.index_objects():
+        if key in repo.torn_objects:
+            continue
         payload = repo.open_object(sealing.Kind.INDEX, key)
         for pack, entries in index.decode(payload, name=key):
             found.append((key, pack, entries))
@@ -55,7 +57,9 @@ def consolidate(
     except `locked` ones (Object Lock). Returns how many were replaced. Callers hold an
     exclusive lock."""
     raw = load_raw(repo)
-    old_keys = sorted({key for key, _, _ in raw})
+    old_keys = sorted(
+        {key for key, _, _ in raw} | {k for k in repo.torn_objects if k.startswith(layout.INDEX)}
+    )
     merged: dict[str, tuple[PackInfo, dict[bytes, PackEntry]]] = {}
     for _, pack, entries in raw:
         if not keep(pack):

@@ -134,6 +134,8 @@ def prune(
     # 3. Only now the packs.
     for pack_id in sorted(gone | unindexed):
         repo.storage.delete(layout.pack(pack_id))
+    for torn in sorted(repo.torn_objects):  # empty objects of interrupted writes
+        repo.storage.delete(torn)
     # Exact: what the data/ prefix shrank by (new packs' headers and trailers included).
     result.bytes_freed = sum(sizes.values()) - sum(i.size for i in repo.storage.list(layout.DATA))
     return result

@@ -117,6 +117,7 @@ class Repository:
         self.slot_id = slot_id  # the slot that opened it
         self.index = Index()
         self._index_loaded = False
+        self.torn_objects: set[str] = set()  # empty objects left by writers killed mid-PUT
 
     # -- creation and opening -----------------------------------------------------------------
 
@@ -309,6 +310,11 @@ class Repository:
         if self._index_loaded:
             return self.index
         for info in self.storage.list(layout.INDEX):
+            if sealing.is_torn(info.size):
+                # An interrupted write: no snapshot can depend on it (snapshots are written
+                # only after their index is durable). check reports it; prune removes it.
+                self.torn_objects.add(info.key)
+                continue
             payload = self.open_object(sealing.Kind.INDEX, info.key)
             for pack, entries in decode(payload, name=info.key):
                 self.index.add_pack(pack, entries)
@@ -322,7 +328,12 @@ class Repository:
         self._index_loaded = False
 
     def index_objects(self) -> list[str]:
-        return [info.key for info in self.storage.list(layout.INDEX)]
+        keys = []
+        for info in self.storage.list(layout.INDEX):
+            if sealing.is_torn(info.size):
+                self.torn_objects.add(info.key)
+            keys.append(info.key)
+        return keys
 
     # -- blobs ----------------------------------------------------------------------------------
 
@@ -369,7 +380,13 @@ class Repository:
     # -- snapshots ------------------------------------------------------------------------------
 
     def snapshot_ids(self) -> list[str]:
-        return [layout.id_of(info.key) for info in self.storage.list(layout.SNAPSHOTS)]
+        ids_found = []
+        for info in self.storage.list(layout.SNAPSHOTS):
+            if sealing.is_torn(info.size):
+                self.torn_objects.add(info.key)  # an interrupted snapshot write: no snapshot
+                continue
+            ids_found.append(layout.id_of(info.key))
+        return ids_found
 
     def load_snapshot(self, snapshot_id: str) -> Snapshot:
         key = layout.snapshot(snapshot_id)

@@ -23,6 +23,9 @@ from vault.errors import IntegrityError
 MAGIC = b"VLS1"
 _HEADER = struct.Struct(">4sBI16s12s")
 HEADER_SIZE = _HEADER.size
+# Anything shorter cannot be a sealed object: it is what a writer killed mid-PUT can leave on
+# S3-compatible servers that do not make uploads atomic (SeaweedFS shows empty objects).
+MIN_SIZE = HEADER_SIZE + 16 + 1
 MASTER_EPOCH = 0  # epoch 0 names the master key itself (config and keyring)
 
 
@@ -93,6 +96,11 @@ def open_sealed(keys: EpochKeys, kind: Kind, object_id: str, blob: bytes, *, nam
         return compression.decompress(plain[0], plain[1:], 1 << 31)
     except ValueError as exc:
         raise IntegrityError(f"{name} cannot be decoded: {exc}", key=name) from None
+
+
+def is_torn(size: int) -> bool:
+    """An object too short to be sealed: an interrupted write, not tampering of a whole one."""
+    return size < MIN_SIZE
 
 
 def sealed_epoch(blob: bytes, kind: Kind, *, name: str) -> int:
