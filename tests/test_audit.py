@@ -80,3 +80,15 @@ def test_deleted_event_is_detected(audited: RepoHandle, vault: RunCli) -> None:
     audited.storage.delete("audit/000000000002")
     doc = _events(vault, audited)
     assert doc["code"] == 1 and any("2 are missing" in p for p in doc["problems"])
+
+
+def test_an_empty_final_record_from_a_killed_append_is_replaced(
+    audited: RepoHandle, vault: RunCli, tmp_path: Path
+) -> None:
+    audited.write("audit/000000000005", b"")  # what a killed uploader can leave on S3
+    assert _events(vault, audited)["code"] == 0
+    out = tmp_path / "again"
+    studies = vault("studies", "-r", audited, "--json").json()
+    vault("restore", "latest", "-r", audited, "--study", studies[0]["catalog_id"], "--target", out)
+    doc = _events(vault, audited)
+    assert doc["code"] == 0 and [e["seq"] for e in doc["events"]] == [1, 2, 3, 4, 5]

@@ -52,8 +52,12 @@ def append(
 ) -> dict[str, Any]:
     """Append the record `build(seq, prev)` returns; retried on a concurrent append."""
     for _ in range(_APPEND_ATTEMPTS):
-        seqs = sorted(s for s in (seq_of(i.key) for i in repo.storage.list(prefix)) if s)
-        head = seqs[-1] if seqs else 0
+        listed = sorted((s, i) for i in repo.storage.list(prefix) if (s := seq_of(i.key)))
+        if listed and sealing.is_torn(listed[-1][1].size):
+            # The newest record is an empty object from a writer killed mid-upload: replace it.
+            repo.storage.delete(listed[-1][1].key)
+            listed.pop()
+        head = listed[-1][0] if listed else 0
         prev = hashlib.sha256(load(repo, kind, key_of(prefix, head))[1]).hexdigest() if head else ""
         doc = build(head + 1, prev)
         key = key_of(prefix, head + 1)
@@ -79,7 +83,10 @@ def read(
     repo: Repository, prefix: str, kind: sealing.Kind, noun: str, *, verify: bool = False
 ) -> ChainReport:
     report = ChainReport()
-    keys = sorted((s, i.key) for i in repo.storage.list(prefix) if (s := seq_of(i.key)))
+    listed = sorted((s, i) for i in repo.storage.list(prefix) if (s := seq_of(i.key)))
+    if listed and sealing.is_torn(listed[-1][1].size):
+        listed.pop()  # an interrupted final append (see `append`), not a damaged record
+    keys = [(s, i.key) for s, i in listed]
     expected = 1
     prev_payload: bytes | None = None
     for seq, key in keys:
