@@ -34,8 +34,11 @@ from make_sample_archive import generate  # noqa: E402
 
 
 def start(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
+    # cwd = the work directory: weed filer keeps its metadata store (filerldb2/) in the cwd.
     with open(log, "wb") as out:
-        return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(
+            argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=log.parent
+        )
 
 
 def s3_client(env: dict[str, str]):  # type: ignore[no-untyped-def]
