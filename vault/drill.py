@@ -194,7 +194,10 @@ def run_drill(
         if options.target is None
         else options.target.absolute()
     )
-    os.chmod(base, 0o700) if scratch_made else base.mkdir(parents=True, exist_ok=True)
+    if scratch_made:
+        os.chmod(base, 0o700)  # restored PHI is readable by the operator only
+    else:
+        base.mkdir(parents=True, exist_ok=True)
     results: list[dict[str, Any]] = []
     clock = time.perf_counter()
     first_byte = _FirstByte(progress, clock)
