@@ -13,8 +13,10 @@ from typing import Any
 
 import pytest
 
+from tests.faultproxy import FaultProxy
 from tests.repos import RepoHandle
 from tests.s3server import S3Server, start_server
+from tests.waiting import Changes, DirectoryChanges
 from vault import cli
 from vault.storage import LocalStorage, open_storage
 
@@ -144,6 +146,29 @@ def repo(empty_repo: RepoHandle, vault: RunCli) -> RepoHandle:
     result = vault("init", "--repo", empty_repo.url)
     assert result.code == 0, result.err
     return empty_repo
+
+
+@pytest.fixture
+def repo_changes(
+    repo: RepoHandle, request: pytest.FixtureRequest
+) -> Iterator[tuple[Changes, dict[str, str]]]:
+    """Something to wait on while a vault subprocess writes to `repo`, and the environment
+    that subprocess needs: inotify for a local repository, the fault proxy's request feed
+    (the subprocess talks through it) for S3."""
+    if repo.path is not None:
+        watcher = DirectoryChanges(repo.path)
+        try:
+            yield watcher, {}
+        finally:
+            watcher.close()
+        return
+    server: S3Server = request.getfixturevalue("s3_server")
+    host, port = server.endpoint.removeprefix("http://").split(":")
+    proxy = FaultProxy(host, int(port))
+    try:
+        yield proxy.changes, {"AWS_ENDPOINT_URL_S3": proxy.endpoint}
+    finally:
+        proxy.close()
 
 
 BOTH_BACKENDS = pytest.mark.parametrize("empty_repo", ["local", "s3"], indirect=True)

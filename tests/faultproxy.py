@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from tests.waiting import RequestChanges
+
 _HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"}
 
 
@@ -50,6 +52,7 @@ class FaultProxy:
         self.down = False
         self.requests = 0
         self.faults_injected = 0
+        self.changes = RequestChanges()  # tests wait on this instead of sleeping
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -59,7 +62,10 @@ class FaultProxy:
                 pass
 
             def _handle(self) -> None:
-                proxy._serve(self)
+                try:
+                    proxy._serve(self)
+                finally:
+                    proxy.changes.notify()
 
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
 

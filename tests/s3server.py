@@ -19,6 +19,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.waiting import DirectoryChanges
+
 ADMIN = ("vaultadmin", "vault-admin-secret-0123456789")
 READONLY = ("vaultreader", "vault-reader-secret-0123456789")
 # Full access to objects under bucket "scoped-bucket", prefix "allowed/" only.
@@ -181,6 +183,8 @@ def _wait_ready(server: S3Server, timeout: float) -> None:
     client = server.client()
     bucket = "readiness-probe"
     last: Exception | None = None
+    # weed writes its log and data files as its parts come up: each change is worth a retry.
+    changes = DirectoryChanges(server.workdir)
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
             raise RuntimeError(f"weed exited early; see {server.log}")
@@ -189,8 +193,10 @@ def _wait_ready(server: S3Server, timeout: float) -> None:
             client.put_object(Bucket=bucket, Key="probe", Body=b"ok")
             client.delete_object(Bucket=bucket, Key="probe")
             client.delete_bucket(Bucket=bucket)
+            changes.close()
             return
         except Exception as exc:  # not ready yet: connection refused, filer unavailable
             last = exc
-            time.sleep(0.3)
+            changes.wait(deadline - time.monotonic())
+    changes.close()
     raise RuntimeError(f"SeaweedFS did not become ready in {timeout:.0f}s: {last!r}")

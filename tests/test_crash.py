@@ -8,8 +8,6 @@ import random
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,6 +15,7 @@ import pytest
 from tests.conftest import BOTH_BACKENDS, PASSWORD, RunCli
 from tests.repos import RepoHandle
 from tests.treecompare import describe_tree
+from tests.waiting import Changes, wait_until
 from vault.pack import BlobType
 
 SOURCE_FILES = 10
@@ -52,25 +51,23 @@ def _indexed_data_bytes(repo: RepoHandle) -> int:
     return sum(loc.entry.raw_length for loc in r.load_index() if loc.entry.type == BlobType.DATA)
 
 
-def _wait_for(condition: Callable[[], bool], process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 120
-    while not condition():
-        if process.poll() is not None or time.monotonic() > deadline:
-            break
-        time.sleep(0.002)  # polling the repository for the kill point, not synchronizing
-
-
 @BOTH_BACKENDS
 @pytest.mark.parametrize("point", sorted(KILL_POINTS))
 def test_sigkill_during_backup_leaves_a_checkable_repository_and_rerun_completes(
-    tmp_path: Path, repo: RepoHandle, vault: RunCli, big_source: Path, archive: Path, point: str
+    tmp_path: Path,
+    repo: RepoHandle,
+    vault: RunCli,
+    big_source: Path,
+    archive: Path,
+    point: str,
+    repo_changes: tuple[Changes, dict[str, str]],
 ) -> None:
+    changes, through = repo_changes
     earlier = vault("backup", "-r", repo, archive, "--json").json()["snapshot_id"]
     indexed_earlier = _indexed_data_bytes(repo)
     baseline = {prefix: _count(repo, prefix) for prefix in ("data", "index")}
     env = dict(
-        os.environ,
-        **repo.env,
+        {**os.environ, **repo.env, **through},
         VAULT_PASSWORD=PASSWORD,
         VAULT_INDEX_CHECKPOINT_BYTES=str(FILE_SIZE),
     )
@@ -81,7 +78,12 @@ def test_sigkill_during_backup_leaves_a_checkable_repository_and_rerun_completes
         stderr=subprocess.PIPE,
     )
     prefix, wanted = KILL_POINTS[point]
-    _wait_for(lambda: _count(repo, prefix) >= baseline[prefix] + wanted, process)
+    wait_until(
+        lambda: _count(repo, prefix) >= baseline[prefix] + wanted,
+        changes,
+        timeout=120,
+        process=process,
+    )
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert process.returncode == -signal.SIGKILL, "backup finished before it could be killed"

@@ -8,7 +8,6 @@ import random
 import signal
 import subprocess
 import sys
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import pytest
 from tests.conftest import PASSWORD, RunCli
 from tests.repos import RepoHandle
 from tests.treecompare import describe_tree
+from tests.waiting import Changes, wait_until
 from vault.keys import Secret
 from vault.prune import prune
 from vault.repository import ObjectLockPolicy, Repository
@@ -77,28 +77,33 @@ def test_prune_removes_packs_an_interrupted_backup_left(
 
 @pytest.mark.parametrize("step", ["during-repack", "after-index", "during-deletes"])
 def test_prune_killed_midway_loses_nothing(
-    tmp_path: Path, repo: RepoHandle, vault: RunCli, step: str
+    tmp_path: Path,
+    repo: RepoHandle,
+    vault: RunCli,
+    step: str,
+    repo_changes: tuple[Changes, dict[str, str]],
 ) -> None:
+    changes, through = repo_changes
     source = _two_generations(tmp_path, vault, repo)
     packs_before = set(repo.keys("data/"))
     indexes_before = set(repo.keys("index/"))
-    env = dict(os.environ, **repo.env, VAULT_PASSWORD=PASSWORD)
+    env = dict({**os.environ, **repo.env, **through}, VAULT_PASSWORD=PASSWORD)
     process = subprocess.Popen(
         [sys.executable, "-m", "vault", "prune", "-r", repo.url],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-    deadline = time.monotonic() + 60
-    while process.poll() is None and time.monotonic() < deadline:
+
+    def reached() -> bool:
         packs, indexes = set(repo.keys("data/")), set(repo.keys("index/"))
-        if step == "during-repack" and packs - packs_before:
-            break
-        if step == "after-index" and indexes and not indexes & indexes_before:
-            break
-        if step == "during-deletes" and packs_before - packs:
-            break
-        time.sleep(0.001)  # polling the repository for the kill point
+        return {
+            "during-repack": bool(packs - packs_before),
+            "after-index": bool(indexes) and not indexes & indexes_before,
+            "during-deletes": bool(packs_before - packs),
+        }[step]
+
+    wait_until(reached, changes, timeout=60, process=process)
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert vault("check", "-r", repo, "--read-data").code == 0

@@ -8,7 +8,6 @@ import random
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ import pytest
 from tests.conftest import BOTH_BACKENDS, PASSWORD, RunCli
 from tests.repos import RepoHandle
 from tests.treecompare import describe_tree
+from tests.waiting import Changes, wait_until
 from vault import crypto, layout, sealing
 from vault.errors import IntegrityError
 from vault.keys import DESTROYED
@@ -169,15 +169,21 @@ def big_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-@pytest.mark.parametrize("point", ["first-new-pack", "third-new-pack", "first-delete"])
+@pytest.mark.parametrize("point", ["first-new-pack", "third-new-pack", "index-replaced"])
 def test_reencrypt_killed_by_sigkill_resumes_and_completes(
-    repo: RepoHandle, vault: RunCli, big_source: Path, tmp_path: Path, point: str
+    repo: RepoHandle,
+    vault: RunCli,
+    big_source: Path,
+    tmp_path: Path,
+    point: str,
+    repo_changes: tuple[Changes, dict[str, str]],
 ) -> None:
+    changes, through = repo_changes
     assert vault("backup", "-r", repo, big_source).code == 0
     r = repo.open(PASSWORD)
     old = _OldKeys({e.id: e.key for e in r.keyring.epochs})
     packs_before = _count(repo, "data/")
-    env = dict(os.environ, **repo.env, VAULT_PASSWORD=PASSWORD)
+    env = dict({**os.environ, **repo.env, **through}, VAULT_PASSWORD=PASSWORD)
     process = subprocess.Popen(
         [sys.executable, "-m", "vault", "key", "rotate", "--reencrypt", "-r", repo.url],
         env=env,
@@ -185,16 +191,16 @@ def test_reencrypt_killed_by_sigkill_resumes_and_completes(
         stderr=subprocess.PIPE,
     )
     wanted = {"first-new-pack": 1, "third-new-pack": 3}.get(point)
-    peak = packs_before
-    deadline = time.monotonic() + 120
-    while process.poll() is None and time.monotonic() < deadline:
-        now = _count(repo, "data/")
-        peak = max(peak, now)
-        if wanted is not None and now >= packs_before + wanted:
-            break
-        if wanted is None and now < peak:
-            break
-        time.sleep(0.002)  # polling the repository for the kill point
+    indexes_before = set(repo.keys("index/"))
+
+    def reached() -> bool:
+        if wanted is not None:
+            return _count(repo, "data/") >= packs_before + wanted
+        # Old index objects replaced by the consolidated one; old packs not yet deleted.
+        indexes = set(repo.keys("index/"))
+        return bool(indexes) and not indexes & indexes_before
+
+    wait_until(reached, changes, timeout=120, process=process)
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert process.returncode == -signal.SIGKILL, "re-encryption finished before the kill"
