@@ -20,7 +20,7 @@ from datetime import datetime
 from vault import index_store, layout
 from vault.errors import ObjectNotFound
 from vault.index import PackInfo
-from vault.pack import PackEntry, open_blob
+from vault.pack import PackEntry
 from vault.progress import NoProgress, Progress
 from vault.reachability import referenced_blobs
 from vault.repository import Repository
@@ -113,17 +113,8 @@ def prune(
     try:
         progress.start("repack", sum(sizes[p] for p in repack))
         for pack_id in sorted(repack):
-            info, entries = packs[pack_id]
-            name = layout.pack(pack_id)
-            data = repo.storage.get(name)
-            key = repo.pack_key(pack_id, info.epoch, info.salt)
-            for entry in entries:
-                if entry.id in needed and entry.id not in keep_index:
-                    plain = open_blob(
-                        key, entry, data[entry.offset : entry.offset + entry.length], pack_name=name
-                    )
-                    writer.add(entry.type, plain, entry.id)
-            progress.advance(len(data))
+            read, _ = writer.copy_pack(packs[pack_id][0], lambda entry: entry.id in needed)
+            progress.advance(read)
         writer.flush()
     finally:
         writer.close()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -190,6 +191,7 @@ def _fetch_and_write(
             plan[location.pack.id][blob_id].append((number, offset))
             offset += location.entry.raw_length
     dests = [_dest(target, f.path) for f in files]
+    counted = threading.Lock()
 
     def fetch_pack(pack_id: str) -> list[tuple[int, str]]:
         wanted = plan[pack_id]
@@ -202,8 +204,9 @@ def _fetch_and_write(
             name = layout.pack(pack_id)
             try:
                 data = repo.storage.get(name, offset=start, length=end - start)
-                result.requests += 1
-                result.bytes_downloaded += len(data)
+                with counted:  # fetch threads share the result's counters
+                    result.requests += 1
+                    result.bytes_downloaded += len(data)
                 if key is None:
                     key = repo.pack_key(pack_id, run[0].pack.epoch, run[0].pack.salt)
             except VaultError as exc:

@@ -26,7 +26,7 @@ from vault.index import PackInfo
 from vault.keys import ACTIVE, CURRENT, DESTROYED, RETIRING, Epoch, Secret, new_recovery_key
 from vault.keyusage import sealed_objects
 from vault.lock import Lock
-from vault.pack import PackEntry, open_blob, parse_header, read_trailer
+from vault.pack import PackEntry, parse_header
 from vault.progress import NoProgress, Progress
 from vault.repository import Repository
 from vault.writer import BlobWriter
@@ -121,30 +121,16 @@ def _rewrite_packs(
     writer = BlobWriter(repo, index=keep)
     try:
         for pack in todo:
-            name = layout.pack(pack.id)
-            data = repo.storage.get(name)
-            result.bytes_read += len(data)
-            key = repo.pack_key(pack.id, pack.epoch, pack.salt)
-            for entry in read_trailer(data, None, pack_id=pack.id, pack_name=name, key=key):
-                plain = _open_verified(repo, key, entry, data, name)
-                writer.add(entry.type, plain, entry.id)
-                result.blobs_rewritten += 1
+            read, copied = writer.copy_pack(pack, lambda entry: True)
+            result.bytes_read += read
+            result.blobs_rewritten += copied
             result.packs_rewritten += 1
-            progress.advance(len(data))
+            progress.advance(read)
         writer.flush()
     finally:
         writer.close()
         progress.finish()
     result.bytes_written += writer.stats.bytes_stored
-
-
-def _open_verified(
-    repo: Repository, key: crypto.Aead, entry: PackEntry, data: bytes, name: str
-) -> bytes:
-    plain = open_blob(key, entry, data[entry.offset : entry.offset + entry.length], pack_name=name)
-    if not crypto.constant_time_equal(repo.blob_id(plain, entry.type), entry.id):
-        raise IntegrityError(f"{name}: blob at offset {entry.offset} does not match its id")
-    return plain
 
 
 def _consolidate_index(repo: Repository, targets: set[int], result: ReencryptResult) -> None:

@@ -15,9 +15,10 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
-from vault import compression, ids, index, layout, sealing
+from vault import compression, crypto, ids, index, layout, sealing
+from vault.errors import IntegrityError
 from vault.index import Index, PackInfo
-from vault.pack import BlobType, PackBuilder, PackEntry
+from vault.pack import BlobType, PackBuilder, PackEntry, open_blob, read_trailer
 from vault.repository import Repository
 
 CHECKPOINT_BYTES = 1 << 30
@@ -100,6 +101,25 @@ class BlobWriter:
         if full is not None:
             self._upload(full)
         return blob_id
+
+    def copy_pack(self, pack: PackInfo, wanted: Callable[[PackEntry], bool]) -> tuple[int, int]:
+        """Copy the blobs of an existing pack that `wanted` accepts (and this writer's index
+        does not already hold) into new packs — each authenticated and its id recomputed on the
+        way. For re-encryption and prune. Returns (bytes read, blobs copied)."""
+        name = layout.pack(pack.id)
+        data = self.repo.storage.get(name)
+        key = self.repo.pack_key(pack.id, pack.epoch, pack.salt)
+        copied = 0
+        for entry in read_trailer(data, None, pack_id=pack.id, pack_name=name, key=key):
+            if not wanted(entry) or self.has(entry.id):
+                continue
+            sealed = data[entry.offset : entry.offset + entry.length]
+            plain = open_blob(key, entry, sealed, pack_name=name)
+            if not crypto.constant_time_equal(self.repo.blob_id(plain, entry.type), entry.id):
+                raise IntegrityError(f"{name}: blob at offset {entry.offset} does not match its id")
+            self.add(entry.type, plain, entry.id)
+            copied += 1
+        return len(data), copied
 
     def _new_builder(self) -> PackBuilder:
         epoch = self.repo.keyring.current_epoch
