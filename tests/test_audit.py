@@ -42,8 +42,11 @@ def test_restores_and_patient_searches_are_recorded_without_phi(
     doc = _events(vault, audited)
     assert doc["code"] == 0 and doc["outcome"] == "PASS"
     actions = [e["action"] for e in doc["events"]]
-    assert actions == ["studies-search", "restore", "restore", "restore"]
-    restore = doc["events"][1]
+    assert actions == ["backup", "studies-search", "restore", "restore", "restore"]
+    saved = doc["events"][0]
+    assert saved["result"] == "PASS" and saved["snapshot"] and saved["details"]["bytes"] > 0
+    assert str(audited) not in str(saved) and "archive" not in str(saved)  # no source paths
+    restore = doc["events"][2]
     assert restore["result"] == "PASS" and len(restore["catalog_ids"]) == 1
     assert restore["actor"] and restore["host"] and restore["snapshot"]
     identifiers = set()
@@ -54,7 +57,7 @@ def test_restores_and_patient_searches_are_recorded_without_phi(
     assert not any(i in text for i in identifiers if i)
     # A plain listing (no patient filter) is not an identifying search: not logged.
     vault("studies", "-r", audited)
-    assert len(_events(vault, audited)["events"]) == 4
+    assert len(_events(vault, audited)["events"]) == 5
 
 
 def test_edited_event_breaks_the_chain(audited: RepoHandle, vault: RunCli) -> None:

@@ -4,6 +4,7 @@ interface, as an attacker or bit rot would)."""
 
 from __future__ import annotations
 
+import math
 import random
 from pathlib import Path
 
@@ -109,7 +110,7 @@ def test_restore_names_the_pack_when_a_byte_is_flipped(
     assert _name(pack) in result.err and "authentication" in result.err
 
 
-def test_read_data_subset_reads_about_that_share_of_packs(
+def test_read_data_subsets_rotate_through_every_pack_and_find_damage_once_per_cycle(
     tmp_path: Path, repo: RepoHandle, vault: RunCli
 ) -> None:
     source = tmp_path / "s"
@@ -118,11 +119,23 @@ def test_read_data_subset_reads_about_that_share_of_packs(
     for i in range(5):  # incompressible, 5 x 17 MiB: one pack per file or so
         (source / f"f{i}").write_bytes(rng.randbytes(17 * 1024 * 1024))
     vault("backup", "-r", repo, source)
-    total = len(repo.keys("data/"))
-    assert total >= 4
-    doc = vault("check", "-r", repo, "--read-data-subset", "50", "--json").json()
-    assert doc["outcome"] == "PASS"
-    assert doc["packs_read"] == round(total * 0.5)
+    packs = repo.keys("data/")
+    assert len(packs) >= 4
+    damaged = repo.largest("data/")  # a data pack: trees are read by every check
+    repo.flip(damaged, repo.size(damaged) // 2)
+
+    per_run = math.ceil(len(packs) * 0.25)
+    runs = math.ceil(len(packs) / per_run)  # one full cycle
+    outcomes = []
+    for _ in range(2 * runs):
+        doc = vault("check", "-r", repo, "--read-data-subset", "25", "--json").json()
+        assert doc["packs_read"] == per_run
+        outcomes.append(doc["outcome"])
+    # The position is kept between runs: the first cycle reads the damaged pack exactly once,
+    # and every later cycle reads it again.
+    assert outcomes[:runs].count("FAIL") == 1 and "FAIL" in outcomes[runs:]
+    last = vault("status", "-r", repo, "--json").json()["last_check"]
+    assert last["outcome"] in ("PASS", "FAIL") and last["all_packs_read"]
 
 
 def test_empty_objects_left_by_a_killed_upload_are_harmless_and_pruned(

@@ -107,3 +107,37 @@ def test_sigkill_during_backup_leaves_a_checkable_repository_and_rerun_completes
         restored = vault("restore", snapshot, "-r", repo, "--target", target, "--verify")
         assert restored.code == 0, restored.err
         assert describe_tree(target / source.relative_to("/")) == describe_tree(source)
+
+
+def test_sigterm_stops_a_backup_cleanly_and_keeps_what_was_uploaded(
+    repo: RepoHandle,
+    vault: RunCli,
+    big_source: Path,
+    repo_changes: tuple[Changes, dict[str, str]],
+) -> None:
+    """The scheduler (or systemd) stops a backup with SIGTERM: it ends at the next chunk,
+    uploads and indexes the packs it was filling, releases its lock and exits 130."""
+    changes, through = repo_changes
+    baseline = _count(repo, "data")
+    env = dict({**os.environ, **repo.env, **through}, VAULT_PASSWORD=PASSWORD)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "vault", "backup", "-r", str(repo), str(big_source)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    wait_until(lambda: _count(repo, "data") >= baseline + 2, changes, timeout=120, process=process)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err.decode()
+    assert b"stopped on request" in err and b"Traceback" not in err
+
+    assert vault("snapshots", "-r", repo, "--json").json() == []
+    assert repo.keys("locks") == []  # released, not merely stale
+    checked = vault("check", "-r", repo, "--json").json()
+    assert checked["outcome"] == "PASS"
+    assert checked["unreferenced_packs"] == 0  # every uploaded pack made it into an index
+    indexed = _indexed_data_bytes(repo)
+    assert indexed >= 2 * FILE_SIZE - FILE_SIZE // 2  # at least the packs seen before the signal
+    rerun = vault("backup", "-r", repo, big_source, "--json").json()
+    assert rerun["stats"]["bytes_added"] == SOURCE_FILES * FILE_SIZE - indexed

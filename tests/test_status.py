@@ -60,3 +60,62 @@ def test_invalid_policy_names_file_line_and_key(
     (policies / "keys.toml").write_text("[keys\nmax_epoch_age_days = 5\n")
     broken = vault("status", "-r", repo, "--policy-dir", policies)
     assert broken.code == 2 and "not valid TOML" in broken.err and "line 1" in broken.err
+
+
+def _levels(doc: dict[str, object]) -> dict[str, str]:
+    return {f["topic"]: f["level"] for f in doc["findings"]}  # type: ignore[attr-defined]
+
+
+def test_status_goes_from_fail_to_warn_to_ok_as_backup_check_and_drill_happen(
+    tmp_path: Path, repo: RepoHandle, vault: RunCli, archive: Path
+) -> None:
+    empty = vault("status", "-r", repo, "--json")
+    assert empty.code == 1 and empty.json()["level"] == "FAIL"
+    assert _levels(empty.json())["backup"] == "FAIL"
+
+    vault("backup", "-r", repo, archive)
+    fresh = vault("status", "-r", repo, "--json")
+    assert fresh.code == 0 and fresh.json()["level"] == "WARN"
+    assert _levels(fresh.json()) == {"check": "WARN", "drill": "WARN"}
+
+    assert vault("check", "-r", repo, "--read-data").code == 0
+    assert vault("drill", "-r", repo, "--target", tmp_path / "drill").code == 0
+    done = vault("status", "-r", repo, "--json")
+    doc = done.json()
+    assert done.code == 0 and doc["level"] == "OK" and doc["findings"] == []
+    assert doc["last_check"]["outcome"] == "PASS" and doc["last_check"]["all_packs_read"]
+    assert doc["last_drill"]["result"] == "PASS"
+    space = doc["space"]
+    assert 0 < space["stored_bytes"] and space["logical_bytes"] >= space["unique_bytes"] > 0
+    page = vault("status", "-r", repo)
+    assert page.out.startswith("vault status: OK") and "dedup" in page.out
+
+
+def test_backup_older_than_the_rpo_fails_and_the_metrics_file_says_so(
+    tmp_path: Path, repo: RepoHandle, vault: RunCli, archive: Path
+) -> None:
+    three_days_ago = (datetime.now() - timedelta(days=3)).strftime("%Y-%m-%d %H:%M:%S")
+    vault("backup", "-r", repo, archive, "--time", three_days_ago)
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "drill.toml").write_text("[drill]\nrpo_hours = 48\n")
+    prom = tmp_path / "textfile" / "vault.prom"
+    prom.parent.mkdir()
+    late = vault(
+        "status", "-r", repo, "--policy-dir", policies, "--metrics-file", prom, "--json"
+    )
+    assert late.code == 1
+    backup_finding = [f for f in late.json()["findings"] if f["topic"] == "backup"][0]
+    assert backup_finding["level"] == "FAIL" and "RPO of 48 h" in backup_finding["message"]
+
+    values = {}
+    for line in prom.read_text().splitlines():
+        if not line.startswith("#"):
+            name_labels, value = line.rsplit(" ", 1)
+            values[name_labels.split("{")[0]] = float(value)
+    assert values["vault_status"] == 2
+    assert values["vault_rpo_seconds"] == 48 * 3600
+    assert 3 * 86400 - 120 < values["vault_last_backup_age_seconds"] < 3 * 86400 + 120
+    assert "vault_last_check_success" not in values  # never checked: absent, not a fake 0
+    assert str(repo) not in prom.read_text() and PASSWORD not in prom.read_text()
+    assert [p.name for p in prom.parent.iterdir()] == ["vault.prom"]  # no temp file left

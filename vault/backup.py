@@ -6,6 +6,10 @@ into packs; upload threads write full packs. Everything that releases the GIL (h
 AES-GCM, file and network I/O) overlaps. At most `2 * workers` chunks are in flight, so memory
 does not grow with file size.
 
+`stop` (set by the command line on SIGTERM) ends a backup early but cleanly: no new chunk is
+started, the packs being filled are uploaded and indexed, so the next run deduplicates against
+everything already sent; no snapshot is written and the lock is released.
+
 A file whose size, mtime, ctime and inode match the parent snapshot is not read again: its
 chunk list is reused. A file that cannot be read is reported and left out; a file that changes
 while being read is saved, flagged, and re-read next time.
@@ -27,7 +31,7 @@ from datetime import UTC, datetime
 
 from vault import ids
 from vault.catalog import Catalog, CatalogBuilder
-from vault.errors import VaultError
+from vault.errors import Interrupted, VaultError
 from vault.lock import Lock
 from vault.pack import BlobType
 from vault.progress import NoProgress, Progress
@@ -81,8 +85,10 @@ class _Job:
         options: BackupOptions,
         progress: Progress,
         parent_catalog: Catalog | None = None,
+        stop: threading.Event | None = None,
     ) -> None:
         self.repo = repo
+        self.stop = stop or threading.Event()
         self.catalog = CatalogBuilder(parent_catalog)
         self.options = options
         self.progress = progress
@@ -138,6 +144,7 @@ class _Job:
     def save_entry(
         self, path: bytes, name: bytes, st: os.stat_result, old: Node | None
     ) -> Node | None:
+        self.stop_if_asked()
         base = dict(
             name=name,
             mode=stat.S_IMODE(st.st_mode),
@@ -229,6 +236,7 @@ class _Job:
                 return block
 
             for chunk in self.chunker.chunks(read):
+                self.stop_if_asked()
                 self.in_flight.acquire()
                 futures.append(self.pool.submit(self._store_chunk, chunk))
             after = os.fstat(handle.fileno())
@@ -258,6 +266,10 @@ class _Job:
             return self.writer.add(BlobType.DATA, chunk)
         finally:
             self.in_flight.release()
+
+    def stop_if_asked(self) -> None:
+        if self.stop.is_set():
+            raise Interrupted("backup stopped on request; no snapshot was written")
 
     def error(self, path: bytes, exc: OSError) -> None:
         self.errors.append(Problem(os.fsdecode(path), exc.strerror or str(exc)))
@@ -348,6 +360,7 @@ def backup(
     options: BackupOptions,
     progress: Progress | None = None,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    stop: threading.Event | None = None,
 ) -> BackupResult:
     progress = progress or NoProgress()
     sources = _normalize_sources(options.paths)
@@ -360,7 +373,7 @@ def backup(
         repo.load_index()
         parent = find_parent(repo, host, source_texts)
         parent_root = repo.load_tree(parent.tree) if parent else None
-        job = _Job(repo, options, progress, repo.load_catalog(parent) if parent else None)
+        job = _Job(repo, options, progress, repo.load_catalog(parent) if parent else None, stop)
         progress.start("backup", None)
         if not isinstance(progress, NoProgress):
             # Sizing the sources in parallel gives the bar a total (and an ETA) early on.
@@ -372,6 +385,11 @@ def backup(
         try:
             root = job.save_root(sources, parent_root)
             job.writer.flush()
+        except Interrupted:
+            # Keep what was sent: chunks already started finish, then packs and index go out.
+            job.pool.shutdown(wait=True, cancel_futures=True)
+            job.writer.flush()
+            raise
         finally:
             job.pool.shutdown(wait=True, cancel_futures=True)
             job.writer.close()

@@ -4,13 +4,18 @@ Structural check: every index object opens; every pack the index names exists; e
 opens; every tree it reaches is indexed, authenticates and matches its id; every chunk a file
 lists is indexed in an existing pack. Read-data check: each selected pack is read whole, its
 sealed trailer must match the index, and every blob authenticates and hashes to its id.
+
+A partial read (`read_data_percent` < 100) takes the next packs in pack-id order after
+`start_after` and wraps around, so successive partial checks walk every pack in turn instead of
+sampling at random (which leaves some packs unread for months). The caller keeps the position.
 Problems are findings, each naming the object and the snapshots it affects; check never stops
 at the first one.
 """
 
 from __future__ import annotations
 
-import random
+import bisect
+import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -50,6 +55,8 @@ class CheckResult:
     # Objects too short to be sealed, left by a writer killed mid-upload on servers whose PUT is
     # not atomic: harmless (nothing can refer to them), reported, removed by prune.
     torn_objects: list[str] = field(default_factory=list)
+    last_pack_read: str = ""  # where a partial read stopped: the next one starts after it
+    wrapped: bool = False  # this partial read reached the last pack and started over
 
     @property
     def ok(self) -> bool:
@@ -220,9 +227,10 @@ def check(
     *,
     read_data_percent: float = 0.0,
     progress: Progress | None = None,
-    rng: random.Random | None = None,
+    start_after: str = "",
 ) -> CheckResult:
-    """Check the repository; `read_data_percent` of the packs (0..100) are read and verified."""
+    """Check the repository; `read_data_percent` of the packs (0..100) are read and verified,
+    the next ones after the pack id `start_after` when it is a partial read."""
     progress = progress or NoProgress()
     result = CheckResult()
     checker = _Checker(repo, result)
@@ -235,11 +243,22 @@ def check(
             by_pack[location.pack.id][location.entry.id] = location
         pack_ids = sorted(by_pack)
         if read_data_percent < 100:
-            count = max(1, round(len(pack_ids) * read_data_percent / 100)) if pack_ids else 0
-            pack_ids = sorted((rng or random.SystemRandom()).sample(pack_ids, count))
+            pack_ids = _next_packs(pack_ids, read_data_percent, start_after, result)
         progress.start("read data", sum(checker.pack_sizes.get(p, 0) for p in pack_ids))
         for pack_id in pack_ids:
             checker.read_pack(pack_id, by_pack[pack_id])
             progress.advance(checker.pack_sizes.get(pack_id, 0))
         progress.finish()
+        result.last_pack_read = pack_ids[-1] if pack_ids else ""
     return result
+
+
+def _next_packs(ordered: list[str], percent: float, after: str, result: CheckResult) -> list[str]:
+    """`percent` of `ordered` (at least one), continuing after `after` and wrapping around."""
+    if not ordered:
+        return []
+    count = min(len(ordered), max(1, math.ceil(len(ordered) * percent / 100)))
+    start = bisect.bisect_right(ordered, after) if after else 0
+    chosen = (ordered[start:] + ordered[:start])[:count]
+    result.wrapped = start + count >= len(ordered)
+    return chosen

@@ -11,37 +11,37 @@ import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
 from datetime import UTC, datetime
+from typing import Any
 
-from vault import __version__, ids, keys, lock, secrets_input
-from vault.check import check
+from vault import __version__, ids, jobstate, keys, lock, secrets_input
+from vault.check import CheckResult, check
 from vault.cli_drill import add_drill_parsers
 from vault.cli_keys import add_key_parsers
 from vault.cli_maintenance import add_maintenance_parsers
 from vault.cli_snapshots import add_snapshot_parsers
+from vault.cli_status import add_status_parsers
 from vault.cli_studies import add_study_parsers
 from vault.cli_support import (
     ENVIRONMENT,
     EXIT_CODES,
     common_options,
     iso_utc,
-    local_time,
     open_repo,
     open_storage_for,
     opt,
     percent_arg,
     progress_for,
+    record_audit,
     request_stats,
     secret_sources,
+    sigterm_interrupts,
     usage,
 )
 from vault.errors import UsageError, VaultError
 from vault.objectlock import extend_retention
 from vault.output import emit_json, human_bytes
-from vault.policy import load_drill_policy, load_key_policy, policy_dir
 from vault.repository import ObjectLockPolicy, Repository
-from vault.status import status
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -106,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_study_parsers(command)
     add_drill_parsers(common, command)
     add_maintenance_parsers(command)
+    add_status_parsers(command)
 
     p = command("check", "verify the repository's structure (and optionally its data)", cmd_check)
     group = p.add_mutually_exclusive_group()
@@ -114,16 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--read-data-subset",
         metavar="PCT",
         type=percent_arg,
-        help="read and verify a random PCT%% of the packs",
-    )
-
-    p = command(
-        "status", "last backup, key rotation due, slots and locks (exit 1 when overdue)", cmd_status
-    )
-    p.add_argument(
-        "--policy-dir",
-        metavar="DIR",
-        help="directory with keys.toml (default: $VAULT_POLICY_DIR, else built-in defaults)",
+        help="read and verify the next PCT%% of the packs, continuing where the last partial "
+        "check stopped (so every pack is read in turn)",
     )
 
     p = command("unlock", "remove stale locks left by processes that are gone", cmd_unlock)
@@ -182,8 +175,16 @@ def cmd_init(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     repo = open_repo(args)
     percent = 100.0 if args.read_data else (args.read_data_subset or 0.0)
+    started = datetime.now(UTC)
     with lock.Lock(repo.storage, repo.keyring, exclusive=False, operation="check"):
-        result = check(repo, read_data_percent=percent, progress=progress_for(args))
+        previous = jobstate.load(repo, jobstate.CHECK) or {}
+        result = check(
+            repo,
+            read_data_percent=percent,
+            progress=progress_for(args),
+            start_after=str(previous.get("position", "")),
+        )
+        _remember_check(repo, previous, result, percent, started)
     if opt(args, "json"):
         emit_json(
             {
@@ -231,6 +232,31 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _remember_check(
+    repo: Repository, previous: dict[str, Any], result: CheckResult, percent: float, when: datetime
+) -> None:
+    """Keep the outcome for `status` and the read position for the next partial check; log it."""
+    outcome = "PASS" if result.ok else "FAIL"
+    state = {
+        "time": iso_utc(when),
+        "outcome": outcome,
+        "findings": len(result.findings),
+        "read_percent": percent,
+        "packs_read": result.packs_read,
+        "position": result.last_pack_read if 0 < percent < 100 else previous.get("position", ""),
+        # When every pack was last read: a full read, or a rotation that came round again.
+        "all_packs_read": iso_utc(when)
+        if percent >= 100 or result.wrapped
+        else previous.get("all_packs_read", ""),
+    }
+    try:
+        jobstate.save(repo, jobstate.CHECK, state)
+    except VaultError as exc:
+        print(f"vault: warning: could not record the check's position: {exc}", file=sys.stderr)
+    details = {k: state[k] for k in ("findings", "read_percent", "packs_read")}
+    record_audit(repo, "check", result=outcome, details=details)
+
+
 def cmd_object_lock_extend(args: argparse.Namespace) -> int:
     repo = open_repo(args)
     with lock.Lock(repo.storage, repo.keyring, exclusive=False, operation="object-lock"):
@@ -257,84 +283,6 @@ def cmd_object_lock_extend(args: argparse.Namespace) -> int:
     if result.unneeded_packs_left:
         print(f"{result.unneeded_packs_left} pack(s) no snapshot needs were left to expire")
     return 0
-
-
-def cmd_status(args: argparse.Namespace) -> int:
-    directory = policy_dir(args.policy_dir)
-    policy = load_key_policy(directory)
-    repo = open_repo(args)
-    now = datetime.now(UTC)
-    st = status(repo, policy, now, load_drill_policy(directory))
-    drill = st.last_drill
-    k = st.keys
-    if opt(args, "json"):
-        emit_json(
-            {
-                "repository": st.location,
-                "repository_id": st.repository_id,
-                "snapshots": st.snapshots,
-                "last_backup": {
-                    "snapshot_id": st.latest.id,
-                    "time": iso_utc(st.latest.time),
-                    "age_seconds": st.latest_age_seconds,
-                    "files_not_saved": st.latest.stats.errors,
-                }
-                if st.latest
-                else None,
-                "keys": {
-                    "current_epoch": k.current_epoch,
-                    "epoch_created": k.epoch_created,
-                    "epoch_age_seconds": k.epoch_age_seconds,
-                    "epoch_objects": k.epoch_objects,
-                    "rotation": k.rotation,
-                    "reasons": k.reasons,
-                    "destroyed_epochs": k.destroyed_epochs,
-                    "slots": k.slots,
-                    "policy": asdict(policy),
-                },
-                "last_drill": {
-                    "drill_id": drill["drill_id"],
-                    "started": drill["started"],
-                    "result": drill["result"],
-                    "age_seconds": st.drill_age_seconds,
-                }
-                if drill
-                else None,
-                "drill_overdue": st.drill_overdue,
-                "locks": [
-                    {"description": lk.describe(now), "stale": stale} for lk, stale in st.locks
-                ],
-                "outcome": "PASS" if st.ok else "FAIL",
-            }
-        )
-    else:
-        print(f"repository  {st.location} ({ids.short(st.repository_id)})")
-        if st.latest and st.latest_age_seconds is not None:
-            hours = st.latest_age_seconds / 3600
-            print(
-                f"last backup {local_time(st.latest.time)} ({hours:.1f} h ago), snapshot "
-                f"{ids.short(st.latest.id)}; {st.snapshots} snapshot(s) in all"
-            )
-        else:
-            print("last backup none yet")
-        print(
-            f"data key    epoch {k.current_epoch}, {k.epoch_age_seconds // 86400} days old, "
-            f"{k.epoch_objects} objects: rotation {k.rotation}"
-        )
-        for reason in k.reasons:
-            print(f"            {reason}; run `vault key rotate`")
-        if drill and st.drill_age_seconds is not None:
-            print(
-                f"last drill  {drill['started'][:19]} UTC ({st.drill_age_seconds // 86400} days "
-                f"ago): {drill['result']}" + ("; a new drill is due" if st.drill_overdue else "")
-            )
-        else:
-            print("last drill  none yet: run `vault drill`")
-        slots = ", ".join(f"{n} {kind}" for kind, n in sorted(k.slots.items()))
-        print(f"key slots   {slots}")
-        for lk, stale in st.locks:
-            print(f"lock        {'stale ' if stale else ''}{lk.describe(now)}")
-    return 0 if st.ok else 1
 
 
 def cmd_unlock(args: argparse.Namespace) -> int:
@@ -371,7 +319,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.code or 0)
     debug = bool(opt(args, "debug"))
     try:
-        return int(args.func(args))
+        with sigterm_interrupts():
+            return int(args.func(args))
     except VaultError as exc:
         if debug:
             traceback.print_exc()

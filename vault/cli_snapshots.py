@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import stat
 import sys
+import threading
 from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -21,6 +22,7 @@ from vault.cli_support import (
     progress_for,
     record_audit,
     request_stats,
+    sigterm_sets,
 )
 from vault.errors import PartialBackup, UsageError, VaultError
 from vault.output import emit_json, human_bytes, table
@@ -96,8 +98,29 @@ def cmd_backup(args: argparse.Namespace) -> int:
         tuple(args.paths), tuple(args.tag), tuple(args.exclude), when, args.host
     )
     started = datetime.now(UTC)
-    result = backup(repo, options, progress_for(args))
+    stop = threading.Event()
+    try:
+        with sigterm_sets(stop):
+            result = backup(repo, options, progress_for(args), stop=stop)
+    except VaultError as exc:
+        # The class only: a message can name a source path, and paths can name patients.
+        record_audit(repo, "backup", result="FAIL", details={"error": type(exc).__name__})
+        raise
     seconds = max((datetime.now(UTC) - started).total_seconds(), 1e-9)
+    st = result.snapshot.stats
+    record_audit(
+        repo,
+        "backup",
+        result="FAIL" if result.errors else "PASS",
+        snapshot=result.snapshot.id,
+        details={
+            "files": st.files,
+            "bytes": st.bytes,
+            "bytes_added": st.bytes_added,
+            "files_not_saved": st.errors,
+            "duration_seconds": round(seconds, 3),
+        },
+    )
     _report_backup(args, result, seconds, request_stats(repo))
     if result.errors:
         raise PartialBackup(

@@ -4,8 +4,12 @@ progress, time formats. No command lives here."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,7 +30,8 @@ EXIT_CODES = """exit codes:
   0  success                     10  repository does not exist
   1  failure (check/restore)     11  repository is locked
   2  usage or configuration      12  wrong passphrase or key
-  3  backup saved, but some source files could not be read"""
+  3  backup saved, but some source files could not be read
+130  interrupted (SIGINT or SIGTERM); what was uploaded is kept for the next run"""
 
 
 def common_options() -> argparse.ArgumentParser:
@@ -139,3 +144,34 @@ def record_audit(repo: Repository, action: str, **fields: Any) -> None:
         audit.record(repo, action, **fields)
     except VaultError as exc:
         print(f"vault: warning: could not record the audit event: {exc}", file=sys.stderr)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM (systemd stopping the service, the scheduler stopping a job) unwinds like Ctrl-C,
+    so locks are released and exit code 130 is returned instead of dying mid-statement."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def sigterm_sets(stop: threading.Event) -> Iterator[None]:
+    """Within: SIGTERM only sets `stop`, for a job that ends itself at a safe point."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -45,6 +45,12 @@ class WrongKey(VaultError):
     exit_code = 12
 
 
+class Interrupted(VaultError):
+    """Stopped on request (SIGTERM/SIGINT) at a safe point; what was saved so far is kept."""
+
+    exit_code = 130
+
+
 class StorageError(VaultError):
     exit_code = 1
 

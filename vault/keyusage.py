@@ -19,6 +19,7 @@ SEALED_PREFIXES = (
     layout.LOCKS,
     layout.SLOT_INFO,
     layout.CATALOGS,
+    layout.STATE,
 )
 _SEALED_HEADER = struct.Struct(">4sBI")
 

@@ -17,6 +17,7 @@ DRILLS = "drills/"
 AUDIT = "audit/"
 SLOT_INFO = "slotinfo/"  # sealed: which host created a slot and last used it
 CATALOGS = "catalog/"  # sealed: one DICOM study catalog per snapshot
+STATE = "state/"  # sealed: small mutable job state (the last check and its read position)
 
 VERSION_TEXT = b"vault repository format 1\n"
 
@@ -27,6 +28,10 @@ def key_slot(slot_id: str) -> str:
 
 def catalog(snapshot_id: str) -> str:
     return CATALOGS + snapshot_id
+
+
+def state(name: str) -> str:
+    return STATE + name
 
 
 def slot_info(slot_id: str) -> str:

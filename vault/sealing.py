@@ -39,6 +39,7 @@ class Kind(IntEnum):
     AUDIT = 7
     CATALOG = 8
     SLOT_INFO = 9
+    STATE = 10
 
 
 class EpochKeys(Protocol):
@@ -126,6 +127,7 @@ _INFO = {
     Kind.AUDIT: b"vault/v1/object/audit",
     Kind.CATALOG: b"vault/v1/object/catalog",
     Kind.SLOT_INFO: b"vault/v1/object/slot-info",
+    Kind.STATE: b"vault/v1/object/state",
 }
 
 
