@@ -86,7 +86,7 @@ def test_status_goes_from_fail_to_warn_to_ok_as_backup_check_and_drill_happen(
     assert doc["last_check"]["outcome"] == "PASS" and doc["last_check"]["all_packs_read"]
     assert doc["last_drill"]["result"] == "PASS"
     space = doc["space"]
-    assert 0 < space["stored_bytes"] and space["logical_bytes"] >= space["unique_bytes"] > 0
+    assert space["stored_bytes"] > 0 and space["logical_bytes"] >= space["unique_bytes"] > 0
     page = vault("status", "-r", repo)
     assert page.out.startswith("vault status: OK") and "dedup" in page.out
 
@@ -101,11 +101,9 @@ def test_backup_older_than_the_rpo_fails_and_the_metrics_file_says_so(
     (policies / "drill.toml").write_text("[drill]\nrpo_hours = 48\n")
     prom = tmp_path / "textfile" / "vault.prom"
     prom.parent.mkdir()
-    late = vault(
-        "status", "-r", repo, "--policy-dir", policies, "--metrics-file", prom, "--json"
-    )
+    late = vault("status", "-r", repo, "--policy-dir", policies, "--metrics-file", prom, "--json")
     assert late.code == 1
-    backup_finding = [f for f in late.json()["findings"] if f["topic"] == "backup"][0]
+    backup_finding = next(f for f in late.json()["findings"] if f["topic"] == "backup")
     assert backup_finding["level"] == "FAIL" and "RPO of 48 h" in backup_finding["message"]
 
     values = {}

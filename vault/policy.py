@@ -1,7 +1,8 @@
 """Policy files (TOML in a policy directory): parsed into frozen values, errors that name the
 file, the line and the key. Pure: no storage, no clock.
 
-Only keys.toml exists so far; retention, schedule and drill policies join it in later issues.
+One file per concern: backup.toml, schedule.toml (with its [alerts] table), retention.toml,
+drill.toml and keys.toml; policies/ ships each, commented.
 """
 
 from __future__ import annotations
@@ -139,3 +140,112 @@ def load_retention_policy(file: Path | None, directory: Path | None) -> Retentio
     if policy.empty:
         raise UsageError(f"{directory / filename} keeps nothing: refusing to forget every snapshot")
     return policy
+
+
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+@dataclass(frozen=True)
+class BackupPolicy:
+    """What the scheduler backs up, where to, and the hook that runs first."""
+
+    repository: str = ""  # default: $VAULT_REPO
+    password_file: str = ""  # a file holding the passphrase (default: $VAULT_PASSWORD_FILE)
+    sources: tuple[str, ...] = ()
+    excludes: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    host: str = ""
+    pre_hook: str = ""  # a command (no shell) run before each backup, e.g. a database dump
+    pre_hook_timeout_seconds: int = 1800
+
+
+@dataclass(frozen=True)
+class SchedulePolicy:
+    backup_at: str = "01:30"  # every day, local time
+    retry_after_minutes: int = 15  # a failed job is retried once after this (0: at once)
+    check_day: str = "sunday"
+    check_at: str = "04:00"
+    check_read_percent: int = 25  # weekly: 4 runs read every pack within 28 days
+    drill_at: str = "05:00"  # daily look: a sampled drill runs when drill.toml says one is due
+    full_drill_every_days: int = 365  # 0: never (a full drill needs space for the archive)
+    keys_at: str = "06:00"  # daily look at key rotation
+    rotate_keys: bool = True  # start a new data-key epoch when the key policy says overdue
+    maintenance_day: str = "saturday"  # forget + prune
+    maintenance_at: str = "03:00"
+    extend_object_lock: bool = False  # also `vault object-lock extend` (S3 Object Lock only)
+    log_file: str = ""  # rotating log file, besides stderr
+    metrics_file: str = ""  # Prometheus textfile, refreshed after every job
+
+
+@dataclass(frozen=True)
+class AlertPolicy:
+    command: str = ""  # run with the alert as JSON on stdin
+    webhook_url: str = ""  # POST the alert as JSON
+    email_to: tuple[str, ...] = ()
+    email_from: str = ""
+    smtp_host: str = ""
+    smtp_port: int = 587
+    smtp_starttls: bool = True
+    smtp_user: str = ""
+    smtp_password_file: str = ""
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.command or self.webhook_url or self.email_to)
+
+
+def _strings(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) and v for v in value)
+
+
+def _clock_time(value: Any) -> bool:
+    if not isinstance(value, str) or len(value) != 5 or value[2] != ":":
+        return False
+    hours, minutes = value[:2], value[3:]
+    return hours.isdigit() and minutes.isdigit() and int(hours) < 24 and int(minutes) < 60
+
+
+def _typed(defaults: Any, key: str, value: Any) -> str | None:
+    """A complaint when `value` does not have the type of the default for `key`."""
+    default = getattr(defaults, key)
+    if isinstance(default, bool):
+        return None if isinstance(value, bool) else "must be true or false"
+    if isinstance(default, int):
+        return None if _whole(value, 1) else "must be a whole number of at least 1"
+    if isinstance(default, tuple):
+        return None if _strings(value) else "must be a list of non-empty strings"
+    if key.endswith("_at"):
+        return None if _clock_time(value) else 'must be a time of day like "01:30"'
+    if key.endswith("_day"):
+        return None if value in WEEKDAYS else 'must be a day of the week, e.g. "sunday"'
+    return None if isinstance(value, str) else "must be a string"
+
+
+def _frozen(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+
+
+def load_backup_policy(directory: Path | None) -> BackupPolicy:
+    defaults = BackupPolicy()
+    values = _load_policy(
+        directory, "backup.toml", "backup", defaults, lambda k, v: _typed(defaults, k, v)
+    )
+    return BackupPolicy(**_frozen(values))
+
+
+def load_schedule_policy(directory: Path | None) -> tuple[SchedulePolicy, AlertPolicy]:
+    schedule, alerts = SchedulePolicy(), AlertPolicy()
+
+    def check_schedule(key: str, value: Any) -> str | None:
+        if key in ("full_drill_every_days", "retry_after_minutes"):
+            return None if _whole(value, 0) else "must be a whole number of at least 0"
+        if key == "check_read_percent":
+            ok = _whole(value, 1) and value <= 100
+            return None if ok else "must be a whole number from 1 to 100"
+        return _typed(schedule, key, value)
+
+    values = _load_policy(directory, "schedule.toml", "schedule", schedule, check_schedule)
+    found = _load_policy(
+        directory, "schedule.toml", "alerts", alerts, lambda k, v: _typed(alerts, k, v)
+    )
+    return SchedulePolicy(**values), AlertPolicy(**_frozen(found))
