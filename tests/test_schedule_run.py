@@ -244,3 +244,37 @@ def test_sigterm_stops_the_scheduler_and_its_backup_cleanly(
     assert repo.keys("locks") == []
     checked = vault("check", "-r", repo, "--json").json()
     assert checked["outcome"] == "PASS" and checked["unreferenced_packs"] == 0
+
+
+def test_the_other_jobs_check_drill_keys_and_maintenance_do_their_work(
+    tmp_path: Path, repo: RepoHandle, vault: RunCli, archive: Path
+) -> None:
+    policies = _policies(tmp_path, repo, [archive], schedule_extra="full_drill_every_days = 0\n")
+    shipped = Path(__file__).resolve().parent.parent / "policies"
+    (policies / "retention.toml").write_text((shipped / "retention.toml").read_text())
+
+    def once(job: str) -> str:
+        result = vault("schedule", "run", "--policy-dir", policies, "--once", job, password=None)
+        assert result.code == 0, result.err
+        return result.err
+
+    once("backup")
+    once("check")
+    assert vault("status", "-r", repo, "--json").json()["last_check"]["read_percent"] == 25
+    once("drill")
+    assert "the last drill is recent enough" in once("drill")
+    once("full-drill")
+    drills = vault("drill", "history", "-r", repo, "--json").json()["drills"]
+    assert [d["scenario"].split()[0] for d in drills] == ["sampled", "full"]
+    assert "key rotation is ok" in once("keys")
+    once("maintenance")  # nothing to forget yet (minimum_days), but the job runs clean
+    assert len(vault("snapshots", "-r", repo, "--json").json()) == 1
+
+
+def test_shipped_backup_and_schedule_policies_load() -> None:
+    from vault.policy import load_backup_policy, load_schedule_policy
+
+    shipped = Path(__file__).resolve().parent.parent / "policies"
+    backup = load_backup_policy(shipped)
+    schedule, alerts = load_schedule_policy(shipped)
+    assert backup.sources and schedule.check_read_percent * 4 >= 100 and not alerts.configured

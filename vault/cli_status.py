@@ -4,13 +4,14 @@ Prometheus textfile."""
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from vault import ids, metrics
+from vault import evidence, evidence_render, ids, metrics
 from vault.cli_support import iso_utc, local_time, open_repo, opt
 from vault.output import emit_json, human_bytes
 from vault.policy import load_drill_policy, load_key_policy, policy_dir
@@ -35,6 +36,19 @@ def add_status_parsers(command: Callable[..., argparse.ArgumentParser]) -> None:
         metavar="FILE",
         help="also write the status as a Prometheus textfile-collector file (e.g. "
         "/var/lib/node_exporter/textfile/vault.prom)",
+    )
+
+    r = command(
+        "report",
+        "the contingency evidence pack for the compliance officer (no PHI)",
+        cmd_report,
+    )
+    r.add_argument("--format", choices=["html", "md"], default="html", help="default: html")
+    r.add_argument("--out", metavar="FILE", help="write here (default: standard output)")
+    r.add_argument(
+        "--policy-dir",
+        metavar="DIR",
+        help="directory with the policy files the pack describes (default: $VAULT_POLICY_DIR)",
     )
 
 
@@ -154,3 +168,17 @@ def cmd_status(args: argparse.Namespace) -> int:
     else:
         _print_page(st, now)
     return 0 if st.ok else 1
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    directory = policy_dir(args.policy_dir)
+    key_policy, drill_policy = load_key_policy(directory), load_drill_policy(directory)
+    repo = open_repo(args)
+    pack = evidence.gather(repo, key_policy, drill_policy, directory, datetime.now(UTC))
+    text = (evidence_render.as_html if args.format == "html" else evidence_render.as_markdown)(pack)
+    if args.out:
+        Path(args.out).write_text(text, encoding="utf-8")
+        print(f"wrote the evidence pack ({pack.level}) to {args.out}")
+    else:
+        sys.stdout.write(text)
+    return 0
