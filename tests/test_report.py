@@ -23,7 +23,7 @@ def _identifiers(archive: Path) -> set[str]:
 
 
 class _Balanced(HTMLParser):
-    VOID = {"meta", "br", "hr", "img", "link"}
+    VOID = frozenset({"meta", "br", "hr", "img", "link"})
 
     def __init__(self) -> None:
         super().__init__()
