@@ -2,7 +2,8 @@
 # A first run of vault on generated sample data: make a synthetic dental archive, create an
 # encrypted repository, back up, back up again (nothing changed), find and restore one DICOM
 # study by its UID, make a de-identified teaching copy, check the audit log and the data,
-# then run a restore drill and write its HTML evidence report.
+# run a restore drill and write its HTML evidence report, then run one scheduled backup the way
+# the nightly service does, show the retention dry run, the status page and the evidence pack.
 # Everything lands in ./demo (delete it when done). No real patient data is involved.
 source "$(dirname "$0")/_venv.sh"
 cd "$ROOT"
@@ -59,7 +60,28 @@ vault drill --operator "Demo Admin (IT)" --record-dir "$DEMO/drill-records" --po
 step "vault drill report  (the evidence page for the compliance officer)"
 vault drill report --format html --out "$DEMO/drill-report.html"
 
+step "vault schedule run --once backup  (what the nightly service runs, with its policies)"
+mkdir -p "$DEMO/policies"
+cp policies/*.toml "$DEMO/policies/"
+cat > "$DEMO/policies/backup.toml" <<EOF
+[backup]
+repository = "$VAULT_REPO"
+password_file = "$VAULT_PASSWORD_FILE"
+sources = ["$DEMO/imaging-share"]
+tags = ["nightly"]
+EOF
+vault schedule run --once backup --policy-dir "$DEMO/policies"
+
+step "vault forget --dry-run  (what the retention policy keeps, and why)"
+vault forget --policy-dir "$DEMO/policies" --dry-run
+
+step "vault status  (the one page: OK / WARN / FAIL)"
+vault status --policy-dir "$DEMO/policies" || true
+
+step "vault report  (the contingency evidence pack for the compliance officer)"
+vault report --policy-dir "$DEMO/policies" --out "$DEMO/evidence.html"
+
 step "Done"
 echo "Repository: $VAULT_REPO"
-echo "Drill report: $DEMO/drill-report.html  (open it in a browser)"
+echo "Drill report: $DEMO/drill-report.html, evidence pack: $DEMO/evidence.html (open in a browser)"
 echo "Try: VAULT_REPO=$VAULT_REPO VAULT_PASSWORD_FILE=$VAULT_PASSWORD_FILE .venv/bin/vault ls latest"

@@ -49,6 +49,7 @@ class Outcome:
     error: str = ""  # scrubbed, one line
     skipped: str = ""  # why nothing needed doing
     interrupted: bool = False
+    summary: str = ""  # what it did, for the log (ids and counts only)
 
     @property
     def advice(self) -> str:
@@ -111,7 +112,7 @@ class JobRunner:
         for line in err.decode(errors="replace").splitlines():
             clean = self.scrub(line)
             if line.startswith("vault: error") or line.startswith("vault: internal error"):
-                error = clean.removeprefix("vault: ")
+                error = clean.removeprefix("vault: error: ").removeprefix("vault: ")
             if line.startswith("vault:"):
                 log.info("  %s", clean)
         try:
@@ -148,7 +149,9 @@ class JobRunner:
 
     @staticmethod
     def _outcome(run: _Run) -> Outcome:
-        return Outcome(run.code == 0, run.code, "" if run.code == 0 else run.error)
+        return Outcome(
+            run.code == 0, run.code, "" if run.code == 0 else run.error, summary=_summary(run.doc)
+        )
 
     def _pre_hook(self) -> Outcome | None:
         hook = self.backup_policy.pre_hook
@@ -243,3 +246,20 @@ class JobRunner:
         if not forgot.ok or not self.schedule.extend_object_lock:
             return forgot
         return self._outcome(self.vault("object-lock", "extend"))
+
+
+def _summary(doc: Any) -> str:
+    """A line for the log from a job's JSON: ids, counts, outcome — never a path."""
+    if not isinstance(doc, dict):
+        return ""
+    if "snapshot_id" in doc and "stats" in doc:
+        stats = doc["stats"]
+        return (
+            f"snapshot {str(doc['snapshot_id'])[:8]}: {stats['files']} files, "
+            f"{stats['bytes_added']} bytes new"
+        )
+    if "packs_read" in doc:
+        return f"{doc['outcome']}: {doc['packs']} packs, {doc['packs_read']} read back"
+    if "drill_id" in doc:
+        return f"drill {str(doc['drill_id'])[:8]}: {doc.get('result', '?')}"
+    return str(doc.get("outcome", ""))

@@ -127,7 +127,7 @@ class Scheduler:
         if outcome.interrupted:
             log.info("%s: stopped on request; it continues at its next time", job)
         elif outcome.ok:
-            log.info("%s: %s", job, outcome.skipped or "done")
+            log.info("%s: done, %s", job, outcome.skipped or outcome.summary or "ok")
         else:
             log.error("%s: failed with exit code %d: %s", job, outcome.exit_code, outcome.error)
         if not self._stopped:
