@@ -278,3 +278,16 @@ def test_shipped_backup_and_schedule_policies_load() -> None:
     backup = load_backup_policy(shipped)
     schedule, alerts = load_schedule_policy(shipped)
     assert backup.sources and schedule.check_read_percent * 4 >= 100 and not alerts.configured
+
+
+def test_schedule_refuses_to_start_without_sources_or_repository(
+    tmp_path: Path, vault: RunCli
+) -> None:
+    policies = tmp_path / "p"
+    policies.mkdir()
+    (policies / "backup.toml").write_text('[backup]\nrepository = "/nowhere"\n')
+    result = vault("schedule", "run", "--policy-dir", policies)
+    assert result.code == 2 and "names no sources" in result.err
+    (policies / "backup.toml").write_text('[backup]\nsources = ["/srv"]\n')
+    result = vault("schedule", "run", "--policy-dir", policies)
+    assert result.code == 2 and "no repository" in result.err

@@ -115,11 +115,15 @@ def cmd_schedule_run(args: argparse.Namespace) -> int:
     backup_policy = load_backup_policy(directory)
     schedule_policy, alert_policy = load_schedule_policy(directory)
     drill_policy = load_drill_policy(directory)
+    env = _child_env(args)
+    where = f"{directory / 'backup.toml'}" if directory else "backup.toml (--policy-dir)"
+    if not backup_policy.sources and args.once in (None, "backup"):
+        raise UsageError(f"{where} names no sources: say what to back up (policies/backup.toml)")
+    if not (backup_policy.repository or env.get("VAULT_REPO")):
+        raise UsageError(f"no repository: set repository in {where}, --repo or $VAULT_REPO")
     log = _setup_logging(schedule_policy.log_file)
     scrub = _scrubber(alert_policy)
-    runner = JobRunner(
-        backup_policy, schedule_policy, drill_policy, directory, scrub, _child_env(args)
-    )
+    runner = JobRunner(backup_policy, schedule_policy, drill_policy, directory, scrub, env)
     alerter = Alerter(alert_policy)
 
     def alert(job: str, kind: str, error: str, advice: str) -> None:
