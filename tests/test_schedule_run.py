@@ -159,6 +159,7 @@ def test_failed_job_alerts_by_command_webhook_and_mail_without_secrets_or_paths(
         repo,
         [archive],
         backup_extra='pre_hook = "sleep 30"\npre_hook_timeout_seconds = 1\n',
+        schedule_extra=f"log_file = {json.dumps(str(tmp_path / 'vault.log'))}\n",
         alerts=(
             f"command = {json.dumps(catcher)}\n"
             f"webhook_url = {json.dumps(url)}\n"
@@ -175,7 +176,9 @@ def test_failed_job_alerts_by_command_webhook_and_mail_without_secrets_or_paths(
 
     from_command = json.loads(received.read_text())
     assert len(posted) == 1 and len(mails) == 1
-    for text in (json.dumps(from_command), json.dumps(posted[0]), mails[0], result.err):
+    log_file = (tmp_path / "vault.log").read_text()
+    assert log_file.count("backup: failed") == 2 and "sent through 3 channel(s)" in log_file
+    for text in (json.dumps(from_command), json.dumps(posted[0]), mails[0], result.err, log_file):
         assert PASSWORD not in text and "smtp-pa55word" not in text and "T0K3N" not in text
         assert str(tmp_path) not in text and str(archive) not in text
     for alert in (from_command, posted[0]):
