@@ -84,7 +84,7 @@ class _Checker:
             try:
                 payload = self.repo.open_object(sealing.Kind.INDEX, key)
                 for pack, entries in index.decode(payload, name=key):
-                    self.repo.index.add_pack(pack, entries)
+                    self.repo.index.load_pack(pack, entries)
             except VaultError as exc:
                 self.add(key, f"unreadable index object: {exc}")
         self.repo.index.freeze()

@@ -6,14 +6,12 @@ Index objects are sealed; their payload (docs/format.md, "Index"):
     u32 entry count  | per entry: type (1) | blob id (32) | pack number (u32) | offset (u32)
                                 | length (u32) | raw length (u32)
 
-In memory, blob ids live in one sorted bytes buffer (32 bytes each) searched by bisection, and
-their locations in a parallel array of five 32-bit ints: 52 bytes per blob instead of the ~250 a
-dict of tuples costs. Blobs added during a run sit in a small dict until `freeze`.
+In memory: 49 bytes per blob in one sorted buffer (below) instead of the ~250 a dict of tuples
+costs. Blobs added during a run sit in a small dict until `freeze`.
 """
 
 from __future__ import annotations
 
-import bisect
 import struct
 from array import array
 from collections.abc import Iterable, Iterator
@@ -28,14 +26,14 @@ _ENTRY = struct.Struct(">B32sIIII")
 ID_LEN = 32
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PackInfo:
     id: str
     epoch: int
     salt: bytes
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Location:
     pack: PackInfo
     entry: PackEntry
@@ -76,61 +74,124 @@ def decode(payload: bytes, *, name: str) -> list[tuple[PackInfo, list[PackEntry]
     return packs
 
 
-class _SortedIds:
-    """A read-only sequence view of the sorted id buffer, for bisect."""
+# In memory: 256 bytes buffers (one per first byte of the blob id) of fixed 49-byte records
+# sorted by id, and a table of where each second byte starts inside its buffer (ids are keyed
+# MACs: uniform), so a lookup bisects ~N/65536 records. Loading appends records to 256
+# byte-arrays and `freeze` sorts one of them at a time: even 10 million blobs never exist as
+# Python objects at once, and no second copy of the whole index is ever made.
+_RECORD = struct.Struct(">32sIIIIB")  # id | pack number | offset | length | raw length | type
+_META = struct.Struct(">IIIIB")
+REC = _RECORD.size
+_ROW = 257  # start offsets per first byte: 256 second bytes and the end
 
-    def __init__(self, buffer: bytes) -> None:
-        self._buffer = buffer
 
-    def __len__(self) -> int:
-        return len(self._buffer) // ID_LEN
-
-    def __getitem__(self, i: int) -> bytes:
-        return self._buffer[i * ID_LEN : (i + 1) * ID_LEN]
+def _blob_id(record: bytes) -> bytes:
+    return record[:ID_LEN]
 
 
 class Index:
     def __init__(self) -> None:
-        self._packs: list[PackInfo] = []
-        self._pack_numbers: dict[str, int] = {}
-        self._ids = b""
-        self._meta = array("I")  # per blob: pack number, offset, length, raw length, type
+        # Packs, compactly too (a 10 TB repository has ~600,000): id, epoch and salt in flat
+        # buffers; PackInfo objects are made when asked for.
+        self._pack_ids = bytearray()
+        self._pack_salts = bytearray()
+        self._pack_epochs = array("I")
+        self._pack_numbers: dict[bytes, int] = {}
+        self._buckets: list[bytes] = [b""] * 256
+        self._starts = array("I", bytes(4 * 256 * _ROW))
+        self._frozen = 0
         self._pending: dict[bytes, tuple[int, int, int, int, int]] = {}
+        self._loading: list[bytearray] | None = None
+        self._loaded = 0
 
     def _pack_number(self, pack: PackInfo) -> int:
-        number = self._pack_numbers.get(pack.id)
+        raw = bytes.fromhex(pack.id)
+        number = self._pack_numbers.get(raw)
         if number is None:
-            number = self._pack_numbers[pack.id] = len(self._packs)
-            self._packs.append(pack)
+            number = self._pack_numbers[raw] = len(self._pack_epochs)
+            self._pack_ids += raw
+            self._pack_salts += pack.salt
+            self._pack_epochs.append(pack.epoch)
         return number
 
+    def _pack_info(self, number: int) -> PackInfo:
+        return PackInfo(
+            self._pack_ids[number * 32 : number * 32 + 32].hex(),
+            self._pack_epochs[number],
+            bytes(self._pack_salts[number * 16 : number * 16 + 16]),
+        )
+
     def add_pack(self, pack: PackInfo, entries: Iterable[PackEntry]) -> None:
+        """Add a pack written now: its blobs can be looked up at once (a blob already present
+        keeps its first location)."""
         number = self._pack_number(pack)
         for e in entries:
             if e.id not in self._pending and self._find(e.id) < 0:
                 self._pending[e.id] = (number, e.offset, e.length, e.raw_length, int(e.type))
 
+    def load_pack(self, pack: PackInfo, entries: Iterable[PackEntry]) -> None:
+        """Bulk loading (index objects): compact at once, visible after `freeze`. Where a blob
+        is also present otherwise, the location already present wins, then the first loaded."""
+        number = self._pack_number(pack)
+        if self._loading is None:
+            self._loading = [bytearray() for _ in range(256)]
+        buckets, record = self._loading, _RECORD.pack
+        for e in entries:
+            buckets[e.id[0]] += record(e.id, number, e.offset, e.length, e.raw_length, int(e.type))
+
     def freeze(self) -> None:
-        """Merge pending entries into the sorted arrays (call after bulk loading)."""
-        if not self._pending:
+        """Merge added and loaded blobs into the sorted records."""
+        if not self._pending and self._loading is None:
             return
-        merged: list[tuple[bytes, tuple[int, ...]]] = [
-            (self._ids[i * ID_LEN : (i + 1) * ID_LEN], tuple(self._meta[i * 5 : i * 5 + 5]))
-            for i in range(len(self._ids) // ID_LEN)
-        ]
-        merged.extend(self._pending.items())
-        merged.sort(key=lambda item: item[0])
-        self._ids = b"".join(item[0] for item in merged)
-        self._meta = array("I")
-        for _, meta in merged:
-            self._meta.extend(meta)
-        self._pending = {}
+        pending: list[list[bytes]] = [[] for _ in range(256)]
+        for blob_id, meta in self._pending.items():
+            pending[blob_id[0]].append(_RECORD.pack(blob_id, *meta))
+        loading = self._loading or []
+        for first in range(256):
+            old = self._buckets[first]
+            # In precedence order; the sort is stable, so the first of equal ids is kept.
+            items = [old[i : i + REC] for i in range(0, len(old), REC)] + pending[first]
+            if loading:
+                new = loading[first]
+                items += [bytes(new[i : i + REC]) for i in range(0, len(new), REC)]
+                loading[first] = bytearray()  # free as we go
+            items.sort(key=_blob_id)
+            kept, previous = [], b""
+            for item in items:
+                if item[:ID_LEN] != previous:
+                    kept.append(item)
+                    previous = item[:ID_LEN]
+            self._frozen += len(kept) - len(old) // REC
+            self._buckets[first] = b"".join(kept)
+            self._index_row(first)
+        self._pending, self._loading = {}, None
+
+    def _index_row(self, first: int) -> None:
+        """Where each second id byte starts in bucket `first`."""
+        records, row = self._buckets[first], first * _ROW
+        counts = [0] * _ROW
+        for i in range(1, len(records), REC):
+            counts[records[i] + 1] += 1
+        for c in range(256):
+            counts[c + 1] += counts[c]
+        self._starts[row : row + _ROW] = array("I", counts)
 
     def _find(self, blob_id: bytes) -> int:
-        view = _SortedIds(self._ids)
-        i = bisect.bisect_left(view, blob_id)
-        if i < len(view) and view[i] == blob_id:
-            return i
+        """Record number of blob_id inside its bucket, or -1."""
+        if len(blob_id) != ID_LEN:
+            return -1
+        row = blob_id[0] * _ROW + blob_id[1]
+        lo, hi = self._starts[row], self._starts[row + 1]
+        records = self._buckets[blob_id[0]]
+        while lo < hi:
+            mid = (lo + hi) // 2
+            key = records[mid * REC : mid * REC + ID_LEN]
+            if key < blob_id:
+                lo = mid + 1
+            elif key > blob_id:
+                hi = mid
+            else:
+                return mid
         return -1
 
     def _meta_of(self, blob_id: bytes) -> tuple[int, ...] | None:
@@ -138,7 +199,7 @@ class Index:
         if pending is not None:
             return pending
         i = self._find(blob_id)
-        return None if i < 0 else tuple(self._meta[i * 5 : i * 5 + 5])
+        return None if i < 0 else _META.unpack_from(self._buckets[blob_id[0]], i * REC + ID_LEN)
 
     def __contains__(self, blob_id: object) -> bool:
         return isinstance(blob_id, bytes) and self._meta_of(blob_id) is not None
@@ -148,7 +209,9 @@ class Index:
         if meta is None:
             return None
         number, offset, length, raw, t = meta
-        return Location(self._packs[number], PackEntry(BlobType(t), blob_id, offset, length, raw))
+        return Location(
+            self._pack_info(number), PackEntry(BlobType(t), blob_id, offset, length, raw)
+        )
 
     def __getitem__(self, blob_id: bytes) -> Location:
         location = self.lookup(blob_id)
@@ -157,23 +220,29 @@ class Index:
         return location
 
     def __len__(self) -> int:
-        return len(self._ids) // ID_LEN + len(self._pending)
+        return self._frozen + len(self._pending)
+
+    def memory_bytes(self) -> int:
+        """What the frozen index holds (records and prefix table), for benchmarks."""
+        packs = len(self._pack_ids) + len(self._pack_salts) + 4 * len(self._pack_epochs)
+        return sum(len(b) for b in self._buckets) + 4 * len(self._starts) + packs
 
     def packs(self) -> list[PackInfo]:
-        return list(self._packs)
+        return [self._pack_info(n) for n in range(len(self._pack_epochs))]
 
     def pack(self, pack_id: str) -> PackInfo | None:
-        number = self._pack_numbers.get(pack_id)
-        return None if number is None else self._packs[number]
+        try:
+            number = self._pack_numbers.get(bytes.fromhex(pack_id))
+        except ValueError:
+            return None
+        return None if number is None else self._pack_info(number)
 
     def __iter__(self) -> Iterator[Location]:
-        for i in range(len(self._ids) // ID_LEN):
-            blob_id = self._ids[i * ID_LEN : (i + 1) * ID_LEN]
-            number, offset, length, raw, t = self._meta[i * 5 : i * 5 + 5]
-            yield Location(
-                self._packs[number], PackEntry(BlobType(t), blob_id, offset, length, raw)
-            )
+        infos = self.packs()
+        for records in list(self._buckets):
+            for i in range(0, len(records), REC):
+                blob_id, number, offset, length, raw, t = _RECORD.unpack_from(records, i)
+                yield Location(infos[number], PackEntry(BlobType(t), blob_id, offset, length, raw))
         for blob_id, (number, offset, length, raw, t) in list(self._pending.items()):
-            yield Location(
-                self._packs[number], PackEntry(BlobType(t), blob_id, offset, length, raw)
-            )
+            pack = self._pack_info(number)
+            yield Location(pack, PackEntry(BlobType(t), blob_id, offset, length, raw))

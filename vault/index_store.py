@@ -34,7 +34,7 @@ def index_of(raw: RawIndex, keep: Callable[[PackInfo], bool]) -> Index:
     built = Index()
     for _, pack, entries in raw:
         if keep(pack):
-            built.add_pack(pack, entries)
+            built.load_pack(pack, entries)
     built.freeze()
     return built
 

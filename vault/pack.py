@@ -38,7 +38,7 @@ class BlobType(IntEnum):
     TREE = 1
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PackEntry:
     type: BlobType
     id: bytes

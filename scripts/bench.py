@@ -1,0 +1,285 @@
+#!/usr/bin/env python3
+"""vault against restic and borg on the same synthetic dental archive, in the same run.
+
+Generates (seeded) an archive of about SIZE_GB: CBCT one-file-per-slice series and multi-frame
+volumes (12-bit phantoms with noise: zstd gets 2-3x, not 10x), panoramic and intraoral
+radiographs, photos and a practice-management dump (scripts/make_sample_archive.py, one
+"practice" per seed). Then, RUNS rounds, each tool in turn (the order rotates every round):
+
+    init; initial backup; no-change nightly backup; add a new study and correct a header field
+    of a multi-frame CBCT volume, nightly backup; full restore; single-study restore;
+    check --read-data; repository size
+
+and, unless --no-s3, backup and restore of vault and restic against a SeaweedFS S3 server on
+loopback, with request counts. Medians go to docs/benchmarks.md (between its bench:peers
+markers) with ratios against restic, machine facts, versions and this command line. Also
+measures the primitives (zstd, AES-256-GCM, SHA-256, HMAC-SHA-256, FastCDC) on the same data.
+
+    python scripts/bench.py --size-gb 3 [--runs 2] [--work DIR] [--no-s3] [--out FILE]
+
+Not part of the test suite; `scripts/test.sh` runs it at a tiny size as a smoke test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import pydicom  # noqa: E402
+from bench_peers import TOOLS, Measured, Tool, dir_bytes, ensure_installed  # noqa: E402
+from bench_primitives import primitives  # noqa: E402
+from bench_report import write_report  # noqa: E402
+from make_sample_archive import generate  # noqa: E402
+
+PRACTICE_SCALE = 10.0  # one generated "practice" at this scale is about 150 MB
+
+
+# -- the data ---------------------------------------------------------------------------------
+
+
+def make_archive(data: Path, size_gb: float) -> dict[str, Any]:
+    """Generate practices until the archive reaches size_gb; reuse a complete earlier one."""
+    marker = data / f".complete-{size_gb}"
+    if marker.exists():
+        return json.loads(marker.read_text())  # type: ignore[no-any-return]
+    shutil.rmtree(data, ignore_errors=True)
+    data.mkdir(parents=True)
+    target, total, seed, started = size_gb * 1e9, 0, 0, time.perf_counter()
+    scale = PRACTICE_SCALE if size_gb >= 0.5 else max(0.2, size_gb * 20)
+    while total < target:
+        seed += 1
+        manifest = generate(data / f"practice{seed:03d}", seed=1000 + seed, scale=scale)
+        total += manifest["bytes"]
+    files = sum(1 for p in data.rglob("*") if p.is_file())
+    info = {
+        "bytes": total,
+        "files": files,
+        "practices": seed,
+        "generate_seconds": round(time.perf_counter() - started, 1),
+    }
+    marker.write_text(json.dumps(info))
+    print(f"archive: {total / 1e9:.2f} GB in {files} files ({seed} practices)", file=sys.stderr)
+    return info
+
+
+class Change:
+    """The nightly change: a new study arrives, and a patient's name is corrected in the header
+    of an existing multi-frame CBCT volume (pixel data unchanged). Undone after each tool."""
+
+    def __init__(self, data: Path, staging: Path) -> None:
+        self.data = data
+        self.new_study = staging / "new-study"
+        if not self.new_study.exists():
+            generate(self.new_study, seed=99, scale=1.0)
+        volumes = sorted(data.glob("practice*/imaging/DEMO-0002/*_CT/IMG0001.dcm"))
+        self.volume = volumes[0]
+        self.pristine = staging / "pristine-volume.dcm"
+        shutil.copy2(self.volume, self.pristine)
+        self.arrived = data / "practice000-new"
+        self.study_bytes = dir_bytes(self.new_study)
+
+    def apply(self) -> None:
+        shutil.copytree(self.new_study, self.arrived)
+        ds = pydicom.dcmread(self.volume)
+        ds.PatientName = "DEMO^BOB^CORRECTED"
+        ds.save_as(self.volume)
+
+    def undo(self) -> None:
+        shutil.rmtree(self.arrived)
+        shutil.copy2(self.pristine, self.volume)
+
+
+def single_study(data: Path) -> str:
+    """The largest one-file-per-slice CBCT series: what a dentist asks for first."""
+    series = [p for p in data.glob("practice*/imaging/DEMO-0001/*_CT") if p.is_dir()]
+    return str(max(series, key=dir_bytes))
+
+
+# -- one round of one tool --------------------------------------------------------------------
+
+
+def _record(results: dict[str, list[float]], name: str, m: Measured, size: int = 0) -> None:
+    results[f"{name}_seconds"].append(m.seconds)
+    results[f"{name}_cpu_seconds"].append(m.cpu_seconds)
+    results[f"{name}_peak_rss_bytes"].append(m.peak_rss_bytes)
+    if size:
+        results[f"{name}_mb_per_s"].append(size / m.seconds / 1e6)
+
+
+def run_local(
+    tool: Tool,
+    repo: Path,
+    data: Path,
+    info: dict[str, Any],
+    change: Change,
+    study: str,
+    scratch: Path,
+    results: dict[str, list[float]],
+) -> None:
+    shutil.rmtree(repo, ignore_errors=True)
+    tool.init()
+    size = int(info["bytes"])
+    _record(results, "initial_backup", tool.backup(data), size)
+    _record(results, "nightly_nochange", tool.backup(data))
+    before = dir_bytes(repo)
+    change.apply()
+    try:
+        changed = tool.backup(data)
+    finally:
+        change.undo()
+    _record(results, "nightly_change", changed)
+    results["nightly_change_repo_growth_bytes"].append(dir_bytes(repo) - before)
+    added = tool.added_bytes(changed)
+    if added is not None:
+        results["nightly_change_reported_added_bytes"].append(added)
+    target = scratch / "restore"
+    shutil.rmtree(target, ignore_errors=True)
+    _record(results, "full_restore", tool.restore(target), size)
+    shutil.rmtree(target)
+    study_bytes = dir_bytes(Path(study))
+    _record(results, "study_restore", tool.restore(target, include=study), study_bytes)
+    restored = target / study.lstrip("/")
+    if dir_bytes(restored) != study_bytes:
+        raise RuntimeError(f"{tool.name} restored {dir_bytes(restored)} of {study_bytes} bytes")
+    shutil.rmtree(target)
+    _record(results, "check_read_data", tool.check_read_data())
+    results["repository_bytes"].append(dir_bytes(repo))
+
+
+# -- S3 ----------------------------------------------------------------------------------------
+
+
+def run_s3(
+    names: list[str], data: Path, info: dict[str, Any], scratch: Path, runs: int
+) -> dict[str, Any]:
+    from tests.faultproxy import FaultProxy
+    from tests.s3server import start_server
+
+    shutil.rmtree(scratch / "seaweedfs", ignore_errors=True)
+    server = start_server(scratch / "seaweedfs")
+    out: dict[str, Any] = {}
+    try:
+        client = server.client()
+        host, port = server.endpoint.removeprefix("http://").split(":")
+        for name in [n for n in names if n in ("vault", "restic")]:
+            results: dict[str, list[float]] = defaultdict(list)
+            for r in range(runs + 1):
+                # The last pass goes through a counting proxy (slower: counts only).
+                proxy = FaultProxy(host, int(port)) if r == runs else None
+                endpoint = proxy.endpoint if proxy else server.endpoint
+                bucket = f"bench-{name}-{r}"
+                client.create_bucket(Bucket=bucket)
+                env = {**os.environ, **server.env(), "AWS_ENDPOINT_URL_S3": endpoint}
+                repo = f"s3://{bucket}/repo" if name == "vault" else f"s3:{endpoint}/{bucket}/repo"
+                tool = TOOLS[name](repo, env)
+                tool.init()
+                counted = proxy.requests if proxy else 0
+                backup = tool.backup(data)
+                if proxy:
+                    results["backup_requests"].append(proxy.requests - counted)
+                    counted = proxy.requests
+                else:
+                    _record(results, "backup", backup, int(info["bytes"]))
+                target = scratch / "s3-restore"
+                shutil.rmtree(target, ignore_errors=True)
+                restore = tool.restore(target)
+                shutil.rmtree(target)
+                if proxy:
+                    results["restore_requests"].append(proxy.requests - counted)
+                    proxy.close()
+                else:
+                    _record(results, "restore", restore, int(info["bytes"]))
+            out[name] = {k: statistics.median(v) for k, v in results.items()}
+    finally:
+        server.stop()
+    return out
+
+
+# -- main -------------------------------------------------------------------------------------
+
+
+def machine() -> dict[str, str]:
+    cpu = "unknown"
+    with open("/proc/cpuinfo", encoding="utf-8") as handle:
+        for line in handle:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return {
+        "cpu": cpu,
+        "cores": str(os.cpu_count()),
+        "memory": f"{mem / 2**30:.0f} GiB",
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size-gb", type=float, default=3.0)
+    parser.add_argument("--runs", type=int, default=2, help="rounds per tool (median reported)")
+    parser.add_argument("--tools", default="vault,restic,borg")
+    parser.add_argument("--work", type=Path, default=Path("/var/tmp/vault-bench"))
+    parser.add_argument("--no-s3", action="store_true")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    parser.add_argument("--json", type=Path, help="also write every measurement here")
+    args = parser.parse_args(argv)
+    names = [n.strip() for n in args.tools.split(",") if n.strip()]
+    ensure_installed(names)
+    work = args.work
+    work.mkdir(parents=True, exist_ok=True)
+    info = make_archive(work / "data", args.size_gb)
+    data = work / "data"
+    change = Change(data, work / "staging")
+    study = single_study(data)
+    env = dict(os.environ)
+    env.pop("VAULT_TEST_FAST_KDF", None)
+    per_tool: dict[str, dict[str, list[float]]] = {n: defaultdict(list) for n in names}
+    versions: dict[str, str] = {}
+    for r in range(args.runs):
+        order = names[r % len(names) :] + names[: r % len(names)]
+        for name in order:
+            repo = work / "repos" / name
+            tool = TOOLS[name](str(repo), env)
+            versions[name] = tool.version()
+            print(f"round {r + 1}/{args.runs}: {name}", file=sys.stderr)
+            run_local(tool, repo, data, info, change, study, work, per_tool[name])
+            shutil.rmtree(repo)
+    s3 = {} if args.no_s3 else run_s3(names, data, info, work, args.runs)
+    prims = primitives(data)
+    medians = {n: {k: statistics.median(v) for k, v in r.items()} for n, r in per_tool.items()}
+    document = {
+        "command": "python scripts/bench.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "machine": machine(),
+        "versions": versions,
+        "archive": info
+        | {"study_bytes": dir_bytes(Path(study)), "new_study_bytes": change.study_bytes},
+        "runs": args.runs,
+        "local": medians,
+        "raw": {n: dict(r) for n, r in per_tool.items()},
+        "s3": s3,
+        "primitives": prims,
+    }
+    if args.json:
+        args.json.write_text(json.dumps(document, indent=2))
+    write_report(args.out, document)
+    print(f"wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,145 @@
+"""docs/benchmarks.md from a bench.py run: the generated part lives between markers, so the
+hand-written analysis around it survives a re-run."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+START, END = "<!-- bench:peers:start -->", "<!-- bench:peers:end -->"
+
+# (key, label, unit, better): better "high" for rates, "low" for times, sizes and memory.
+ROWS = [
+    ("initial_backup_mb_per_s", "initial backup", "MB/s", "high"),
+    ("initial_backup_seconds", "initial backup", "s", "low"),
+    ("initial_backup_cpu_seconds", "initial backup CPU", "s", "low"),
+    ("initial_backup_peak_rss_bytes", "initial backup peak RSS", "MiB", "low"),
+    ("nightly_nochange_seconds", "nightly backup, nothing changed", "s", "low"),
+    ("nightly_change_seconds", "nightly backup, new study + header edit", "s", "low"),
+    ("nightly_change_repo_growth_bytes", "repository growth from that change", "MB", "low"),
+    ("full_restore_mb_per_s", "full restore", "MB/s", "high"),
+    ("full_restore_seconds", "full restore", "s", "low"),
+    ("full_restore_peak_rss_bytes", "full restore peak RSS", "MiB", "low"),
+    ("study_restore_seconds", "single-study restore (largest CBCT series)", "s", "low"),
+    ("check_read_data_seconds", "check, reading all data", "s", "low"),
+    ("repository_bytes", "repository size", "MB", "low"),
+]
+
+TARGETS = [
+    ("initial backup throughput", "initial_backup_mb_per_s", "high", 1.5),
+    ("no-change nightly backup time", "nightly_nochange_seconds", "low", 1.0),
+    ("full restore throughput", "full_restore_mb_per_s", "high", 1.5),
+    ("repository size", "repository_bytes", "low", 1.0),
+    ("peak RSS (initial backup)", "initial_backup_peak_rss_bytes", "low", 1.0),
+]
+
+
+def _value(value: float | None, unit: str) -> str:
+    if value is None:
+        return "-"
+    if unit == "MiB":
+        return f"{value / 2**20:.0f}"
+    if unit == "MB":
+        return f"{value / 1e6:.1f}"
+    return f"{value:.2f}" if value < 10 else f"{value:.1f}"
+
+
+def _ratio(vault: float | None, restic: float | None, better: str) -> str:
+    """How many times better vault is (>1: vault ahead)."""
+    if not vault or not restic:
+        return "-"
+    return f"{(vault / restic if better == 'high' else restic / vault):.2f}x"
+
+
+def render(doc: dict[str, Any]) -> str:
+    local, names = doc["local"], list(doc["local"])
+    m, a = doc["machine"], doc["archive"]
+    out = [
+        START,
+        f"## Results: {dt.date.today().isoformat()}, {a['bytes'] / 1e9:.2f} GB, "
+        f"median of {doc['runs']} runs",
+        "",
+        f"Reproduce: `{doc['command']}`",
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory']} RAM, {m['os']}, Python "
+        f"{m['python']}. Versions: " + ", ".join(f"{v}" for v in doc["versions"].values()) + ".",
+        "",
+        f"Archive: {a['files']} files in {a['practices']} synthetic practices; the single study "
+        f"restored is {a['study_bytes'] / 1e6:.1f} MB; the nightly change adds a "
+        f"{a['new_study_bytes'] / 1e6:.1f} MB study and rewrites one multi-frame volume's header.",
+        "",
+        "| measurement | unit | " + " | ".join(names) + " | vault vs restic |",
+        "|---|---|" + "---|" * len(names) + "---|",
+    ]
+    for key, label, unit, better in ROWS:
+        values = [local[n].get(key) for n in names]
+        ratio = _ratio(local.get("vault", {}).get(key), local.get("restic", {}).get(key), better)
+        out.append(
+            f"| {label} | {unit} | " + " | ".join(_value(v, unit) for v in values) + f" | {ratio} |"
+        )
+    out += ["", '"vault vs restic" is how many times better vault is (above 1: vault ahead).', ""]
+    if "vault" in local and "restic" in local:
+        out += [
+            "| target (vault vs restic, same run) | needed | measured | met |",
+            "|---|---|---|---|",
+        ]
+        for label, key, better, needed in TARGETS:
+            v, r = local["vault"].get(key), local["restic"].get(key)
+            if not v or not r:
+                continue
+            got = v / r if better == "high" else r / v
+            out.append(
+                f"| {label} | {needed:.1f}x | {got:.2f}x | {'yes' if got >= needed else 'NO'} |"
+            )
+        out.append("")
+    p = doc["primitives"]
+    out += [
+        f"Primitives, one core, on {p['sample_bytes'] / 1e6:.0f} MB of the archive's DICOM "
+        f"(zstd ratio {p['zstd_ratio']}):",
+        "",
+        "| step | MB/s |",
+        "|---|---|",
+    ]
+    out += [f"| {k} | {v} |" for k, v in p["single_core_mb_per_s"].items()]
+    vault_rate = local.get("vault", {}).get("initial_backup_mb_per_s")
+    share = (
+        f" — vault's initial backup reaches {vault_rate / p['pipeline_ceiling_mb_per_s']:.0%} of it"
+        if vault_rate
+        else ""
+    )
+    out += [
+        "",
+        "Every byte passes all of these once: one core could do "
+        f"{p['pipeline_one_core_mb_per_s']} MB/s; {p['cores']} perfectly parallel cores "
+        f"{p['pipeline_ceiling_mb_per_s']} MB/s{share}.",
+        "",
+    ]
+    if doc["s3"]:
+        out += [
+            "S3 (SeaweedFS on loopback, same machine):",
+            "",
+            "| | backup MB/s | restore MB/s | backup requests | restore requests |",
+            "|---|---|---|---|---|",
+        ]
+        for name, r in doc["s3"].items():
+            out.append(
+                f"| {name} | {_value(r.get('backup_mb_per_s'), 'MB/s')} | "
+                f"{_value(r.get('restore_mb_per_s'), 'MB/s')} | "
+                f"{r.get('backup_requests', 0):.0f} | {r.get('restore_requests', 0):.0f} |"
+            )
+        out.append("")
+    out.append(END)
+    return "\n".join(out)
+
+
+def write_report(path: Path, doc: dict[str, Any]) -> None:
+    section = render(doc)
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    if START in text and END in text:
+        before, rest = text.split(START, 1)
+        after = rest.split(END, 1)[1]
+        text = before + section + after
+    else:
+        text = (text or "# Benchmarks\n\n") + "\n" + section + "\n"
+    path.write_text(text, encoding="utf-8")

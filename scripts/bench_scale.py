@@ -1,0 +1,179 @@
+#!/usr/bin/env python3
+"""Scale without memory growth: the blob index at millions of chunks, and a backup of a
+million tiny files.
+
+    python scripts/bench_scale.py index [--chunks 10000000]
+    python scripts/bench_scale.py files [--files 1000000] [--work DIR]
+
+`index` builds the in-memory index the way opening a repository does (index objects decoded
+and bulk-loaded, then frozen), then measures lookups of present and absent ids and the resident
+memory per chunk (from /proc: what the process really holds, not what the structure claims).
+`files` writes FILES small files (100 B – 4 KiB, 1000 per directory) and times `vault backup` of
+them (first and no-change), with the peak RSS of the vault process. Results are printed as JSON
+and can be pasted into docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import json
+import os
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from bench_peers import PASSWORD, measure  # noqa: E402
+
+from vault.index import Index, PackInfo, decode, encode  # noqa: E402
+from vault.pack import BlobType, PackEntry  # noqa: E402
+
+BLOBS_PER_PACK = 20  # 16 MiB packs of ~0.8 MiB chunks
+PACKS_PER_INDEX_OBJECT = 500  # a checkpoint's worth
+
+
+def _rss() -> int:
+    with open("/proc/self/status", encoding="ascii") as handle:
+        for line in handle:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def _trimmed_rss() -> int:
+    """RSS after glibc returns free heap pages (what is fragmentation, what is held)."""
+    import ctypes
+
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    return _rss()
+
+
+def _hwm() -> int:
+    with open("/proc/self/status", encoding="ascii") as handle:
+        for line in handle:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def bench_index(chunks: int) -> dict[str, Any]:
+    rng = random.Random(1)
+    gc.collect()
+    base = _rss()
+    index = Index()
+    started = time.perf_counter()
+    sample: list[bytes] = []
+    made = 0
+    while made < chunks:
+        packs = []
+        for _ in range(PACKS_PER_INDEX_OBJECT):
+            if made >= chunks:
+                break
+            info = PackInfo(rng.randbytes(32).hex(), 1, rng.randbytes(16))
+            entries = [
+                PackEntry(BlobType.DATA, rng.randbytes(32), 24 + i * 800_000, 400_000, 800_000)
+                for i in range(min(BLOBS_PER_PACK, chunks - made))
+            ]
+            made += len(entries)
+            packs.append((info, entries))
+        if len(sample) < 100_000:
+            sample.extend(e.id for _, entries in packs for e in entries[:2])
+        # As opening a repository does: one encoded index object at a time.
+        for info, entries in decode(encode(packs), name="bench"):
+            index.load_pack(info, entries)
+    loaded = time.perf_counter()
+    index.freeze()
+    frozen = time.perf_counter()
+    gc.collect()
+    resident = _rss() - base
+    trimmed = _trimmed_rss() - base
+    present = sample[:100_000]
+    absent = [rng.randbytes(32) for _ in range(100_000)]
+    t0 = time.perf_counter()
+    found = sum(1 for blob_id in present if blob_id in index)
+    t1 = time.perf_counter()
+    missing = sum(1 for blob_id in absent if blob_id not in index)
+    t2 = time.perf_counter()
+    assert found == len(present) and missing == len(absent)
+    return {
+        "chunks": len(index),
+        "packs": len(index.packs()),
+        "load_seconds": round(loaded - started, 1),
+        "freeze_seconds": round(frozen - loaded, 1),
+        "index_bytes_per_chunk": round(index.memory_bytes() / len(index), 1),
+        "resident_bytes_per_chunk": round(resident / len(index), 1),
+        "resident_after_malloc_trim_bytes_per_chunk": round(trimmed / len(index), 1),
+        "peak_resident_mib": round(_hwm() / 2**20),
+        "lookups_per_second_present": round(len(present) / (t1 - t0)),
+        "lookups_per_second_absent": round(len(absent) / (t2 - t1)),
+    }
+
+
+def make_tiny_files(root: Path, count: int) -> None:
+    marker = root / f".complete-{count}"
+    if marker.exists():
+        return
+    rng = random.Random(2)
+    for d in range(0, count, 1000):
+        directory = root / f"d{d // 1000:05d}"
+        directory.mkdir(parents=True, exist_ok=True)
+        for i in range(min(1000, count - d)):
+            (directory / f"f{i:04d}.txt").write_bytes(rng.randbytes(rng.randrange(100, 4096)))
+    marker.write_text("")
+
+
+def bench_files(count: int, work: Path) -> dict[str, Any]:
+    source = work / f"tiny-{count}"
+    started = time.perf_counter()
+    make_tiny_files(source, count)
+    made = time.perf_counter() - started
+    repo = work / "tiny-repo"
+    env = dict(os.environ, VAULT_REPO=str(repo), VAULT_PASSWORD=PASSWORD)
+    env.pop("VAULT_TEST_FAST_KDF", None)
+    if repo.exists():
+        import shutil
+
+        shutil.rmtree(repo)
+    vault = [sys.executable, "-m", "vault"]
+    measure([*vault, "init", "--json"], env)
+    first = measure([*vault, "backup", str(source), "--json", "--quiet"], env)
+    again = measure([*vault, "backup", str(source), "--json", "--quiet"], env)
+    return {
+        "files": count,
+        "make_seconds": round(made, 1),
+        "first_backup_seconds": round(first.seconds, 1),
+        "first_backup_files_per_second": round(count / first.seconds),
+        "first_backup_peak_rss_mib": round(first.peak_rss_bytes / 2**20),
+        "nochange_backup_seconds": round(again.seconds, 1),
+        "nochange_backup_peak_rss_mib": round(again.peak_rss_bytes / 2**20),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="what", required=True)
+    i = sub.add_parser("index")
+    i.add_argument("--chunks", type=int, default=10_000_000)
+    f = sub.add_parser("files")
+    f.add_argument("--files", type=int, default=1_000_000)
+    f.add_argument("--work", type=Path, default=Path("/var/tmp/vault-bench"))
+    args = parser.parse_args()
+    if args.what == "index":
+        result = bench_index(args.chunks)
+    else:
+        args.work.mkdir(parents=True, exist_ok=True)
+        result = bench_files(args.files, args.work)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
