@@ -40,6 +40,11 @@ from vault.snapshot import Snapshot, SnapshotStats
 from vault.tree import DIR, FILE, SYMLINK, Node, Tree
 from vault.writer import BlobWriter
 
+# Chunks handed to the workers but not yet stored, per worker: enough that the walk (reading,
+# hashing, cutting, parsing DICOM headers) never waits on one slow chunk, few enough that
+# memory stays bounded by the pipeline, not the file size (~1 MiB each).
+IN_FLIGHT_PER_WORKER = 4
+
 
 @dataclass(frozen=True)
 class BackupOptions:
@@ -65,6 +70,26 @@ class BackupResult:
     skipped_special: list[str] = field(default_factory=list)
     packs_written: int = 0
     catalog: Catalog | None = None
+
+
+@dataclass
+class _Pending:
+    """A file node whose chunks are still being stored. The walk goes on to the next file
+    at once; chunk ids are collected only when the directory's tree is written, so small
+    files (one chunk each) do not serialize the walk and the workers."""
+
+    node: Node
+    futures: list[Future[bytes]]
+
+    def resolve(self) -> Node:
+        return replace(self.node, chunks=tuple(f.result().hex() for f in self.futures))
+
+
+Entry = Node | _Pending
+
+
+def _resolved(entries: list[Entry]) -> tuple[Node, ...]:
+    return tuple(e.resolve() if isinstance(e, _Pending) else e for e in entries)
 
 
 @dataclass
@@ -99,7 +124,7 @@ class _Job:
         self.unstable: list[Problem] = []
         self.special: list[str] = []
         self.pool = ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="chunk")
-        self.in_flight = threading.BoundedSemaphore(2 * options.workers)
+        self.in_flight = threading.BoundedSemaphore(IN_FLIGHT_PER_WORKER * options.workers)
         # A local repository inside a source would back up its own growing packs.
         self.skip_paths: set[bytes] = set()
         local_root = repo.storage.local_root()
@@ -119,7 +144,7 @@ class _Job:
         )
 
     def save_dir(self, path: bytes, st: os.stat_result, parent: Tree | None) -> str:
-        nodes: list[Node] = []
+        nodes: list[Entry] = []
         try:
             with os.scandir(path) as it:
                 names = sorted(entry.name for entry in it)
@@ -139,11 +164,11 @@ class _Job:
             if node is not None:
                 nodes.append(node)
         self.counters.dirs += 1
-        return self.writer.add(BlobType.TREE, Tree(tuple(nodes)).to_bytes()).hex()
+        return self.writer.add(BlobType.TREE, Tree(_resolved(nodes)).to_bytes()).hex()
 
     def save_entry(
         self, path: bytes, name: bytes, st: os.stat_result, old: Node | None
-    ) -> Node | None:
+    ) -> Entry | None:
         self.stop_if_asked()
         base = dict(
             name=name,
@@ -192,7 +217,7 @@ class _Job:
 
     def save_file(
         self, path: bytes, st: os.stat_result, old: Node | None, base: dict[str, object]
-    ) -> Node | None:
+    ) -> Entry | None:
         self.counters.files += 1
         self.counters.bytes += st.st_size
         if old is not None and self.unchanged(st, old):
@@ -213,7 +238,7 @@ class _Job:
             self.counters.files_changed += 1
         return node
 
-    def read_file(self, path: bytes, st: os.stat_result, base: dict[str, object]) -> Node:
+    def read_file(self, path: bytes, st: os.stat_result, base: dict[str, object]) -> _Pending:
         sha = hashlib.sha256()
         futures: list[Future[bytes]] = []
         flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NOCTTY", 0)
@@ -240,7 +265,6 @@ class _Job:
                 self.in_flight.acquire()
                 futures.append(self.pool.submit(self._store_chunk, chunk))
             after = os.fstat(handle.fileno())
-        chunk_ids = tuple(f.result().hex() for f in futures)
         unstable = (
             total != st.st_size
             or after.st_size != st.st_size
@@ -250,16 +274,17 @@ class _Job:
         if unstable:
             self.unstable.append(Problem(os.fsdecode(path), "changed while it was being read"))
         self.catalog.add_read(os.fsdecode(path), head, total)
-        return Node(
+        node = Node(
             type=FILE,
             size=total,
             inode=st.st_ino,
             ctime_ns=st.st_ctime_ns,
-            chunks=chunk_ids,
+            chunks=(),
             sha256=sha.hexdigest(),
             unstable=unstable,
             **base,  # type: ignore[arg-type]
         )
+        return _Pending(node, futures)
 
     def _store_chunk(self, chunk: bytes) -> bytes:
         try:
@@ -287,7 +312,7 @@ class _Job:
         return self.save_virtual(b"/", layout_tree, parent_root)
 
     def save_virtual(self, path: bytes, mapping: dict[bytes, object], old: Tree | None) -> str:
-        nodes: list[Node] = []
+        nodes: list[Entry] = []
         for name in sorted(mapping):
             child = os.path.join(path, name)
             old_node = old.get(name) if old else None
@@ -314,7 +339,7 @@ class _Job:
                     subtree=subtree,
                 )
             )
-        return self.writer.add(BlobType.TREE, Tree(tuple(nodes)).to_bytes()).hex()
+        return self.writer.add(BlobType.TREE, Tree(_resolved(nodes)).to_bytes()).hex()
 
 
 def _total_size(sources: list[bytes], excluded: Callable[[bytes], bool]) -> int:

@@ -26,6 +26,8 @@ import pydicom
 import pydicom.config
 from pydicom.errors import InvalidDicomError
 
+from vault import dicomscan
+
 # Reading a header must never print: pydicom's validation warnings quote element values, and
 # those can be patient identifiers. Values are taken as they are; nothing here validates DICOM.
 pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
@@ -70,6 +72,23 @@ def read_header(head: bytes) -> FileHeader | None:
     ValueError when it claims to be DICOM but cannot be parsed."""
     if not looks_like_dicom(head):
         return None
+    fast = dicomscan.scan(head)
+    if fast is not None:
+        return FileHeader(
+            study_uid=fast["study_uid"],
+            patient_id=fast.get("patient_id", ""),
+            patient_name=fast.get("patient_name", ""),
+            birth_date=fast.get("birth_date", ""),
+            study_date=fast.get("study_date", ""),
+            modality=fast.get("modality", ""),
+            accession=fast.get("accession", ""),
+            description=fast.get("description", ""),
+        )
+    return parse_with_pydicom(head)
+
+
+def parse_with_pydicom(head: bytes) -> FileHeader:
+    """The general path (and the fast path's oracle in tests): any header pydicom reads."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

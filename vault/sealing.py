@@ -64,7 +64,7 @@ def seal(
     salt = crypto.random_bytes(crypto.SALT_BYTES)
     nonce = crypto.random_bytes(crypto.NONCE_BYTES)
     header = _HEADER.pack(MAGIC, int(kind), epoch, salt, nonce)
-    encoding, body = compression.compress(payload, compress_level)
+    encoding, body = compression.compress(payload, compress_level, planes=False)
     key = crypto.subkey(keys.epoch_key(epoch), salt, _info(kind))
     sealed = crypto.Aead(key).seal(nonce, bytes([encoding]) + body, header + object_id.encode())
     return header + sealed
