@@ -1,6 +1,6 @@
 """The backup job: walk source paths, save new content, write a snapshot.
 
-Pipeline: the walking thread reads each file in 8 MiB blocks, hashes it (SHA-256 of the whole
+Pipeline: the walking thread reads each file in 4 MiB blocks, hashes it (SHA-256 of the whole
 file) and cuts chunks; a pool of workers computes chunk ids, compresses and seals new chunks
 into packs; upload threads write full packs. Everything that releases the GIL (hashing, zstd,
 AES-GCM, file and network I/O) overlaps. At most `2 * workers` chunks are in flight, so memory

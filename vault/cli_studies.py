@@ -12,7 +12,6 @@ from pathlib import Path
 from vault import audit, ids
 from vault.cli_support import open_repo, opt, record_audit
 from vault.errors import UsageError, VaultError
-from vault.export import PIXEL_WARNING, export_study
 from vault.output import emit_json, human_bytes, table
 from vault.studies import StudyFilter, find_studies, parse_date, select_studies
 
@@ -134,6 +133,9 @@ def cmd_studies(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    # Imported here: de-identification needs all of pydicom, which other commands never load.
+    from vault.export import PIXEL_WARNING, export_study
+
     if not args.deidentify:
         raise UsageError(
             "vault export only makes de-identified copies (--deidentify); to get the original "

@@ -7,6 +7,7 @@ as "name_b64" so it survives byte for byte. Hashes and chunk ids are lowercase h
 from __future__ import annotations
 
 import base64
+import functools
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -98,11 +99,13 @@ class Tree:
             raise ValueError(f"unsupported tree version {doc.get('version')!r}")
         return cls(tuple(Node.from_json(n) for n in doc["nodes"]))
 
+    @functools.cached_property
+    def _by_name(self) -> dict[bytes, Node]:
+        return {node.name: node for node in self.nodes}
+
     def get(self, name: bytes) -> Node | None:
-        for node in self.nodes:
-            if node.name == name:
-                return node
-        return None
+        # A backup asks once per entry: a dict, not a scan (600-slice series directories).
+        return self._by_name.get(name)
 
 
 def _bytes_field(key: str, value: bytes) -> dict[str, Any]:

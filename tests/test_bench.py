@@ -1,0 +1,59 @@
+"""scripts/bench.py at a tiny size: the comparison runs end to end and writes its report.
+
+Speed is never asserted here (DESIGN: benchmarks report ratios, tests check behaviour); this
+only proves the benchmark a user runs still works, with the real restic and borg."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.skipif(
+    shutil.which("restic") is None or shutil.which("borg") is None,
+    reason="restic and borg are installed by scripts/test.sh on Debian; not here",
+)
+def test_benchmark_smoke_run_writes_the_comparison(tmp_path: Path) -> None:
+    out = tmp_path / "benchmarks.md"
+    out.write_text(
+        "# Benchmarks\n\nhand-written text\n\n<!-- bench:peers:start -->\nold\n"
+        "<!-- bench:peers:end -->\n\nmore text\n"
+    )
+    result = subprocess.run(
+        [
+            sys.executable,
+            "scripts/bench.py",
+            "--size-gb",
+            "0.02",
+            "--runs",
+            "1",
+            "--no-s3",
+            "--work",
+            str(tmp_path / "work"),
+            "--out",
+            str(out),
+            "--json",
+            str(tmp_path / "r.json"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    text = out.read_text()
+    assert "hand-written text" in text and "more text" in text and "\nold\n" not in text
+    assert "| initial backup | MB/s |" in text and "vault vs restic" in text
+    doc = json.loads((tmp_path / "r.json").read_text())
+    assert set(doc["local"]) == {"vault", "restic", "borg"}
+    for tool in doc["local"].values():
+        # The header edit and the new study were deduplicated by every tool: far less than the
+        # archive was added again.
+        assert tool["nightly_change_repo_growth_bytes"] < doc["archive"]["bytes"] / 2
