@@ -113,10 +113,8 @@ def restore(
         if item.node.type == DIR:
             os.makedirs(dest, mode=0o700, exist_ok=True)
             result.dirs += 1
-    for item in files:
-        _create_file(_dest(target, item.path), item.node.size, options.overwrite)
     progress.start("restore", sum(i.node.size for i in files))
-    _fetch_and_write(repo, target, files, result, progress)
+    _fetch_and_write(repo, target, files, result, progress, options.overwrite)
     progress.finish()
     for item in items:
         if item.node.type == SYMLINK:
@@ -158,7 +156,8 @@ def _check_target(target: Path, items: list[_Item], overwrite: bool) -> None:
         )
 
 
-def _create_file(dest: bytes, size: int, overwrite: bool) -> None:
+def _create_file(dest: bytes, size: int, overwrite: bool) -> int:
+    """A new file of `size` bytes (holes until written), open for writing."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)
     if not overwrite:
         flags |= os.O_EXCL
@@ -167,12 +166,66 @@ def _create_file(dest: bytes, size: int, overwrite: bool) -> None:
     fd = os.open(dest, flags, 0o600)
     try:
         os.ftruncate(fd, size)
-    finally:
+    except BaseException:
         os.close(fd)
+        raise
+    return fd
+
+
+class _Outputs:
+    """The files being restored, created by the first chunk written to each (in the fetch
+    threads: creating thousands of files one by one before fetching took a third of a restore)
+    and kept open until their last chunk is written."""
+
+    MAX_OPEN = 512
+
+    def __init__(self, dests: list[bytes], sizes: list[int], overwrite: bool) -> None:
+        self.dests, self.sizes, self.overwrite = dests, sizes, overwrite
+        self.remaining = [0] * len(dests)
+        self.fds: dict[int, int] = {}
+        self.created: set[int] = set()
+        self._locks = [threading.Lock() for _ in range(64)]
+        self._table = threading.Lock()
+
+    def expect(self, number: int) -> None:
+        self.remaining[number] += 1
+
+    def write(self, number: int, data: bytes, offset: int) -> None:
+        with self._locks[number % 64]:
+            fd = self.fds.get(number)
+            if fd is None:
+                if number in self.created:
+                    fd = os.open(self.dests[number], os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0))
+                else:
+                    fd = _create_file(self.dests[number], self.sizes[number], self.overwrite)
+                    self.created.add(number)
+                with self._table:
+                    self.fds[number] = fd
+            _pwrite(fd, data, offset)
+            self.remaining[number] -= 1
+            if self.remaining[number] == 0 or len(self.fds) > self.MAX_OPEN:
+                with self._table:
+                    del self.fds[number]
+                os.close(fd)
+
+    def finish(self) -> None:
+        """Close what is still open; create every file no chunk reached (empty files, and
+        files whose chunks failed: they exist at their size, and are reported)."""
+        for fd in list(self.fds.values()):
+            os.close(fd)
+        self.fds.clear()
+        for number in range(len(self.dests)):
+            if number not in self.created:
+                os.close(_create_file(self.dests[number], self.sizes[number], self.overwrite))
 
 
 def _fetch_and_write(
-    repo: Repository, target: Path, files: list[_Item], result: RestoreResult, progress: Progress
+    repo: Repository,
+    target: Path,
+    files: list[_Item],
+    result: RestoreResult,
+    progress: Progress,
+    overwrite: bool,
 ) -> None:
     # pack id -> blob id -> [(file index, offset in file)]
     plan: dict[str, dict[bytes, list[tuple[int, int]]]] = defaultdict(lambda: defaultdict(list))
@@ -190,7 +243,13 @@ def _fetch_and_write(
             locations[blob_id] = location
             plan[location.pack.id][blob_id].append((number, offset))
             offset += location.entry.raw_length
-    dests = [_dest(target, f.path) for f in files]
+    outputs = _Outputs(
+        [_dest(target, f.path) for f in files], [f.node.size for f in files], overwrite
+    )
+    for wanted in plan.values():
+        for places in wanted.values():
+            for number, _ in places:
+                outputs.expect(number)
     counted = threading.Lock()
 
     def fetch_pack(pack_id: str) -> list[tuple[int, str]]:
@@ -226,14 +285,17 @@ def _fetch_and_write(
                     failures.extend((n, str(exc)) for n, _ in wanted[e.id])
                     continue
                 for n, file_offset in wanted[e.id]:
-                    _pwrite(dests[n], plain, file_offset)
+                    outputs.write(n, plain, file_offset)
                 progress.advance(len(plain) * len(wanted[e.id]))
         return failures
 
-    with ThreadPoolExecutor(max_workers=FETCH_THREADS, thread_name_prefix="fetch") as pool:
-        for failures in pool.map(fetch_pack, sorted(plan)):
-            for number, message in failures:
-                result.problems.append((display(files[number].path), message))
+    try:
+        with ThreadPoolExecutor(max_workers=FETCH_THREADS, thread_name_prefix="fetch") as pool:
+            for failures in pool.map(fetch_pack, sorted(plan)):
+                for number, message in failures:
+                    result.problems.append((display(files[number].path), message))
+    finally:
+        outputs.finish()
 
 
 def _ranges(entries: list[Location]) -> Iterator[list[Location]]:
@@ -249,16 +311,12 @@ def _ranges(entries: list[Location]) -> Iterator[list[Location]]:
         yield run
 
 
-def _pwrite(dest: bytes, data: bytes, offset: int) -> None:
-    fd = os.open(dest, os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0))
-    try:
-        view = memoryview(data)
-        while view:
-            written = os.pwrite(fd, view, offset)
-            view = view[written:]
-            offset += written
-    finally:
-        os.close(fd)
+def _pwrite(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view = view[written:]
+        offset += written
 
 
 def _verify(dest: bytes, item: _Item, result: RestoreResult) -> None:
