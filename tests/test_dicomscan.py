@@ -24,9 +24,7 @@ from vault import catalog, dicomscan
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 CHARSETS = {None: "ascii", "ISO_IR 100": "latin_1", "ISO_IR 192": "utf_8", "ISO_IR 144": None}
-TEXT = st.text(
-    alphabet=st.sampled_from(list("ABCDEZ^ 019-.\\äöüÅßéЖ中")), min_size=0, max_size=24
-)
+TEXT = st.text(alphabet=st.sampled_from(list("ABCDEZ^ 019-.\\äöüÅßéЖ中")), min_size=0, max_size=24)
 
 
 def _write(ds: Dataset, syntax: str) -> bytes:

@@ -17,9 +17,10 @@ from tests.conftest import PASSWORD, RunCli
 from tests.repos import RepoHandle
 from tests.treecompare import describe_tree
 from tests.waiting import Changes, wait_until
+from vault.config import ObjectLockPolicy
 from vault.keys import Secret
 from vault.prune import prune
-from vault.repository import ObjectLockPolicy, Repository
+from vault.repository import Repository
 from vault.storage import MemoryStorage
 
 MB = 1024 * 1024

@@ -10,9 +10,10 @@ from hypothesis import strategies as st
 
 from tests.conftest import PASSWORD, RunCli
 from tests.repos import RepoHandle
+from vault.config import ObjectLockPolicy
 from vault.forget import forget
 from vault.keys import Secret
-from vault.repository import ObjectLockPolicy, Repository
+from vault.repository import Repository
 from vault.retention import RetentionPolicy, SnapshotRef, apply
 from vault.storage import MemoryStorage
 

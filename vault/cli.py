@@ -41,10 +41,11 @@ from vault.cli_support import (
     sigterm_interrupts,
     usage,
 )
+from vault.config import ObjectLockPolicy
 from vault.errors import UsageError, VaultError
 from vault.objectlock import extend_retention
 from vault.output import emit_json, human_bytes
-from vault.repository import ObjectLockPolicy, Repository
+from vault.repository import Repository
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -10,12 +10,18 @@ import contextlib
 import ctypes
 import json
 import socket
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from vault import __version__, crypto, ids, layout, sealing
 from vault.catalog import Catalog
 from vault.chunker import Chunker, ChunkerParams
+from vault.config import (
+    DEFAULT_PACK_SIZE,
+    DEFAULT_ZSTD_LEVEL,
+    LOCK_MODES,
+    Config,
+    ObjectLockPolicy,
+)
 from vault.errors import (
     IntegrityError,
     ObjectNotFound,
@@ -35,27 +41,10 @@ from vault.keys import (
     open_slot,
 )
 from vault.pack import BlobType, open_blob, pack_key
+from vault.packcache import TreePacks
 from vault.snapshot import Snapshot
-from vault.storage import Retention, Storage
+from vault.storage import Storage
 from vault.tree import Tree
-
-DEFAULT_PACK_SIZE = 16 * 1024 * 1024
-DEFAULT_ZSTD_LEVEL = 3
-
-
-LOCK_MODES = ("GOVERNANCE", "COMPLIANCE")
-
-
-@dataclass(frozen=True)
-class ObjectLockPolicy:
-    """S3 Object Lock retention set on every object vault writes (locks excepted)."""
-
-    mode: str
-    days: int
-
-    def retention(self, now: datetime) -> Retention:
-        return Retention(self.mode, now + timedelta(days=self.days))
-
 
 # Loading millions of index entries leaves freed heap pages that glibc keeps (~15 bytes per
 # blob at 10 million, scripts/bench_scale.py); malloc_trim hands them back to the system.
@@ -65,49 +54,6 @@ _TRIM_AFTER_BLOBS = 1_000_000
 def _return_free_heap() -> None:
     with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to do
         ctypes.CDLL(None).malloc_trim(0)
-
-
-@dataclass(frozen=True)
-class Config:
-    repository_id: str
-    created: str
-    chunker: ChunkerParams
-    pack_size: int
-    zstd_level: int
-    object_lock: ObjectLockPolicy | None = None
-
-    def to_bytes(self) -> bytes:
-        lock = self.object_lock
-        doc = {
-            "version": 1,
-            "repository_id": self.repository_id,
-            "created": self.created,
-            "chunker": self.chunker.to_json(),
-            "pack_size": self.pack_size,
-            "compression": {"algorithm": "zstd", "level": self.zstd_level},
-            "object_lock": {"mode": lock.mode, "days": lock.days} if lock else None,
-        }
-        return json.dumps(doc, sort_keys=True).encode()
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> Config:
-        try:
-            doc = json.loads(data)
-            if doc.get("version") != 1:
-                raise IntegrityError("config has an unsupported version", key=layout.CONFIG)
-            if doc["compression"]["algorithm"] != "zstd":
-                raise IntegrityError("config names an unknown compression", key=layout.CONFIG)
-            lock = doc.get("object_lock")
-            return cls(
-                doc["repository_id"],
-                doc["created"],
-                ChunkerParams.from_json(doc["chunker"]),
-                int(doc["pack_size"]),
-                int(doc["compression"]["level"]),
-                ObjectLockPolicy(str(lock["mode"]), int(lock["days"])) if lock else None,
-            )
-        except (ValueError, KeyError, TypeError, AttributeError):
-            raise IntegrityError("config is malformed", key=layout.CONFIG) from None
 
 
 def _exists(storage: Storage) -> bool:
@@ -127,6 +73,7 @@ class Repository:
         self.config = config
         self.slot_id = slot_id  # the slot that opened it
         self.index = Index()
+        self.tree_packs = TreePacks(storage)
         self._index_loaded = False
         self.torn_objects: set[str] = set()  # empty objects left by writers killed mid-PUT
 
@@ -382,7 +329,13 @@ class Repository:
         location = self.index.lookup(blob_id)
         if location is None or location.entry.type != BlobType.TREE:
             raise IntegrityError(f"tree {tree_id[:16]} is missing from the index")
-        data = self.read_located(location)
+        pack, entry = location.pack, location.entry
+        data = open_blob(
+            self.pack_key(pack.id, pack.epoch, pack.salt),
+            entry,
+            self.tree_packs.sealed_blob(pack.id, entry.offset, entry.length),
+            pack_name=layout.pack(pack.id),
+        )
         if not crypto.constant_time_equal(self.blob_id(data, BlobType.TREE), blob_id):
             raise IntegrityError(f"tree {tree_id[:16]} does not match its id")
         try:

@@ -15,12 +15,13 @@ from datetime import datetime
 from typing import Any
 
 from vault import chain, jobstate, layout, sealing
+from vault.config import ObjectLockPolicy
 from vault.keys import DESTROYED
 from vault.keyusage import epoch_usage
 from vault.lock import LockInfo, list_locks
 from vault.pack import BlobType
 from vault.policy import DrillPolicy, KeyPolicy
-from vault.repository import ObjectLockPolicy, Repository
+from vault.repository import Repository
 from vault.snapshot import Snapshot
 
 LEVEL_OK, LEVEL_WARN, LEVEL_FAIL = "OK", "WARN", "FAIL"
