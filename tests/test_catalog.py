@@ -234,3 +234,26 @@ def test_restoring_one_study_downloads_little_more_than_that_study(
     digest = hashlib.sha256((share / "P005" / "IMG0003.dcm").read_bytes()).hexdigest()
     restored = tmp_path / "out" / share.relative_to("/") / "P005" / "IMG0003.dcm"
     assert hashlib.sha256(restored.read_bytes()).hexdigest() == digest
+
+
+def test_a_header_longer_than_one_read_block_is_still_catalogued(
+    tmp_path: Path, repo: RepoHandle, vault: RunCli
+) -> None:
+    ds = Dataset()
+    ds.add_new(0x00090010, "LO", "VENDOR")  # a private block of 3 MiB before the patient
+    ds.add_new(0x00091000, "OB", bytes(3 * 1024 * 1024))
+    ds.PatientName = "LONG^HEADER"
+    ds.PatientID = "LH-1"
+    ds.Modality = "CT"
+    ds.StudyInstanceUID = generate_uid()
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = CTImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta = meta
+    source = tmp_path / "src"
+    source.mkdir()
+    ds.save_as(source / "long.dcm", enforce_file_format=True)
+    vault("backup", "-r", repo, source)
+    studies = vault("studies", "-r", repo, "--json").json()
+    assert [s["study_instance_uid"] for s in studies] == [str(ds.StudyInstanceUID)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tests.conftest import BOTH_BACKENDS, RunCli
+from tests.conftest import BOTH_BACKENDS, PASSWORD, RunCli
 from tests.repos import RepoHandle
 from tests.treecompare import describe_tree
 
@@ -157,3 +157,38 @@ def test_local_repository_inside_the_source_is_not_backed_up(tmp_path: Path, vau
     paths = [e["path"] for e in vault("ls", "-r", repo, "latest", "--json").json()]
     assert str(source / "scan.dcm") in paths
     assert not any("vault-repo" in p for p in paths)
+
+
+def test_unchanged_directories_keep_their_tree_ids_and_changed_ones_do_not(
+    tmp_path: Path, repo: RepoHandle, vault: RunCli
+) -> None:
+    source = tmp_path / "src"
+    for name in ("a", "b"):
+        (source / name).mkdir(parents=True)
+        (source / name / "f.dcm").write_bytes(name.encode() * 5000)
+    vault("backup", "-r", repo, source)
+    vault("backup", "-r", repo, source)
+    (source / "b" / "f.dcm").write_bytes(b"changed" * 5000)
+    vault("backup", "-r", repo, source)
+    r = repo.open(PASSWORD)
+    r.load_index()
+
+    def dirs(snapshot_tree: str) -> dict[str, str]:
+        found, stack = {}, [("", snapshot_tree)]
+        while stack:
+            prefix, tree_id = stack.pop()
+            found[prefix or "/"] = tree_id
+            for node in r.load_tree(tree_id).nodes:
+                if node.type == "dir":
+                    stack.append((f"{prefix}/{node.display_name}", node.subtree))
+        return found
+
+    first, same, changed = (dirs(s.tree) for s in r.snapshots())
+    assert same == first  # nothing changed: every tree reused as it was
+    a_key = next(k for k in first if k.endswith("/a"))
+    b_key = next(k for k in first if k.endswith("/b"))
+    assert changed[a_key] == first[a_key] and changed[b_key] != first[b_key]
+    assert changed["/"] != first["/"]
+    target = tmp_path / "out"
+    assert vault("restore", "latest", "-r", repo, "--target", target, "--verify").code == 0
+    assert (target / str(source).lstrip("/") / "b" / "f.dcm").read_bytes() == b"changed" * 5000

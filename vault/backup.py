@@ -1,6 +1,6 @@
 """The backup job: walk source paths, save new content, write a snapshot.
 
-Pipeline: the walking thread reads each file in 4 MiB blocks, hashes it (SHA-256 of the whole
+Pipeline: the walking thread reads each file in 2 MiB blocks, hashes it (SHA-256 of the whole
 file) and cuts chunks; a pool of workers computes chunk ids, compresses and seals new chunks
 into packs; upload threads write full packs. Everything that releases the GIL (hashing, zstd,
 AES-GCM, file and network I/O) overlaps. At most `2 * workers` chunks are in flight, so memory
@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from vault import ids
-from vault.catalog import Catalog, CatalogBuilder
+from vault.catalog import Catalog, CatalogBuilder, looks_like_dicom
 from vault.errors import Interrupted, VaultError
 from vault.lock import Lock
 from vault.pack import BlobType
@@ -44,6 +44,9 @@ from vault.writer import BlobWriter
 # hashing, cutting, parsing DICOM headers) never waits on one slow chunk, few enough that
 # memory stays bounded by the pipeline, not the file size (~1 MiB each).
 IN_FLIGHT_PER_WORKER = 4
+# How much of a DICOM file's start the catalog may parse: enhanced multi-frame headers with
+# per-frame groups for thousands of frames exceed one read block (2 MiB).
+HEADER_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -114,6 +117,7 @@ class _Job:
     ) -> None:
         self.repo = repo
         self.stop = stop or threading.Event()
+        self.parent_root_id = ""  # the parent snapshot's root tree, reused when unchanged
         self.catalog = CatalogBuilder(parent_catalog)
         self.options = options
         self.progress = progress
@@ -143,7 +147,9 @@ class _Job:
             for g in self.options.excludes
         )
 
-    def save_dir(self, path: bytes, st: os.stat_result, parent: Tree | None) -> str:
+    def save_dir(
+        self, path: bytes, st: os.stat_result, parent: Tree | None, parent_id: str = ""
+    ) -> str:
         nodes: list[Entry] = []
         try:
             with os.scandir(path) as it:
@@ -164,7 +170,21 @@ class _Job:
             if node is not None:
                 nodes.append(node)
         self.counters.dirs += 1
-        return self.writer.add(BlobType.TREE, Tree(_resolved(nodes)).to_bytes()).hex()
+        return self._tree_id(_resolved(nodes), parent, parent_id)
+
+    def _tree_id(self, nodes: tuple[Node, ...], old: Tree | None, old_id: str) -> str:
+        """The id of the tree of `nodes`: the old tree's when nothing in it changed (a nightly
+        run over an unchanged archive then serializes and hashes no tree at all)."""
+        unchanged = (
+            old is not None
+            and old_id
+            and len(nodes) == len(old.nodes)
+            and all(old.get(node.name) == node for node in nodes)
+            and bytes.fromhex(old_id) in self.writer.index
+        )
+        if unchanged:
+            return old_id
+        return self.writer.add(BlobType.TREE, Tree(nodes).to_bytes()).hex()
 
     def save_entry(
         self, path: bytes, name: bytes, st: os.stat_result, old: Node | None
@@ -179,7 +199,9 @@ class _Job:
         )
         if stat.S_ISDIR(st.st_mode):
             old_tree = self.load_old_tree(old)
-            return Node(type=DIR, subtree=self.save_dir(path, st, old_tree), **base)  # type: ignore[arg-type]
+            old_id = old.subtree if old is not None and old_tree is not None else ""
+            subtree = self.save_dir(path, st, old_tree, old_id)
+            return Node(type=DIR, subtree=subtree, **base)  # type: ignore[arg-type]
         if stat.S_ISLNK(st.st_mode):
             try:
                 target = os.readlink(path)
@@ -253,7 +275,9 @@ class _Job:
                 nonlocal total, head
                 block = handle.read(n) or b""
                 if not total:
-                    head = block  # the first block holds any DICOM header
+                    head = block  # the first block holds any DICOM header …
+                elif len(head) < HEADER_BYTES and looks_like_dicom(head):
+                    head += block[: HEADER_BYTES - len(head)]  # … unless it is a very long one
                 sha.update(block)
                 total += len(block)
                 self.counters.bytes_read += len(block)
@@ -309,9 +333,11 @@ class _Job:
             for part in parts[:-1]:
                 node = node.setdefault(part, {})  # type: ignore[assignment]
             node[parts[-1]] = source
-        return self.save_virtual(b"/", layout_tree, parent_root)
+        return self.save_virtual(b"/", layout_tree, parent_root, self.parent_root_id)
 
-    def save_virtual(self, path: bytes, mapping: dict[bytes, object], old: Tree | None) -> str:
+    def save_virtual(
+        self, path: bytes, mapping: dict[bytes, object], old: Tree | None, old_id: str = ""
+    ) -> str:
         nodes: list[Entry] = []
         for name in sorted(mapping):
             child = os.path.join(path, name)
@@ -327,7 +353,9 @@ class _Job:
                 if node is not None:
                     nodes.append(node)
                 continue
-            subtree = self.save_virtual(child, sub, self.load_old_tree(old_node))  # type: ignore[arg-type]
+            old_tree = self.load_old_tree(old_node)
+            sub_id = old_node.subtree if old_node is not None and old_tree is not None else ""
+            subtree = self.save_virtual(child, sub, old_tree, sub_id)  # type: ignore[arg-type]
             nodes.append(
                 Node(
                     name=name,
@@ -339,7 +367,7 @@ class _Job:
                     subtree=subtree,
                 )
             )
-        return self.writer.add(BlobType.TREE, Tree(_resolved(nodes)).to_bytes()).hex()
+        return self._tree_id(_resolved(nodes), old, old_id)
 
 
 def _total_size(sources: list[bytes], excluded: Callable[[bytes], bool]) -> int:

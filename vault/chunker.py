@@ -44,7 +44,7 @@ class ChunkerParams:
         )
 
 
-READ_BLOCK = 4 * 1024 * 1024
+READ_BLOCK = 2 * 1024 * 1024
 
 
 class Chunker:
