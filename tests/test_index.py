@@ -227,3 +227,20 @@ def test_frozen_index_costs_under_64_bytes_per_blob() -> None:
     per_blob = index.memory_bytes() / count
     assert per_blob < 64, f"{per_blob:.1f} bytes per blob"
     assert all(index.lookup(loc.entry.id) == loc for loc in list(index)[:1000])
+
+
+def test_many_added_blobs_are_compacted_and_stay_findable_first_location_first(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("vault.index.PENDING_LIMIT", 100)
+    rng = random.Random(11)
+    index = Index()
+    ids = [rng.randbytes(32) for _ in range(1000)]
+    first = PackInfo("aa" * 32, 1, bytes(16))
+    second = PackInfo("bb" * 32, 1, bytes(16))
+    index.add_pack(first, [PackEntry(BlobType.DATA, b, 24, 10, 20) for b in ids])
+    # The same blobs again in another pack: the first location must win, merged or not.
+    index.add_pack(second, [PackEntry(BlobType.DATA, b, 99, 10, 20) for b in ids[::3]])
+    assert len(index._pending) < 100  # compacted as it went, not held as a dict
+    assert len(index) == 1000
+    assert all(index[b].pack == first and index[b].entry.offset == 24 for b in ids)
