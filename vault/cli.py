@@ -21,6 +21,7 @@ from vault.check import CheckResult, check
 from vault.cli_drill import add_drill_parsers
 from vault.cli_keys import add_key_parsers
 from vault.cli_maintenance import add_maintenance_parsers
+from vault.cli_repair import add_repair_parsers
 from vault.cli_schedule import add_schedule_parsers
 from vault.cli_snapshots import add_snapshot_parsers
 from vault.cli_status import add_status_parsers
@@ -112,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_maintenance_parsers(command)
     add_status_parsers(command)
     add_schedule_parsers(common, command)
+    add_repair_parsers(common, command)
 
     p = command("check", "verify the repository's structure (and optionally its data)", cmd_check)
     group = p.add_mutually_exclusive_group()

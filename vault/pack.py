@@ -141,23 +141,47 @@ def read_trailer(
 ) -> list[PackEntry]:
     """The table of contents of a whole pack, authenticated. Needs either `key` or a map of
     epoch keys to derive it."""
-    epoch, salt = parse_header(data, pack_name=pack_name)
+    return read_trailer_parts(
+        data[:HEADER_SIZE],
+        data,
+        len(data),
+        epoch_key_for,
+        pack_id=pack_id,
+        pack_name=pack_name,
+        key=key,
+    )
+
+
+def read_trailer_parts(
+    header: bytes,
+    tail: bytes,
+    size: int,
+    epoch_key_for: dict[int, bytes] | None,
+    *,
+    pack_id: str,
+    pack_name: str,
+    key: crypto.Aead | None = None,
+) -> list[PackEntry]:
+    """The same from a pack's first HEADER_SIZE bytes and its last `len(tail)` bytes (which
+    must hold the trailer), so a pack's contents can be listed without downloading it."""
+    epoch, salt = parse_header(header, pack_name=pack_name)
     if key is None:
         if epoch_key_for is None or epoch not in epoch_key_for:
             raise IntegrityError(
                 f"{pack_name} is sealed under unknown epoch {epoch}", key=pack_name
             )
         key = pack_key(epoch_key_for[epoch], salt, pack_id)
-    if len(data) < HEADER_SIZE + _LENGTH.size + crypto.TAG_BYTES:
+    if size < HEADER_SIZE + _LENGTH.size + crypto.TAG_BYTES or len(tail) < _LENGTH.size:
         raise IntegrityError(f"{pack_name} is truncated (no trailer)", key=pack_name)
-    (trailer_len,) = _LENGTH.unpack_from(data, len(data) - _LENGTH.size)
-    start = len(data) - _LENGTH.size - trailer_len
+    (trailer_len,) = _LENGTH.unpack_from(tail, len(tail) - _LENGTH.size)
+    start = size - _LENGTH.size - trailer_len
     if trailer_len < crypto.TAG_BYTES or start < HEADER_SIZE:
         raise IntegrityError(f"{pack_name} has a damaged trailer length", key=pack_name)
+    if trailer_len + _LENGTH.size > len(tail):
+        raise TrailerBeyondTail(trailer_len + _LENGTH.size)
+    at = len(tail) - _LENGTH.size - trailer_len
     try:
-        table = key.open(
-            _TRAILER_NONCE, data[start : start + trailer_len], b"trailer" + data[:HEADER_SIZE]
-        )
+        table = key.open(_TRAILER_NONCE, tail[at : at + trailer_len], b"trailer" + header)
     except crypto.AuthenticationFailed:
         raise IntegrityError(f"{pack_name} trailer failed authentication", key=pack_name) from None
     if len(table) % _ENTRY.size:
@@ -171,3 +195,11 @@ def read_trailer(
             )
         entries.append(PackEntry(BlobType(t), bytes(blob_id), offset, length, raw))
     return entries
+
+
+class TrailerBeyondTail(Exception):
+    """The trailer is longer than the tail given: fetch `needed` bytes from the end."""
+
+    def __init__(self, needed: int) -> None:
+        super().__init__(f"trailer needs the last {needed} bytes")
+        self.needed = needed
