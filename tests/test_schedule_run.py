@@ -210,6 +210,9 @@ def test_schedule_policy_errors_name_file_line_and_key(
     (policies / "schedule.toml").write_text('[schedule]\ncheck_day = "someday"\n')
     result = vault("schedule", "run", "--policy-dir", policies, "--once", "check")
     assert result.code == 2 and "line 2: check_day must be a day of the week" in result.err
+    (policies / "schedule.toml").write_text('[alerts]\nwebhook_url = "file:///etc/passwd"\n')
+    result = vault("schedule", "alert-test", "--policy-dir", policies)
+    assert result.code == 2 and "line 2: webhook_url must be an http" in result.err
     (policies / "backup.toml").write_text("[backup]\nsources = '/srv'\n")
     result = vault("schedule", "run", "--policy-dir", policies, "--once", "backup")
     assert result.code == 2 and "backup.toml, line 2: sources must be a list" in result.err

@@ -245,7 +245,11 @@ def load_schedule_policy(directory: Path | None) -> tuple[SchedulePolicy, AlertP
         return _typed(schedule, key, value)
 
     values = _load_policy(directory, "schedule.toml", "schedule", schedule, check_schedule)
-    found = _load_policy(
-        directory, "schedule.toml", "alerts", alerts, lambda k, v: _typed(alerts, k, v)
-    )
+
+    def check_alerts(key: str, value: Any) -> str | None:
+        if key == "webhook_url" and value and not str(value).startswith(("https://", "http://")):
+            return "must be an http:// or https:// URL"
+        return _typed(alerts, key, value)
+
+    found = _load_policy(directory, "schedule.toml", "alerts", alerts, check_alerts)
     return SchedulePolicy(**values), AlertPolicy(**_frozen(found))
