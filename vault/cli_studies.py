@@ -44,7 +44,11 @@ def add_study_parsers(command: Callable[..., argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--include-photos", action="store_true", help="also export photographs (faces!)")
 
-    p = command("audit", "who restored, searched or exported which studies, and when", cmd_audit)
+    p = command(
+        "audit",
+        "the audit log: backups, checks, restores, searches, exports, drills, key and prune events",
+        cmd_audit,
+    )
     p.add_argument("--since", metavar="DATE", help="only events on or after DATE (YYYY-MM-DD)")
     p.add_argument(
         "--verify", action="store_true", help="check the hash chain (exit 1 if it is broken)"
