@@ -342,8 +342,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         if debug:
             traceback.print_exc()
-        where = f" {os.fsdecode(exc.filename)}" if exc.filename else ""
-        print(f"vault: error:{where}: {exc.strerror or exc}", file=sys.stderr)
+        where = f"{os.fsdecode(exc.filename)}: " if exc.filename else ""
+        print(f"vault: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 1
     except Exception as exc:
         if debug:

@@ -191,6 +191,14 @@ class _Outputs:
         self.remaining[number] += 1
 
     def write(self, number: int, data: bytes, offset: int) -> None:
+        try:
+            self._write(number, data, offset)
+        except OSError as exc:
+            # A full or read-only target: one clear error naming the file, not a bare errno.
+            where = os.fsdecode(self.dests[number])
+            raise VaultError(f"cannot write {where}: {exc.strerror or exc}") from None
+
+    def _write(self, number: int, data: bytes, offset: int) -> None:
         with self._locks[number % 64]:
             fd = self.fds.get(number)
             if fd is None:
