@@ -11,9 +11,7 @@ listing or an external copy: `vault audit --json` output kept elsewhere serves a
 
 from __future__ import annotations
 
-import getpass
 import json
-import os
 import socket
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -22,6 +20,7 @@ from typing import Any
 from vault import chain, layout, sealing
 from vault.errors import IntegrityError
 from vault.repository import Repository
+from vault.whoami import os_user
 
 
 @dataclass(frozen=True)
@@ -40,13 +39,6 @@ class AuditEvent:
 
     def payload(self) -> bytes:
         return json.dumps(asdict(self), sort_keys=True, separators=(",", ":")).encode()
-
-
-def _actor() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return f"uid {os.getuid()}"
 
 
 def _load(repo: Repository, key: str) -> tuple[AuditEvent, bytes]:
@@ -75,7 +67,7 @@ def record(
             AuditEvent(
                 seq=seq,
                 time=(now or datetime.now(UTC)).isoformat(timespec="seconds"),
-                actor=_actor(),
+                actor=os_user(),
                 host=socket.gethostname(),
                 action=action,
                 result=result,

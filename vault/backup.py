@@ -3,26 +3,27 @@
 Pipeline: the walking thread reads each file in 2 MiB blocks, hashes it (SHA-256 of the whole
 file) and cuts chunks; a pool of workers computes chunk ids, compresses and seals new chunks
 into packs; upload threads write full packs. Everything that releases the GIL (hashing, zstd,
-AES-GCM, file and network I/O) overlaps. At most `2 * workers` chunks are in flight, so memory
-does not grow with file size.
+AES-GCM, file and network I/O) overlaps. At most IN_FLIGHT_PER_WORKER chunks per worker are in
+flight, so memory does not grow with file size; file nodes get their chunk ids when their
+directory's tree is written, so the walk never waits for one file's chunks.
 
 `stop` (set by the command line on SIGTERM) ends a backup early but cleanly: no new chunk is
 started, the packs being filled are uploaded and indexed, so the next run deduplicates against
 everything already sent; no snapshot is written and the lock is released.
 
-A file whose size, mtime, ctime and inode match the parent snapshot is not read again: its
-chunk list is reused. A file that cannot be read is reported and left out; a file that changes
-while being read is saved, flagged, and re-read next time.
+A file whose size, mtime, ctime and inode match the parent is not read again (its chunk list is
+reused), nor is an unchanged directory's tree rewritten. Unreadable files are reported and left
+out; a file that changes while being read is saved, flagged, and re-read next time.
 """
 
 from __future__ import annotations
 
 import fnmatch
-import getpass
 import hashlib
 import os
 import socket
 import stat
+import sys
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -38,6 +39,7 @@ from vault.progress import NoProgress, Progress
 from vault.repository import Repository
 from vault.snapshot import Snapshot, SnapshotStats
 from vault.tree import DIR, FILE, SYMLINK, Node, Tree
+from vault.whoami import os_user
 from vault.writer import BlobWriter
 
 # Chunks handed to the workers but not yet stored, per worker: enough that the walk (reading,
@@ -333,7 +335,12 @@ class _Job:
             for part in parts[:-1]:
                 node = node.setdefault(part, {})  # type: ignore[assignment]
             node[parts[-1]] = source
-        return self.save_virtual(b"/", layout_tree, parent_root, self.parent_root_id)
+        # Three frames per directory level, up to ~2,000 levels (PATH_MAX): above the default.
+        sys.setrecursionlimit(max(limit := sys.getrecursionlimit(), 10_000))
+        try:
+            return self.save_virtual(b"/", layout_tree, parent_root, self.parent_root_id)
+        finally:
+            sys.setrecursionlimit(limit)
 
     def save_virtual(
         self, path: bytes, mapping: dict[bytes, object], old: Tree | None, old_id: str = ""
@@ -472,7 +479,7 @@ def backup(
             id=snapshot_id,
             time=options.time or started,
             host=host,
-            username=_username(),
+            username=os_user(),
             paths=tuple(source_texts),
             tree=root,
             tags=options.tags,
@@ -486,10 +493,3 @@ def backup(
         # Verification of success: the snapshot reads back and authenticates.
         repo.load_snapshot(snapshot.id)
     return BackupResult(snapshot, job.errors, job.unstable, job.special, w.packs_written, catalog)
-
-
-def _username() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return str(os.getuid())

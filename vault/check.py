@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import sys
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -235,7 +236,13 @@ def check(
     result = CheckResult()
     checker = _Checker(repo, result)
     checker.load_index()
-    checker.check_snapshots()
+    # packs_of_tree recurses per directory level; a tree can be ~2,000 levels deep (PATH_MAX).
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, 10_000))
+    try:
+        checker.check_snapshots()
+    finally:
+        sys.setrecursionlimit(limit)
     checker.check_packs_exist()
     if read_data_percent > 0:
         by_pack: dict[str, dict[bytes, index.Location]] = defaultdict(dict)

@@ -12,7 +12,6 @@ names, IDs, birth dates, UIDs, accession numbers or paths.
 
 from __future__ import annotations
 
-import getpass
 import json
 import os
 import random
@@ -36,6 +35,7 @@ from vault.repository import Repository
 from vault.restore import RestoreOptions, restore, walk
 from vault.snapshot import Snapshot
 from vault.tree import FILE
+from vault.whoami import os_user
 
 CBCT = {"CT"}
 RADIOGRAPH = {"PX", "IO", "DX", "CR", "DR", "RG", "MG"}
@@ -289,8 +289,8 @@ def run_drill(
         "drill_id": str(uuid.uuid4()),
         "tool_version": __version__,
         "host": socket.gethostname(),
-        "os_user": _user(),
-        "operator": options.operator or _user(),
+        "os_user": os_user(),
+        "operator": options.operator or os_user(),
         "witness": "",
         "objective": options.objective
         or "Verify that backed-up imaging studies can be restored intact within the practice's "
@@ -353,13 +353,6 @@ def _scrub(reason: str, paths: list[str]) -> str:
     return reason
 
 
-def _user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return f"uid {os.getuid()}"
-
-
 def _key_check(repo: Repository, secret: Secret) -> dict[str, Any]:
     started = time.perf_counter()
     try:
@@ -405,7 +398,7 @@ def annotate(repo: Repository, drill_id: str, fields: dict[str, Any]) -> dict[st
             "type": "annotation",
             "drill_id": full_id,
             "time": datetime.now(UTC).isoformat(),
-            "os_user": _user(),
+            "os_user": os_user(),
             **fields,
             "seq": seq,
             "prev": prev,
