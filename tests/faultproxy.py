@@ -9,8 +9,9 @@ queues faults; each fault applies to the next matching requests:
 Kinds: "status" (answer with an S3 error document, the request never reaches the server),
 "reset" (close the connection without answering), "reset-mid-body" (forward, then send the
 headers and half the body, then close), "truncate" (forward, then send the headers with the full
-Content-Length but only half the body and end the response), "delay" (wait `seconds`, then
-forward). `down = True` refuses every request (the server disappeared).
+Content-Length but only half the body and end the response), "delay" (hold the request up to
+`seconds`, or until `release()`, then forward). `down = True` refuses every request (the
+server disappeared).
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from __future__ import annotations
 import http.client
 import socket
 import threading
-import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -53,6 +53,9 @@ class FaultProxy:
         self.requests = 0
         self.faults_injected = 0
         self.changes = RequestChanges()  # tests wait on this instead of sleeping
+        # A "delay" holds its request until released or `seconds` passed, whichever is first;
+        # close() releases every held request, so shutting down never waits on a stall.
+        self._released = threading.Event()
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -95,7 +98,12 @@ class FaultProxy:
             self._rules.clear()
             self.down = False
 
+    def release(self) -> None:
+        """End every stall now and let later "delay" faults pass at once."""
+        self._released.set()
+
     def close(self) -> None:
+        self._released.set()
         self._server.shutdown()
         self._server.server_close()
 
@@ -128,7 +136,7 @@ class FaultProxy:
             _reset(handler)
             return
         if fault is not None and fault.kind == "delay":
-            time.sleep(fault.seconds)
+            self._released.wait(fault.seconds)
         status, headers, payload = self._forward(handler, body)
         if fault is not None and fault.kind in ("reset-mid-body", "truncate") and payload:
             handler.send_response(status)

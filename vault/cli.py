@@ -45,8 +45,9 @@ from vault.cli_support import (
 from vault.config import ObjectLockPolicy
 from vault.errors import UsageError, VaultError
 from vault.objectlock import extend_retention
-from vault.output import emit_json, human_bytes
+from vault.output import emit_json
 from vault.repository import Repository
+from vault.units import human_bytes
 
 
 def build_parser() -> argparse.ArgumentParser:

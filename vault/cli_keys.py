@@ -20,9 +20,10 @@ from vault.errors import UsageError
 from vault.keys import Epoch
 from vault.keyusage import EpochUsage, epoch_usage
 from vault.lock import Lock
-from vault.output import emit_json, human_bytes, table
+from vault.output import emit_json, table
 from vault.repository import Repository
 from vault.rotate import reencrypt, rotate_epoch, rotate_master
+from vault.units import human_bytes
 
 
 def add_key_parsers(

@@ -18,9 +18,10 @@ from vault.cli_support import (
     request_stats,
 )
 from vault.forget import forget
-from vault.output import emit_json, human_bytes, table
+from vault.output import emit_json, table
 from vault.policy import load_retention_policy, policy_dir
 from vault.prune import PruneResult, prune
+from vault.units import human_bytes
 
 
 def add_maintenance_parsers(command: Callable[..., argparse.ArgumentParser]) -> None:

@@ -25,12 +25,13 @@ from vault.cli_support import (
     sigterm_sets,
 )
 from vault.errors import PartialBackup, StorageError, UsageError, VaultError
-from vault.output import emit_json, human_bytes, table
+from vault.output import emit_json, table
 from vault.paths import display, inside_include, normalize
 from vault.restore import RestoreOptions, restore, walk
 from vault.snapshot import Snapshot
 from vault.studies import StudyFilter, parse_date, select_studies
 from vault.tree import DIR, FILE, SYMLINK
+from vault.units import human_bytes
 
 
 def add_snapshot_parsers(command: Callable[..., argparse.ArgumentParser]) -> None:

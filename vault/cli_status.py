@@ -13,9 +13,10 @@ from typing import Any
 
 from vault import evidence, evidence_render, ids, metrics
 from vault.cli_support import iso_utc, local_time, open_repo, opt
-from vault.output import emit_json, human_bytes
+from vault.output import emit_json
 from vault.policy import load_drill_policy, load_key_policy, policy_dir
 from vault.status import Status, status
+from vault.units import human_bytes
 
 
 def add_status_parsers(command: Callable[..., argparse.ArgumentParser]) -> None:

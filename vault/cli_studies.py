@@ -12,8 +12,9 @@ from pathlib import Path
 from vault import audit, ids
 from vault.cli_support import open_repo, opt, record_audit
 from vault.errors import UsageError, VaultError
-from vault.output import emit_json, human_bytes, table
+from vault.output import emit_json, table
 from vault.studies import StudyFilter, find_studies, parse_date, select_studies
+from vault.units import human_bytes
 
 
 def add_study_parsers(command: Callable[..., argparse.ArgumentParser]) -> None:

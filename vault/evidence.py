@@ -26,6 +26,7 @@ from vault.policy import (
 )
 from vault.repository import Repository
 from vault.status import Status, status
+from vault.units import human_bytes
 
 HISTORY_DAYS = 30
 
@@ -45,14 +46,6 @@ class EvidencePack:
     generated: str
     level: str
     sections: list[Section]
-
-
-def _size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1024
-    return f"{n:.1f} TiB"
 
 
 def _day(iso: str) -> str:
@@ -109,8 +102,8 @@ def _backup_section(
             ids.short(s.id),
             _day(s.time.isoformat()),
             str(s.stats.files),
-            _size(s.stats.bytes),
-            _size(s.stats.bytes_added),
+            human_bytes(s.stats.bytes),
+            human_bytes(s.stats.bytes_added),
             str(s.stats.errors),
         ]
         for s in snapshots[-14:]
@@ -208,7 +201,7 @@ def _integrity_section(st: Status, audit_report: audit.AuditReport) -> Section:
     section.facts.append(
         (
             "Stored",
-            f"{_size(sp.stored_bytes)} for {_size(sp.logical_bytes)} in snapshots "
+            f"{human_bytes(sp.stored_bytes)} for {human_bytes(sp.logical_bytes)} in snapshots "
             f"(dedup {sp.dedup_ratio:.1f}x, compression {sp.compression_ratio:.2f}x)",
         )
     )
