@@ -16,7 +16,7 @@ from tests.conftest import BOTH_BACKENDS, PASSWORD, RunCli
 from tests.repos import RepoHandle
 from tests.treecompare import describe_tree
 from tests.waiting import Changes, wait_until
-from vault.pack import BlobType
+from vault.pack import HEADER_SIZE, BlobType, parse_header, read_trailer
 
 SOURCE_FILES = 10
 FILE_SIZE = 16 * 1024 * 1024
@@ -51,6 +51,22 @@ def _indexed_data_bytes(repo: RepoHandle) -> int:
     return sum(loc.entry.raw_length for loc in r.load_index() if loc.entry.type == BlobType.DATA)
 
 
+def _packed_data_bytes(repo: RepoHandle) -> int:
+    """File bytes in every complete pack, indexed or not: each pack read whole and its
+    trailer opened (not the ranged reads the code under test uses)."""
+    r = repo.open(PASSWORD)
+    total = 0
+    for key in repo.keys("data"):
+        data = r.storage.get(key)
+        pack_id = key.rsplit("/", 1)[-1]
+        epoch, salt = parse_header(data[:HEADER_SIZE], pack_name=key)
+        entries = read_trailer(
+            data, None, pack_id=pack_id, pack_name=key, key=r.pack_key(pack_id, epoch, salt)
+        )
+        total += sum(e.raw_length for e in entries if e.type == BlobType.DATA)
+    return total
+
+
 @BOTH_BACKENDS
 @pytest.mark.parametrize("point", sorted(KILL_POINTS))
 def test_sigkill_during_backup_leaves_a_checkable_repository_and_rerun_completes(
@@ -65,11 +81,14 @@ def test_sigkill_during_backup_leaves_a_checkable_repository_and_rerun_completes
     changes, through = repo_changes
     earlier = vault("backup", "-r", repo, archive, "--json").json()["snapshot_id"]
     indexed_earlier = _indexed_data_bytes(repo)
+    packed_earlier = _packed_data_bytes(repo)
     baseline = {prefix: _count(repo, prefix) for prefix in ("data", "index")}
     env = dict(
         {**os.environ, **repo.env, **through},
         VAULT_PASSWORD=PASSWORD,
-        VAULT_INDEX_CHECKPOINT_BYTES=str(FILE_SIZE),
+        # After four packs: the default checkpoint (1 GiB), so the kill leaves packs no index
+        # names; elsewhere one per pack, so some are indexed.
+        VAULT_INDEX_CHECKPOINT_BYTES=str(1 << 30 if point == "after-four-packs" else FILE_SIZE),
     )
     process = subprocess.Popen(
         [sys.executable, "-m", "vault", "backup", "-r", str(repo), str(big_source)],
@@ -94,12 +113,17 @@ def test_sigkill_during_backup_leaves_a_checkable_repository_and_rerun_completes
     assert [s["id"] for s in vault("snapshots", "-r", repo, "--json").json()] == [earlier]
 
     indexed_before = _indexed_data_bytes(repo) - indexed_earlier
+    packed_before = _packed_data_bytes(repo) - packed_earlier
     if point == "after-first-index":
         assert indexed_before >= FILE_SIZE // 2
+    if point == "after-four-packs":
+        assert packed_before > indexed_before, "the kill should leave packs no index names"
     rerun = vault("backup", "-r", repo, big_source, "--json")
     assert rerun.code == 0, rerun.err
-    # Nothing already packed and indexed is uploaded again (random data has no duplicates).
-    assert rerun.json()["stats"]["bytes_added"] == SOURCE_FILES * FILE_SIZE - indexed_before
+    # Nothing the killed run completed is uploaded again, indexed or not: the stale lock it
+    # left makes the re-run adopt its unindexed packs (random data has no duplicates).
+    assert rerun.json()["stats"]["bytes_added"] == SOURCE_FILES * FILE_SIZE - packed_before
+    assert (rerun.json()["packs_adopted"] > 0) == (packed_before > indexed_before)
 
     assert vault("check", "-r", repo, "--read-data").code == 0
     for snapshot, source in ((earlier, archive), ("latest", big_source)):

@@ -23,14 +23,13 @@ import hashlib
 import os
 import socket
 import stat
-import sys
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
-from vault import ids
+from vault import ids, recover
 from vault.catalog import Catalog, CatalogBuilder, looks_like_dicom
 from vault.errors import Interrupted, VaultError
 from vault.lock import Lock
@@ -38,6 +37,7 @@ from vault.pack import BlobType
 from vault.progress import NoProgress, Progress
 from vault.repository import Repository
 from vault.snapshot import Snapshot, SnapshotStats
+from vault.sources import sources_of, total_size
 from vault.tree import DIR, FILE, SYMLINK, Node, Tree
 from vault.whoami import os_user
 from vault.writer import BlobWriter
@@ -75,6 +75,7 @@ class BackupResult:
     skipped_special: list[str] = field(default_factory=list)
     packs_written: int = 0
     catalog: Catalog | None = None
+    packs_adopted: int = 0  # uploaded by a killed run, indexed by this one
 
 
 @dataclass
@@ -106,6 +107,29 @@ class _Counters:
     files_changed: int = 0
     files_unchanged: int = 0
     bytes_read: int = 0
+
+
+def _node_base(name: bytes, st: os.stat_result) -> dict[str, object]:
+    """The node fields every entry type has."""
+    return dict(
+        name=name,
+        mode=stat.S_IMODE(st.st_mode),
+        uid=st.st_uid,
+        gid=st.st_gid,
+        mtime_ns=st.st_mtime_ns,
+    )
+
+
+@dataclass
+class _DirFrame:
+    """A directory being saved: the names still to visit and the nodes made so far."""
+
+    path: bytes
+    names: Iterator[bytes]
+    old: Tree | None
+    old_id: str
+    base: dict[str, object]  # this directory's own node fields (unused for the top one)
+    nodes: list[Entry] = field(default_factory=list)
 
 
 class _Job:
@@ -149,30 +173,50 @@ class _Job:
             for g in self.options.excludes
         )
 
-    def save_dir(
-        self, path: bytes, st: os.stat_result, parent: Tree | None, parent_id: str = ""
-    ) -> str:
-        nodes: list[Entry] = []
+    def save_dir(self, path: bytes, old: Tree | None, old_id: str = "") -> str:
+        """The tree id of the directory at `path`. Iterative, children before parents: a tree
+        can be ~2,000 levels deep (PATH_MAX), beyond Python's frame limit."""
+        stack = [self._open_dir(path, old, old_id, {})]
+        while True:
+            frame = stack[-1]
+            name = next(frame.names, None)
+            if name is None:
+                stack.pop()
+                self.counters.dirs += 1
+                tree_id = self._tree_id(_resolved(frame.nodes), frame.old, frame.old_id)
+                if not stack:
+                    return tree_id
+                stack[-1].nodes.append(Node(type=DIR, subtree=tree_id, **frame.base))  # type: ignore[arg-type]
+                continue
+            child = os.path.join(frame.path, name)
+            if self.excluded(child):
+                continue
+            try:
+                st = os.lstat(child)
+            except OSError as exc:
+                self.error(child, exc)
+                continue
+            old_node = frame.old.get(name) if frame.old else None
+            if stat.S_ISDIR(st.st_mode):
+                self.stop_if_asked()
+                old_tree = self.load_old_tree(old_node)
+                sub_id = old_node.subtree if old_node is not None and old_tree is not None else ""
+                stack.append(self._open_dir(child, old_tree, sub_id, _node_base(name, st)))
+                continue
+            node = self.save_entry(child, name, st, old_node)
+            if node is not None:
+                frame.nodes.append(node)
+
+    def _open_dir(
+        self, path: bytes, old: Tree | None, old_id: str, base: dict[str, object]
+    ) -> _DirFrame:
         try:
             with os.scandir(path) as it:
                 names = sorted(entry.name for entry in it)
         except OSError as exc:
             self.error(path, exc)
             names = []
-        for name in names:
-            child = os.path.join(path, name)
-            if self.excluded(child):
-                continue
-            try:
-                child_st = os.lstat(child)
-            except OSError as exc:
-                self.error(child, exc)
-                continue
-            node = self.save_entry(child, name, child_st, parent.get(name) if parent else None)
-            if node is not None:
-                nodes.append(node)
-        self.counters.dirs += 1
-        return self._tree_id(_resolved(nodes), parent, parent_id)
+        return _DirFrame(path, iter(names), old, old_id, base)
 
     def _tree_id(self, nodes: tuple[Node, ...], old: Tree | None, old_id: str) -> str:
         """The id of the tree of `nodes`: the old tree's when nothing in it changed (a nightly
@@ -192,17 +236,11 @@ class _Job:
         self, path: bytes, name: bytes, st: os.stat_result, old: Node | None
     ) -> Entry | None:
         self.stop_if_asked()
-        base = dict(
-            name=name,
-            mode=stat.S_IMODE(st.st_mode),
-            uid=st.st_uid,
-            gid=st.st_gid,
-            mtime_ns=st.st_mtime_ns,
-        )
+        base = _node_base(name, st)
         if stat.S_ISDIR(st.st_mode):
             old_tree = self.load_old_tree(old)
             old_id = old.subtree if old is not None and old_tree is not None else ""
-            subtree = self.save_dir(path, st, old_tree, old_id)
+            subtree = self.save_dir(path, old_tree, old_id)
             return Node(type=DIR, subtree=subtree, **base)  # type: ignore[arg-type]
         if stat.S_ISLNK(st.st_mode):
             try:
@@ -335,12 +373,7 @@ class _Job:
             for part in parts[:-1]:
                 node = node.setdefault(part, {})  # type: ignore[assignment]
             node[parts[-1]] = source
-        # Three frames per directory level, up to ~2,000 levels (PATH_MAX): above the default.
-        sys.setrecursionlimit(max(limit := sys.getrecursionlimit(), 10_000))
-        try:
-            return self.save_virtual(b"/", layout_tree, parent_root, self.parent_root_id)
-        finally:
-            sys.setrecursionlimit(limit)
+        return self.save_virtual(b"/", layout_tree, parent_root, self.parent_root_id)
 
     def save_virtual(
         self, path: bytes, mapping: dict[bytes, object], old: Tree | None, old_id: str = ""
@@ -363,50 +396,8 @@ class _Job:
             old_tree = self.load_old_tree(old_node)
             sub_id = old_node.subtree if old_node is not None and old_tree is not None else ""
             subtree = self.save_virtual(child, sub, old_tree, sub_id)  # type: ignore[arg-type]
-            nodes.append(
-                Node(
-                    name=name,
-                    type=DIR,
-                    mode=stat.S_IMODE(st.st_mode),
-                    uid=st.st_uid,
-                    gid=st.st_gid,
-                    mtime_ns=st.st_mtime_ns,
-                    subtree=subtree,
-                )
-            )
+            nodes.append(Node(type=DIR, subtree=subtree, **_node_base(name, st)))  # type: ignore[arg-type]
         return self._tree_id(_resolved(nodes), old, old_id)
-
-
-def _total_size(sources: list[bytes], excluded: Callable[[bytes], bool]) -> int:
-    total = 0
-    for source in sources:
-        for dirpath, dirnames, filenames in os.walk(source):
-            dirnames[:] = [d for d in dirnames if not excluded(os.path.join(dirpath, d))]
-            for name in filenames:
-                path = os.path.join(dirpath, name)
-                try:
-                    st = os.lstat(path)
-                except OSError:
-                    continue
-                if stat.S_ISREG(st.st_mode) and not excluded(path):
-                    total += st.st_size
-        if os.path.isfile(source) and not os.path.islink(source):
-            total += os.lstat(source).st_size
-    return total
-
-
-def _normalize_sources(raw: Iterable[str]) -> list[bytes]:
-    sources: list[bytes] = []
-    for text in raw:
-        path = os.fsencode(os.path.abspath(text))
-        if not os.path.lexists(path):
-            raise VaultError(f"source path {text} does not exist")
-        if path == b"/":
-            raise VaultError("backing up / as a whole is not supported; name the directories")
-        sources.append(path)
-    # A source inside another source is already covered by it.
-    kept = [p for p in sources if not any(p != q and p.startswith(q + b"/") for q in sources)]
-    return sorted(set(kept))
 
 
 def find_parent(repo: Repository, host: str, source_paths: list[str]) -> Snapshot | None:
@@ -423,22 +414,24 @@ def backup(
     stop: threading.Event | None = None,
 ) -> BackupResult:
     progress = progress or NoProgress()
-    sources = _normalize_sources(options.paths)
+    sources = sources_of(options.paths)
     source_texts = sorted(os.fsdecode(p) for p in sources)
     host = options.host or socket.gethostname()
     started = now()
-    with Lock(repo.storage, repo.keyring, exclusive=False, operation="backup"):
+    with Lock(repo.storage, repo.keyring, exclusive=False, operation="backup") as lock:
         repo.refresh_keyring()
         repo.record_slot_use()
         repo.load_index()
         parent = find_parent(repo, host, source_texts)
         parent_root = repo.load_tree(parent.tree) if parent else None
         job = _Job(repo, options, progress, repo.load_catalog(parent) if parent else None, stop)
+        adopted = recover.left_by_killed_run(repo, lock.id)
+        job.writer.adopt(adopted)
         progress.start("backup", None)
         if not isinstance(progress, NoProgress):
             # Sizing the sources in parallel gives the bar a total (and an ETA) early on.
             threading.Thread(
-                target=lambda: progress.set_total(_total_size(sources, job.excluded)),
+                target=lambda: progress.set_total(total_size(sources, job.excluded)),
                 name="size-scan",
                 daemon=True,
             ).start()
@@ -492,4 +485,6 @@ def backup(
         repo.save_snapshot(snapshot)
         # Verification of success: the snapshot reads back and authenticates.
         repo.load_snapshot(snapshot.id)
-    return BackupResult(snapshot, job.errors, job.unstable, job.special, w.packs_written, catalog)
+    return BackupResult(
+        snapshot, job.errors, job.unstable, job.special, w.packs_written, catalog, len(adopted)
+    )

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import bisect
 import math
-import sys
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -25,7 +24,7 @@ from vault.errors import IntegrityError, ObjectNotFound, VaultError
 from vault.pack import BlobType, open_blob, read_trailer
 from vault.progress import NoProgress, Progress
 from vault.repository import Repository
-from vault.tree import DIR, FILE
+from vault.tree import DIR, FILE, Tree
 
 
 @dataclass(frozen=True)
@@ -94,25 +93,55 @@ class _Checker:
         self.result.packs = len(indexed)
         self.result.unreferenced_packs = len(set(self.pack_sizes) - indexed)
 
-    def packs_of_tree(self, tree_id: str) -> tuple[frozenset[str], bool]:
+    def packs_of_tree(self, root_id: str) -> tuple[frozenset[str], bool]:
         """(packs holding everything under a tree, whether anything under it is damaged);
-        memoized, so shared subtrees are read once; findings are recorded on the way."""
-        if tree_id in self.tree_packs:
-            return self.tree_packs[tree_id]
-        self.tree_packs[tree_id] = (frozenset(), True)  # guards against a cycle in a forged tree
-        location = self.repo.index.lookup(bytes.fromhex(tree_id))
+        memoized, so shared subtrees are read once; findings are recorded on the way.
+        Iterative, children before parents: a tree can be ~2,000 levels deep (PATH_MAX)."""
+        stack: list[tuple[str, Tree | None]] = [(root_id, None)]
+        while stack:
+            tree_id, tree = stack[-1]
+            if tree is not None:
+                stack.pop()
+                self.tree_packs[tree_id] = self._summarize(tree_id, tree)
+                continue
+            if tree_id in self.tree_packs:
+                stack.pop()
+                continue
+            # Until it is summarized, a tree counts as damaged: a forged tree that contains
+            # itself meets this guard instead of looping.
+            self.tree_packs[tree_id] = (frozenset(), True)
+            tree = self._load_tree(tree_id)
+            if tree is None:
+                stack.pop()
+                continue
+            stack[-1] = (tree_id, tree)
+            stack.extend(
+                (node.subtree, None)
+                for node in tree.nodes
+                if node.type == DIR and node.subtree not in self.tree_packs
+            )
+        return self.tree_packs[root_id]
+
+    def _load_tree(self, tree_id: str) -> Tree | None:
         try:
             tree = self.repo.load_tree(tree_id)
         except VaultError as exc:
+            location = self.repo.index.lookup(bytes.fromhex(tree_id))
             pack = f" in {layout.pack(location.pack.id)}" if location else ""
             self.add(f"tree {tree_id[:16]}{pack}", str(exc))
-            return self.tree_packs[tree_id]
+            return None
         self.result.trees += 1
+        return tree
+
+    def _summarize(self, tree_id: str, tree: Tree) -> tuple[frozenset[str], bool]:
+        """A tree's packs and damage, from its own nodes and its (already summarized)
+        subtrees."""
+        location = self.repo.index.lookup(bytes.fromhex(tree_id))
         packs: set[str] = {location.pack.id} if location else set()
         damaged = False
         for node in tree.nodes:
             if node.type == DIR:
-                sub, sub_damaged = self.packs_of_tree(node.subtree)
+                sub, sub_damaged = self.tree_packs[node.subtree]
                 packs |= sub
                 damaged |= sub_damaged
             elif node.type == FILE:
@@ -135,8 +164,7 @@ class _Checker:
                         f"hold {total}",
                     )
                     damaged = True
-        self.tree_packs[tree_id] = (frozenset(packs), damaged)
-        return self.tree_packs[tree_id]
+        return frozenset(packs), damaged
 
     def check_snapshots(self) -> None:
         snapshot_ids = self.repo.snapshot_ids()
@@ -236,13 +264,7 @@ def check(
     result = CheckResult()
     checker = _Checker(repo, result)
     checker.load_index()
-    # packs_of_tree recurses per directory level; a tree can be ~2,000 levels deep (PATH_MAX).
-    limit = sys.getrecursionlimit()
-    sys.setrecursionlimit(max(limit, 10_000))
-    try:
-        checker.check_snapshots()
-    finally:
-        sys.setrecursionlimit(limit)
+    checker.check_snapshots()
     checker.check_packs_exist()
     if read_data_percent > 0:
         by_pack: dict[str, dict[bytes, index.Location]] = defaultdict(dict)

@@ -169,6 +169,7 @@ def _report_backup(
                 "duration_seconds": round(seconds, 3),
                 "stats": asdict(st),
                 "packs_written": result.packs_written,
+                "packs_adopted": result.packs_adopted,
                 "throughput_bytes_per_second": round(st.bytes_read / seconds),
                 "errors": [asdict(p) for p in result.errors],
                 "changed_during_read": [asdict(p) for p in result.unstable],
@@ -180,6 +181,11 @@ def _report_backup(
         )
         return
     print(f"snapshot {ids.short(snap.id)} saved")
+    if result.packs_adopted:
+        print(
+            f"  resumed: {result.packs_adopted} pack(s) uploaded by an interrupted run were "
+            "indexed instead of sent again"
+        )
     if catalog and catalog.studies:
         print(f"  DICOM studies: {len(catalog.studies)} (vault studies lists them)")
     print(

@@ -17,11 +17,10 @@ from datetime import UTC, datetime
 from vault import ids, index, index_store, layout, sealing
 from vault.errors import IntegrityError, StorageError
 from vault.index import PackInfo
-from vault.pack import HEADER_SIZE, PackEntry, TrailerBeyondTail, parse_header, read_trailer_parts
+from vault.pack import HEADER_SIZE, PackEntry
 from vault.progress import NoProgress, Progress
+from vault.recover import pack_contents, readable_epoch_keys
 from vault.repository import Repository
-
-TAIL_BYTES = 64 * 1024  # holds the trailer of a pack of up to ~1,300 blobs
 
 
 @dataclass
@@ -33,32 +32,6 @@ class RepairResult:
     index_objects_replaced: int = 0
     kept_locked: list[str] = field(default_factory=list)
     dry_run: bool = False
-
-
-def _epoch_keys(repo: Repository) -> dict[int, bytes]:
-    keys = {}
-    for epoch in repo.keyring.epochs:
-        try:
-            keys[epoch.id] = repo.keyring.epoch_key(epoch.id)
-        except KeyError:
-            continue  # destroyed: packs under it are reported unreadable
-    return keys
-
-
-def _pack_contents(
-    repo: Repository, pack_id: str, size: int, keys: dict[int, bytes]
-) -> tuple[PackInfo, list[PackEntry]]:
-    name = layout.pack(pack_id)
-    header = repo.storage.get(name, offset=0, length=HEADER_SIZE)
-    tail_length = min(size, TAIL_BYTES)
-    tail = repo.storage.get(name, offset=size - tail_length, length=tail_length)
-    try:
-        entries = read_trailer_parts(header, tail, size, keys, pack_id=pack_id, pack_name=name)
-    except TrailerBeyondTail as longer:
-        tail = repo.storage.get(name, offset=size - longer.needed, length=longer.needed)
-        entries = read_trailer_parts(header, tail, size, keys, pack_id=pack_id, pack_name=name)
-    epoch, salt = parse_header(header, pack_name=name)
-    return PackInfo(pack_id, epoch, salt), entries
 
 
 def _indexed_packs(repo: Repository) -> set[str]:
@@ -78,7 +51,7 @@ def repair_index(
 ) -> RepairResult:
     progress = progress or NoProgress()
     result = RepairResult(dry_run=dry_run)
-    keys = _epoch_keys(repo)
+    keys = readable_epoch_keys(repo)
     stored = {layout.id_of(i.key): i.size for i in repo.storage.list(layout.DATA)}
     previously = _indexed_packs(repo)
     batch: list[tuple[PackInfo, list[PackEntry]]] = []
@@ -89,7 +62,7 @@ def repair_index(
             result.unreadable.append((layout.pack(pack_id), "empty or truncated object"))
             continue
         try:
-            info, entries = _pack_contents(repo, pack_id, size, keys)
+            info, entries = pack_contents(repo, pack_id, size, keys)
         except (IntegrityError, StorageError) as exc:
             result.unreadable.append((layout.pack(pack_id), str(exc)))
             continue

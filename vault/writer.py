@@ -121,6 +121,15 @@ class BlobWriter:
             copied += 1
         return len(data), copied
 
+    def adopt(self, packs: list[tuple[PackInfo, list[PackEntry]]]) -> int:
+        """Take packs already in storage but named by no index (left by a killed run) into
+        this writer's index; the next checkpoint makes that durable. Returns blobs adopted."""
+        with self._lock:
+            for info, entries in packs:
+                self.index.add_pack(info, entries)
+                self._unindexed.append((info, entries))
+        return sum(len(entries) for _, entries in packs)
+
     def _new_builder(self) -> PackBuilder:
         epoch = self.repo.keyring.current_epoch
         return PackBuilder(ids.new_id(), epoch, self.repo.keyring.epoch_key(epoch))

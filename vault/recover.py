@@ -1,0 +1,92 @@
+"""Reading packs without an index, and taking back what a killed run uploaded.
+
+Every pack ends with an authenticated table of its blobs (docs/format.md §4), so an index entry
+can always be rebuilt from the pack itself with two small ranged GETs (header and tail; a third
+only when the trailer is longer than the tail). `vault repair index` does this for every pack.
+
+A backup killed between uploading packs and the next index checkpoint leaves packs no index
+names: sound, sealed, but invisible to deduplication, so the next run would upload their
+contents again (up to a checkpoint's worth, 1 GiB by default). A killed process also leaves its
+lock behind, so when a backup finds a stale lock it lists the packs, reads the trailers of the
+unindexed ones, and adopts them — only those sealed under the current key epoch, so nothing a
+rotation is retiring comes back. Adopting a pack another live client is about to index is
+harmless: a blob named twice keeps its first location.
+"""
+
+from __future__ import annotations
+
+import socket
+from datetime import UTC, datetime
+
+from vault import layout, sealing
+from vault.errors import IntegrityError, StorageError
+from vault.index import PackInfo
+from vault.lock import list_locks
+from vault.pack import HEADER_SIZE, PackEntry, TrailerBeyondTail, parse_header, read_trailer_parts
+from vault.repository import Repository
+
+TAIL_BYTES = 64 * 1024  # holds the trailer of a pack of up to ~1,300 blobs
+
+Packs = list[tuple[PackInfo, list[PackEntry]]]
+
+
+def readable_epoch_keys(repo: Repository) -> dict[int, bytes]:
+    keys = {}
+    for epoch in repo.keyring.epochs:
+        try:
+            keys[epoch.id] = repo.keyring.epoch_key(epoch.id)
+        except KeyError:
+            continue  # destroyed: packs under it cannot be read
+    return keys
+
+
+def pack_contents(
+    repo: Repository, pack_id: str, size: int, keys: dict[int, bytes]
+) -> tuple[PackInfo, list[PackEntry]]:
+    """The pack's own authenticated table of blobs, read with ranged GETs."""
+    name = layout.pack(pack_id)
+    header = repo.storage.get(name, offset=0, length=HEADER_SIZE)
+    tail_length = min(size, TAIL_BYTES)
+    tail = repo.storage.get(name, offset=size - tail_length, length=tail_length)
+    try:
+        entries = read_trailer_parts(header, tail, size, keys, pack_id=pack_id, pack_name=name)
+    except TrailerBeyondTail as longer:
+        tail = repo.storage.get(name, offset=size - longer.needed, length=longer.needed)
+        entries = read_trailer_parts(header, tail, size, keys, pack_id=pack_id, pack_name=name)
+    epoch, salt = parse_header(header, pack_name=name)
+    return PackInfo(pack_id, epoch, salt), entries
+
+
+def killed_run_left_a_lock(repo: Repository, own_lock: str) -> bool:
+    now, host = datetime.now(UTC), socket.gethostname()
+    return any(
+        lock.id != own_lock and lock.is_stale(now, host)
+        for lock in list_locks(repo.storage, repo.keyring)
+    )
+
+
+def unindexed_current_packs(repo: Repository, indexed: set[str]) -> Packs:
+    """Readable packs sealed under the current epoch that the index does not name. A pack
+    that cannot be read is left alone: `check` reports it, `prune` deletes it."""
+    keys = readable_epoch_keys(repo)
+    current = repo.keyring.current_epoch
+    found: Packs = []
+    for info in repo.storage.list(layout.DATA):
+        pack_id = layout.id_of(info.key)
+        if pack_id in indexed or sealing.is_torn(info.size) or info.size < HEADER_SIZE:
+            continue
+        try:
+            pack, entries = pack_contents(repo, pack_id, info.size, keys)
+        except (IntegrityError, StorageError):
+            continue
+        if pack.epoch == current:
+            found.append((pack, entries))
+    return found
+
+
+def left_by_killed_run(repo: Repository, own_lock: str) -> Packs:
+    """What a backup should adopt before it starts: nothing unless a stale lock says a run
+    was killed (listing every pack on each run would cost a large repository minutes)."""
+    if not killed_run_left_a_lock(repo, own_lock):
+        return []
+    return unindexed_current_packs(repo, {pack.id for pack in repo.load_index().packs()})
