@@ -189,3 +189,19 @@ def archive(tmp_path: Path, archive_template: Path) -> Path:
     target = tmp_path / "archive"
     shutil.copytree(archive_template, target, symlinks=True)
     return target
+
+
+@pytest.fixture
+def proxy(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> Iterator[FaultProxy]:
+    """A fault proxy in front of the server; boto3 talks to the proxy, with few retries so
+    failures arrive in seconds."""
+    host, port = s3_server.endpoint.removeprefix("http://").split(":")
+    fault_proxy = FaultProxy(host, int(port))
+    for name, value in s3_server.env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", fault_proxy.endpoint)
+    monkeypatch.setenv("VAULT_S3_MAX_ATTEMPTS", "4")
+    try:
+        yield fault_proxy
+    finally:
+        fault_proxy.close()

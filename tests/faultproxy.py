@@ -9,7 +9,10 @@ queues faults; each fault applies to the next matching requests:
 Kinds: "status" (answer with an S3 error document, the request never reaches the server),
 "reset" (close the connection without answering), "reset-mid-body" (forward, then send the
 headers and half the body, then close), "truncate" (forward, then send the headers with the full
-Content-Length but only half the body and end the response), "delay" (hold the request up to
+Content-Length but only half the body and end the response), "wrong-length" (forward, then
+announce a Content-Length a third short of the body, send the whole body and close: a middlebox
+that miscounts), "before" (call `before(path)` — say, delete the object for real — then
+forward: an object that vanishes between a list and a get), "delay" (hold the request up to
 `seconds`, or until `release()`, then forward). `down = True` refuses every request (the
 server disappeared).
 """
@@ -19,6 +22,7 @@ from __future__ import annotations
 import http.client
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -34,6 +38,7 @@ class Fault:
     status: int = 500
     code: str = "InternalError"
     seconds: float = 0.0
+    before: Callable[[str], None] | None = None
 
 
 @dataclass
@@ -137,7 +142,21 @@ class FaultProxy:
             return
         if fault is not None and fault.kind == "delay":
             self._released.wait(fault.seconds)
+        if fault is not None and fault.kind == "before" and fault.before is not None:
+            fault.before(handler.path)
         status, headers, payload = self._forward(handler, body)
+        if fault is not None and fault.kind == "wrong-length" and payload:
+            handler.send_response(status)
+            for name, value in headers:
+                if name.lower() != "content-length":
+                    handler.send_header(name, value)
+            handler.send_header("Content-Length", str(len(payload) - max(1, len(payload) // 3)))
+            handler.send_header("Connection", "close")
+            handler.end_headers()
+            handler.wfile.write(payload)
+            handler.wfile.flush()
+            handler.close_connection = True
+            return
         if fault is not None and fault.kind in ("reset-mid-body", "truncate") and payload:
             handler.send_response(status)
             for name, value in headers:

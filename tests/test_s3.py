@@ -18,22 +18,6 @@ from vault.errors import UsageError
 from vault.storage.s3 import S3Settings, S3Storage
 
 
-@pytest.fixture
-def proxy(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> Iterator[FaultProxy]:
-    """A fault proxy in front of the server; boto3 talks to the proxy, with few retries so
-    failures arrive in seconds."""
-    host, port = s3_server.endpoint.removeprefix("http://").split(":")
-    fault_proxy = FaultProxy(host, int(port))
-    for name, value in s3_server.env().items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", fault_proxy.endpoint)
-    monkeypatch.setenv("VAULT_S3_MAX_ATTEMPTS", "4")
-    try:
-        yield fault_proxy
-    finally:
-        fault_proxy.close()
-
-
 def _use(monkeypatch: pytest.MonkeyPatch, server: S3Server, creds: tuple[str, str]) -> None:
     for name, value in server.env(creds).items():
         monkeypatch.setenv(name, value)
@@ -173,8 +157,18 @@ def _incompressible_tree(root: Path, files: int = 3, size: int = 6 * 1024 * 1024
         (Fault("reset-mid-body"), "GET"),
         (Fault("truncate"), "GET"),
         (Fault("delay", seconds=0.5), "PUT"),
+        (Fault("wrong-length"), "GET"),
     ],
-    ids=["slowdown", "500", "503-get", "reset", "reset-mid-body", "truncated-body", "slow"],
+    ids=[
+        "slowdown",
+        "500",
+        "503-get",
+        "reset",
+        "reset-mid-body",
+        "truncated-body",
+        "slow",
+        "wrong-content-length",
+    ],
 )
 def test_backup_and_restore_complete_correctly_through_transient_faults(
     proxy: FaultProxy,

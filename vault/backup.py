@@ -406,6 +406,15 @@ def find_parent(repo: Repository, host: str, source_paths: list[str]) -> Snapsho
     return candidates[-1] if candidates else None
 
 
+def _parent_root(repo: Repository, parent: Snapshot | None) -> Tree | None:
+    """The parent's root tree; a damaged one only costs re-reading every file (a backup must
+    still succeed in a repository that `check` finds damaged)."""
+    try:
+        return repo.load_tree(parent.tree) if parent else None
+    except VaultError:
+        return None
+
+
 def backup(
     repo: Repository,
     options: BackupOptions,
@@ -423,9 +432,9 @@ def backup(
         repo.record_slot_use()
         repo.load_index()
         parent = find_parent(repo, host, source_texts)
-        parent_root = repo.load_tree(parent.tree) if parent else None
+        parent_root = _parent_root(repo, parent)
         job = _Job(repo, options, progress, repo.load_catalog(parent) if parent else None, stop)
-        adopted = recover.left_by_killed_run(repo, lock.id)
+        adopted = recover.left_by_killed_run(repo, lock.stale_seen)
         job.writer.adopt(adopted)
         progress.start("backup", None)
         if not isinstance(progress, NoProgress):

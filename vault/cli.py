@@ -229,10 +229,16 @@ def cmd_check(args: argparse.Namespace) -> int:
                 f"{len(result.torn_objects)} empty object(s) left by interrupted uploads "
                 "(harmless; prune removes them)"
             )
-        if result.unreferenced_packs:
+        if result.unreferenced_packs and result.ok:
             print(
                 f"{result.unreferenced_packs} pack(s) are not referenced by any index "
                 "(left by an interrupted backup; harmless)"
+            )
+        elif result.unreferenced_packs:
+            print(
+                f"{result.unreferenced_packs} pack(s) are not referenced by any index: if the "
+                "problems above name missing index entries, `vault repair index` rebuilds the "
+                "index from the packs themselves"
             )
         print("no errors were found" if result.ok else f"{len(result.findings)} problem(s) found")
     if not result.ok:

@@ -112,6 +112,7 @@ class Lock:
         self.host = socket.gethostname()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.stale_seen: list[LockInfo] = []
 
     def _write(self) -> None:
         doc = {
@@ -127,12 +128,14 @@ class Lock:
 
     def _conflicts(self) -> list[LockInfo]:
         now = self._now()
+        others = [lk for lk in list_locks(self._storage, self._keys) if lk.id != self.id]
+        # Kept for the caller: a stale lock means a run was killed (a backup then adopts the
+        # packs it left), learned here without listing the locks again.
+        self.stale_seen = [lk for lk in others if lk.is_stale(now, self.host)]
         return [
             other
-            for other in list_locks(self._storage, self._keys)
-            if other.id != self.id
-            and (self.exclusive or other.exclusive)
-            and not other.is_stale(now, self.host)
+            for other in others
+            if (self.exclusive or other.exclusive) and not other.is_stale(now, self.host)
         ]
 
     def acquire(self) -> Lock:

@@ -15,13 +15,10 @@ harmless: a blob named twice keeps its first location.
 
 from __future__ import annotations
 
-import socket
-from datetime import UTC, datetime
-
 from vault import layout, sealing
 from vault.errors import IntegrityError, StorageError
 from vault.index import PackInfo
-from vault.lock import list_locks
+from vault.lock import LockInfo
 from vault.pack import HEADER_SIZE, PackEntry, TrailerBeyondTail, parse_header, read_trailer_parts
 from vault.repository import Repository
 
@@ -57,14 +54,6 @@ def pack_contents(
     return PackInfo(pack_id, epoch, salt), entries
 
 
-def killed_run_left_a_lock(repo: Repository, own_lock: str) -> bool:
-    now, host = datetime.now(UTC), socket.gethostname()
-    return any(
-        lock.id != own_lock and lock.is_stale(now, host)
-        for lock in list_locks(repo.storage, repo.keyring)
-    )
-
-
 def unindexed_current_packs(repo: Repository, indexed: set[str]) -> Packs:
     """Readable packs sealed under the current epoch that the index does not name. A pack
     that cannot be read is left alone: `check` reports it, `prune` deletes it."""
@@ -84,9 +73,10 @@ def unindexed_current_packs(repo: Repository, indexed: set[str]) -> Packs:
     return found
 
 
-def left_by_killed_run(repo: Repository, own_lock: str) -> Packs:
-    """What a backup should adopt before it starts: nothing unless a stale lock says a run
-    was killed (listing every pack on each run would cost a large repository minutes)."""
-    if not killed_run_left_a_lock(repo, own_lock):
+def left_by_killed_run(repo: Repository, stale_locks: list[LockInfo]) -> Packs:
+    """What a backup should adopt before it starts: nothing unless a stale lock (seen when
+    the backup took its own) says a run was killed — listing every pack on each run would
+    cost a large repository minutes."""
+    if not stale_locks:
         return []
     return unindexed_current_packs(repo, {pack.id for pack in repo.load_index().packs()})

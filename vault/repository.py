@@ -363,7 +363,12 @@ class Repository:
             raise IntegrityError(f"{key} is malformed: {exc}", key=key) from None
 
     def snapshots(self) -> list[Snapshot]:
-        found = [self.load_snapshot(s) for s in self.snapshot_ids()]
+        found = []
+        for snapshot_id in self.snapshot_ids():
+            try:
+                found.append(self.load_snapshot(snapshot_id))
+            except ObjectNotFound:
+                continue  # listed, then forgotten by another client before it was read
         return sorted(found, key=lambda s: (s.time, s.id))
 
     def save_snapshot(self, snapshot: Snapshot) -> None:

@@ -253,22 +253,23 @@ class S3Storage:
 
     def get(self, key: str, *, offset: int = 0, length: int | None = None) -> bytes:
         args: dict[str, Any] = {"Bucket": self.settings.bucket, "Key": self._key(key)}
-        if length is not None:
-            if length <= 0:
-                return b""
-            args["Range"] = f"bytes={offset}-{offset + length - 1}"
-        elif offset:
-            args["Range"] = f"bytes={offset}-"
+        if length is not None and length <= 0:
+            return b""
+        # Always a ranged GET, even for a whole object: the Content-Range answer states the
+        # object's size independently of Content-Length, so a body cut short by a proxy that
+        # miscounts is a transfer fault retried here, not "corrupt object" further up.
+        end = "" if length is None else str(offset + length - 1)
+        args["Range"] = f"bytes={offset}-{end}"
 
         def fetch() -> bytes:
             try:
                 response = self._client.get_object(**args)
             except bex.ClientError as exc:
                 if _code(exc) == "InvalidRange":
-                    return b""  # a range past the end: nothing exists there
+                    return b""  # a range past the end (or an empty object): nothing there
                 raise
             body: bytes = response["Body"].read()
-            expected = response.get("ContentLength")
+            expected = _range_length(response.get("ContentRange"), response.get("ContentLength"))
             if expected is not None and len(body) != expected:
                 raise bex.IncompleteReadError(actual_bytes=len(body), expected_bytes=expected)
             return body
@@ -434,6 +435,18 @@ def _attempts_from_env() -> int:
 
 class _Unsupported(Exception):
     """The server does not implement conditional writes."""
+
+
+def _range_length(content_range: str | None, content_length: int | None) -> int | None:
+    """How many bytes the answer must hold: from "bytes first-last/size" when the server sent
+    it (a server may ignore Range and answer 200 with the whole object: Content-Length then)."""
+    if content_range:
+        unit, _, spec = content_range.partition(" ")
+        span = spec.split("/", 1)[0]
+        first, _, last = span.partition("-")
+        if unit == "bytes" and first.isdigit() and last.isdigit():
+            return int(last) - int(first) + 1
+    return content_length
 
 
 def _code(exc: bex.ClientError) -> str:
