@@ -2,8 +2,10 @@
 
 Structural check: every index object opens; every pack the index names exists; every snapshot
 opens; every tree it reaches is indexed, authenticates and matches its id; every chunk a file
-lists is indexed in an existing pack. Read-data check: each selected pack is read whole, its
-sealed trailer must match the index, and every blob authenticates and hashes to its id.
+lists is indexed in an existing pack; and every other kind of object (catalogs, audit log,
+drill records, key slots, state) passes vault/check_records.py. Read-data check: each selected
+pack is read whole, its sealed trailer must match the index, and every blob authenticates and
+hashes to its id.
 
 A partial read (`read_data_percent` < 100) takes the next packs in pack-id order after
 `start_after` and wraps around, so successive partial checks walk every pack in turn instead of
@@ -20,10 +22,12 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from vault import crypto, index, layout, sealing
+from vault.check_records import check_records
 from vault.errors import IntegrityError, ObjectNotFound, VaultError
 from vault.pack import BlobType, open_blob, read_trailer
 from vault.progress import NoProgress, Progress
 from vault.repository import Repository
+from vault.snapshot import Snapshot
 from vault.tree import DIR, FILE, Tree
 
 
@@ -71,6 +75,7 @@ class _Checker:
         self.tree_packs: dict[str, tuple[frozenset[str], bool]] = {}
         self.pack_snapshots: dict[str, set[str]] = defaultdict(set)
         self.reported_trees: set[str] = set()
+        self.snapshots: list[Snapshot] = []
 
     def add(self, obj: str, problem: str, snapshots: set[str] | None = None) -> None:
         self.result.findings.append(Finding(obj, problem, tuple(sorted(snapshots or ()))))
@@ -179,6 +184,7 @@ class _Checker:
                 self.add(key, f"unreadable snapshot: {exc}")
                 continue
             self.result.snapshots += 1
+            self.snapshots.append(snapshot)
             packs, damaged = self.packs_of_tree(snapshot.tree)
             if damaged:
                 self.add(
@@ -265,6 +271,8 @@ def check(
     checker = _Checker(repo, result)
     checker.load_index()
     checker.check_snapshots()
+    for obj, problem, affected in check_records(repo, checker.snapshots):
+        checker.add(obj, problem, affected)
     checker.check_packs_exist()
     if read_data_percent > 0:
         by_pack: dict[str, dict[bytes, index.Location]] = defaultdict(dict)

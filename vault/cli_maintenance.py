@@ -44,7 +44,17 @@ def cmd_forget(args: argparse.Namespace) -> int:
     repo = open_repo(args)
     now = datetime.now(UTC)
     with lock.Lock(repo.storage, repo.keyring, exclusive=True, operation="forget"):
-        result = forget(repo, policy, now, dry_run=args.dry_run)
+        # The ids, not just the count: `check` then tells a snapshot forgotten by vault from
+        # one deleted behind its back (snapshot ids are random, never patient data).
+        result = forget(
+            repo,
+            policy,
+            now,
+            dry_run=args.dry_run,
+            announce=lambda ids: record_audit(
+                repo, "forget", result="PASS", details={"removed": len(ids), "snapshots": ids}
+            ),
+        )
         pruned = (
             prune(repo, now, progress=progress_for(args))
             if args.prune and not args.dry_run
@@ -52,8 +62,6 @@ def cmd_forget(args: argparse.Namespace) -> int:
         )
     if pruned is not None:
         record_audit(repo, "prune", result="PASS", details={"bytes_freed": pruned.bytes_freed})
-    if not args.dry_run:
-        record_audit(repo, "forget", result="PASS", details={"removed": len(result.removed)})
     kept = sum(1 for d in result.decisions if d.keep) + len(result.locked)
     if opt(args, "json"):
         emit_json(

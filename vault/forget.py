@@ -7,6 +7,7 @@ Lock retention is kept and reported, never hidden behind a delete marker early.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -24,12 +25,39 @@ class ForgetResult:
 
 
 def forget(
-    repo: Repository, policy: RetentionPolicy, now: datetime, *, dry_run: bool
+    repo: Repository,
+    policy: RetentionPolicy,
+    now: datetime,
+    *,
+    dry_run: bool,
+    announce: Callable[[list[str]], None] = lambda ids: None,
 ) -> ForgetResult:
+    """Apply `policy`. `announce` hears the ids about to be removed before the first deletion
+    (the audit event is written first: a record of a forget that was then interrupted is
+    harmless, a snapshot gone without one looks deleted behind vault's back)."""
     refs = [SnapshotRef(s.id, s.time, s.host, s.paths, s.tags) for s in repo.snapshots()]
     result = ForgetResult(decisions=apply(refs, policy, now))
     if dry_run:
         return result
+    doomed = []
+    for decision in result.decisions:
+        if decision.keep:
+            continue
+        snapshot_id = decision.snapshot.id
+        try:
+            until = repo.storage.stat(layout.snapshot(snapshot_id)).retain_until
+        except ObjectNotFound:
+            continue
+        if until is not None and until > now:
+            result.locked[snapshot_id] = until.isoformat()
+            continue
+        doomed.append(snapshot_id)
+    announce(doomed)
+    for snapshot_id in doomed:
+        repo.storage.delete(layout.snapshot(snapshot_id))
+        repo.storage.delete(layout.catalog(snapshot_id))
+        result.removed.append(snapshot_id)
+    return result
     for decision in result.decisions:
         if decision.keep:
             continue

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import hashlib
 import json
 import socket
 from datetime import UTC, datetime, timedelta
@@ -142,11 +143,12 @@ class Repository:
         try:
             version = storage.get(layout.VERSION)
         except ObjectNotFound:
-            raise RepositoryNotFound(
-                f"no vault repository at {storage.location()} (run `vault init` to create one)"
-            ) from None
+            raise _no_version(storage) from None
         if version != layout.VERSION_TEXT:
-            raise VaultError(f"{storage.location()} holds an unsupported repository format")
+            raise VaultError(
+                f"the `version` object at {storage.location()} does not name a format this vault "
+                "reads (damaged, or written by a newer vault)"
+            )
         masters = _unlock(storage, secret)
         keyring_blob = storage.get(layout.KEYRING)
         config_blob = storage.get(layout.CONFIG)
@@ -179,7 +181,10 @@ class Repository:
         slot = make_slot(slot_id, secret, self.keyring.master_key)
         self.put(layout.key_slot(slot_id), slot.to_bytes(), if_absent=True)
         host, now = socket.gethostname(), datetime.now(UTC).isoformat(timespec="seconds")
-        self._save_slot_info(slot_id, {"created_host": host, "created": now})
+        # The slot's digest under the master key: `check` can then tell a damaged slot it
+        # cannot open (no secret for it) from an intact one.
+        digest = hashlib.sha256(slot.to_bytes()).hexdigest()
+        self._save_slot_info(slot_id, {"created_host": host, "created": now, "slot_sha256": digest})
         return slot
 
     def remove_slot(self, slot_id: str) -> None:
@@ -456,8 +461,19 @@ def _unlock(storage: Storage, secret: Secret) -> list[tuple[bytes, str]]:
     raise WrongKey(f"the {what} given does not open the repository at {storage.location()}{note}")
 
 
-def ensure_exists(storage: Storage) -> None:
-    if not _exists(storage):
-        raise RepositoryNotFound(
+def _no_version(storage: Storage) -> RepositoryNotFound:
+    try:
+        storage.stat(layout.CONFIG)
+    except VaultError:
+        return RepositoryNotFound(
             f"no vault repository at {storage.location()} (run `vault init` to create one)"
         )
+    return RepositoryNotFound(
+        f"{storage.location()} holds a repository's config but no `version` object (deleted, "
+        f"or an interrupted init); it is the one line {layout.VERSION_TEXT.decode().strip()!r}"
+    )
+
+
+def ensure_exists(storage: Storage) -> None:
+    if not _exists(storage):
+        raise _no_version(storage)
