@@ -19,10 +19,12 @@ from __future__ import annotations
 import bisect
 import math
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from vault import crypto, index, layout, sealing
 from vault.check_records import check_records
+from vault.damage import Salvage, salvage
 from vault.errors import IntegrityError, ObjectNotFound, VaultError
 from vault.pack import BlobType, open_blob, read_trailer
 from vault.progress import NoProgress, Progress
@@ -60,6 +62,14 @@ class CheckResult:
     # not atomic: harmless (nothing can refer to them), reported, removed by prune.
     torn_objects: list[str] = field(default_factory=list)
     last_pack_read: str = ""  # where a partial read stopped: the next one starts after it
+    # Blobs found unreadable (pack missing or short, or — read-data — failing authentication),
+    # and per damaged snapshot what can no longer be restored (for `vault repair snapshots`).
+    unusable_blobs: set[bytes] = field(default_factory=set)
+    lost: dict[str, Salvage] = field(default_factory=dict)
+
+    def usable(self, index: index.Index) -> Callable[[bytes], bool]:
+        return lambda blob_id: blob_id not in self.unusable_blobs and blob_id in index
+
     wrapped: bool = False  # this partial read reached the last pack and started over
 
     @property
@@ -195,6 +205,14 @@ class _Checker:
             for pack_id in packs:
                 self.pack_snapshots[pack_id].add(snapshot_id)
 
+    def name_lost_files(self) -> None:
+        """For each snapshot a finding affects: the files it can no longer restore."""
+        damaged = {s for finding in self.result.findings for s in finding.snapshots}
+        usable = self.result.usable(self.repo.index)
+        for snapshot in self.snapshots:
+            if snapshot.id in damaged:
+                self.result.lost[snapshot.id] = salvage(self.repo, snapshot.tree, usable)
+
     def check_packs_exist(self) -> None:
         for pack in self.repo.index.packs():
             if pack.id not in self.pack_sizes:
@@ -208,6 +226,8 @@ class _Checker:
         for location in self.repo.index:
             size = self.pack_sizes.get(location.pack.id)
             end = location.entry.offset + location.entry.length
+            if size is None or end > size:
+                self.result.unusable_blobs.add(location.entry.id)
             if size is not None and end > size:
                 too_short.add(location.pack.id)
         for pack_id in sorted(too_short):
@@ -226,6 +246,7 @@ class _Checker:
             return  # already reported as missing
         except VaultError as exc:
             self.add(name, f"cannot be read: {exc}", affected)
+            self.result.unusable_blobs.update(expected)
             return
         self.result.packs_read += 1
         self.result.bytes_read += len(data)
@@ -235,6 +256,7 @@ class _Checker:
             entries = read_trailer(data, None, pack_id=pack_id, pack_name=name, key=key)
         except IntegrityError as exc:
             self.add(name, str(exc), affected)
+            self.result.unusable_blobs.update(expected)
             return
         by_id = {e.id: e for e in entries}
         for blob_id, location in expected.items():
@@ -244,6 +266,7 @@ class _Checker:
                     f"index entry for blob {blob_id.hex()[:16]} does not match the pack trailer",
                     affected,
                 )
+                self.result.unusable_blobs.add(blob_id)
         for entry in entries:
             try:
                 plain = open_blob(
@@ -251,10 +274,12 @@ class _Checker:
                 )
             except IntegrityError as exc:
                 self.add(name, str(exc), affected)
+                self.result.unusable_blobs.add(entry.id)
                 continue
             self.result.blobs_read += 1
             if not crypto.constant_time_equal(self.repo.blob_id(plain, entry.type), entry.id):
                 self.add(name, f"blob at offset {entry.offset} does not match its id", affected)
+                self.result.unusable_blobs.add(entry.id)
 
 
 def check(
@@ -287,6 +312,7 @@ def check(
             progress.advance(checker.pack_sizes.get(pack_id, 0))
         progress.finish()
         result.last_pack_read = pack_ids[-1] if pack_ids else ""
+    checker.name_lost_files()
     return result
 
 

@@ -180,6 +180,9 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
+LOST_SHOWN = 10  # paths named per damaged snapshot on a terminal (--json lists every one)
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     repo = open_repo(args)
     percent = 100.0 if args.read_data else (args.read_data_subset or 0.0)
@@ -210,11 +213,28 @@ def cmd_check(args: argparse.Namespace) -> int:
                     {"object": f.object, "problem": f.problem, "snapshots": list(f.snapshots)}
                     for f in result.findings
                 ],
+                "lost": {
+                    snapshot_id: {"paths": lost.lost, "files": lost.lost_files}
+                    for snapshot_id, lost in result.lost.items()
+                },
             }
         )
     else:
         for finding in result.findings:
             print(f"vault: error: {finding.describe()}", file=sys.stderr)
+        for snapshot_id, lost in result.lost.items():
+            shown = ", ".join(lost.lost[:LOST_SHOWN])
+            more = f" and {len(lost.lost) - LOST_SHOWN} more" if len(lost.lost) > LOST_SHOWN else ""
+            print(
+                f"snapshot {ids.short(snapshot_id)} can no longer restore: {shown}{more}",
+                file=sys.stderr,
+            )
+        if any(not lost.everything for lost in result.lost.values()):
+            print(
+                "`vault repair snapshots` writes copies of these snapshots holding everything "
+                "still readable",
+                file=sys.stderr,
+            )
         read = (
             f", read {result.packs_read} packs ({human_bytes(result.bytes_read)})"
             if percent

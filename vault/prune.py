@@ -64,10 +64,16 @@ def prune(
         packs.setdefault(pack.id, (pack, []))[1].extend(entries)
     delete: set[str] = set()
     repack: set[str] = set()
+    vanished: set[str] = set()
     unused_in: dict[str, int] = {}
     for pack_id, (_, entries) in packs.items():
         if pack_id not in sizes:
-            continue  # already gone: check reports it if anything needed it
+            # Lost from storage: while a snapshot needs it, the index keeps naming it and
+            # check keeps reporting it; once none does (forgotten, or replaced by `repair
+            # snapshots`), it leaves the index.
+            if not any(e.id in needed for e in entries):
+                vanished.add(pack_id)
+            continue
         used = sum(e.length for e in entries if e.id in needed)
         unused = sum(e.length for e in entries if e.id not in needed)
         if used == 0:
@@ -107,7 +113,7 @@ def prune(
         return result
 
     # 1. Copy what repacked packs still hold into new packs (indexed when flushed).
-    gone = delete | repack
+    gone = delete | repack | vanished
     keep_index = index_store.index_of(raw, lambda pack: pack.id not in gone)
     writer = BlobWriter(repo, index=keep_index)
     try:
@@ -123,7 +129,7 @@ def prune(
     # 2. One index naming every kept pack (old and new), then the old index objects go.
     index_store.consolidate(repo, lambda pack: pack.id not in gone, locked=locked_indexes)
     # 3. Only now the packs.
-    for pack_id in sorted(gone | unindexed):
+    for pack_id in sorted(delete | repack | unindexed):
         repo.storage.delete(layout.pack(pack_id))
     for torn in sorted(repo.torn_objects):  # empty objects of interrupted writes
         repo.storage.delete(torn)
