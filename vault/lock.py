@@ -43,11 +43,18 @@ class LockInfo:
 
     def describe(self, now: datetime) -> str:
         kind = "exclusive" if self.exclusive else "shared"
-        age = int((now - self.time).total_seconds())
         return (
             f"{kind} lock {ids.short(self.id)} ({self.operation}) held by pid {self.pid} "
-            f"on {self.host}, refreshed {age}s ago"
+            f"on {self.host}, refreshed {self.age(now)} ago"
         )
+
+    def age(self, now: datetime) -> str:
+        seconds = max(0, int((now - self.time).total_seconds()))
+        if seconds < 120:
+            return f"{seconds} s"
+        if seconds < 7200:
+            return f"{seconds // 60} min"
+        return f"{seconds // 3600} h" if seconds < 172800 else f"{seconds // 86400} days"
 
 
 def _process_alive(pid: int) -> bool:

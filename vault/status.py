@@ -225,7 +225,12 @@ def _judge(st: Status, now: datetime, frequency_days: int) -> list[Finding]:
     for lk, stale in st.locks:
         if stale:
             found.append(
-                Finding("locks", LEVEL_WARN, f"a stale lock from {lk.host}: run `vault unlock`")
+                Finding(
+                    "locks",
+                    LEVEL_WARN,
+                    f"a stale lock ({lk.operation}) from {lk.host}, pid {lk.pid}, last refreshed "
+                    f"{lk.age(now)} ago: run `vault unlock`",
+                )
             )
     return found
 
