@@ -357,3 +357,37 @@ def test_nightly_backup_never_lists_packs(
     result = backup(repo, BackupOptions((str(archive),)))
     assert result.snapshot.stats.bytes_read == 0
     assert listed and not any(p.startswith("data") or p == "" for p in listed)
+
+
+def test_stalls_past_the_read_timeout_are_retried_and_a_dead_server_fails_cleanly(
+    proxy: FaultProxy,
+    s3_server: S3Server,
+    vault: RunCli,
+    tmp_path: Path,
+    archive: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("VAULT_S3_READ_TIMEOUT", "1")
+    url = fresh_s3_url(s3_server)
+    assert vault("init", "-r", url).code == 0
+    # Two stalls of each kind, far past the 1 s timeout: abandoned and sent again.
+    proxy.inject(Fault("delay", seconds=60), times=2, method="PUT", path_contains="/data/")
+    backed = vault("backup", "-r", url, archive)
+    assert backed.code == 0, backed.err
+    proxy.inject(Fault("delay", seconds=60), times=2, method="GET", path_contains="/data/")
+    target = tmp_path / "out"
+    restored = vault("restore", "latest", "-r", url, "--target", target, "--verify")
+    assert restored.code == 0, restored.err
+    assert describe_tree(target / archive.relative_to("/")) == describe_tree(archive)
+    assert proxy.faults_injected == 4
+
+    # A server that accepts connections and never answers uploads: one line, then recovery.
+    (archive / "new.bin").write_bytes(random.Random(2).randbytes(300_000))
+    proxy.inject(Fault("delay", seconds=60), times=10_000, method="PUT", path_contains="/data/")
+    failed = vault("backup", "-r", url, archive)
+    assert failed.code == 1 and "Traceback" not in failed.err
+    assert len(failed.err.strip().splitlines()) == 1 and "data/" in failed.err
+    proxy.clear()
+    proxy.release()
+    assert vault("backup", "-r", url, archive).code == 0
+    assert vault("check", "-r", url, "--read-data").code == 0

@@ -56,6 +56,9 @@ _BROKEN_BODY = (
 )
 _CONNECTION = (bex.ConnectionError, bex.ConnectTimeoutError, bex.ReadTimeoutError)
 MAX_ATTEMPTS_ENV = "VAULT_S3_MAX_ATTEMPTS"
+# How long a request may wait for the server's next byte before it is retried: long enough for
+# a slow endpoint, short enough that a stalled connection does not hang a nightly job.
+READ_TIMEOUT_ENV = "VAULT_S3_READ_TIMEOUT"
 
 
 @dataclass(frozen=True)
@@ -132,7 +135,7 @@ class S3Storage:
                 retries={"mode": "adaptive", "max_attempts": attempts},
                 max_pool_connections=s.connections,
                 connect_timeout=s.connect_timeout,
-                read_timeout=s.read_timeout,
+                read_timeout=_timeout_from_env() or s.read_timeout,
                 s3={"addressing_style": style},
                 # Many S3-compatible servers reject the newer trailing-checksum uploads; every
                 # byte we store is authenticated by AES-GCM anyway.
@@ -431,6 +434,14 @@ class S3Storage:
 def _attempts_from_env() -> int:
     text = os.environ.get(MAX_ATTEMPTS_ENV, "")
     return int(text) if text.isdigit() and 1 <= int(text) <= 50 else 8
+
+
+def _timeout_from_env() -> float:
+    try:
+        seconds = float(os.environ.get(READ_TIMEOUT_ENV, ""))
+    except ValueError:
+        return 0.0
+    return seconds if 0 < seconds <= 3600 else 0.0
 
 
 class _Unsupported(Exception):
