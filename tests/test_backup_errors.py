@@ -40,19 +40,39 @@ def test_unreadable_file_is_reported_and_the_rest_saved_with_exit_3(
     assert any(p.endswith(".dcm") for p in paths)
 
 
-def test_file_changing_during_read_is_flagged_and_reread_next_time(
-    repo: RepoHandle, vault: RunCli, archive: Path, monkeypatch: pytest.MonkeyPatch
+def _grow(path: Path) -> None:
+    with open(path, "ab") as handle:
+        handle.write(b"late addition\n")
+
+
+def _shrink(path: Path) -> None:
+    os.truncate(path, path.stat().st_size // 2)
+
+
+def _replace(path: Path) -> None:
+    fresh = path.with_name(path.name + ".new")
+    fresh.write_bytes(b"a new version, written elsewhere and renamed over the old one\n")
+    os.replace(fresh, path)
+
+
+@pytest.mark.parametrize("change", [_grow, _shrink, _replace], ids=["grows", "shrinks", "replaced"])
+def test_file_changing_during_read_is_saved_consistently_and_reread_next_time(
+    repo: RepoHandle,
+    vault: RunCli,
+    archive: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    change: Callable[[Path], None],
 ) -> None:
     victim = archive / "exports" / "pms_dump.bak"
+    before = victim.read_bytes()
     real_chunks = Chunker.chunks
 
-    def chunks_while_someone_appends(
+    def chunks_while_someone_writes(
         self: Chunker, read: Callable[[int], bytes], block: int = 1 << 24
     ) -> Iterator[bytes]:
         first = read(block)
-        if first.startswith(victim.read_bytes()[:64]):
-            with open(victim, "ab") as handle:  # another program writes mid-backup
-                handle.write(b"late addition\n")
+        if first.startswith(before[:64]):
+            change(victim)  # another program changes the file after its first block was read
         pending = [first]
 
         def replay(n: int) -> bytes:
@@ -60,16 +80,23 @@ def test_file_changing_during_read_is_flagged_and_reread_next_time(
 
         yield from real_chunks(self, replay, block)
 
-    monkeypatch.setattr(Chunker, "chunks", chunks_while_someone_appends)
+    monkeypatch.setattr(Chunker, "chunks", chunks_while_someone_writes)
     first = vault("backup", "-r", repo, archive, "--json")
     monkeypatch.undo()
     assert first.code == 0, first.err
-    assert "changed while it was being read" in first.err
-    assert [p["path"] for p in first.json()["changed_during_read"]] == [str(victim)]
+    flagged = [p["path"] for p in first.json()["changed_during_read"]]
+    target = archive.parent / "first"
+    assert vault("restore", "latest", "-r", repo, "--target", target, "--verify").code == 0
+    saved = (target / victim.relative_to("/")).read_bytes()
+    if change is _replace:
+        # The open file is the old inode to its end: a complete, consistent old version.
+        assert flagged == [] and saved == before
+    else:
+        assert "changed while it was being read" in first.err and flagged == [str(victim)]
     second = vault("backup", "-r", repo, archive, "--json").json()
-    assert second["stats"]["files_changed"] == 1  # the flagged file is read again
+    assert second["stats"]["files_changed"] == 1  # the changed file is read again
     assert second["changed_during_read"] == []
-    target = archive.parent / "out"
+    target = archive.parent / "second"
     assert vault("restore", "latest", "-r", repo, "--target", target, "--verify").code == 0
     assert (target / victim.relative_to("/")).read_bytes() == victim.read_bytes()
 

@@ -2,7 +2,8 @@
 
 Each pack that holds needed chunks is fetched once, as byte ranges covering only the needed
 blobs (nearby blobs are merged into one request), by a pool of threads; every chunk is
-authenticated by GCM and its id recomputed, then written at its offsets with pwrite. Metadata
+authenticated by GCM and its id recomputed, then written at its offsets with pwrite (a chunk of
+zeros is not written: files are created at full size, so sparse files come back sparse). Metadata
 (modes, owners, mtimes) is applied after the content, directories last, deepest first.
 Names that could escape the target are refused; existing files are not overwritten unless
 asked.
@@ -209,7 +210,8 @@ class _Outputs:
                     self.created.add(number)
                 with self._table:
                     self.fds[number] = fd
-            _pwrite(fd, data, offset)
+            if not _all_zero(data):  # the file was made at full size: zeros stay a hole
+                _pwrite(fd, data, offset)
             self.remaining[number] -= 1
             if self.remaining[number] == 0 or len(self.fds) > self.MAX_OPEN:
                 with self._table:
@@ -317,6 +319,11 @@ def _ranges(entries: list[Location]) -> Iterator[list[Location]]:
         run.append(loc)
     if run:
         yield run
+
+
+def _all_zero(data: bytes) -> bool:
+    # Ends first: a chunk of real data almost never starts and ends with a zero byte.
+    return data[:1] == b"\0" and data[-1:] == b"\0" and data.count(0) == len(data)
 
 
 def _pwrite(fd: int, data: bytes, offset: int) -> None:
