@@ -47,6 +47,15 @@ class _Rule:
     remaining: int
     method: str | None
     path_contains: str | None
+    skip: int = 0  # matching requests let through before the fault starts
+
+
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client killed or timed out mid-request resets its connection: that is the
+        faults being tested, not a proxy error worth a traceback on stderr."""
 
 
 class FaultProxy:
@@ -77,8 +86,7 @@ class FaultProxy:
 
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
+        self._server = _QuietServer(("127.0.0.1", 0), Handler)
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
@@ -94,9 +102,11 @@ class FaultProxy:
         times: int = 1,
         method: str | None = None,
         path_contains: str | None = None,
+        after: int = 0,
     ) -> None:
+        """Apply `fault` to `times` matching requests, after letting `after` of them pass."""
         with self._lock:
-            self._rules.append(_Rule(fault, times, method, path_contains))
+            self._rules.append(_Rule(fault, times, method, path_contains, after))
 
     def clear(self) -> None:
         with self._lock:
@@ -121,6 +131,9 @@ class FaultProxy:
                 if rule.method and rule.method != method:
                     continue
                 if rule.path_contains and rule.path_contains not in path:
+                    continue
+                if rule.skip > 0:
+                    rule.skip -= 1
                     continue
                 rule.remaining -= 1
                 self.faults_injected += 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -49,7 +50,12 @@ def _run(env: dict[str, str], *args: str | Path) -> str:
 
 @pytest.fixture(scope="module")
 def template(tmp_path_factory: pytest.TempPathFactory, archive_template: Path) -> Template:
-    work = tmp_path_factory.mktemp("corruption")
+    return build_template(tmp_path_factory.mktemp("corruption"), archive_template)
+
+
+def build_template(work: Path, archive_template: Path) -> Template:
+    """A repository with two snapshots (a third forgotten), two drills, a check and two key
+    slots (also used by scripts/fault_campaign.py)."""
     source = work / "archive"
     shutil.copytree(archive_template, source, symlinks=True)
     repo = work / "repo"
@@ -131,7 +137,7 @@ KINDS: dict[str, Pick] = {
     "drill-record": _first_two(layout.DRILLS),
     "key-slot": _key_slot,
     "slot-info": _slot_info,
-    "check-state": _singleton(layout.state("check"), layout.slot_info("")),
+    "check-state": lambda repo, t: (layout.state("check"), layout.slot_info(t.passphrase_slot)),
     "keyring": _singleton(layout.KEYRING, layout.CONFIG),
     "config": _singleton(layout.CONFIG, layout.KEYRING),
     "version": _singleton(layout.VERSION, layout.CONFIG),
@@ -147,14 +153,31 @@ NOT_DAMAGE = {
 UNOPENABLE = {"keyring", "config", "version"}
 
 
-def _damage(storage: LocalStorage, victim: str, other: str, how: str) -> None:
+def names_it(kind: str, how: str, victim: str, output: str) -> bool:
+    """Whether check's output names the damaged object (in the form check can know it)."""
+    name = victim.rsplit("/", 1)[-1]
+    if kind in ("audit-event", "drill-record"):
+        name = str(int(name))  # chains name records by number
+    if kind == "index" and how in ("delete", "truncate") and name not in output:
+        # A deleted index object's name is gone with it (and one truncated to nothing looks
+        # like an interrupted upload): check names what it indexed and points at the repair
+        # that rebuilds the index from the packs.
+        return "vault repair index" in output
+    return name in output
+
+
+def damage(
+    storage: LocalStorage, victim: str, other: str, how: str, rng: random.Random | None = None
+) -> None:
+    """Damage `victim`: in the middle (or, given `rng`, anywhere — header, body or trailer)."""
     data = storage.get(victim)
     if how == "flip":
         changed = bytearray(data)
-        changed[len(data) // 2] ^= 0x01
+        at = rng.randrange(len(data)) if rng else len(data) // 2
+        changed[at] ^= 1 << (rng.randrange(8) if rng else 0)
         storage.put(victim, bytes(changed))
     elif how == "truncate":
-        storage.put(victim, data[: len(data) // 3])
+        storage.put(victim, data[: rng.randrange(len(data)) if rng else len(data) // 3])
     elif how == "delete":
         storage.delete(victim)
     else:
@@ -172,9 +195,7 @@ def test_check_finds_and_names_every_kind_of_damage(
     opened = Repository.open(storage, Secret.from_passphrase(PASSWORD))
     opened.load_index()
     victim, other = KINDS[kind](opened, template)
-    if kind == "check-state" and how == "substitute":
-        other = layout.slot_info(template.passphrase_slot)
-    _damage(storage, victim, other, how)
+    damage(storage, victim, other, how)
 
     plain = vault("check", "-r", path)
     full = vault("check", "-r", path, "--read-data") if plain.code == 0 else plain
@@ -184,14 +205,7 @@ def test_check_finds_and_names_every_kind_of_damage(
         assert full.code == 0, full.err
         return
     assert full.code != 0, f"{how} of {victim} went unnoticed"
-    name = victim.rsplit("/", 1)[-1]
-    if kind in ("audit-event", "drill-record"):
-        name = str(int(name))  # chains name records by number
-    if (kind, how) == ("index", "delete"):
-        # A deleted index object's name is gone with it: check names what it indexed and
-        # points at the repair that rebuilds it from the packs.
-        name = "vault repair index"
-    assert name in full.out + full.err, full.err
+    assert names_it(kind, how, victim, full.out + full.err), full.err
     if kind in UNOPENABLE:
         assert full.code in (1, 10), full.err
         assert len(full.err.strip().splitlines()) == 1

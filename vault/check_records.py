@@ -92,7 +92,6 @@ def _vanished_snapshots(
                     made.pop(str(snapshot_id), None)
             else:
                 made.clear()
-    torn = {layout.id_of(k) for k in repo.torn_objects}
     return [
         (
             layout.snapshot(snapshot_id),
@@ -101,7 +100,9 @@ def _vanished_snapshots(
             {snapshot_id},
         )
         for snapshot_id, when in sorted(made.items())
-        if snapshot_id not in present and snapshot_id not in torn
+        # An empty (torn) object counts as missing too: the event is written only after the
+        # snapshot was read back whole.
+        if snapshot_id not in present
     ]
 
 
