@@ -2,8 +2,9 @@
 """Storage-fault and corruption campaign: random faults, counted, each outcome judged.
 
 Storage faults (SeaweedFS S3 on loopback behind the fault proxy): for each fault class,
-ITERATIONS times, a burst of 1–3 faults (one time in seven a storm of 40) hits a random point of a random job — a backup of a
-changed archive, a verified restore, or `check --read-data` — on requests of any kind. The job
+ITERATIONS times, a burst of 1–3 faults (one time in seven a storm of 40) hits a random point
+of a random job — a backup of a changed archive, a verified restore, or `check --read-data` —
+on requests of any kind. The job
 must either complete correctly (backup: its snapshot restores byte-identical; restore: every
 file verified and byte-identical; check: passes) or fail cleanly: exit 1, one line naming the
 cause, no traceback. Then, faults cleared, the same job must complete and `check --read-data`
