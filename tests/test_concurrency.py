@@ -193,3 +193,26 @@ def test_a_killed_backups_lock_is_stale_at_once_and_unlock_leaves_live_locks(
         assert len(unlocked.json()["removed"]) == 1 and "(backup)" in unlocked.json()["removed"][0]
         assert repo.keys("locks") == [layout.lock(live.id)]
     assert repo.keys("locks") == []
+
+
+def test_a_lock_the_storage_will_not_let_go_does_not_fail_the_finished_job(
+    proxy: FaultProxy, s3_server: S3Server, vault: RunCli, archive: Path
+) -> None:
+    url = fresh_s3_url(s3_server)
+    assert vault("init", "-r", url).code == 0
+    proxy.inject(
+        Fault("status", status=503, code="ServiceUnavailable"),
+        times=10_000,
+        method="DELETE",
+        path_contains="/locks/",
+    )
+    backed = vault("backup", "-r", url, archive, "--json")
+    assert backed.code == 0, backed.err  # the snapshot is saved: that is what counts
+    assert "could not remove lock" in backed.err and "vault unlock" in backed.err
+    proxy.clear()
+    assert len(_s3_locks(s3_server, url)) == 1
+    # Left by this process, which is still alive (in-process CLI): the next job of this host
+    # still runs, because a shared lock blocks no shared job; unlock --remove-all clears it.
+    assert vault("check", "-r", url).code == 0
+    assert vault("unlock", "-r", url, "--remove-all").code == 0
+    assert _s3_locks(s3_server, url) == []

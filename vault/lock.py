@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import socket
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -184,7 +185,17 @@ class Lock:
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         if exc_type is None:
-            self.release()
+            try:
+                self.release()
+            except VaultError as failure:
+                # The job is done: a lock that cannot be removed (the storage failing right
+                # now) must not turn its success into a failure. This host sees the lock as
+                # stale once this process exits, other hosts after STALE.
+                print(
+                    f"vault: warning: could not remove lock {ids.short(self.id)} ({failure}); "
+                    "`vault unlock` removes it",
+                    file=sys.stderr,
+                )
             return
         # The job already failed: report that failure, not a failure to remove the lock (a
         # storage outage usually causes both). The lock goes stale and stops blocking.
