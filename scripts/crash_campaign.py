@@ -280,6 +280,8 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "reliability.md")
     args = parser.parse_args()
     rng = random.Random(args.seed)
+    # Stopped with SIGTERM (or by a CI timeout): unwind, so the S3 server is stopped too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     work = Path(tempfile.mkdtemp(prefix="vault-crash-"))
     archive = work / "archive"
     generate(archive, seed=5, scale=0.3)

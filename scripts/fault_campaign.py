@@ -30,6 +30,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -303,6 +304,8 @@ def main() -> int:
     args = parser.parse_args()
     os.environ.update(VAULT_PASSWORD=PASSWORD, VAULT_TEST_FAST_KDF="1")
     rng = random.Random(args.seed)
+    # Stopped with SIGTERM (or by a CI timeout): unwind, so the S3 server is stopped too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     work = Path(tempfile.mkdtemp(prefix="vault-faults-"))
     started = time.monotonic()
     storage_results: dict[str, dict[str, Any]] = {}
