@@ -12,6 +12,7 @@ from tests.conftest import PASSWORD, RunCli
 from vault.keys import Secret
 from vault.repository import Repository
 from vault.storage import LocalStorage
+from vault.tree import Node
 
 SMALL_PACK = 256 * 1024  # the sample archive spreads over many packs: one lost pack loses a few
 
@@ -36,11 +37,13 @@ def _first_chunk(repo_path: Path, archive: Path, name: str) -> tuple[str, int, i
     return pack, location.entry.offset, location.entry.length
 
 
-def _node(repo: Repository, tree_id: str, path: str):  # type: ignore[no-untyped-def]
+def _node(repo: Repository, tree_id: str, path: str) -> Node:
+    node = None
     for part in path.strip("/").split("/"):
         node = repo.load_tree(tree_id).get(part.encode())
         assert node is not None
         tree_id = node.subtree
+    assert node is not None
     return node
 
 

@@ -58,18 +58,3 @@ def forget(
         repo.storage.delete(layout.catalog(snapshot_id))
         result.removed.append(snapshot_id)
     return result
-    for decision in result.decisions:
-        if decision.keep:
-            continue
-        snapshot_id = decision.snapshot.id
-        try:
-            until = repo.storage.stat(layout.snapshot(snapshot_id)).retain_until
-        except ObjectNotFound:
-            continue
-        if until is not None and until > now:
-            result.locked[snapshot_id] = until.isoformat()
-            continue
-        repo.storage.delete(layout.snapshot(snapshot_id))
-        repo.storage.delete(layout.catalog(snapshot_id))
-        result.removed.append(snapshot_id)
-    return result
