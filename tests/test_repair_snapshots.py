@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PASSWORD, RunCli
+from tests.conftest import PASSWORD, RunCli, fresh_s3_url
+from tests.faultproxy import Fault, FaultProxy
+from tests.s3server import S3Server
 from vault.keys import Secret
 from vault.repository import Repository
 from vault.storage import LocalStorage
@@ -132,3 +134,49 @@ def test_a_flipped_byte_inside_a_pack_is_found_with_read_data(
     got = {"/" + p.lstrip("/"): d for p, d in _files(target).items()}
     assert set(got) == set(source_files) - set(item["lost_paths"])
     assert all(got[p] == source_files[p] for p in got)
+
+
+@pytest.mark.parametrize(
+    ("job", "path"),
+    [
+        (("check",), "/catalog/"),
+        (("check", "--read-data"), "/data/"),
+        (("check",), "/audit/"),
+        (("repair", "snapshots", "--read-data"), "/data/"),
+        (("repair", "index"), "/data/"),
+    ],
+    ids=["check-catalogs", "check-read-data", "check-audit", "repair-snapshots", "repair-index"],
+)
+def test_an_outage_is_never_reported_or_repaired_as_damage(
+    proxy: FaultProxy,
+    s3_server: S3Server,
+    vault: RunCli,
+    archive: Path,
+    job: tuple[str, ...],
+    path: str,
+) -> None:
+    url = fresh_s3_url(s3_server)
+    assert vault("init", "-r", url).code == 0
+    assert vault("backup", "-r", url, archive).code == 0
+    before = vault("snapshots", "-r", url, "--json").json()
+    index_before = sorted(o["Key"] for o in _listed(s3_server, url, "index/"))
+    proxy.inject(
+        Fault("status", status=503, code="ServiceUnavailable"),
+        times=10_000,
+        method="GET",
+        path_contains=path,
+    )
+    failed = vault(*job, "-r", url)
+    proxy.clear()
+    errors = [line for line in failed.err.splitlines() if not line.startswith("vault: warning:")]
+    assert failed.code == 1 and len(errors) == 1 and "server error 503" in errors[0], failed.err
+    assert "can no longer restore" not in failed.err + failed.out
+    assert vault("snapshots", "-r", url, "--json").json() == before  # nothing written
+    assert sorted(o["Key"] for o in _listed(s3_server, url, "index/")) == index_before
+    assert vault("check", "-r", url, "--read-data").code == 0
+
+
+def _listed(server: S3Server, url: str, prefix: str) -> list[dict[str, object]]:
+    bucket, root = url.removeprefix("s3://").split("/", 1)
+    found = server.client().list_objects_v2(Bucket=bucket, Prefix=f"{root}/{prefix}")
+    return list(found.get("Contents", []))

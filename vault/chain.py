@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vault import layout, sealing
-from vault.errors import IntegrityError, ObjectExists, VaultError
+from vault.errors import IntegrityError, ObjectExists, VaultError, transient
 from vault.repository import Repository
 
 SEQ_DIGITS = 12
@@ -98,6 +98,8 @@ def read(
         try:
             doc, payload = load(repo, kind, key)
         except VaultError as exc:
+            if transient(exc):
+                raise
             report.problems.append(f"{noun} {seq} cannot be read: {exc}")
             prev_payload = None
             continue

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from vault import crypto, index, layout, sealing
 from vault.check_records import check_records
 from vault.damage import Salvage, salvage
-from vault.errors import IntegrityError, ObjectNotFound, VaultError
+from vault.errors import IntegrityError, ObjectNotFound, VaultError, transient
 from vault.pack import BlobType, open_blob, read_trailer
 from vault.progress import NoProgress, Progress
 from vault.repository import Repository
@@ -101,6 +101,8 @@ class _Checker:
                 for pack, entries in index.decode(payload, name=key):
                     self.repo.index.load_pack(pack, entries)
             except VaultError as exc:
+                if transient(exc):
+                    raise
                 self.add(key, f"unreadable index object: {exc}")
         self.repo.index.freeze()
         self.pack_sizes = {layout.id_of(i.key): i.size for i in self.repo.storage.list(layout.DATA)}
@@ -141,6 +143,8 @@ class _Checker:
         try:
             tree = self.repo.load_tree(tree_id)
         except VaultError as exc:
+            if transient(exc):
+                raise
             location = self.repo.index.lookup(bytes.fromhex(tree_id))
             pack = f" in {layout.pack(location.pack.id)}" if location else ""
             self.add(f"tree {tree_id[:16]}{pack}", str(exc))
@@ -191,6 +195,8 @@ class _Checker:
             try:
                 snapshot = self.repo.load_snapshot(snapshot_id)
             except VaultError as exc:
+                if transient(exc):
+                    raise
                 self.add(key, f"unreadable snapshot: {exc}")
                 continue
             self.result.snapshots += 1
@@ -211,7 +217,9 @@ class _Checker:
         usable = self.result.usable(self.repo.index)
         for snapshot in self.snapshots:
             if snapshot.id in damaged:
-                self.result.lost[snapshot.id] = salvage(self.repo, snapshot.tree, usable)
+                found = salvage(self.repo, snapshot.tree, usable)
+                if found.lost:  # (a damaged catalog, say, costs no file)
+                    self.result.lost[snapshot.id] = found
 
     def check_packs_exist(self) -> None:
         for pack in self.repo.index.packs():
@@ -245,6 +253,8 @@ class _Checker:
         except ObjectNotFound:
             return  # already reported as missing
         except VaultError as exc:
+            if transient(exc):
+                raise
             self.add(name, f"cannot be read: {exc}", affected)
             self.result.unusable_blobs.update(expected)
             return

@@ -21,7 +21,7 @@ import json
 from collections.abc import Iterable
 
 from vault import audit, chain, layout, sealing
-from vault.errors import VaultError
+from vault.errors import VaultError, transient
 from vault.keys import KeySlot
 from vault.repository import Repository
 from vault.snapshot import Snapshot
@@ -50,6 +50,8 @@ def _version(repo: Repository) -> list[Problem]:
     try:
         text = repo.storage.get(layout.VERSION)
     except VaultError as exc:
+        if transient(exc):
+            raise
         return [(layout.VERSION, f"cannot be read: {exc}", set())]
     if text != layout.VERSION_TEXT:
         return [(layout.VERSION, "does not say this is a format 1 vault repository", set())]
@@ -64,6 +66,8 @@ def _catalogs(repo: Repository, snapshots: Iterable[Snapshot]) -> list[Problem]:
         try:
             repo.load_catalog(snapshot)
         except VaultError as exc:
+            if transient(exc):
+                raise
             problems.append(
                 (
                     layout.catalog(snapshot.catalog),
@@ -114,6 +118,8 @@ def _slots(repo: Repository) -> list[Problem]:
             data = repo.storage.get(info.key)
             KeySlot.from_bytes(slot_id, data)
         except VaultError as exc:
+            if transient(exc):
+                raise
             problems.append((info.key, f"unusable key slot: {exc}", set()))
             continue
         try:
@@ -152,5 +158,7 @@ def _sealed_objects(repo: Repository, prefix: str, kind: sealing.Kind) -> list[P
         try:
             repo.open_object(kind, info.key)
         except VaultError as exc:
+            if transient(exc):
+                raise
             problems.append((info.key, f"cannot be read: {exc}", set()))
     return problems

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from vault.errors import VaultError
+from vault.errors import VaultError, transient
 from vault.paths import display
 from vault.repository import Repository
 from vault.tree import DIR, FILE, Node, Tree
@@ -45,7 +45,9 @@ def _open(repo: Repository, tree_id: str, usable: Usable) -> Tree | None:
         return None
     try:
         return repo.load_tree(tree_id)
-    except VaultError:
+    except VaultError as exc:
+        if transient(exc):
+            raise
         return None
 
 

@@ -73,3 +73,11 @@ class IntegrityError(VaultError):
     def __init__(self, message: str, *, key: str | None = None) -> None:
         super().__init__(message)
         self.key = key
+
+
+def transient(exc: BaseException) -> bool:
+    """A storage failure that says nothing about what is stored — the connection, the server,
+    throttling, after every retry — as opposed to an object that is missing or damaged. Jobs
+    that judge the repository (check, repairs) stop on these rather than report them as
+    damage: a network outage must never look like, or be repaired as, lost data."""
+    return isinstance(exc, StorageError) and not isinstance(exc, ObjectNotFound | ObjectExists)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from vault import ids, index, index_store, layout, sealing
-from vault.errors import IntegrityError, StorageError
+from vault.errors import IntegrityError, StorageError, transient
 from vault.index import PackInfo
 from vault.pack import HEADER_SIZE, PackEntry
 from vault.progress import NoProgress, Progress
@@ -41,7 +41,9 @@ def _indexed_packs(repo: Repository) -> set[str]:
         try:
             payload = repo.open_object(sealing.Kind.INDEX, key)
             named.update(pack.id for pack, _ in index.decode(payload, name=key))
-        except (IntegrityError, StorageError):
+        except (IntegrityError, StorageError) as exc:
+            if transient(exc):
+                raise
             continue
     return named
 
@@ -64,6 +66,8 @@ def repair_index(
         try:
             info, entries = pack_contents(repo, pack_id, size, keys)
         except (IntegrityError, StorageError) as exc:
+            if transient(exc):
+                raise  # before anything is written: an outage must not drop packs
             result.unreadable.append((layout.pack(pack_id), str(exc)))
             continue
         batch.append((info, entries))
