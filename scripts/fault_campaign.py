@@ -291,7 +291,7 @@ def _cell(c: dict[str, int]) -> str:
 
 
 def write_section(path: Path, section: str) -> None:
-    text = path.read_text()
+    text = path.read_text() if path.exists() else "# Reliability\n"
     start, end = "<!-- faults:start -->", "<!-- faults:end -->"
     if start in text:
         before, rest = text.split(start, 1)
@@ -336,9 +336,9 @@ def main() -> int:
             damaged = corruption(work, args.corruptions, rng)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    print(json.dumps({"storage": storage_results, "corruption": damaged}, indent=1))
     section = render(storage_results, damaged, args, (time.monotonic() - started) / 60)
     write_section(args.out, section)
-    print(json.dumps({"storage": storage_results, "corruption": damaged}, indent=1))
     bad = sum(r.get("WRONG", 0) + r.get("NOT RECOVERED", 0) for r in storage_results.values())
     bad += sum(c.get("MISSED", 0) + c.get("traceback", 0) for c in damaged.values())
     return 1 if bad else 0
