@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +21,7 @@ from vault.errors import IntegrityError, ObjectExists, VaultError, transient
 from vault.repository import Repository
 
 SEQ_DIGITS = 12
+FETCHES_IN_FLIGHT = 16
 _APPEND_ATTEMPTS = 8
 
 
@@ -89,30 +91,48 @@ def read(
     keys = [(s, i.key) for s, i in listed]
     expected = 1
     prev_payload: bytes | None = None
-    for seq, key in keys:
-        if verify and seq != expected:
-            missing = f"{expected}" if seq == expected + 1 else f"{expected}–{seq - 1}"
-            report.problems.append(f"{noun}(s) {missing} are missing (deleted)")
-            prev_payload = None
-        expected = seq + 1
-        try:
-            doc, payload = load(repo, kind, key)
-        except VaultError as exc:
-            if transient(exc):
-                raise
-            report.problems.append(f"{noun} {seq} cannot be read: {exc}")
-            prev_payload = None
-            continue
-        if verify:
-            if doc.get("seq") != seq:
-                report.problems.append(f"{noun} {seq} claims to be {noun} {doc.get('seq')}")
-            want = hashlib.sha256(prev_payload).hexdigest() if prev_payload is not None else None
-            if seq == 1 and doc.get("prev"):
-                report.problems.append(f"{noun} 1 links to an earlier {noun} that is gone")
-            elif want is not None and doc.get("prev") != want:
-                report.problems.append(
-                    f"{noun} {seq} does not link to {noun} {seq - 1} (edited or replaced)"
-                )
-        report.records.append(doc)
-        prev_payload = payload
+    # Records are small and many (years of audit events): fetched in parallel, judged in order.
+    with ThreadPoolExecutor(max_workers=FETCHES_IN_FLIGHT) as pool:
+        loaded = pool.map(lambda item: _load_or_error(repo, kind, item[1]), keys)
+        for (seq, _key), (record, error) in zip(keys, loaded, strict=True):
+            if verify and seq != expected:
+                missing = f"{expected}" if seq == expected + 1 else f"{expected}–{seq - 1}"
+                report.problems.append(f"{noun}(s) {missing} are missing (deleted)")
+                prev_payload = None
+            expected = seq + 1
+            if error is not None:
+                report.problems.append(f"{noun} {seq} cannot be read: {error}")
+                prev_payload = None
+                continue
+            assert record is not None
+            doc, payload = record
+            if verify:
+                report.problems.extend(_link_problems(noun, seq, doc, prev_payload))
+            report.records.append(doc)
+            prev_payload = payload
     return report
+
+
+def _load_or_error(
+    repo: Repository, kind: sealing.Kind, key: str
+) -> tuple[tuple[dict[str, Any], bytes] | None, VaultError | None]:
+    try:
+        return load(repo, kind, key), None
+    except VaultError as exc:
+        if transient(exc):
+            raise  # an outage is not a damaged record (the pool re-raises it in order)
+        return None, exc
+
+
+def _link_problems(
+    noun: str, seq: int, doc: dict[str, Any], prev_payload: bytes | None
+) -> list[str]:
+    problems = []
+    if doc.get("seq") != seq:
+        problems.append(f"{noun} {seq} claims to be {noun} {doc.get('seq')}")
+    want = hashlib.sha256(prev_payload).hexdigest() if prev_payload is not None else None
+    if seq == 1 and doc.get("prev"):
+        problems.append(f"{noun} 1 links to an earlier {noun} that is gone")
+    elif want is not None and doc.get("prev") != want:
+        problems.append(f"{noun} {seq} does not link to {noun} {seq - 1} (edited or replaced)")
+    return problems
