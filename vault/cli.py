@@ -117,6 +117,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_repair_parsers(common, command)
 
     p = command("check", "verify the repository's structure (and optionally its data)", cmd_check)
+    p.description = (
+        "Verify that every snapshot can be restored from what is stored — snapshots, trees,\n"
+        "index and packs — and every other object: study catalogs, the audit and drill\n"
+        "chains, key slots, and snapshots the audit log says should exist. With --read-data\n"
+        "every byte is read and authenticated. Each problem names the object and the\n"
+        "snapshots it affects, and each damaged snapshot the files it can no longer restore\n"
+        "(`vault repair snapshots` saves the rest). A storage outage stops the check with\n"
+        "its cause; it is never reported as damage."
+    )
     group = p.add_mutually_exclusive_group()
     group.add_argument("--read-data", action="store_true", help="read and verify every pack")
     group.add_argument(
