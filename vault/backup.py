@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 
 from vault import ids, recover
 from vault.catalog import Catalog, CatalogBuilder, looks_like_dicom
-from vault.errors import Interrupted, VaultError
+from vault.errors import DAMAGE, Interrupted
 from vault.lock import Lock
 from vault.pack import BlobType
 from vault.progress import NoProgress, Progress
@@ -199,9 +199,9 @@ class _Job:
             old_node = frame.old.get(name) if frame.old else None
             if stat.S_ISDIR(st.st_mode):
                 self.stop_if_asked()
-                old_tree = self.load_old_tree(old_node)
-                sub_id = old_node.subtree if old_node is not None and old_tree is not None else ""
-                stack.append(self._open_dir(child, old_tree, sub_id, _node_base(name, st)))
+                stack.append(
+                    self._open_dir(child, *self.old_subtree(old_node), _node_base(name, st))
+                )
                 continue
             node = self.save_entry(child, name, st, old_node)
             if node is not None:
@@ -238,9 +238,7 @@ class _Job:
         self.stop_if_asked()
         base = _node_base(name, st)
         if stat.S_ISDIR(st.st_mode):
-            old_tree = self.load_old_tree(old)
-            old_id = old.subtree if old is not None and old_tree is not None else ""
-            subtree = self.save_dir(path, old_tree, old_id)
+            subtree = self.save_dir(path, *self.old_subtree(old))
             return Node(type=DIR, subtree=subtree, **base)  # type: ignore[arg-type]
         if stat.S_ISLNK(st.st_mode):
             try:
@@ -255,13 +253,14 @@ class _Job:
         self.special.append(os.fsdecode(path))
         return None
 
-    def load_old_tree(self, old: Node | None) -> Tree | None:
+    def old_subtree(self, old: Node | None) -> tuple[Tree | None, str]:
+        """The parent snapshot's tree for a directory, and its id ("" when there is none)."""
         if old is None or old.type != DIR or not old.subtree:
-            return None
+            return None, ""
         try:
-            return self.repo.load_tree(old.subtree)
-        except VaultError:
-            return None  # a damaged parent only costs re-reading
+            return self.repo.load_tree(old.subtree), old.subtree
+        except DAMAGE:
+            return None, ""  # a damaged parent only costs re-reading
 
     # -- files -------------------------------------------------------------------------------
 
@@ -393,9 +392,7 @@ class _Job:
                 if node is not None:
                     nodes.append(node)
                 continue
-            old_tree = self.load_old_tree(old_node)
-            sub_id = old_node.subtree if old_node is not None and old_tree is not None else ""
-            subtree = self.save_virtual(child, sub, old_tree, sub_id)  # type: ignore[arg-type]
+            subtree = self.save_virtual(child, sub, *self.old_subtree(old_node))  # type: ignore[arg-type]
             nodes.append(Node(type=DIR, subtree=subtree, **_node_base(name, st)))  # type: ignore[arg-type]
         return self._tree_id(_resolved(nodes), old, old_id)
 
@@ -411,7 +408,7 @@ def _parent_root(repo: Repository, parent: Snapshot | None) -> Tree | None:
     still succeed in a repository that `check` finds damaged)."""
     try:
         return repo.load_tree(parent.tree) if parent else None
-    except VaultError:
+    except DAMAGE:
         return None
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vault import layout, sealing
-from vault.errors import IntegrityError, ObjectExists, VaultError, transient
+from vault.errors import DAMAGE, IntegrityError, ObjectExists, VaultError
 from vault.repository import Repository
 
 SEQ_DIGITS = 12
@@ -118,9 +118,7 @@ def _load_or_error(
 ) -> tuple[tuple[dict[str, Any], bytes] | None, VaultError | None]:
     try:
         return load(repo, kind, key), None
-    except VaultError as exc:
-        if transient(exc):
-            raise  # an outage is not a damaged record (the pool re-raises it in order)
+    except DAMAGE as exc:  # anything else (an outage) the pool re-raises, in order
         return None, exc
 
 

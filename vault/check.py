@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from vault import crypto, index, layout, sealing
 from vault.check_records import check_records
 from vault.damage import Salvage, salvage
-from vault.errors import IntegrityError, ObjectNotFound, VaultError, transient
+from vault.errors import DAMAGE, IntegrityError, ObjectNotFound
 from vault.pack import BlobType, open_blob, read_trailer
 from vault.progress import NoProgress, Progress
 from vault.repository import Repository
@@ -100,9 +100,7 @@ class _Checker:
                 payload = self.repo.open_object(sealing.Kind.INDEX, key)
                 for pack, entries in index.decode(payload, name=key):
                     self.repo.index.load_pack(pack, entries)
-            except VaultError as exc:
-                if transient(exc):
-                    raise
+            except DAMAGE as exc:
                 self.add(key, f"unreadable index object: {exc}")
         self.repo.index.freeze()
         self.pack_sizes = {layout.id_of(i.key): i.size for i in self.repo.storage.list(layout.DATA)}
@@ -142,9 +140,7 @@ class _Checker:
     def _load_tree(self, tree_id: str) -> Tree | None:
         try:
             tree = self.repo.load_tree(tree_id)
-        except VaultError as exc:
-            if transient(exc):
-                raise
+        except DAMAGE as exc:
             location = self.repo.index.lookup(bytes.fromhex(tree_id))
             pack = f" in {layout.pack(location.pack.id)}" if location else ""
             self.add(f"tree {tree_id[:16]}{pack}", str(exc))
@@ -194,9 +190,7 @@ class _Checker:
             key = layout.snapshot(snapshot_id)
             try:
                 snapshot = self.repo.load_snapshot(snapshot_id)
-            except VaultError as exc:
-                if transient(exc):
-                    raise
+            except DAMAGE as exc:
                 self.add(key, f"unreadable snapshot: {exc}")
                 continue
             self.result.snapshots += 1
@@ -251,13 +245,7 @@ class _Checker:
         try:
             data = self.repo.storage.get(name)
         except ObjectNotFound:
-            return  # already reported as missing
-        except VaultError as exc:
-            if transient(exc):
-                raise
-            self.add(name, f"cannot be read: {exc}", affected)
-            self.result.unusable_blobs.update(expected)
-            return
+            return  # already reported as missing (its blobs too)
         self.result.packs_read += 1
         self.result.bytes_read += len(data)
         info = next(iter(expected.values())).pack

@@ -21,7 +21,7 @@ import json
 from collections.abc import Iterable
 
 from vault import audit, chain, layout, sealing
-from vault.errors import VaultError, transient
+from vault.errors import DAMAGE
 from vault.keys import KeySlot
 from vault.repository import Repository
 from vault.snapshot import Snapshot
@@ -49,9 +49,7 @@ def check_records(repo: Repository, snapshots: list[Snapshot]) -> list[Problem]:
 def _version(repo: Repository) -> list[Problem]:
     try:
         text = repo.storage.get(layout.VERSION)
-    except VaultError as exc:
-        if transient(exc):
-            raise
+    except DAMAGE as exc:
         return [(layout.VERSION, f"cannot be read: {exc}", set())]
     if text != layout.VERSION_TEXT:
         return [(layout.VERSION, "does not say this is a format 1 vault repository", set())]
@@ -65,9 +63,7 @@ def _catalogs(repo: Repository, snapshots: Iterable[Snapshot]) -> list[Problem]:
             continue  # made before catalogs existed
         try:
             repo.load_catalog(snapshot)
-        except VaultError as exc:
-            if transient(exc):
-                raise
+        except DAMAGE as exc:
             problems.append(
                 (
                     layout.catalog(snapshot.catalog),
@@ -117,18 +113,18 @@ def _slots(repo: Repository) -> list[Problem]:
         try:
             data = repo.storage.get(info.key)
             KeySlot.from_bytes(slot_id, data)
-        except VaultError as exc:
-            if transient(exc):
-                raise
+        except DAMAGE as exc:
             problems.append((info.key, f"unusable key slot: {exc}", set()))
             continue
         try:
             payload = repo.open_object(sealing.Kind.SLOT_INFO, layout.slot_info(slot_id))
             recorded = json.loads(payload).get("slot_sha256")
-        except (VaultError, ValueError, AttributeError):
-            # No record of the slot (an older vault made it), or a damaged one (reported
-            # with the other sealed objects): nothing to compare with.
+        except DAMAGE:
+            # No record (an older vault made the slot) or a damaged one, reported with the
+            # other sealed objects: nothing to compare with.
             continue
+        except (ValueError, AttributeError):
+            continue  # a record that is not a JSON object: likewise
         if recorded and recorded != hashlib.sha256(data).hexdigest():
             problems.append(
                 (info.key, "differs from the slot that was made (damaged or replaced)", set())
@@ -157,8 +153,6 @@ def _sealed_objects(repo: Repository, prefix: str, kind: sealing.Kind) -> list[P
     for info in repo.storage.list(prefix):
         try:
             repo.open_object(kind, info.key)
-        except VaultError as exc:
-            if transient(exc):
-                raise
+        except DAMAGE as exc:
             problems.append((info.key, f"cannot be read: {exc}", set()))
     return problems

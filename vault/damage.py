@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from vault.errors import VaultError, transient
+from vault.errors import DAMAGE
 from vault.paths import display
 from vault.repository import Repository
 from vault.tree import DIR, FILE, Node, Tree
@@ -25,9 +25,16 @@ Usable = Callable[[bytes], bool]
 class Salvage:
     tree: str  # the salvaged root tree ("" when everything is lost, or a dry run changed it)
     lost: list[str] = field(default_factory=list)  # paths; directories end with "/"
-    everything: bool = False  # the root tree itself is unreadable: nothing can be saved
-    lost_bytes: int = 0
-    lost_files: int = 0
+    lost_bytes: int = 0  # of the lost files (a lost directory's size is unknown)
+
+    @property
+    def lost_files(self) -> int:
+        return sum(1 for path in self.lost if not path.endswith("/"))
+
+    @property
+    def everything(self) -> bool:
+        """The root tree itself is unreadable: nothing can be saved."""
+        return self.lost == ["/"]
 
 
 @dataclass
@@ -45,9 +52,7 @@ def _open(repo: Repository, tree_id: str, usable: Usable) -> Tree | None:
         return None
     try:
         return repo.load_tree(tree_id)
-    except VaultError as exc:
-        if transient(exc):
-            raise
+    except DAMAGE:
         return None
 
 
@@ -60,7 +65,7 @@ def salvage(
     result = Salvage(root_id)
     root = _open(repo, root_id, usable)
     if root is None:
-        result.tree, result.lost, result.everything = "", ["/"], True
+        result.tree, result.lost = "", ["/"]
         return result
     stack = [_Frame(b"", root_id, root.nodes)]
     while stack:
@@ -90,7 +95,6 @@ def salvage(
             frame.changed = True
         elif node.type == FILE and not all(usable(bytes.fromhex(c)) for c in node.chunks):
             result.lost.append(display(path))
-            result.lost_files += 1
             result.lost_bytes += node.size
             frame.changed = True
         else:

@@ -75,9 +75,8 @@ class IntegrityError(VaultError):
         self.key = key
 
 
-def transient(exc: BaseException) -> bool:
-    """A storage failure that says nothing about what is stored — the connection, the server,
-    throttling, after every retry — as opposed to an object that is missing or damaged. Jobs
-    that judge the repository (check, repairs) stop on these rather than report them as
-    damage: a network outage must never look like, or be repaired as, lost data."""
-    return isinstance(exc, StorageError) and not isinstance(exc, ObjectNotFound | ObjectExists)
+# What a job that judges the repository (check, the repairs) records as a finding: an object
+# that is missing or fails authentication. Anything else — a storage outage after every retry,
+# an interrupt — propagates and stops the job: a network outage must never look like, or be
+# repaired as, lost data.
+DAMAGE: tuple[type[VaultError], ...] = (IntegrityError, ObjectNotFound)

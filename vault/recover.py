@@ -16,7 +16,7 @@ harmless: a blob named twice keeps its first location.
 from __future__ import annotations
 
 from vault import layout, sealing
-from vault.errors import IntegrityError, StorageError
+from vault.errors import DAMAGE
 from vault.index import PackInfo
 from vault.lock import LockInfo
 from vault.pack import HEADER_SIZE, PackEntry, TrailerBeyondTail, parse_header, read_trailer_parts
@@ -66,7 +66,7 @@ def unindexed_current_packs(repo: Repository, indexed: set[str]) -> Packs:
             continue
         try:
             pack, entries = pack_contents(repo, pack_id, info.size, keys)
-        except (IntegrityError, StorageError):
+        except DAMAGE:
             continue
         if pack.epoch == current:
             found.append((pack, entries))

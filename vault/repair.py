@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from vault import ids, index, index_store, layout, sealing
-from vault.errors import IntegrityError, StorageError, transient
+from vault.errors import DAMAGE
 from vault.index import PackInfo
 from vault.pack import HEADER_SIZE, PackEntry
 from vault.progress import NoProgress, Progress
@@ -41,9 +41,7 @@ def _indexed_packs(repo: Repository) -> set[str]:
         try:
             payload = repo.open_object(sealing.Kind.INDEX, key)
             named.update(pack.id for pack, _ in index.decode(payload, name=key))
-        except (IntegrityError, StorageError) as exc:
-            if transient(exc):
-                raise
+        except DAMAGE:
             continue
     return named
 
@@ -65,9 +63,7 @@ def repair_index(
             continue
         try:
             info, entries = pack_contents(repo, pack_id, size, keys)
-        except (IntegrityError, StorageError) as exc:
-            if transient(exc):
-                raise  # before anything is written: an outage must not drop packs
+        except DAMAGE as exc:  # an outage propagates before anything is written
             result.unreadable.append((layout.pack(pack_id), str(exc)))
             continue
         batch.append((info, entries))

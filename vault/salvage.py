@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from vault import ids, layout
 from vault.catalog import Catalog
 from vault.damage import Salvage, salvage
-from vault.errors import VaultError, transient
+from vault.errors import DAMAGE
 from vault.pack import BlobType
 from vault.repository import Repository
 from vault.snapshot import Snapshot
@@ -105,9 +105,7 @@ def _save(repo: Repository, original: Snapshot, found: Salvage) -> str:
 def _catalog_without(repo: Repository, original: Snapshot, lost: list[str]) -> Catalog | None:
     try:
         catalog = repo.load_catalog(original)
-    except VaultError as exc:
-        if transient(exc):
-            raise
+    except DAMAGE:
         return None  # damaged too: the new snapshot has none (files still restore)
     if catalog is None:
         return None
