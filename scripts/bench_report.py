@@ -7,7 +7,9 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
-START, END = "<!-- bench:peers:start -->", "<!-- bench:peers:end -->"
+from doc_section import replace_section
+
+SECTION = "bench:peers"
 
 # (key, label, unit, better): better "high" for rates, "low" for times, sizes and memory.
 ROWS = [
@@ -56,7 +58,6 @@ def render(doc: dict[str, Any]) -> str:
     local, names = doc["local"], list(doc["local"])
     m, a = doc["machine"], doc["archive"]
     out = [
-        START,
         f"## Results: {dt.date.today().isoformat()}, {a['bytes'] / 1e9:.2f} GB, "
         f"median of {doc['runs']} runs",
         "",
@@ -129,17 +130,8 @@ def render(doc: dict[str, Any]) -> str:
                 f"{r.get('backup_requests', 0):.0f} | {r.get('restore_requests', 0):.0f} |"
             )
         out.append("")
-    out.append(END)
     return "\n".join(out)
 
 
 def write_report(path: Path, doc: dict[str, Any]) -> None:
-    section = render(doc)
-    text = path.read_text(encoding="utf-8") if path.exists() else ""
-    if START in text and END in text:
-        before, rest = text.split(START, 1)
-        after = rest.split(END, 1)[1]
-        text = before + section + after
-    else:
-        text = (text or "# Benchmarks\n\n") + "\n" + section + "\n"
-    path.write_text(text, encoding="utf-8")
+    replace_section(path, SECTION, render(doc), title="Benchmarks")

@@ -45,6 +45,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
+from doc_section import replace_section  # noqa: E402
 from make_sample_archive import generate  # noqa: E402
 
 from tests.faultproxy import FaultProxy  # noqa: E402
@@ -324,9 +325,7 @@ def main() -> int:
 def write_section(
     path: Path, results: dict[tuple[str, str], dict[str, Any]], args: Any, seconds: float
 ) -> None:
-    start, end = "<!-- crash:start -->", "<!-- crash:end -->"
     lines = [
-        start,
         f"`python scripts/crash_campaign.py --iterations {args.iterations} --backends "
         f"{args.backends} --seed {args.seed}` ({seconds / 60:.0f} min):",
         "",
@@ -344,11 +343,7 @@ def write_section(
             f"| {backend} | {job} | {r.get('kills', 0)} | {r.get('finished_before_kill', 0)} | "
             f"{r.get('survived', 0)} of {args.iterations} | {waste} |"
         )
-    lines.append(end)
-    section = "\n".join(lines)
-    text = path.read_text() if path.exists() else "# Reliability\n\n" + start + "\n" + end + "\n"
-    before, rest = text.split(start, 1)
-    path.write_text(before + section + rest.split(end, 1)[1])
+    replace_section(path, "crash", "\n".join(lines), title="Reliability")
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
+from doc_section import replace_section  # noqa: E402
 from make_sample_archive import generate  # noqa: E402
 
 from tests.conftest import PASSWORD  # noqa: E402
@@ -237,7 +238,6 @@ def render(
     minutes: float,
 ) -> str:
     lines = [
-        "<!-- faults:start -->",
         f"`python scripts/fault_campaign.py --iterations {args.iterations} --corruptions "
         f"{args.corruptions} --seed {args.seed}` "
         f"({minutes:.0f} min):",
@@ -274,7 +274,6 @@ def render(
             cells = [_cell(damaged[f"{kind} / {how}"]) for how in DAMAGES]
             lines.append(f"| {kind} | " + " | ".join(cells) + " |")
         lines.append("")
-    lines.append("<!-- faults:end -->")
     return "\n".join(lines)
 
 
@@ -288,17 +287,6 @@ def _cell(c: dict[str, int]) -> str:
     if c.get("MISSED", 0) or c.get("traceback", 0):
         text += f" — MISSED {c.get('MISSED', 0)}, traceback {c.get('traceback', 0)}"
     return text
-
-
-def write_section(path: Path, section: str) -> None:
-    text = path.read_text() if path.exists() else "# Reliability\n"
-    start, end = "<!-- faults:start -->", "<!-- faults:end -->"
-    if start in text:
-        before, rest = text.split(start, 1)
-        text = before + section + rest.split(end, 1)[1]
-    else:
-        text = text.rstrip() + "\n\n" + section + "\n"
-    path.write_text(text)
 
 
 def main() -> int:
@@ -338,7 +326,7 @@ def main() -> int:
         shutil.rmtree(work, ignore_errors=True)
     print(json.dumps({"storage": storage_results, "corruption": damaged}, indent=1))
     section = render(storage_results, damaged, args, (time.monotonic() - started) / 60)
-    write_section(args.out, section)
+    replace_section(args.out, "faults", section, title="Reliability")
     bad = sum(r.get("WRONG", 0) + r.get("NOT RECOVERED", 0) for r in storage_results.values())
     bad += sum(c.get("MISSED", 0) + c.get("traceback", 0) for c in damaged.values())
     return 1 if bad else 0

@@ -10,6 +10,7 @@ from typing import Any
 
 from vault import ids, lock
 from vault.cli_support import (
+    audit_forget,
     local_time,
     open_repo,
     opt,
@@ -44,17 +45,7 @@ def cmd_forget(args: argparse.Namespace) -> int:
     repo = open_repo(args)
     now = datetime.now(UTC)
     with lock.Lock(repo.storage, repo.keyring, exclusive=True, operation="forget"):
-        # The ids, not just the count: `check` then tells a snapshot forgotten by vault from
-        # one deleted behind its back (snapshot ids are random, never patient data).
-        result = forget(
-            repo,
-            policy,
-            now,
-            dry_run=args.dry_run,
-            announce=lambda ids: record_audit(
-                repo, "forget", result="PASS", details={"removed": len(ids), "snapshots": ids}
-            ),
-        )
+        result = forget(repo, policy, now, dry_run=args.dry_run, announce=audit_forget(repo))
         pruned = (
             prune(repo, now, progress=progress_for(args))
             if args.prune and not args.dry_run

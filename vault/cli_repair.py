@@ -8,10 +8,19 @@ from collections.abc import Callable
 
 from vault import ids, lock
 from vault.check import check
-from vault.cli_support import open_repo, opt, progress_for, record_audit, request_stats, usage
+from vault.cli_support import (
+    audit_forget,
+    open_repo,
+    opt,
+    progress_for,
+    record_audit,
+    request_stats,
+    usage,
+)
+from vault.forget import remove_snapshots
 from vault.output import emit_json
 from vault.repair import repair_index
-from vault.salvage import Repaired, forget_originals, repair_snapshots
+from vault.salvage import Repaired, repair_snapshots
 from vault.units import human_bytes
 
 
@@ -108,17 +117,14 @@ def cmd_repair_snapshots(args: argparse.Namespace) -> int:
             repo, read_data_percent=100.0 if args.read_data else 0.0, progress=progress_for(args)
         )
         wanted = {repo.find_snapshot(ref).id for ref in args.snapshots}
-        damaged = [
-            s for s in repo.snapshots() if s.id in checked.lost and (not wanted or s.id in wanted)
-        ]
-        repaired = repair_snapshots(repo, damaged, checked.usable(repo.index), dry_run=args.dry_run)
+        damaged = {s for s in checked.lost if not wanted or s in wanted}
+        repaired = repair_snapshots(
+            repo, repo.snapshots(), damaged, checked.usable(repo.index), dry_run=args.dry_run
+        )
         forgotten: list[str] = []
         if args.forget and not args.dry_run:
-            doomed = [r.original.id for r in repaired if r.new_id]
-            record_audit(
-                repo, "forget", result="PASS", details={"removed": len(doomed), "snapshots": doomed}
-            )
-            forgotten = forget_originals(repo, repaired)
+            copied = [r.original.id for r in repaired if r.new_id]
+            forgotten = remove_snapshots(repo, copied, audit_forget(repo))
     unsaved = [r for r in repaired if r.salvage.everything]
     if not args.dry_run:
         record_audit(

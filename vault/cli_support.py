@@ -9,7 +9,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -144,6 +144,18 @@ def record_audit(repo: Repository, action: str, **fields: Any) -> None:
         audit.record(repo, action, **fields)
     except VaultError as exc:
         print(f"vault: warning: could not record the audit event: {exc}", file=sys.stderr)
+
+
+def audit_forget(repo: Repository) -> Callable[[list[str]], None]:
+    """What `forget` and `repair snapshots --forget` announce before deleting: the ids, not
+    just the count, so `check` tells a snapshot forgotten by vault from one deleted behind its
+    back (snapshot ids are random, never patient data)."""
+    return lambda snapshot_ids: record_audit(
+        repo,
+        "forget",
+        result="PASS",
+        details={"removed": len(snapshot_ids), "snapshots": snapshot_ids},
+    )
 
 
 def _interrupt(signum: int, frame: object) -> None:

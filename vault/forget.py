@@ -24,17 +24,18 @@ class ForgetResult:
     locked: dict[str, str] = field(default_factory=dict)  # snapshot id -> retained until
 
 
+Announce = Callable[[list[str]], None]
+
+
 def forget(
     repo: Repository,
     policy: RetentionPolicy,
     now: datetime,
     *,
     dry_run: bool,
-    announce: Callable[[list[str]], None] = lambda ids: None,
+    announce: Announce = lambda ids: None,
 ) -> ForgetResult:
-    """Apply `policy`. `announce` hears the ids about to be removed before the first deletion
-    (the audit event is written first: a record of a forget that was then interrupted is
-    harmless, a snapshot gone without one looks deleted behind vault's back)."""
+    """Apply `policy`; see `remove_snapshots` for `announce`."""
     refs = [SnapshotRef(s.id, s.time, s.host, s.paths, s.tags) for s in repo.snapshots()]
     result = ForgetResult(decisions=apply(refs, policy, now))
     if dry_run:
@@ -52,9 +53,16 @@ def forget(
             result.locked[snapshot_id] = until.isoformat()
             continue
         doomed.append(snapshot_id)
-    announce(doomed)
-    for snapshot_id in doomed:
+    result.removed = remove_snapshots(repo, doomed, announce)
+    return result
+
+
+def remove_snapshots(repo: Repository, snapshot_ids: list[str], announce: Announce) -> list[str]:
+    """Delete snapshots and their catalogs. `announce` hears the ids before the first deletion:
+    the audit event is written first, because a record of a forget that was then interrupted is
+    harmless, while a snapshot gone without one looks deleted behind vault's back."""
+    announce(snapshot_ids)
+    for snapshot_id in snapshot_ids:
         repo.storage.delete(layout.snapshot(snapshot_id))
         repo.storage.delete(layout.catalog(snapshot_id))
-        result.removed.append(snapshot_id)
-    return result
+    return list(snapshot_ids)

@@ -15,6 +15,8 @@ harmless: a blob named twice keeps its first location.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from vault import layout, sealing
 from vault.errors import DAMAGE
 from vault.index import PackInfo
@@ -27,7 +29,7 @@ TAIL_BYTES = 64 * 1024  # holds the trailer of a pack of up to ~1,300 blobs
 Packs = list[tuple[PackInfo, list[PackEntry]]]
 
 
-def readable_epoch_keys(repo: Repository) -> dict[int, bytes]:
+def _readable_epoch_keys(repo: Repository) -> dict[int, bytes]:
     keys = {}
     for epoch in repo.keyring.epochs:
         try:
@@ -37,7 +39,7 @@ def readable_epoch_keys(repo: Repository) -> dict[int, bytes]:
     return keys
 
 
-def pack_contents(
+def _pack_contents(
     repo: Repository, pack_id: str, size: int, keys: dict[int, bytes]
 ) -> tuple[PackInfo, list[PackEntry]]:
     """The pack's own authenticated table of blobs, read with ranged GETs."""
@@ -54,23 +56,38 @@ def pack_contents(
     return PackInfo(pack_id, epoch, salt), entries
 
 
+def read_trailers(
+    repo: Repository, sizes: dict[str, int]
+) -> Iterator[tuple[str, tuple[PackInfo, list[PackEntry]] | str]]:
+    """For each pack (id -> stored size), in id order: its contents from its own trailer, or
+    why they cannot be read. An outage propagates: it says nothing about the pack."""
+    keys = _readable_epoch_keys(repo)
+    for pack_id, size in sorted(sizes.items()):
+        if sealing.is_torn(size) or size < HEADER_SIZE:
+            yield pack_id, "empty or truncated object"
+            continue
+        try:
+            contents = _pack_contents(repo, pack_id, size, keys)
+        except DAMAGE as exc:
+            yield pack_id, str(exc)
+            continue
+        yield pack_id, contents
+
+
 def unindexed_current_packs(repo: Repository, indexed: set[str]) -> Packs:
     """Readable packs sealed under the current epoch that the index does not name. A pack
     that cannot be read is left alone: `check` reports it, `prune` deletes it."""
-    keys = readable_epoch_keys(repo)
+    unindexed = {
+        layout.id_of(info.key): info.size
+        for info in repo.storage.list(layout.DATA)
+        if layout.id_of(info.key) not in indexed
+    }
     current = repo.keyring.current_epoch
-    found: Packs = []
-    for info in repo.storage.list(layout.DATA):
-        pack_id = layout.id_of(info.key)
-        if pack_id in indexed or sealing.is_torn(info.size) or info.size < HEADER_SIZE:
-            continue
-        try:
-            pack, entries = pack_contents(repo, pack_id, info.size, keys)
-        except DAMAGE:
-            continue
-        if pack.epoch == current:
-            found.append((pack, entries))
-    return found
+    return [
+        found
+        for _, found in read_trailers(repo, unindexed)
+        if not isinstance(found, str) and found[0].epoch == current
+    ]
 
 
 def left_by_killed_run(repo: Repository, stale_locks: list[LockInfo]) -> Packs:

@@ -17,9 +17,9 @@ from datetime import UTC, datetime
 from vault import ids, index, index_store, layout, sealing
 from vault.errors import DAMAGE
 from vault.index import PackInfo
-from vault.pack import HEADER_SIZE, PackEntry
+from vault.pack import PackEntry
 from vault.progress import NoProgress, Progress
-from vault.recover import pack_contents, readable_epoch_keys
+from vault.recover import read_trailers
 from vault.repository import Repository
 
 
@@ -51,23 +51,18 @@ def repair_index(
 ) -> RepairResult:
     progress = progress or NoProgress()
     result = RepairResult(dry_run=dry_run)
-    keys = readable_epoch_keys(repo)
     stored = {layout.id_of(i.key): i.size for i in repo.storage.list(layout.DATA)}
     previously = _indexed_packs(repo)
     batch: list[tuple[PackInfo, list[PackEntry]]] = []
     progress.start("read pack trailers", len(stored))
-    for pack_id, size in sorted(stored.items()):
+    # An outage propagates from here, before anything is written: it must not drop packs.
+    for pack_id, found in read_trailers(repo, stored):
         progress.advance(1)
-        if sealing.is_torn(size) or size < HEADER_SIZE:
-            result.unreadable.append((layout.pack(pack_id), "empty or truncated object"))
+        if isinstance(found, str):
+            result.unreadable.append((layout.pack(pack_id), found))
             continue
-        try:
-            info, entries = pack_contents(repo, pack_id, size, keys)
-        except DAMAGE as exc:  # an outage propagates before anything is written
-            result.unreadable.append((layout.pack(pack_id), str(exc)))
-            continue
-        batch.append((info, entries))
-        result.blobs += len(entries)
+        batch.append(found)
+        result.blobs += len(found[1])
         if pack_id not in previously:
             result.previously_unindexed.append(pack_id)
     progress.finish()

@@ -179,11 +179,12 @@ class Repository:
     def add_slot(self, secret: Secret) -> KeySlot:
         slot_id = ids.new_id()
         slot = make_slot(slot_id, secret, self.keyring.master_key)
-        self.put(layout.key_slot(slot_id), slot.to_bytes(), if_absent=True)
+        stored = slot.to_bytes()
+        self.put(layout.key_slot(slot_id), stored, if_absent=True)
         host, now = socket.gethostname(), datetime.now(UTC).isoformat(timespec="seconds")
         # The slot's digest under the master key: `check` can then tell a damaged slot it
         # cannot open (no secret for it) from an intact one.
-        digest = hashlib.sha256(slot.to_bytes()).hexdigest()
+        digest = hashlib.sha256(stored).hexdigest()
         self._save_slot_info(slot_id, {"created_host": host, "created": now, "slot_sha256": digest})
         return slot
 

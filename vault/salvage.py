@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from vault import ids, layout
+from vault import ids
 from vault.catalog import Catalog
 from vault.damage import Salvage, salvage
 from vault.errors import DAMAGE
@@ -39,19 +39,21 @@ class Repaired:
 
 def repair_snapshots(
     repo: Repository,
-    damaged: list[Snapshot],
+    snapshots: list[Snapshot],
+    damaged: set[str],
     usable: Callable[[bytes], bool],
     *,
     dry_run: bool,
 ) -> list[Repaired]:
+    """Copies of the `damaged` (ids) among `snapshots` (every snapshot in the repository)."""
     # A damaged snapshot repaired before keeps its copy: repairing it again would only add an
     # identical one (and a copy that is damaged now is itself among `damaged`).
-    copies = {s.parent: s.id for s in repo.snapshots() if REPAIRED_TAG in s.tags and s.parent}
+    copies = {s.parent: s.id for s in snapshots if REPAIRED_TAG in s.tags and s.parent}
     writer = None if dry_run else BlobWriter(repo)
     write = None if writer is None else _tree_writer(writer)
     repaired = []
     try:
-        for snapshot in damaged:
+        for snapshot in (s for s in snapshots if s.id in damaged):
             earlier = copies.get(snapshot.id, "")
             found = salvage(repo, snapshot.tree, usable, None if earlier else write)
             if found.lost:
@@ -113,7 +115,7 @@ def _catalog_without(repo: Repository, original: Snapshot, lost: list[str]) -> C
     lost_dirs = tuple(p for p in lost if p.endswith("/"))
 
     def gone(path: str) -> bool:
-        return path in lost_files or path.startswith(lost_dirs) or lost_dirs == ("/",)
+        return path in lost_files or path.startswith(lost_dirs)
 
     studies = {}
     for uid, study in catalog.studies.items():
@@ -125,14 +127,3 @@ def _catalog_without(repo: Repository, original: Snapshot, lost: list[str]) -> C
         file_headers={p: h for p, h in catalog.file_headers.items() if not gone(p)},
         unparseable=[p for p in catalog.unparseable if not gone(p)],
     )
-
-
-def forget_originals(repo: Repository, repaired: list[Repaired]) -> list[str]:
-    """Delete each original that has a repaired copy (the caller audits the ids first)."""
-    removed = []
-    for item in repaired:
-        if item.new_id:
-            repo.storage.delete(layout.snapshot(item.original.id))
-            repo.storage.delete(layout.catalog(item.original.id))
-            removed.append(item.original.id)
-    return removed

@@ -121,14 +121,13 @@ class BlobWriter:
             copied += 1
         return len(data), copied
 
-    def adopt(self, packs: list[tuple[PackInfo, list[PackEntry]]]) -> int:
+    def adopt(self, packs: list[tuple[PackInfo, list[PackEntry]]]) -> None:
         """Take packs already in storage but named by no index (left by a killed run) into
-        this writer's index; the next checkpoint makes that durable. Returns blobs adopted."""
+        this writer's index; the next checkpoint makes that durable."""
         with self._lock:
             for info, entries in packs:
                 self.index.add_pack(info, entries)
                 self._unindexed.append((info, entries))
-        return sum(len(entries) for _, entries in packs)
 
     def _new_builder(self) -> PackBuilder:
         epoch = self.repo.keyring.current_epoch
