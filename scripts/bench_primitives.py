@@ -11,9 +11,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from vault import compression, crypto
-from vault.chunker import Chunker, ChunkerParams
-from vault.config import DEFAULT_ZSTD_LEVEL
+from vault.format import compression, crypto
+from vault.format.chunker import Chunker, ChunkerParams
+from vault.format.config import DEFAULT_ZSTD_LEVEL
 
 SAMPLE_BYTES = 192 * 1024 * 1024
 CHUNK = 1024 * 1024

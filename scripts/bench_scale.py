@@ -36,8 +36,8 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from bench_peers import PASSWORD, measure  # noqa: E402
 
-from vault.index import Index, PackInfo, decode, encode  # noqa: E402
-from vault.pack import BlobType, PackEntry  # noqa: E402
+from vault.format.index import Index, PackInfo, decode, encode  # noqa: E402
+from vault.format.pack import BlobType, PackEntry  # noqa: E402
 
 BLOBS_PER_PACK = 20  # 16 MiB packs of ~0.8 MiB chunks
 PACKS_PER_INDEX_OBJECT = 500  # a checkpoint's worth

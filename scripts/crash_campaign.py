@@ -14,7 +14,7 @@ bound comes from one uninterrupted calibration run. After every kill:
 For backup it also records how much the interrupted run uploaded and how much of it the re-run
 sent again. The index checkpoint stays at its default (every GiB or 5 minutes), so a killed
 backup here never wrote an index: what the re-run does not send again it owes to adopting the
-packs the killed run left (vault/recover.py). Results go to the `crash` section of
+packs the killed run left (vault/repo/recover.py). Results go to the `crash` section of
 docs/reliability.md.
 
     python scripts/crash_campaign.py [--iterations 50] [--backends local,s3] [--seed 1]

@@ -58,9 +58,9 @@ from tests.test_corruption import (  # noqa: E402
     names_it,
 )
 from tests.treecompare import describe_tree  # noqa: E402
-from vault import cli  # noqa: E402
-from vault.keys import Secret  # noqa: E402
-from vault.repository import Repository  # noqa: E402
+from vault.cli import main as cli  # noqa: E402
+from vault.repo.keys import Secret  # noqa: E402
+from vault.repo.repository import Repository  # noqa: E402
 from vault.storage import LocalStorage  # noqa: E402
 
 STORAGE_FAULTS: dict[str, Fault] = {

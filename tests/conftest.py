@@ -17,7 +17,7 @@ from tests.faultproxy import FaultProxy
 from tests.repos import RepoHandle
 from tests.s3server import S3Server, start_server
 from tests.waiting import Changes, DirectoryChanges
-from vault import cli
+from vault.cli.main import main
 from vault.storage import LocalStorage, open_storage
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -80,7 +80,7 @@ def vault(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -
         else:
             monkeypatch.setenv("VAULT_PASSWORD", password)
         capsys.readouterr()
-        code = cli.main([str(a) for a in argv])
+        code = main([str(a) for a in argv])
         captured = capsys.readouterr()
         return Run(code, captured.out, captured.err)
 

@@ -6,8 +6,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vault.keys import Secret
-from vault.repository import Repository
+from vault.repo.keys import Secret
+from vault.repo.repository import Repository
 from vault.storage import Storage
 
 

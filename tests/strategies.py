@@ -6,9 +6,9 @@ import random
 
 from hypothesis import strategies as st
 
-from vault.chunker import ChunkerParams
-from vault.index import PackInfo
-from vault.pack import BlobType, PackEntry
+from vault.format.chunker import ChunkerParams
+from vault.format.index import PackInfo
+from vault.format.pack import BlobType, PackEntry
 
 # pyfastcdc accepts min_size >= 64, avg_size >= 256 and max_size >= 1024 (with
 # min <= avg <= max); these are the smallest sizes, so a few KiB already hold many chunks.

@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import PASSWORD, RunCli
 from tests.repos import RepoHandle
-from vault import audit
+from vault.repo import audit
 
 
 def _events(vault: RunCli, repo: RepoHandle) -> dict[str, Any]:

@@ -10,8 +10,8 @@ import pytest
 
 from tests.conftest import RunCli
 from tests.repos import RepoHandle
-from vault import backup as backup_module
-from vault.chunker import Chunker
+from vault.format.chunker import Chunker
+from vault.jobs import backup as backup_module
 
 
 def test_unreadable_file_is_reported_and_the_rest_saved_with_exit_3(
@@ -114,7 +114,7 @@ def test_repository_locked_exclusively_exits_11(
     repo: RepoHandle, vault: RunCli, archive: Path
 ) -> None:
     from tests.conftest import PASSWORD
-    from vault.lock import Lock
+    from vault.repo.lock import Lock
 
     r = repo.open(PASSWORD)
     with Lock(r.storage, r.keyring, exclusive=True, operation="prune"):

@@ -15,7 +15,7 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 from tests.conftest import PASSWORD, RunCli, sample_archive
 from tests.repos import RepoHandle
-from vault.pack import BlobType
+from vault.format.pack import BlobType
 
 
 @pytest.fixture(scope="module")
@@ -216,7 +216,7 @@ def test_restoring_one_study_downloads_little_more_than_that_study(
     assert catalog is not None
     study_files = set(catalog.studies[target].files)
     # The study's stored size: the sealed length of every distinct chunk of its files.
-    from vault.restore import walk
+    from vault.jobs.restore import walk
 
     chunks: set[str] = set()
     for item in walk(r, r.snapshots()[-1], []):

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.strategies import SMALL_CHUNKER, chunker_params, payloads, random_bytes
-from vault.chunker import Chunker, ChunkerParams
+from vault.format.chunker import Chunker, ChunkerParams
 
 SEEDS = st.integers(0, 2**64 - 1)
 

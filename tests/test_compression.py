@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vault import compression
+from vault.format import compression
 
 
 def _ct_like(n_samples: int, seed: int = 1) -> bytes:

@@ -23,8 +23,9 @@ from tests.repos import RepoHandle
 from tests.s3server import S3Server
 from tests.treecompare import describe_tree
 from tests.waiting import Changes, wait_until
-from vault import ids, layout, sealing
-from vault.lock import Lock
+from vault import ids
+from vault.format import layout, sealing
+from vault.repo.lock import Lock
 
 MIB = 1024 * 1024
 

@@ -22,9 +22,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import PASSWORD, ROOT, RunCli
-from vault import layout
-from vault.keys import Secret
-from vault.repository import Repository
+from vault.format import layout
+from vault.repo.keys import Secret
+from vault.repo.repository import Repository
 from vault.storage import LocalStorage
 
 

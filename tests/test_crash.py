@@ -16,7 +16,7 @@ from tests.conftest import BOTH_BACKENDS, PASSWORD, RunCli
 from tests.repos import RepoHandle
 from tests.treecompare import describe_tree
 from tests.waiting import Changes, wait_until
-from vault.pack import HEADER_SIZE, BlobType, parse_header, read_trailer
+from vault.format.pack import HEADER_SIZE, BlobType, parse_header, read_trailer
 
 SOURCE_FILES = 10
 FILE_SIZE = 16 * 1024 * 1024

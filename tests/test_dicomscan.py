@@ -18,7 +18,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 
-from vault import catalog, dicomscan
+from vault.dicom import catalog
+from vault.dicom.scan import scan
 
 # pydicom warns when hypothesis text does not fit a character set; that is the point.
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -78,7 +79,7 @@ def _pydicom(head: bytes) -> catalog.FileHeader | None:
 @settings(max_examples=300, deadline=None)
 @given(headers())
 def test_scan_agrees_with_pydicom_whenever_it_answers(head: bytes) -> None:
-    fast = dicomscan.scan(head)
+    fast = scan(head)
     if fast is not None:
         assert catalog.read_header(head) == _pydicom(head)
         assert fast["study_uid"] == _pydicom(head).study_uid  # type: ignore[union-attr]
@@ -91,7 +92,7 @@ def test_plain_headers_take_the_fast_path(archive: Path) -> None:
         if not catalog.looks_like_dicom(head):
             continue
         total += 1
-        fast = dicomscan.scan(head)
+        fast = scan(head)
         if fast is not None:
             answered += 1
             assert catalog.read_header(head) == catalog.parse_with_pydicom(head)
@@ -104,14 +105,14 @@ def test_what_the_scanner_leaves_to_pydicom() -> None:
     ds.StudyInstanceUID = generate_uid()
     ds.Modality = "CT"
     plain = _write(ds, ExplicitVRLittleEndian)
-    assert dicomscan.scan(plain) == {
+    assert scan(plain) == {
         "patient_name": "DEMO^ALICE",
         "study_uid": str(ds.StudyInstanceUID),
         "modality": "CT",
     }
     ds.SpecificCharacterSet = "ISO 2022 IR 87"  # Japanese escape sequences: pydicom's job
-    assert dicomscan.scan(_write(ds, ExplicitVRLittleEndian)) is None
+    assert scan(_write(ds, ExplicitVRLittleEndian)) is None
     del ds.SpecificCharacterSet
     del ds.StudyInstanceUID
-    assert dicomscan.scan(_write(ds, ExplicitVRLittleEndian)) is None
-    assert dicomscan.scan(plain[:200]) is None  # cut before StudyInstanceUID
+    assert scan(_write(ds, ExplicitVRLittleEndian)) is None
+    assert scan(plain[:200]) is None  # cut before StudyInstanceUID

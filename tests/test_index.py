@@ -17,8 +17,8 @@ from hypothesis.stateful import (
 
 from tests.strategies import blob_ids, pack_entries, pack_infos, u32
 from vault.errors import IntegrityError
-from vault.index import Index, Location, PackInfo, decode, encode
-from vault.pack import BlobType, PackEntry
+from vault.format.index import Index, Location, PackInfo, decode, encode
+from vault.format.pack import BlobType, PackEntry
 
 # A small pool makes the same blob id turn up in several packs (dedup across packs).
 POOL = [bytes([n]) * 32 for n in range(12)]
@@ -232,7 +232,7 @@ def test_frozen_index_costs_under_64_bytes_per_blob() -> None:
 def test_many_added_blobs_are_compacted_and_stay_findable_first_location_first(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("vault.index.PENDING_LIMIT", 100)
+    monkeypatch.setattr("vault.format.index.PENDING_LIMIT", 100)
     rng = random.Random(11)
     index = Index()
     ids = [rng.randbytes(32) for _ in range(1000)]

@@ -12,9 +12,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vault import crypto, keys
 from vault.errors import IntegrityError, UsageError, WrongKey
-from vault.keys import (
+from vault.format import crypto
+from vault.repo import keys
+from vault.repo.keys import (
     KEYFILE,
     PASSPHRASE,
     RECOVERY,
@@ -30,7 +31,7 @@ from vault.keys import (
     parse_key_file,
     parse_recovery_key,
 )
-from vault.repository import Repository
+from vault.repo.repository import Repository
 from vault.storage import MemoryStorage
 
 MASTER = bytes(range(100, 132))

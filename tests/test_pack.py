@@ -17,9 +17,9 @@ from tests.strategies import (
     payloads,
     repetitive_bytes,
 )
-from vault import compression, crypto
 from vault.errors import IntegrityError
-from vault.pack import (
+from vault.format import compression, crypto
+from vault.format.pack import (
     HEADER_SIZE,
     BlobType,
     PackBuilder,

@@ -10,9 +10,9 @@ import pytest
 from tests.conftest import BOTH_BACKENDS, PASSWORD, RunCli
 from tests.repos import RepoHandle
 from vault.errors import IntegrityError
-from vault.keys import Secret
-from vault.repository import Repository
-from vault.restore import walk
+from vault.jobs.restore import walk
+from vault.repo.keys import Secret
+from vault.repo.repository import Repository
 from vault.storage import CountingStorage
 
 

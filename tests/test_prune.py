@@ -17,10 +17,10 @@ from tests.conftest import PASSWORD, RunCli
 from tests.repos import RepoHandle
 from tests.treecompare import describe_tree
 from tests.waiting import Changes, wait_until
-from vault.config import ObjectLockPolicy
-from vault.keys import Secret
-from vault.prune import prune
-from vault.repository import Repository
+from vault.format.config import ObjectLockPolicy
+from vault.jobs.prune import prune
+from vault.repo.keys import Secret
+from vault.repo.repository import Repository
 from vault.storage import MemoryStorage
 
 MB = 1024 * 1024
@@ -120,7 +120,7 @@ def test_prune_never_deletes_a_locked_pack_and_reports_it(tmp_path: Path) -> Non
     repo, _ = Repository.init(
         storage, Secret.from_passphrase(PASSWORD), object_lock=ObjectLockPolicy("GOVERNANCE", 7)
     )
-    from vault.backup import BackupOptions, backup
+    from vault.jobs.backup import BackupOptions, backup
 
     source = tmp_path / "s"
     source.mkdir()

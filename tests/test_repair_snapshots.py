@@ -11,10 +11,10 @@ import pytest
 from tests.conftest import PASSWORD, RunCli, fresh_s3_url
 from tests.faultproxy import Fault, FaultProxy
 from tests.s3server import S3Server
-from vault.keys import Secret
-from vault.repository import Repository
+from vault.format.tree import Node
+from vault.repo.keys import Secret
+from vault.repo.repository import Repository
 from vault.storage import LocalStorage
-from vault.tree import Node
 
 SMALL_PACK = 256 * 1024  # the sample archive spreads over many packs: one lost pack loses a few
 

@@ -10,11 +10,11 @@ from hypothesis import strategies as st
 
 from tests.conftest import PASSWORD, RunCli
 from tests.repos import RepoHandle
-from vault.config import ObjectLockPolicy
-from vault.forget import forget
-from vault.keys import Secret
-from vault.repository import Repository
-from vault.retention import RetentionPolicy, SnapshotRef, apply
+from vault.format.config import ObjectLockPolicy
+from vault.jobs.forget import forget
+from vault.policy.retention import RetentionPolicy, SnapshotRef, apply
+from vault.repo.keys import Secret
+from vault.repo.repository import Repository
 from vault.storage import MemoryStorage
 
 NOW = datetime(2026, 6, 15, 12, 0, tzinfo=UTC)
@@ -137,7 +137,7 @@ def test_forget_never_removes_a_snapshot_under_object_lock() -> None:
     repo, _ = Repository.init(
         storage, Secret.from_passphrase(PASSWORD), object_lock=ObjectLockPolicy("GOVERNANCE", 30)
     )
-    from vault.snapshot import Snapshot
+    from vault.format.snapshot import Snapshot
 
     for day in (1, 2, 3):
         snap = Snapshot(

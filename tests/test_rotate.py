@@ -16,12 +16,12 @@ from tests.conftest import BOTH_BACKENDS, PASSWORD, RunCli
 from tests.repos import RepoHandle
 from tests.treecompare import describe_tree
 from tests.waiting import Changes, wait_until
-from vault import crypto, layout, sealing
 from vault.errors import IntegrityError
-from vault.keys import DESTROYED
-from vault.keyusage import SEALED_PREFIXES, sealed_epoch_of
-from vault.lock import Lock
-from vault.pack import parse_header, read_trailer
+from vault.format import crypto, layout, sealing
+from vault.format.pack import parse_header, read_trailer
+from vault.repo.keys import DESTROYED
+from vault.repo.keyusage import SEALED_PREFIXES, sealed_epoch_of
+from vault.repo.lock import Lock
 
 
 def _restore_equals(
@@ -274,7 +274,7 @@ def test_kdf_parameters_stored_in_a_slot_are_honoured(
 
     repo = tmp_path / "r"
     custom = crypto.Argon2Params(memory_kib=16 * 1024, iterations=3, lanes=2)
-    monkeypatch.setattr("vault.keys.kdf_params_for_new_slots", lambda: custom)
+    monkeypatch.setattr("vault.repo.keys.kdf_params_for_new_slots", lambda: custom)
     assert vault("init", "-r", repo).code == 0
     monkeypatch.undo()
     monkeypatch.setenv("VAULT_TEST_FAST_KDF", "1")  # new defaults differ from the stored ones

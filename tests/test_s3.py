@@ -320,7 +320,7 @@ def test_object_lock_keeps_every_object_immutable_and_extend_moves_it_forward(
     fresh = vault("object-lock", "extend", "-r", url, "--json").json()
     assert fresh["extended"] == 0 and fresh["checked"] >= len(keys) - 1  # nothing near expiry
     # Shorten nothing; instead pretend time passed: objects whose retention is under half left.
-    import vault.objectlock as objectlock
+    import vault.jobs.objectlock as objectlock
 
     later = now + timedelta(days=5)
     from tests.repos import RepoHandle
@@ -336,9 +336,9 @@ def test_object_lock_keeps_every_object_immutable_and_extend_moves_it_forward(
 def test_nightly_backup_never_lists_packs(
     s3_server: S3Server, s3_env: dict[str, str], vault: RunCli, archive: Path
 ) -> None:
-    from vault.backup import BackupOptions, backup
-    from vault.keys import Secret
-    from vault.repository import Repository
+    from vault.jobs.backup import BackupOptions, backup
+    from vault.repo.keys import Secret
+    from vault.repo.repository import Repository
     from vault.storage import CountingStorage, open_storage
 
     url = fresh_s3_url(s3_server)

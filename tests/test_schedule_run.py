@@ -278,7 +278,7 @@ def test_the_other_jobs_check_drill_keys_and_maintenance_do_their_work(
 
 
 def test_shipped_backup_and_schedule_policies_load() -> None:
-    from vault.policy import load_backup_policy, load_schedule_policy
+    from vault.policy.files import load_backup_policy, load_schedule_policy
 
     shipped = Path(__file__).resolve().parent.parent / "policies"
     backup = load_backup_policy(shipped)

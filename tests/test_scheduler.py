@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from vault.jobrunner import Outcome
-from vault.policy import SchedulePolicy
-from vault.scheduler import Scheduler
+from vault.ops.jobrunner import Outcome
+from vault.ops.scheduler import Scheduler
+from vault.policy.files import SchedulePolicy
 
 SATURDAY = datetime(2026, 11, 28, 0, 0)  # a Saturday: maintenance day by default
 

@@ -9,9 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.strategies import compression_levels, flip, flip_masks, hex_ids, payloads
-from vault import crypto, sealing
 from vault.errors import IntegrityError
-from vault.sealing import HEADER_SIZE, Kind, open_sealed, seal, sealed_epoch
+from vault.format import crypto, sealing
+from vault.format.sealing import HEADER_SIZE, Kind, open_sealed, seal, sealed_epoch
 
 
 @dataclass

@@ -171,11 +171,11 @@ def test_key_slot_files_are_private(repo: RepoHandle) -> None:
 def test_unsafe_names_in_a_tree_are_refused_on_restore(tmp_path: Path, repo: RepoHandle) -> None:
     from datetime import UTC, datetime
 
-    from vault.pack import BlobType
-    from vault.restore import RestoreOptions, restore
-    from vault.snapshot import Snapshot
-    from vault.tree import DIR, FILE, Node, Tree
-    from vault.writer import BlobWriter
+    from vault.format.pack import BlobType
+    from vault.format.snapshot import Snapshot
+    from vault.format.tree import DIR, FILE, Node, Tree
+    from vault.jobs.restore import RestoreOptions, restore
+    from vault.repo.writer import BlobWriter
 
     r = repo.open(PASSWORD)
     writer = BlobWriter(r)

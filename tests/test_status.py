@@ -7,8 +7,8 @@ from pathlib import Path
 
 from tests.conftest import PASSWORD, RunCli
 from tests.repos import RepoHandle
-from vault.policy import KeyPolicy, load_key_policy
-from vault.status import DUE_SOON, OK, OVERDUE, key_status
+from vault.evidence.status import DUE_SOON, OK, OVERDUE, key_status
+from vault.policy.files import KeyPolicy, load_key_policy
 
 ROOT = Path(__file__).resolve().parent.parent
 

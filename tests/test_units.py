@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from vault.cli import build_parser
+from vault.cli.main import build_parser
 
 UNITS = Path(__file__).resolve().parent.parent / "scripts" / "systemd"
 
@@ -29,7 +29,7 @@ def test_service_runs_a_valid_vault_command(unit: Path) -> None:
 
 
 def test_every_timer_starts_a_job_vault_knows() -> None:
-    from vault.jobrunner import JOBS
+    from vault.ops.jobrunner import JOBS
 
     timers = sorted(UNITS.glob("*.timer"))
     assert len(timers) >= 5

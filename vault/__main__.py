@@ -1,5 +1,5 @@
 """`python -m vault` runs the command line."""
 
-from vault.cli import main_entry
+from vault.cli.main import main_entry
 
 main_entry()

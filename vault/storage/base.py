@@ -1,6 +1,6 @@
 """The Storage contract every backend fulfils (checked by tests/test_storage.py on all of them).
 
-Keys are '/'-separated relative names made only by `vault.layout`. The contract:
+Keys are '/'-separated relative names made only by `vault.format.layout`. The contract:
 
 - put(key, data): atomic — a reader sees the old object, no object, or all of `data`, never a
   part. Durable when it returns. With if_absent=True it raises ObjectExists instead of

@@ -1,0 +1,1 @@
+"""Command line: parsing, output, prompts, exit codes. May import every wing; none imports it."""

@@ -1,0 +1,223 @@
+"""The `vault drill …` commands: run a restore drill, its history, the evidence report, and
+review annotations."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from vault.cli.output import emit_json, table
+from vault.cli.secrets_input import prompt, read_secret_file
+from vault.cli.support import open_repo, opt, progress_for, record_audit, request_stats
+from vault.errors import UsageError
+from vault.evidence import drill, drill_report
+from vault.policy.files import load_drill_policy, policy_dir
+from vault.repo import lock
+from vault.repo.keys import KEYFILE, Secret, parse_key_file
+
+
+def add_drill_parsers(
+    common: argparse.ArgumentParser, command: Callable[..., argparse.ArgumentParser]
+) -> None:
+    p = command("drill", "run a timed, verified restore drill and record the evidence", cmd_drill)
+    what = p.add_mutually_exclusive_group()
+    what.add_argument("--sample", type=int, metavar="N", help="studies to sample (policy default)")
+    what.add_argument("--full", action="store_true", help="restore everything (annual drill)")
+    p.add_argument("--snapshot", default="latest", metavar="S", help="default: latest")
+    p.add_argument("--target", metavar="DIR", help="keep the restored files here")
+    p.add_argument("--seed", type=int, help="seed of the random sample (recorded)")
+    p.add_argument("--operator", metavar="NAME", help="who runs the drill (name and role)")
+    p.add_argument("--objective", metavar="TEXT", help="the drill's objective, for the record")
+    p.add_argument(
+        "--compare-source",
+        action="store_true",
+        help="also compare restored files with unchanged live source files",
+    )
+    p.add_argument(
+        "--key-check",
+        action="store_true",
+        help="also open the repository with the recovery key (break-glass); reads it from "
+        "$VAULT_RECOVERY_KEY_FILE or asks",
+    )
+    p.add_argument("--policy-dir", metavar="DIR", help="directory with drill.toml")
+    p.add_argument(
+        "--record-dir",
+        metavar="DIR",
+        help="where the local JSON copy goes (default ~/.local/share/vault/drills)",
+    )
+    sub = p.add_subparsers(dest="drill_command", metavar="ACTION")
+
+    h = sub.add_parser("history", parents=[common], help="list recorded drills")
+    h.add_argument("--verify", action="store_true", help="check the hash chain")
+    h.set_defaults(func=cmd_history)
+    r = sub.add_parser("report", parents=[common], help="the evidence report for auditors")
+    r.add_argument("--format", choices=["html", "md", "json"], default="html")
+    r.add_argument("--since", metavar="DATE", help="only drills on or after DATE")
+    r.add_argument("--out", metavar="FILE", help="write here instead of stdout")
+    r.set_defaults(func=cmd_report)
+    a = sub.add_parser("annotate", parents=[common], help="add review fields to a drill record")
+    a.add_argument("drill_id", metavar="ID", help="drill id or prefix")
+    a.add_argument("--lessons", metavar="TEXT")
+    a.add_argument("--corrective-actions", metavar="TEXT")
+    a.add_argument("--reviewer", metavar="NAME")
+    a.add_argument("--witness", metavar="NAME")
+    a.add_argument("--approved", action="store_true", help="the reviewer signs off")
+    a.set_defaults(func=cmd_annotate)
+
+
+def _recovery_secret() -> Secret:
+    path = os.environ.get("VAULT_RECOVERY_KEY_FILE")
+    if path:
+        text = read_secret_file(path, "recovery key file").strip()
+        if text.startswith("vault-keyfile-v1"):
+            return Secret(KEYFILE, parse_key_file(text, name=path))
+        return Secret.from_passphrase(text)
+    return Secret.from_passphrase(prompt("Recovery key (break-glass check): "))
+
+
+def cmd_drill(args: argparse.Namespace) -> int:
+    policy = load_drill_policy(policy_dir(args.policy_dir))
+    if args.sample is not None and args.sample < 1:
+        raise UsageError("--sample must be at least 1")
+    recovery = _recovery_secret() if args.key_check else None
+    repo = open_repo(args)
+    snapshot = repo.find_snapshot(args.snapshot)
+    options = drill.DrillOptions(
+        sample=args.sample,
+        full=args.full,
+        seed=args.seed,
+        target=Path(args.target) if args.target else None,
+        operator=args.operator or "",
+        objective=args.objective or "",
+        compare_source=args.compare_source,
+        recovery_secret=recovery,
+    )
+    # Drills only read: a shared lock, and nothing in the backup can change.
+    with lock.Lock(repo.storage, repo.keyring, exclusive=False, operation="drill"):
+        record = drill.run_drill(
+            repo,
+            snapshot,
+            options,
+            policy,
+            progress=progress_for(args),
+            request_stats=lambda: request_stats(repo),
+        )
+        stored = drill.store_record(repo, record)
+    local = drill.write_local_copy(
+        stored, Path(args.record_dir) if args.record_dir else drill.local_copy_dir()
+    )
+    record_audit(
+        repo,
+        "drill",
+        result=stored["result"],
+        snapshot=snapshot.id,
+        catalog_ids=[i["id"] for i in stored["items"] if i["kind"] == "study"],
+        details={"drill_id": stored["drill_id"]},
+    )
+    if opt(args, "json"):
+        emit_json({**stored, "local_copy": str(local)})
+    else:
+        v = stored["volume"]
+        print(f"drill {stored['drill_id']}: {stored['result']}")
+        print(
+            f"  {stored['scenario']}: {len(stored['items'])} item(s), {v['files']} files, "
+            f"{v['bytes'] / 1e6:.1f} MB in {stored['timing']['total_seconds']:.1f}s "
+            f"({v['throughput_bytes_per_second'] / 1e6:.1f} MB/s), every file verified"
+        )
+        for o in stored["objectives"]:
+            print(
+                f"  {o['name']}: {o['measured_seconds']:.1f}s (target {o['target_seconds']:.0f}s) "
+                f"{o['result']}"
+            )
+        for reason in stored["failure_reasons"]:
+            print(f"  FAIL: {reason}")
+        print(f"  scratch data deleted: {'yes' if stored['scratch']['deleted'] else 'NO'}")
+        print(f"  record: drill #{stored['seq']} in the repository; local copy {local}")
+    return 0 if stored["result"] == "PASS" else 1
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    repo = open_repo(args)
+    report = drill.history(repo, verify=args.verify)
+    records = drill.merged(report)
+    if opt(args, "json"):
+        emit_json(
+            {
+                "drills": records,
+                "problems": report.problems,
+                "outcome": "PASS" if report.ok else "FAIL",
+            }
+        )
+    else:
+        print(
+            table(
+                ["#", "DRILL", "STARTED (UTC)", "SCENARIO", "ITEMS", "TIME", "RESULT", "REVIEWED"],
+                [
+                    [
+                        str(r["seq"]),
+                        r["drill_id"][:8],
+                        r["started"][:19],
+                        r["scenario"].split(" ")[0],
+                        str(r["sample"]["items"]),
+                        f"{r['timing']['total_seconds']:.1f}s",
+                        r["result"],
+                        "yes" if r.get("approved") else "no",
+                    ]
+                    for r in records
+                ],
+            )
+        )
+        for problem in report.problems:
+            print(f"vault: error: {problem}", file=sys.stderr)
+        if args.verify and report.ok:
+            print(f"drill record chain intact: {len(report.records)} record(s)")
+    return 0 if report.ok else 1
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    repo = open_repo(args)
+    report = drill.history(repo, verify=True)
+    records = drill.merged(report)
+    if args.since:
+        since = args.since.replace("-", "")
+        records = [r for r in records if r["started"][:10].replace("-", "") >= since]
+    render = {
+        "html": drill_report.as_html,
+        "md": drill_report.as_markdown,
+        "json": drill_report.as_json,
+    }[args.format]
+    text = render(records)
+    if args.out:
+        Path(args.out).write_text(text, encoding="utf-8")
+        print(f"wrote the {args.format} drill report ({len(records)} drill(s)) to {args.out}")
+    else:
+        sys.stdout.write(text)
+    for problem in report.problems:
+        print(f"vault: warning: drill record chain: {problem}", file=sys.stderr)
+    return 0
+
+
+def cmd_annotate(args: argparse.Namespace) -> int:
+    fields = {
+        "lessons_learned": args.lessons,
+        "corrective_actions": args.corrective_actions,
+        "reviewer": args.reviewer,
+        "witness": args.witness,
+        "approved": True if args.approved else None,
+    }
+    fields = {k: v for k, v in fields.items() if v is not None}
+    if not fields:
+        raise UsageError(
+            "nothing to add: give --lessons, --corrective-actions, --reviewer, "
+            "--witness or --approved"
+        )
+    repo = open_repo(args)
+    note = drill.annotate(repo, args.drill_id, fields)
+    if opt(args, "json"):
+        emit_json(note)
+    else:
+        print(f"annotated drill {note['drill_id'][:8]} (record #{note['seq']})")
+    return 0

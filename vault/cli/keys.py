@@ -1,0 +1,318 @@
+"""The `vault key …` commands: slots, epochs, rotation, re-encryption, master-key rotation."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from vault import ids
+from vault.cli import secrets_input
+from vault.cli.output import emit_json, table
+from vault.cli.support import (
+    open_repo,
+    open_with_secret,
+    opt,
+    progress_for,
+    usage,
+)
+from vault.errors import UsageError
+from vault.jobs.rotate import reencrypt, rotate_epoch, rotate_master
+from vault.repo import keys
+from vault.repo.keys import Epoch
+from vault.repo.keyusage import EpochUsage, epoch_usage
+from vault.repo.lock import Lock
+from vault.repo.repository import Repository
+from vault.units import human_bytes
+
+
+def add_key_parsers(
+    common: argparse.ArgumentParser, command: Callable[..., argparse.ArgumentParser]
+) -> None:
+    """Register `vault key …`; `command` adds a top-level subcommand (from cli.build_parser)."""
+    p = command("key", "manage who can open the repository", lambda a: usage("key"))
+    key_sub = p.add_subparsers(dest="key_command", metavar="ACTION", required=True)
+
+    def key_command(name: str, help_text: str, func: Callable[..., int]) -> argparse.ArgumentParser:
+        kp = key_sub.add_parser(name, parents=[common], help=help_text, description=help_text)
+        kp.set_defaults(func=func)
+        return kp
+
+    key_command("list", "list key slots and data-key epochs", cmd_key_list)
+    kp = key_command("add", "add a passphrase slot, or a key-file slot for machines", cmd_key_add)
+    what = kp.add_mutually_exclusive_group()
+    what.add_argument("--new-password-file", metavar="FILE", help="the new passphrase's file")
+    what.add_argument(
+        "--new-key-file",
+        metavar="FILE",
+        help="create FILE (mode 0600) holding a new random key and add a slot for it",
+    )
+    kp = key_command("remove", "remove a key slot", cmd_key_remove)
+    kp.add_argument("slot", metavar="ID", help="slot id or unique prefix")
+    kp.add_argument("--force", action="store_true", help="allow removing the slot in use")
+    kp = key_command("passwd", "change the passphrase of the slot in use", cmd_key_passwd)
+    kp.add_argument("--new-password-file", metavar="FILE", help="the new passphrase's file")
+    kp = key_command(
+        "rotate",
+        "start a new data-key epoch (cheap); --reencrypt also rewrites old data and destroys "
+        "old keys; --master replaces the master key",
+        cmd_key_rotate,
+    )
+    what = kp.add_mutually_exclusive_group()
+    what.add_argument(
+        "--reencrypt",
+        action="store_true",
+        help="rewrite everything sealed under older epochs, then destroy their keys "
+        "(resumes an interrupted run)",
+    )
+    what.add_argument(
+        "--master",
+        action="store_true",
+        help="new master key: rewraps the slot in use, prints a new recovery key, removes the "
+        "other slots",
+    )
+    kp.add_argument("--epoch", type=int, metavar="ID", help="with --reencrypt: retire only ID")
+    kp = key_command(
+        "retire", "re-encrypt what epoch ID sealed, then destroy its key", cmd_key_retire
+    )
+    kp.add_argument("epoch", type=int, metavar="ID", help="the data-key epoch to retire")
+
+
+def _age_days(created: str, now: datetime) -> int:
+    return max(0, (now - datetime.fromisoformat(created)).days)
+
+
+def cmd_key_list(args: argparse.Namespace) -> int:
+    repo = open_repo(args)
+    slots = sorted(repo.slots(), key=lambda s: s.created)
+    epochs = repo.keyring.epochs
+    usage_by_epoch = epoch_usage(repo)
+    now = datetime.now(UTC)
+    infos = {s.id: repo.slot_info(s.id) for s in slots}
+
+    def epoch_doc(e: Epoch) -> dict[str, Any]:
+        used = usage_by_epoch.get(e.id, EpochUsage())
+        return {
+            "id": e.id,
+            "state": e.state,
+            "created": e.created,
+            "age_seconds": int((now - datetime.fromisoformat(e.created)).total_seconds()),
+            "destroyed": e.retired or None,
+            "packs": used.packs,
+            "pack_bytes": used.pack_bytes,
+            "other_objects": used.objects,
+        }
+
+    if opt(args, "json"):
+        emit_json(
+            {
+                "slots": [
+                    {
+                        "id": s.id,
+                        "kind": s.kind,
+                        "created": s.created,
+                        "kdf": {k: v for k, v in s.kdf.items() if k != "salt"},
+                        "in_use": s.id == repo.slot_id,
+                        "created_host": infos[s.id].get("created_host"),
+                        "last_used": infos[s.id].get("last_used"),
+                        "last_used_host": infos[s.id].get("last_used_host"),
+                    }
+                    for s in slots
+                ],
+                "epochs": [epoch_doc(e) for e in epochs],
+            }
+        )
+        return 0
+    rows = [
+        [
+            ("*" if s.id == repo.slot_id else " ") + ids.short(s.id),
+            s.kind,
+            s.created,
+            infos[s.id].get("created_host", "?"),
+            (infos[s.id].get("last_used", "") + " " + infos[s.id].get("last_used_host", "")).strip()
+            or "-",
+        ]
+        for s in slots
+    ]
+    print(table(["SLOT", "KIND", "CREATED", "CREATED ON", "LAST USED (BACKUP)"], rows))
+    print("(* = the slot that opened the repository)")
+    print()
+    rows = []
+    for e in epochs:
+        doc = epoch_doc(e)
+        rows.append(
+            [
+                str(e.id),
+                e.state,
+                e.created,
+                f"{_age_days(e.created, now)} d",
+                str(doc["packs"]),
+                human_bytes(doc["pack_bytes"]),
+                str(doc["other_objects"]),
+            ]
+        )
+    print(table(["EPOCH", "STATE", "CREATED", "AGE", "PACKS", "PACK BYTES", "OTHER OBJECTS"], rows))
+    return 0
+
+
+def cmd_key_add(args: argparse.Namespace) -> int:
+    repo = open_repo(args)
+    if args.new_key_file:
+        text = keys.new_key_file_text()
+        try:
+            fd = os.open(args.new_key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            raise UsageError(f"{args.new_key_file} already exists; choose a new file") from None
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        secret = keys.Secret(keys.KEYFILE, keys.parse_key_file(text, name=args.new_key_file))
+    else:
+        secret = keys.Secret.from_passphrase(secrets_input.new_passphrase(args.new_password_file))
+    slot = repo.add_slot(secret)
+    if opt(args, "json"):
+        emit_json({"id": slot.id, "kind": slot.kind, "created": slot.created})
+    else:
+        print(f"added key slot {ids.short(slot.id)} ({slot.kind})")
+    return 0
+
+
+def _resolve_slot(repo: Repository, prefix: str) -> keys.KeySlot:
+    matches = [s for s in repo.slots() if s.id.startswith(prefix.lower())] if prefix else []
+    if not matches:
+        raise UsageError(f"no key slot matches {prefix!r}")
+    if len(matches) > 1:
+        raise UsageError(f"key slot prefix {prefix!r} is ambiguous")
+    return matches[0]
+
+
+def cmd_key_remove(args: argparse.Namespace) -> int:
+    repo = open_repo(args)
+    slot = _resolve_slot(repo, args.slot)
+    if len(repo.slots()) <= 1:
+        raise UsageError("refusing to remove the last key slot: the repository would be lost")
+    if slot.id == repo.slot_id and not args.force:
+        raise UsageError(f"slot {ids.short(slot.id)} is the one in use; pass --force to remove it")
+    repo.remove_slot(slot.id)
+    if opt(args, "json"):
+        emit_json({"removed": slot.id})
+    else:
+        print(f"removed key slot {ids.short(slot.id)} ({slot.kind})")
+    return 0
+
+
+def cmd_key_passwd(args: argparse.Namespace) -> int:
+    repo = open_repo(args)
+    current = next(s for s in repo.slots() if s.id == repo.slot_id)
+    if current.kind != keys.PASSPHRASE:
+        raise UsageError(
+            "the repository was opened with a recovery key or key file; "
+            "use `vault key add` to add a passphrase instead"
+        )
+    passphrase = secrets_input.new_passphrase(args.new_password_file)
+    new_slot = repo.add_slot(keys.Secret.from_passphrase(passphrase))
+    repo.remove_slot(current.id)  # only after the new slot is durable
+    if opt(args, "json"):
+        emit_json({"id": new_slot.id, "replaced": current.id})
+    else:
+        print(
+            f"passphrase changed: slot {ids.short(current.id)} replaced by {ids.short(new_slot.id)}"
+        )
+    return 0
+
+
+def _exclusive(repo: Repository, operation: str) -> Lock:
+    return Lock(repo.storage, repo.keyring, exclusive=True, operation=operation)
+
+
+def cmd_key_rotate(args: argparse.Namespace) -> int:
+    if args.epoch is not None and not args.reencrypt:
+        raise UsageError("--epoch goes with --reencrypt (or use `vault key retire ID`)")
+    if args.master:
+        return _rotate_master(args)
+    if args.reencrypt:
+        return _reencrypt(args, args.epoch)
+    repo = open_repo(args)
+    with _exclusive(repo, "key rotate"):
+        new = rotate_epoch(repo)
+    if opt(args, "json"):
+        emit_json({"current_epoch": new.id, "created": new.created})
+    else:
+        print(
+            f"key epoch {new.id} is now current: everything written from now on is sealed "
+            "under it; older data stays readable under its own epoch"
+        )
+    return 0
+
+
+def cmd_key_retire(args: argparse.Namespace) -> int:
+    return _reencrypt(args, args.epoch)
+
+
+def _reencrypt(args: argparse.Namespace, epoch: int | None) -> int:
+    repo = open_repo(args)
+    started = datetime.now(UTC)
+    with _exclusive(repo, "key re-encrypt") as held:
+        result = reencrypt(repo, epoch=epoch, progress=progress_for(args), held_lock=held)
+    seconds = (datetime.now(UTC) - started).total_seconds()
+    if opt(args, "json"):
+        emit_json(
+            {
+                "destroyed_epochs": result.retired,
+                "current_epoch": result.current,
+                "resumed": result.resumed,
+                "packs_rewritten": result.packs_rewritten,
+                "blobs_rewritten": result.blobs_rewritten,
+                "bytes_read": result.bytes_read,
+                "bytes_written": result.bytes_written,
+                "objects_resealed": result.objects_resealed,
+                "index_objects_replaced": result.index_objects_replaced,
+                "packs_deleted": result.packs_deleted,
+                "duration_seconds": round(seconds, 3),
+            }
+        )
+        return 0
+    if result.resumed:
+        print("resumed an interrupted re-encryption")
+    print(
+        f"re-encrypted {result.packs_rewritten} packs ({human_bytes(result.bytes_read)} read, "
+        f"{human_bytes(result.bytes_written)} written) and {result.objects_resealed} other "
+        f"objects under epoch {result.current} in {seconds:.1f}s"
+    )
+    print(
+        f"destroyed the keys of epoch(s) {', '.join(map(str, result.retired))}: what they "
+        "sealed can no longer be decrypted by anyone (cryptographic erase)"
+    )
+    return 0
+
+
+def _rotate_master(args: argparse.Namespace) -> int:
+    repo, secret = open_with_secret(args)
+    with _exclusive(repo, "key rotate --master"):
+        result = rotate_master(repo, secret)
+    if opt(args, "json"):
+        emit_json(
+            {
+                "slot_in_use": result.new_slot,
+                "replaced_slot": result.replaced_slot,
+                "recovery_key": result.recovery_key,
+                "removed_slots": [{"id": i, "kind": k} for i, k in result.removed_slots],
+            }
+        )
+        return 0
+    print(
+        f"new master key in place; your slot {ids.short(result.replaced_slot)} is now "
+        f"{ids.short(result.new_slot)}"
+    )
+    print()
+    print("NEW RECOVERY KEY (the old one no longer works; print this and store it off-site):")
+    print()
+    print(f"    {result.recovery_key}")
+    print()
+    if result.removed_slots:
+        print(f"removed {len(result.removed_slots)} other slot(s) that wrapped the old master key:")
+        for slot_id, kind in result.removed_slots:
+            print(f"  {ids.short(slot_id)}  {kind}")
+        print("re-add every other person or machine that needs access with `vault key add`")
+    return 0

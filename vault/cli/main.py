@@ -1,0 +1,409 @@
+"""The command line: parse arguments, run a job, print results, map errors to exit codes.
+
+`main(argv) -> int` is the only place an exception becomes an exit code (vault.errors). JSON
+goes to stdout as one document; messages, warnings and progress go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import os
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from vault import __version__, ids
+from vault.cli import secrets_input
+from vault.cli.drill import add_drill_parsers
+from vault.cli.keys import add_key_parsers
+from vault.cli.maintenance import add_maintenance_parsers
+from vault.cli.output import emit_json
+from vault.cli.repair import add_repair_parsers
+from vault.cli.schedule import add_schedule_parsers
+from vault.cli.snapshots import add_snapshot_parsers
+from vault.cli.status import add_status_parsers
+from vault.cli.studies import add_study_parsers
+from vault.cli.support import (
+    ENVIRONMENT,
+    EXIT_CODES,
+    common_options,
+    iso_utc,
+    open_repo,
+    open_storage_for,
+    opt,
+    percent_arg,
+    progress_for,
+    record_audit,
+    request_stats,
+    secret_sources,
+    sigterm_interrupts,
+    usage,
+)
+from vault.errors import UsageError, VaultError
+from vault.format.config import ObjectLockPolicy
+from vault.jobs.check.checker import CheckResult, check
+from vault.jobs.objectlock import extend_retention
+from vault.repo import jobstate, keys, lock
+from vault.repo.repository import Repository
+from vault.units import human_bytes
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = common_options()
+    parser = argparse.ArgumentParser(
+        prog="vault",
+        parents=[common],
+        description="Encrypted, deduplicating backups of dental imaging archives.",
+        epilog=ENVIRONMENT + "\n\n" + EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"vault {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(name: str, help_text: str, func: Callable[..., int]) -> argparse.ArgumentParser:
+        p = sub.add_parser(
+            name,
+            parents=[common],
+            help=help_text,
+            description=help_text,
+            epilog=EXIT_CODES,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        p.set_defaults(func=func)
+        return p
+
+    p = command(
+        "init", "create a new encrypted repository (prints the recovery key once)", cmd_init
+    )
+    p.add_argument(
+        "--object-lock-days",
+        type=int,
+        default=0,
+        metavar="N",
+        help="S3 only: keep every object immutable for N days (bucket needs Object Lock)",
+    )
+    p.add_argument(
+        "--object-lock-mode",
+        choices=["governance", "compliance"],
+        default="governance",
+        help="governance: privileged users may shorten it; compliance: nobody can (default: "
+        "governance)",
+    )
+
+    p = command(
+        "object-lock",
+        "keep the objects that snapshots need under Object Lock retention",
+        lambda a: usage("object-lock"),
+    )
+    lock_sub = p.add_subparsers(dest="lock_command", metavar="ACTION", required=True)
+    lp = lock_sub.add_parser(
+        "extend",
+        parents=[common],
+        help="move retention forward to now + N days where less than half is left",
+        description="move retention forward to now + N days where less than half is left",
+    )
+    lp.set_defaults(func=cmd_object_lock_extend)
+    lp.add_argument("--dry-run", action="store_true", help="only report what would change")
+
+    add_snapshot_parsers(command)
+
+    add_study_parsers(command)
+    add_drill_parsers(common, command)
+    add_maintenance_parsers(command)
+    add_status_parsers(command)
+    add_schedule_parsers(common, command)
+    add_repair_parsers(common, command)
+
+    p = command("check", "verify the repository's structure (and optionally its data)", cmd_check)
+    p.description = (
+        "Verify that every snapshot can be restored from what is stored — snapshots, trees,\n"
+        "index and packs — and every other object: study catalogs, the audit and drill\n"
+        "chains, key slots, and snapshots the audit log says should exist. With --read-data\n"
+        "every byte is read and authenticated. Each problem names the object and the\n"
+        "snapshots it affects, and each damaged snapshot the files it can no longer restore\n"
+        "(`vault repair snapshots` saves the rest). A storage outage stops the check with\n"
+        "its cause; it is never reported as damage."
+    )
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--read-data", action="store_true", help="read and verify every pack")
+    group.add_argument(
+        "--read-data-subset",
+        metavar="PCT",
+        type=percent_arg,
+        help="read and verify the next PCT%% of the packs, continuing where the last partial "
+        "check stopped (so every pack is read in turn)",
+    )
+
+    p = command("unlock", "remove stale locks left by processes that are gone", cmd_unlock)
+    p.add_argument("--remove-all", action="store_true", help="also remove locks that look live")
+
+    add_key_parsers(common, command)
+    return parser
+
+
+# -- commands -------------------------------------------------------------------------------------
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    storage = open_storage_for(args)
+    lock = None
+    if args.object_lock_days:
+        if args.object_lock_days < 1:
+            raise UsageError("--object-lock-days must be at least 1")
+        lock = ObjectLockPolicy(args.object_lock_mode.upper(), args.object_lock_days)
+        if not storage.supports_object_lock():
+            raise UsageError(
+                f"{storage.location()} has no Object Lock: create the bucket with Object Lock "
+                "enabled (it cannot be added to most existing buckets), or omit "
+                "--object-lock-days"
+            )
+    passphrase = secrets_input.new_passphrase(None, secret_sources(args))
+    repo, recovery = Repository.init(
+        storage, keys.Secret.from_passphrase(passphrase), object_lock=lock
+    )
+    if opt(args, "json"):
+        emit_json(
+            {
+                "repository_id": repo.config.repository_id,
+                "location": storage.location(),
+                "recovery_key": recovery,
+                "object_lock": {"mode": lock.mode, "days": lock.days} if lock else None,
+            }
+        )
+        return 0
+    print(
+        f"created vault repository {ids.short(repo.config.repository_id)} at {storage.location()}"
+    )
+    if lock:
+        print(f"every object is kept immutable for {lock.days} days ({lock.mode.lower()} mode);")
+        print("run `vault object-lock extend` regularly (e.g. weekly) to keep history locked")
+    print()
+    print("RECOVERY KEY (shown only this once; print it and store it off-site, e.g. in a safe):")
+    print()
+    print(f"    {recovery}")
+    print()
+    print("It opens the repository if the passphrase is lost. Anyone holding it can read the")
+    print("backups, so keep it away from the backup server and the storage credentials.")
+    return 0
+
+
+LOST_SHOWN = 10  # paths named per damaged snapshot on a terminal (--json lists every one)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    repo = open_repo(args)
+    percent = 100.0 if args.read_data else (args.read_data_subset or 0.0)
+    started = datetime.now(UTC)
+    with lock.Lock(repo.storage, repo.keyring, exclusive=False, operation="check"):
+        previous = jobstate.load(repo, jobstate.CHECK) or {}
+        result = check(
+            repo,
+            read_data_percent=percent,
+            progress=progress_for(args),
+            start_after=str(previous.get("position", "")),
+        )
+        _remember_check(repo, previous, result, percent, started)
+    if opt(args, "json"):
+        emit_json(
+            {
+                "requests": request_stats(repo),
+                "outcome": "PASS" if result.ok else "FAIL",
+                "snapshots": result.snapshots,
+                "trees": result.trees,
+                "packs": result.packs,
+                "packs_read": result.packs_read,
+                "bytes_read": result.bytes_read,
+                "blobs_read": result.blobs_read,
+                "unreferenced_packs": result.unreferenced_packs,
+                "torn_objects": result.torn_objects,
+                "findings": [
+                    {"object": f.object, "problem": f.problem, "snapshots": list(f.snapshots)}
+                    for f in result.findings
+                ],
+                "lost": {
+                    snapshot_id: {"paths": lost.lost, "files": lost.lost_files}
+                    for snapshot_id, lost in result.lost.items()
+                },
+            }
+        )
+    else:
+        for finding in result.findings:
+            print(f"vault: error: {finding.describe()}", file=sys.stderr)
+        for snapshot_id, lost in result.lost.items():
+            shown = ", ".join(lost.lost[:LOST_SHOWN])
+            more = f" and {len(lost.lost) - LOST_SHOWN} more" if len(lost.lost) > LOST_SHOWN else ""
+            print(
+                f"snapshot {ids.short(snapshot_id)} can no longer restore: {shown}{more}",
+                file=sys.stderr,
+            )
+        if any(not lost.everything for lost in result.lost.values()):
+            print(
+                "`vault repair snapshots` writes copies of these snapshots holding everything "
+                "still readable",
+                file=sys.stderr,
+            )
+        read = (
+            f", read {result.packs_read} packs ({human_bytes(result.bytes_read)})"
+            if percent
+            else ""
+        )
+        print(
+            f"checked {result.snapshots} snapshots, {result.trees} trees, "
+            f"{result.packs} packs{read}"
+        )
+        if result.torn_objects:
+            print(
+                f"{len(result.torn_objects)} empty object(s) left by interrupted uploads "
+                "(harmless; prune removes them)"
+            )
+        if result.unreferenced_packs and result.ok:
+            print(
+                f"{result.unreferenced_packs} pack(s) are not referenced by any index "
+                "(left by an interrupted backup; harmless)"
+            )
+        elif result.unreferenced_packs:
+            print(
+                f"{result.unreferenced_packs} pack(s) are not referenced by any index: if the "
+                "problems above name missing index entries, `vault repair index` rebuilds the "
+                "index from the packs themselves"
+            )
+        print("no errors were found" if result.ok else f"{len(result.findings)} problem(s) found")
+    if not result.ok:
+        raise VaultError(f"check found {len(result.findings)} problem(s)")
+    return 0
+
+
+def _remember_check(
+    repo: Repository, previous: dict[str, Any], result: CheckResult, percent: float, when: datetime
+) -> None:
+    """Keep the outcome for `status` and the read position for the next partial check; log it."""
+    outcome = "PASS" if result.ok else "FAIL"
+    state = {
+        "time": iso_utc(when),
+        "outcome": outcome,
+        "findings": len(result.findings),
+        "read_percent": percent,
+        "packs_read": result.packs_read,
+        "position": result.last_pack_read if 0 < percent < 100 else previous.get("position", ""),
+        # When every pack was last read: a full read, or a rotation that came round again.
+        "all_packs_read": iso_utc(when)
+        if percent >= 100 or result.wrapped
+        else previous.get("all_packs_read", ""),
+    }
+    try:
+        jobstate.save(repo, jobstate.CHECK, state)
+    except VaultError as exc:
+        print(f"vault: warning: could not record the check's position: {exc}", file=sys.stderr)
+    details = {k: state[k] for k in ("findings", "read_percent", "packs_read")}
+    record_audit(repo, "check", result=outcome, details=details)
+
+
+def cmd_object_lock_extend(args: argparse.Namespace) -> int:
+    repo = open_repo(args)
+    with lock.Lock(repo.storage, repo.keyring, exclusive=False, operation="object-lock"):
+        result = extend_retention(
+            repo, now=datetime.now(UTC), dry_run=args.dry_run, progress=progress_for(args)
+        )
+    if opt(args, "json"):
+        emit_json(
+            {
+                "dry_run": args.dry_run,
+                "checked": result.checked,
+                "extended": result.extended,
+                "retain_until": result.retain_until,
+                "unneeded_packs_left_to_expire": result.unneeded_packs_left,
+                "requests": request_stats(repo),
+            }
+        )
+        return 0
+    verb = "would extend" if args.dry_run else "extended"
+    print(
+        f"{verb} retention of {result.extended} of {result.checked} needed objects to "
+        f"{result.retain_until}"
+    )
+    if result.unneeded_packs_left:
+        print(f"{result.unneeded_packs_left} pack(s) no snapshot needs were left to expire")
+    return 0
+
+
+def cmd_unlock(args: argparse.Namespace) -> int:
+    repo = open_repo(args)
+    now = datetime.now(UTC)
+    removed, kept = lock.remove_stale_locks(
+        repo.storage, repo.keyring, force=args.remove_all, now=now
+    )
+    if opt(args, "json"):
+        emit_json(
+            {
+                "removed": [lk.describe(now) for lk in removed],
+                "kept": [lk.describe(now) for lk in kept],
+            }
+        )
+        return 0
+    for lk in removed:
+        print(f"removed {lk.describe(now)}")
+    for lk in kept:
+        print(f"kept live {lk.describe(now)} (use --remove-all if you are sure it is gone)")
+    if not removed and not kept:
+        print("no locks")
+    return 0
+
+
+# -- entry points -------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
+        return int(exc.code or 0)
+    debug = bool(opt(args, "debug"))
+    try:
+        with sigterm_interrupts():
+            return int(args.func(args))
+    except VaultError as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"vault: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("vault: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `vault ls … | head`: the reader left; not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except OSError as exc:
+        if debug:
+            traceback.print_exc()
+        where = f"{os.fsdecode(exc.filename)}: " if exc.filename else ""
+        print(f"vault: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:
+        if debug:
+            traceback.print_exc()
+        print(
+            f"vault: internal error: {exc.__class__.__name__} (run with --debug for details)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+_M_ARENA_MAX = -8  # glibc mallopt parameter
+
+
+def _one_malloc_arena() -> None:
+    """glibc gives every thread its own heap arena; with the backup's compression, upload and
+    walk threads each keeping freed pages, peak memory grew by ~25 MiB (docs/benchmarks.md).
+    One arena costs no measurable speed here: the threads spend their time in zstd and I/O."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).mallopt(_M_ARENA_MAX, 1)
+
+
+def main_entry() -> None:
+    _one_malloc_arena()
+    sys.exit(main())

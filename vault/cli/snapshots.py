@@ -1,0 +1,358 @@
+"""The snapshot commands: `vault backup`, `snapshots`, `ls` and `restore`."""
+
+from __future__ import annotations
+
+import argparse
+import stat
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from vault import ids
+from vault.cli.output import emit_json, table
+from vault.cli.support import (
+    iso_utc,
+    local_time,
+    open_repo,
+    opt,
+    progress_for,
+    record_audit,
+    request_stats,
+    sigterm_sets,
+)
+from vault.errors import PartialBackup, StorageError, UsageError, VaultError
+from vault.format.paths import display, inside_include, normalize
+from vault.format.snapshot import Snapshot
+from vault.format.tree import DIR, FILE, SYMLINK
+from vault.jobs.backup import BackupOptions, BackupResult, backup
+from vault.jobs.restore import RestoreOptions, restore, walk
+from vault.jobs.studies import StudyFilter, parse_date, select_studies
+from vault.repo import lock
+from vault.units import human_bytes
+
+
+def add_snapshot_parsers(command: Callable[..., argparse.ArgumentParser]) -> None:
+    p = command("backup", "back up files and directories into a new snapshot", cmd_backup)
+    p.add_argument("paths", nargs="+", metavar="PATH", help="files or directories to back up")
+    p.add_argument("--tag", action="append", default=[], help="tag the snapshot (repeatable)")
+    p.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="skip paths or names matching GLOB (repeatable)",
+    )
+    p.add_argument(
+        "--time",
+        metavar="'YYYY-MM-DD HH:MM:SS'",
+        help="record this local time as the snapshot time",
+    )
+    p.add_argument("--host", help="record this host name instead of this machine's")
+
+    command("snapshots", "list snapshots", cmd_snapshots)
+
+    p = command("ls", "list the files in a snapshot", cmd_ls)
+    p.add_argument("snapshot", metavar="SNAPSHOT", help="snapshot id, id prefix, or 'latest'")
+    p.add_argument("path", nargs="?", metavar="PATH", help="only this path and what is under it")
+
+    p = command("restore", "restore a snapshot (or part of it) into a directory", cmd_restore)
+    p.add_argument("snapshot", metavar="SNAPSHOT", help="snapshot id, id prefix, or 'latest'")
+    p.add_argument("--target", required=True, metavar="DIR", help="directory to restore into")
+    p.add_argument(
+        "--include",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="restore only this snapshot path (repeatable)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace files that already exist")
+    p.add_argument(
+        "--verify", action="store_true", help="re-read every restored file and compare its SHA-256"
+    )
+    p.add_argument(
+        "--study",
+        action="append",
+        default=[],
+        metavar="UID|CATALOG_ID",
+        help="restore this DICOM study (repeatable); always verified",
+    )
+    p.add_argument("--patient", metavar="ID", help="restore every study of this PatientID")
+    p.add_argument("--since", metavar="DATE", help="with --patient: studies on or after DATE")
+
+
+def _parse_time(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        return datetime.strptime(text, "%Y-%m-%d %H:%M:%S").astimezone(UTC)
+    except ValueError:
+        raise UsageError(f"--time {text!r} is not in the form 'YYYY-MM-DD HH:MM:SS'") from None
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    when = _parse_time(args.time)
+    repo = open_repo(args)
+    options = BackupOptions(
+        tuple(args.paths), tuple(args.tag), tuple(args.exclude), when, args.host
+    )
+    started = datetime.now(UTC)
+    stop = threading.Event()
+    try:
+        with sigterm_sets(stop):
+            result = backup(repo, options, progress_for(args), stop=stop)
+    except VaultError as exc:
+        # A storage that just failed would fail the audit write too (after retries): skip it.
+        # Otherwise the class only: a message can name a source path, and paths name patients.
+        if not isinstance(exc, StorageError):
+            record_audit(repo, "backup", result="FAIL", details={"error": type(exc).__name__})
+        raise
+    seconds = max((datetime.now(UTC) - started).total_seconds(), 1e-9)
+    st = result.snapshot.stats
+    record_audit(
+        repo,
+        "backup",
+        result="FAIL" if result.errors else "PASS",
+        snapshot=result.snapshot.id,
+        details={
+            "files": st.files,
+            "bytes": st.bytes,
+            "bytes_added": st.bytes_added,
+            "files_not_saved": st.errors,
+            "duration_seconds": round(seconds, 3),
+        },
+    )
+    _report_backup(args, result, seconds, request_stats(repo))
+    if result.errors:
+        raise PartialBackup(
+            f"snapshot {ids.short(result.snapshot.id)} saved, but {len(result.errors)} "
+            "file(s) could not be read (listed above)"
+        )
+    return 0
+
+
+def _report_backup(
+    args: argparse.Namespace, result: BackupResult, seconds: float, requests: dict[str, Any]
+) -> None:
+    snap, st = result.snapshot, result.snapshot.stats
+    for problem in result.errors:
+        print(f"vault: error: cannot read {problem.path}: {problem.reason}", file=sys.stderr)
+    for problem in result.unstable:
+        print(
+            f"vault: warning: {problem.path} {problem.reason}; saved as read, "
+            "and it will be read again next time",
+            file=sys.stderr,
+        )
+    for path in result.skipped_special:
+        print(
+            f"vault: warning: skipped {path}: not a regular file, directory or symlink",
+            file=sys.stderr,
+        )
+    catalog = result.catalog
+    for path in catalog.unparseable if catalog else []:
+        print(
+            f"vault: warning: {path} looks like DICOM but its header cannot be read; "
+            "saved byte for byte, but it is in no study",
+            file=sys.stderr,
+        )
+    if opt(args, "json"):
+        emit_json(
+            {
+                "snapshot_id": snap.id,
+                "time": iso_utc(snap.time),
+                "host": snap.host,
+                "paths": list(snap.paths),
+                "tags": list(snap.tags),
+                "parent": snap.parent,
+                "duration_seconds": round(seconds, 3),
+                "stats": asdict(st),
+                "packs_written": result.packs_written,
+                "packs_adopted": result.packs_adopted,
+                "throughput_bytes_per_second": round(st.bytes_read / seconds),
+                "errors": [asdict(p) for p in result.errors],
+                "changed_during_read": [asdict(p) for p in result.unstable],
+                "studies": len(catalog.studies) if catalog else 0,
+                "unparseable_dicom": list(catalog.unparseable) if catalog else [],
+                "requests": requests,
+                "outcome": "FAIL" if result.errors else "PASS",
+            }
+        )
+        return
+    print(f"snapshot {ids.short(snap.id)} saved")
+    if result.packs_adopted:
+        print(
+            f"  resumed: {result.packs_adopted} pack(s) uploaded by an interrupted run were "
+            "indexed instead of sent again"
+        )
+    if catalog and catalog.studies:
+        print(f"  DICOM studies: {len(catalog.studies)} (vault studies lists them)")
+    print(
+        f"  files: {st.files} ({st.files_new} new, {st.files_changed} changed, "
+        f"{st.files_unchanged} unchanged), {st.dirs} directories, {human_bytes(st.bytes)}"
+    )
+    print(
+        f"  read {human_bytes(st.bytes_read)}, added {human_bytes(st.bytes_added)} "
+        f"({human_bytes(st.bytes_stored)} stored) in {seconds:.1f}s "
+        f"({human_bytes(st.bytes_read / seconds)}/s)"
+    )
+
+
+def cmd_snapshots(args: argparse.Namespace) -> int:
+    snapshots = open_repo(args).snapshots()
+    if opt(args, "json"):
+        emit_json([_snapshot_json(s) for s in snapshots])
+        return 0
+    rows = [
+        [
+            ids.short(s.id),
+            local_time(s.time),
+            s.host,
+            ",".join(s.tags),
+            ", ".join(s.paths),
+            str(s.stats.files),
+            human_bytes(s.stats.bytes),
+        ]
+        for s in snapshots
+    ]
+    print(table(["ID", "TIME", "HOST", "TAGS", "PATHS", "FILES", "SIZE"], rows))
+    print(f"{len(snapshots)} snapshot(s)")
+    return 0
+
+
+def _snapshot_json(s: Snapshot) -> dict[str, Any]:
+    return {
+        "id": s.id,
+        "short_id": ids.short(s.id),
+        "time": iso_utc(s.time),
+        "host": s.host,
+        "username": s.username,
+        "paths": list(s.paths),
+        "tags": list(s.tags),
+        "parent": s.parent,
+        "tree": s.tree,
+        "stats": asdict(s.stats),
+        "errors": len(s.errors),
+        "program_version": s.program_version,
+    }
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    repo = open_repo(args)
+    snapshot = repo.find_snapshot(args.snapshot)
+    repo.load_index()
+    problems: list[tuple[str, str]] = []
+    includes = [normalize(args.path)] if args.path else []
+    items = sorted(
+        (i for i in walk(repo, snapshot, problems) if inside_include(i.path, includes)),
+        key=lambda i: i.path,
+    )
+    if args.path and not items:
+        raise UsageError(f"{args.path} is not in snapshot {ids.short(snapshot.id)}")
+    if opt(args, "json"):
+        emit_json(
+            [
+                {
+                    "path": display(i.path),
+                    "type": i.node.type,
+                    "mode": i.node.mode,
+                    "uid": i.node.uid,
+                    "gid": i.node.gid,
+                    "size": i.node.size,
+                    "mtime": iso_utc(datetime.fromtimestamp(i.node.mtime_ns / 1e9, UTC)),
+                    **({"sha256": i.node.sha256} if i.node.type == FILE else {}),
+                    **(
+                        {"link_target": display(i.node.link_target)}
+                        if i.node.type == SYMLINK
+                        else {}
+                    ),
+                }
+                for i in items
+            ]
+        )
+    else:
+        kind = {DIR: stat.S_IFDIR, FILE: stat.S_IFREG, SYMLINK: stat.S_IFLNK}
+        for i in items:
+            mode = stat.filemode(kind.get(i.node.type, 0) | i.node.mode)
+            when = datetime.fromtimestamp(i.node.mtime_ns / 1e9).strftime("%Y-%m-%d %H:%M:%S")
+            link = f" -> {display(i.node.link_target)}" if i.node.type == SYMLINK else ""
+            print(
+                f"{mode} {i.node.uid:>5} {i.node.gid:>5} {i.node.size:>12} {when} "
+                f"{display(i.path)}{link}"
+            )
+    for path, reason in problems:
+        print(f"vault: warning: {path}: {reason}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    if args.since and not args.patient:
+        raise UsageError("--since goes with --patient")
+    query = (
+        StudyFilter(patient_id=args.patient, since=parse_date(args.since, "--since"))
+        if args.patient
+        else None
+    )
+    repo = open_repo(args)
+    snapshot = repo.find_snapshot(args.snapshot)
+    studies = select_studies(repo, snapshot, args.study, query) if args.study or query else []
+    includes = tuple(args.include) + tuple(path for s in studies for path in s.files)
+    verify = args.verify or bool(studies)
+    options = RestoreOptions(Path(args.target), includes, args.overwrite, verify)
+    started = datetime.now(UTC)
+    with lock.Lock(repo.storage, repo.keyring, exclusive=False, operation="restore"):
+        try:
+            result = restore(repo, snapshot, options, progress_for(args))
+        except VaultError:
+            record_audit(
+                repo,
+                "restore",
+                result="FAIL",
+                snapshot=snapshot.id,
+                catalog_ids=[s.catalog_id for s in studies],
+                target=str(Path(args.target).absolute()),
+            )
+            raise
+        record_audit(
+            repo,
+            "restore",
+            result="FAIL" if result.problems else "PASS",
+            snapshot=snapshot.id,
+            catalog_ids=[s.catalog_id for s in studies],
+            target=str(Path(args.target).absolute()),
+            details={"files": result.files, "bytes": result.bytes, "whole": not includes},
+        )
+    seconds = max((datetime.now(UTC) - started).total_seconds(), 1e-9)
+    for path, reason in result.problems:
+        print(f"vault: error: {path}: {reason}", file=sys.stderr)
+    if opt(args, "json"):
+        emit_json(
+            {
+                "snapshot_id": snapshot.id,
+                "target": str(Path(args.target).absolute()),
+                "files": result.files,
+                "dirs": result.dirs,
+                "symlinks": result.symlinks,
+                "bytes": result.bytes,
+                "bytes_downloaded": result.bytes_downloaded,
+                "requests": result.requests,
+                "studies": [s.catalog_id for s in studies],
+                "verified_files": result.verified if verify else None,
+                "duration_seconds": round(seconds, 3),
+                "problems": [{"path": p, "reason": r} for p, r in result.problems],
+                "storage_requests": request_stats(repo),
+                "outcome": "FAIL" if result.problems else "PASS",
+            }
+        )
+    else:
+        verified = f", {result.verified} verified against SHA-256" if verify else ""
+        print(
+            f"restored {result.files} files, {result.dirs} directories, {result.symlinks} "
+            f"symlinks ({human_bytes(result.bytes)}) from snapshot {ids.short(snapshot.id)} "
+            f"to {args.target} in {seconds:.1f}s{verified}"
+        )
+    if result.problems:
+        raise VaultError(f"{len(result.problems)} file(s) could not be restored correctly")
+    return 0

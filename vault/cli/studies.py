@@ -1,0 +1,243 @@
+"""The study-facing commands: `vault studies` (search the catalogs), `vault audit` (who
+restored, searched or exported what), and `record_audit` which the other commands call."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+from vault import ids
+from vault.cli.output import emit_json, table
+from vault.cli.support import open_repo, opt, record_audit
+from vault.errors import UsageError, VaultError
+from vault.jobs.studies import StudyFilter, find_studies, parse_date, select_studies
+from vault.repo import audit
+from vault.units import human_bytes
+
+
+def add_study_parsers(command: Callable[..., argparse.ArgumentParser]) -> None:
+    p = command("studies", "list the DICOM studies held in the snapshots", cmd_studies)
+    p.add_argument("--patient", metavar="ID", help="only this PatientID")
+    p.add_argument("--name", metavar="TEXT", help="only patients whose name contains TEXT")
+    p.add_argument("--since", metavar="DATE", help="only studies on or after DATE (YYYY-MM-DD)")
+    p.add_argument("--until", metavar="DATE", help="only studies on or before DATE")
+    p.add_argument("--modality", metavar="M", help="only studies with modality M (CT, PX, IO…)")
+    p.add_argument("--snapshot", metavar="S", help="only this snapshot (id, prefix or latest)")
+
+    p = command(
+        "export", "a de-identified copy of one study (teaching, research, testing)", cmd_export
+    )
+    p.add_argument("--study", required=True, metavar="UID|CATALOG_ID", help="the study")
+    p.add_argument("--target", required=True, metavar="DIR", help="an empty or new directory")
+    p.add_argument(
+        "--deidentify",
+        action="store_true",
+        help="required: apply the DICOM PS3.15 Basic Profile to every header",
+    )
+    p.add_argument("--snapshot", default="latest", metavar="S", help="default: latest")
+    p.add_argument(
+        "--shift-dates",
+        type=int,
+        metavar="DAYS",
+        help="shift every date by DAYS instead of removing dates (keeps intervals)",
+    )
+    p.add_argument("--include-photos", action="store_true", help="also export photographs (faces!)")
+
+    p = command(
+        "audit",
+        "the audit log: backups, checks, restores, searches, exports, drills, key and prune events",
+        cmd_audit,
+    )
+    p.add_argument("--since", metavar="DATE", help="only events on or after DATE (YYYY-MM-DD)")
+    p.add_argument(
+        "--verify", action="store_true", help="check the hash chain (exit 1 if it is broken)"
+    )
+
+
+def study_filter(args: argparse.Namespace) -> StudyFilter:
+    return StudyFilter(
+        patient_id=opt(args, "patient"),
+        name=opt(args, "name"),
+        since=parse_date(opt(args, "since"), "--since"),
+        until=parse_date(opt(args, "until"), "--until"),
+        modality=opt(args, "modality"),
+    )
+
+
+def _date(text: str) -> str:
+    return f"{text[:4]}-{text[4:6]}-{text[6:8]}" if len(text) == 8 else text or "-"
+
+
+def cmd_studies(args: argparse.Namespace) -> int:
+    query = study_filter(args)
+    repo = open_repo(args)
+    only = repo.find_snapshot(args.snapshot) if args.snapshot else None
+    rows = find_studies(repo, query, only)
+    if query.identifying:
+        record_audit(
+            repo,
+            "studies-search",
+            result="PASS",
+            snapshot=only.id if only else "",
+            catalog_ids=[r.study.catalog_id for r in rows],
+            details={"filters": [k for k, v in vars(query).items() if v is not None]},
+        )
+    if opt(args, "json"):
+        emit_json(
+            [
+                {
+                    "catalog_id": r.study.catalog_id,
+                    "study_instance_uid": r.study.study_uid,
+                    "patient_id": r.study.patient_id,
+                    "patient_name": r.study.patient_name,
+                    "birth_date": r.study.birth_date,
+                    "study_date": r.study.study_date,
+                    "modalities": r.study.modalities,
+                    "accession_number": r.study.accession,
+                    "description": r.study.description,
+                    "files": len(r.study.files),
+                    "bytes": r.study.bytes,
+                    "snapshots": r.snapshots,
+                }
+                for r in rows
+            ]
+        )
+        return 0
+    print(
+        table(
+            [
+                "CATALOG ID",
+                "DATE",
+                "MODALITY",
+                "PATIENT",
+                "DESCRIPTION",
+                "FILES",
+                "SIZE",
+                "SNAPSHOTS",
+            ],
+            [
+                [
+                    r.study.catalog_id,
+                    _date(r.study.study_date),
+                    ",".join(r.study.modalities),
+                    f"{r.study.patient_id} {r.study.patient_name.replace('^', ' ')}".strip(),
+                    r.study.description,
+                    str(len(r.study.files)),
+                    human_bytes(r.study.bytes),
+                    ", ".join(ids.short(s) for s in r.snapshots[-3:])
+                    + (f" (+{len(r.snapshots) - 3})" if len(r.snapshots) > 3 else ""),
+                ]
+                for r in rows
+            ],
+        )
+    )
+    print(f"{len(rows)} stud{'y' if len(rows) == 1 else 'ies'}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    # Imported here: de-identification needs all of pydicom, which other commands never load.
+    from vault.jobs.export import PIXEL_WARNING, export_study
+
+    if not args.deidentify:
+        raise UsageError(
+            "vault export only makes de-identified copies (--deidentify); to get the original "
+            "files use `vault restore --study`"
+        )
+    repo = open_repo(args)
+    snapshot = repo.find_snapshot(args.snapshot)
+    (study,) = select_studies(repo, snapshot, [args.study], None)
+    target = Path(args.target).absolute()
+    try:
+        result = export_study(
+            repo,
+            snapshot,
+            study,
+            target,
+            shift_days=args.shift_dates,
+            include_photos=args.include_photos,
+        )
+    except VaultError:
+        record_audit(
+            repo,
+            "export",
+            result="FAIL",
+            snapshot=snapshot.id,
+            catalog_ids=[study.catalog_id],
+            target=str(target),
+        )
+        raise
+    record_audit(
+        repo,
+        "export",
+        result="PASS",
+        snapshot=snapshot.id,
+        catalog_ids=[study.catalog_id],
+        target=str(target),
+        details={"files": result.files, "dates_shifted": bool(args.shift_dates)},
+    )
+    print(f"vault: warning: {PIXEL_WARNING}", file=sys.stderr)
+    if opt(args, "json"):
+        emit_json(
+            {
+                "catalog_id": study.catalog_id,
+                "target": str(target),
+                "files": result.files,
+                "skipped_non_dicom": result.skipped_non_dicom,
+                "skipped_photos": result.skipped_photos,
+                "profile": "DICOM PS3.15 Basic Application Level Confidentiality Profile",
+                "dates": "shifted" if args.shift_dates is not None else "removed",
+                "pixel_data": "unchanged (burned-in text and faces are not removed)",
+                "outcome": "PASS",
+            }
+        )
+    else:
+        print(
+            f"exported {result.files} de-identified DICOM file(s) of study {study.catalog_id} "
+            f"to {target}"
+            + (f"; left out {result.skipped_photos} photo(s)" if result.skipped_photos else "")
+            + (
+                f" and {result.skipped_non_dicom} non-DICOM file(s)"
+                if result.skipped_non_dicom
+                else ""
+            )
+        )
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    since = parse_date(args.since, "--since")
+    repo = open_repo(args)
+    report = audit.read_log(repo, verify=args.verify)
+    events = [e for e in report.events if since is None or e.time[:10].replace("-", "") >= since]
+    if opt(args, "json"):
+        emit_json(
+            {
+                "events": [asdict(e) for e in events],
+                "verified": args.verify,
+                "problems": report.problems,
+                "outcome": "PASS" if report.ok else "FAIL",
+            }
+        )
+    else:
+        rows = [
+            [
+                str(e.seq),
+                e.time,
+                f"{e.actor}@{e.host}",
+                e.action,
+                e.result,
+                ids.short(e.snapshot) if e.snapshot else "-",
+                ",".join(e.catalog_ids[:3]) + (" …" if len(e.catalog_ids) > 3 else "") or "-",
+            ]
+            for e in events
+        ]
+        print(table(["#", "TIME (UTC)", "WHO", "ACTION", "RESULT", "SNAPSHOT", "STUDIES"], rows))
+        for problem in report.problems:
+            print(f"vault: error: {problem}", file=sys.stderr)
+        if args.verify and report.ok:
+            print(f"audit chain intact: {len(report.events)} event(s)")
+    return 0 if report.ok else 1

@@ -1,0 +1,439 @@
+"""Restore drills: timed, verified recovery tests whose record is audit evidence.
+
+A drill picks studies from a snapshot's catalog (seeded, stratified so a CBCT, a 2-D radiograph
+and a photo/other file are included when present) or takes everything (`full`, newest studies
+first), restores them one by one into a private scratch directory, verifies every file against
+the SHA-256 recorded at backup, measures, compares with the drill policy, deletes the scratch
+data, and appends a record to the sealed, hash-chained drill log (`drills/`).
+
+Records name studies only by catalog id and other files by an opaque keyed id: no patient
+names, IDs, birth dates, UIDs, accession numbers or paths.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import socket
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from vault import __version__
+from vault.dicom.catalog import Study
+from vault.errors import UsageError, VaultError
+from vault.format import crypto, layout, sealing
+from vault.format.snapshot import Snapshot
+from vault.format.tree import FILE
+from vault.jobs.restore import RestoreOptions, restore, walk
+from vault.policy.files import DrillPolicy
+from vault.progress import NoProgress, Progress
+from vault.repo import chain
+from vault.repo.keys import Secret
+from vault.repo.repository import Repository
+from vault.whoami import os_user
+
+CBCT = {"CT"}
+RADIOGRAPH = {"PX", "IO", "DX", "CR", "DR", "RG", "MG"}
+PHOTO = {"XC", "VL", "OP", "ES"}
+
+
+@dataclass(frozen=True)
+class DrillOptions:
+    sample: int | None = None  # None: policy's sample_studies
+    full: bool = False
+    seed: int | None = None
+    target: Path | None = None  # keep the restored files here (default: scratch, deleted)
+    operator: str = ""
+    objective: str = ""
+    compare_source: bool = False
+    recovery_secret: Secret | None = None  # --key-check: the break-glass path
+
+
+@dataclass
+class _Item:
+    kind: str  # "study" | "file"
+    ref: str  # catalog id, or the opaque id of a non-DICOM file
+    category: str  # cbct | radiograph | photo | other
+    paths: list[str] = field(default_factory=list)
+
+
+class _FirstByte:
+    """Progress that notes when the first restored byte was written."""
+
+    def __init__(self, inner: Progress, started: float) -> None:
+        self.inner = inner
+        self.started = started
+        self.first: float | None = None
+
+    def start(self, label: str, total: int | None, unit: str = "B") -> None:
+        self.inner.start(label, total, unit)
+
+    def advance(self, amount: int) -> None:
+        if self.first is None and amount:
+            self.first = time.perf_counter() - self.started
+        self.inner.advance(amount)
+
+    def set_total(self, total: int) -> None:
+        self.inner.set_total(total)
+
+    def finish(self) -> None:
+        self.inner.finish()
+
+
+def _category(study: Study) -> str:
+    modalities = set(study.modalities)
+    if modalities & CBCT:
+        return "cbct"
+    if modalities & RADIOGRAPH:
+        return "radiograph"
+    if modalities & PHOTO:
+        return "photo"
+    return "other"
+
+
+def _opaque_id(repo: Repository, path: str) -> str:
+    """A stable id for a non-DICOM file that reveals nothing about its path."""
+    return (
+        "f-"
+        + crypto.mac(
+            repo.keyring.mac_key, b"drill-file:" + path.encode(errors="surrogateescape")
+        ).hex()[:14]
+    )
+
+
+def _choose(
+    repo: Repository, snapshot: Snapshot, options: DrillOptions, policy: DrillPolicy, seed: int
+) -> tuple[list[_Item], str]:
+    catalog = repo.load_catalog(snapshot)
+    studies = list(catalog.studies.values()) if catalog else []
+    in_studies = {p for s in studies for p in s.files}
+    others = sorted(
+        os.fsdecode(i.path)
+        for i in walk(repo, snapshot, [])
+        if i.node.type == FILE and os.fsdecode(i.path) not in in_studies
+    )
+    study_items = [
+        _Item("study", s.catalog_id, _category(s), list(s.files))
+        for s in sorted(
+            studies,
+            key=lambda s: (s.study_date, s.catalog_id),
+            reverse=policy.priority == "newest-first",
+        )
+    ]
+    other_items = [_Item("file", _opaque_id(repo, p), "other", [p]) for p in others]
+    if options.full:
+        order = policy.priority.replace("-", " ")
+        return study_items + other_items, f"full: every study ({order}), then other files"
+    rng = random.Random(seed)
+    wanted = options.sample if options.sample is not None else policy.sample_studies
+    chosen: list[_Item] = []
+    for category in ("cbct", "radiograph", "photo"):
+        pool = [i for i in study_items if i.category == category]
+        if pool:
+            chosen.append(rng.choice(pool))
+    if other_items and not any(i.category == "photo" for i in chosen):
+        chosen.append(rng.choice(other_items))  # "a photo/other file"
+    rest = [i for i in study_items if i not in chosen]
+    rng.shuffle(rest)
+    chosen.extend(rest[: max(0, wanted - len(chosen))])
+    method = (
+        f"seeded random sample of {wanted} stud{'y' if wanted == 1 else 'ies'}, stratified: one "
+        "CBCT, one 2-D radiograph and one photo/other file when present"
+    )
+    return chosen, method
+
+
+def _compare_with_source(path: str, restored: Path, node_size: int, node_mtime: int) -> str:
+    """PASS/FAIL against the live file, or SKIPPED when it is gone or has changed since."""
+    live = os.fsencode(path)
+    try:
+        st = os.stat(live)
+    except OSError:
+        return "SKIPPED"
+    if st.st_size != node_size or st.st_mtime_ns != node_mtime:
+        return "SKIPPED"
+    with open(live, "rb") as a, open(restored, "rb") as b:
+        while True:
+            x, y = a.read(1 << 20), b.read(1 << 20)
+            if x != y:
+                return "FAIL"
+            if not x:
+                return "PASS"
+
+
+def run_drill(
+    repo: Repository,
+    snapshot: Snapshot,
+    options: DrillOptions,
+    policy: DrillPolicy,
+    *,
+    progress: Progress | None = None,
+    request_stats: Any = None,
+) -> dict[str, Any]:
+    """Run a drill and return its record (not yet stored: see `store_record`)."""
+    progress = progress or NoProgress()
+    repo.load_index()
+    started_at = datetime.now(UTC)
+    seed = options.seed if options.seed is not None else random.SystemRandom().randrange(2**31)
+    failures: list[str] = []
+    try:
+        items, method = _choose(repo, snapshot, options, policy, seed)
+    except VaultError as exc:  # the snapshot itself is damaged: that is a drill result too
+        items, method = [], "none: the snapshot could not be read"
+        failures.append(f"snapshot {snapshot.id[:8]} could not be read: {exc}")
+    if not items and not failures:
+        raise UsageError(f"snapshot {snapshot.id[:8]} holds nothing to drill")
+    scratch_made = options.target is None
+    base = (
+        Path(tempfile.mkdtemp(prefix="vault-drill-"))
+        if options.target is None
+        else options.target.absolute()
+    )
+    if scratch_made:
+        os.chmod(base, 0o700)  # restored PHI is readable by the operator only
+    else:
+        base.mkdir(parents=True, exist_ok=True)
+    results: list[dict[str, Any]] = []
+    clock = time.perf_counter()
+    first_byte = _FirstByte(progress, clock)
+    total_bytes = total_files = 0
+    nodes = (
+        {os.fsdecode(i.path): i.node for i in walk(repo, snapshot, [])}
+        if options.compare_source
+        else {}
+    )
+    try:
+        for number, item in enumerate(items):
+            t0 = time.perf_counter()
+            target = base / f"item{number:04d}"
+            entry: dict[str, Any] = {"kind": item.kind, "id": item.ref, "category": item.category}
+            try:
+                outcome = restore(
+                    repo,
+                    snapshot,
+                    RestoreOptions(target, tuple(item.paths), verify=True),
+                    first_byte,
+                )
+                problems = [reason for _, reason in outcome.problems]
+                entry.update(
+                    files=outcome.files,
+                    bytes=outcome.bytes,
+                    verified=outcome.verified,
+                    bytes_downloaded=outcome.bytes_downloaded,
+                )
+            except VaultError as exc:
+                problems = [str(exc)]
+                entry.update(files=0, bytes=0, verified=0, bytes_downloaded=0)
+            entry["seconds"] = round(time.perf_counter() - t0, 3)
+            # Reasons name objects (packs) and hashes, never file paths.
+            entry["problems"] = [_scrub(p, item.paths) for p in problems]
+            entry["result"] = "FAIL" if problems else "PASS"
+            if options.compare_source and not problems:
+                verdicts = [
+                    _compare_with_source(
+                        p, target / p.lstrip("/"), nodes[p].size, nodes[p].mtime_ns
+                    )
+                    for p in item.paths
+                    if p in nodes
+                ]
+                entry["source_comparison"] = {v: verdicts.count(v) for v in set(verdicts)}
+                if "FAIL" in verdicts:
+                    entry["result"] = "FAIL"
+                    entry["problems"].append("restored bytes differ from the live source file")
+            if entry["result"] == "FAIL":
+                failures.append(f"{item.kind} {item.ref}: " + "; ".join(entry["problems"]))
+            total_bytes += entry["bytes"]
+            total_files += entry["files"]
+            results.append(entry)
+    finally:
+        if scratch_made:
+            shutil.rmtree(base, ignore_errors=True)
+    wall = time.perf_counter() - clock
+    throughput = total_bytes / wall if wall > 0 else 0.0
+    archive_bytes = snapshot.stats.bytes
+    projected = archive_bytes / throughput if throughput else None
+    age = (started_at - snapshot.time).total_seconds()
+    study_times = [r["seconds"] for r in results if r["kind"] == "study"]
+    objectives = [
+        _objective(
+            "single-study RTO",
+            max(study_times, default=0.0),
+            policy.single_study_rto_minutes * 60.0,
+        ),
+        _objective(
+            "full-restore RTO" + ("" if options.full else " (projected)"),
+            wall if options.full else (projected or 0.0),
+            policy.full_restore_rto_hours * 3600.0,
+        ),
+        _objective("RPO (snapshot age)", age, policy.rpo_hours * 3600.0),
+    ]
+    for objective in objectives:
+        if objective["result"] == "FAIL":
+            failures.append(
+                f"{objective['name']}: measured {objective['measured_seconds']:.0f} s, "
+                f"target {objective['target_seconds']:.0f} s"
+            )
+    key_check = None
+    if options.recovery_secret is not None:
+        key_check = _key_check(repo, options.recovery_secret)
+        if key_check["result"] == "FAIL":
+            failures.append("key check: the recovery key did not open the repository")
+    scratch_gone = not scratch_made or not base.exists()
+    return {
+        "type": "drill",
+        "drill_id": str(uuid.uuid4()),
+        "tool_version": __version__,
+        "host": socket.gethostname(),
+        "os_user": os_user(),
+        "operator": options.operator or os_user(),
+        "witness": "",
+        "objective": options.objective
+        or "Verify that backed-up imaging studies can be restored intact within the practice's "
+        "recovery objectives (HIPAA 164.308(a)(7)(ii)(D); NIST SP 800-53 CP-9(2)).",
+        "scenario": "full restore to an alternate location"
+        if options.full
+        else "sampled restore to an alternate location",
+        "scope": {
+            "repository_id": repo.config.repository_id,
+            "snapshot_id": snapshot.id,
+            "snapshot_time": snapshot.time.isoformat(),
+        },
+        "started": started_at.isoformat(),
+        "finished": datetime.now(UTC).isoformat(),
+        "sample": {
+            "method": method,
+            "seed": seed,
+            "items": len(items),
+            "studies": sum(1 for i in items if i.kind == "study"),
+        },
+        "timing": {
+            "total_seconds": round(wall, 3),
+            "time_to_first_byte_seconds": round(first_byte.first, 3)
+            if first_byte.first is not None
+            else None,
+        },
+        "volume": {
+            "files": total_files,
+            "bytes": total_bytes,
+            "throughput_bytes_per_second": round(throughput),
+            "archive_bytes": archive_bytes,
+            "projected_full_restore_seconds": round(projected) if projected else None,
+            "storage_requests": request_stats() if callable(request_stats) else None,
+        },
+        "objectives": objectives,
+        "items": results,
+        "key_check": key_check,
+        "scratch": {"used": scratch_made, "deleted": scratch_gone},
+        "result": "FAIL" if failures else "PASS",
+        "failure_reasons": failures,
+        "lessons_learned": "",
+        "corrective_actions": "",
+        "reviewer": "",
+        "approved": None,
+    }
+
+
+def _objective(name: str, measured: float, target: float) -> dict[str, Any]:
+    return {
+        "name": name,
+        "measured_seconds": round(measured, 3),
+        "target_seconds": target,
+        "result": "PASS" if measured <= target else "FAIL",
+    }
+
+
+def _scrub(reason: str, paths: list[str]) -> str:
+    for path in sorted(paths, key=len, reverse=True):
+        reason = reason.replace(path, "<file>")
+    return reason
+
+
+def _key_check(repo: Repository, secret: Secret) -> dict[str, Any]:
+    started = time.perf_counter()
+    try:
+        Repository.open(repo.storage, secret)
+        result = "PASS"
+    except VaultError:
+        result = "FAIL"
+    return {
+        "step": "open the repository with the recovery key (break-glass)",
+        "kind": secret.kind,
+        "result": result,
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+
+
+# -- the drill log ----------------------------------------------------------------------------
+
+
+def store_record(repo: Repository, record: dict[str, Any]) -> dict[str, Any]:
+    def build(seq: int, prev: str) -> dict[str, Any]:
+        return {**record, "seq": seq, "prev": prev}
+
+    return chain.append(repo, layout.DRILLS, sealing.Kind.DRILL, build)
+
+
+def annotate(repo: Repository, drill_id: str, fields: dict[str, Any]) -> dict[str, Any]:
+    """Append review fields for a drill (records are never rewritten)."""
+    history = chain.read(repo, layout.DRILLS, sealing.Kind.DRILL, "drill record")
+    if not any(
+        r.get("drill_id", "").startswith(drill_id)
+        for r in history.records
+        if r.get("type") == "drill"
+    ):
+        raise UsageError(f"no drill record matches {drill_id!r}")
+    full_id = next(
+        r["drill_id"]
+        for r in history.records
+        if r.get("type") == "drill" and r["drill_id"].startswith(drill_id)
+    )
+
+    def build(seq: int, prev: str) -> dict[str, Any]:
+        return {
+            "type": "annotation",
+            "drill_id": full_id,
+            "time": datetime.now(UTC).isoformat(),
+            "os_user": os_user(),
+            **fields,
+            "seq": seq,
+            "prev": prev,
+        }
+
+    return chain.append(repo, layout.DRILLS, sealing.Kind.DRILL, build)
+
+
+def history(repo: Repository, *, verify: bool = False) -> chain.ChainReport:
+    return chain.read(repo, layout.DRILLS, sealing.Kind.DRILL, "drill record", verify=verify)
+
+
+def merged(report: chain.ChainReport) -> list[dict[str, Any]]:
+    """Drill records with their later annotations applied (newest annotation wins)."""
+    drills = {r["drill_id"]: dict(r) for r in report.records if r.get("type") == "drill"}
+    for note in report.records:
+        if note.get("type") == "annotation" and note.get("drill_id") in drills:
+            for key in ("lessons_learned", "corrective_actions", "reviewer", "approved", "witness"):
+                if note.get(key) not in (None, ""):
+                    drills[note["drill_id"]][key] = note[key]
+    return sorted(drills.values(), key=lambda r: r["seq"])
+
+
+def local_copy_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "vault" / "drills"
+
+
+def write_local_copy(record: dict[str, Any], directory: Path) -> Path:
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = directory / f"{record['started'][:10]}-{record['drill_id']}.json"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(record, handle, indent=2, sort_keys=True)
+        handle.write("\n")
+    return path

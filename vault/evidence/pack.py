@@ -1,0 +1,266 @@
+"""The contingency evidence pack: one document a compliance officer hands an auditor.
+
+What it shows and why (docs/operations.md, COMPLIANCE §42): the current status; the backup
+schedule and recent success history (from the audit log and the snapshots); how data is
+encrypted and where the keys live, with rotation dates; the retention policy; Object Lock; the
+integrity checks; the restore drills and their open corrective actions; the audit log's own
+integrity. Gathered here as plain sections, rendered by vault.evidence.pack_render. No PHI: studies
+appear nowhere, snapshots only by id, times and sizes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from vault import __version__, ids
+from vault.errors import UsageError
+from vault.evidence import drill, drill_report
+from vault.evidence.status import Status, status
+from vault.policy.files import (
+    DrillPolicy,
+    KeyPolicy,
+    SchedulePolicy,
+    load_retention_policy,
+    load_schedule_policy,
+)
+from vault.repo import audit
+from vault.repo.repository import Repository
+from vault.units import human_bytes
+
+HISTORY_DAYS = 30
+
+
+@dataclass
+class Section:
+    title: str
+    text: list[str] = field(default_factory=list)  # paragraphs
+    facts: list[tuple[str, str]] = field(default_factory=list)
+    headers: list[str] = field(default_factory=list)
+    rows: list[list[str]] = field(default_factory=list)
+
+
+@dataclass
+class EvidencePack:
+    title: str
+    generated: str
+    level: str
+    sections: list[Section]
+
+
+def _day(iso: str) -> str:
+    return iso[:16].replace("T", " ")
+
+
+def _status_section(st: Status) -> Section:
+    section = Section("Current status", facts=[("Overall", st.level)])
+    if st.latest and st.latest_age_seconds is not None:
+        age = f"{st.latest_age_seconds / 3600:.1f} h ago (RPO {st.rpo_hours} h)"
+        section.facts.append(("Last backup", f"{_day(st.latest.time.isoformat())} UTC, {age}"))
+    section.headers = ["level", "area", "finding"]
+    section.rows = [[f.level, f.topic, f.message] for f in st.findings]
+    if not st.findings:
+        section.text.append("No findings: every area is within policy.")
+    return section
+
+
+def _backup_section(
+    repo: Repository,
+    st: Status,
+    events: list[audit.AuditEvent],
+    schedule: SchedulePolicy | None,
+    now: datetime,
+) -> Section:
+    section = Section("Backups: schedule and recent history")
+    if schedule:
+        section.facts.append(("Schedule", f"every day at {schedule.backup_at} (local time)"))
+        section.facts.append(
+            (
+                "Verification",
+                f"every {schedule.check_day} at {schedule.check_at}, reading "
+                f"{schedule.check_read_percent} % of the stored data in rotation",
+            )
+        )
+    else:
+        section.facts.append(("Schedule", "no schedule.toml given (--policy-dir)"))
+    since = now - timedelta(days=HISTORY_DAYS)
+    recent = [e for e in events if e.action == "backup" and datetime.fromisoformat(e.time) >= since]
+    passed = sum(1 for e in recent if e.result == "PASS")
+    rate = f"{passed / len(recent):.0%}" if recent else "no backup runs recorded"
+    section.facts.append(
+        (f"Backup runs, last {HISTORY_DAYS} days", f"{len(recent)} ({passed} successful): {rate}")
+    )
+    snapshots = [s for s in repo.snapshots() if s.time >= since]
+    days = {s.time.date() for s in snapshots}
+    section.facts.append(
+        (f"Days with a snapshot, last {HISTORY_DAYS} days", f"{len(days)} of {HISTORY_DAYS}")
+    )
+    section.facts.append(("Snapshots kept", str(st.snapshots)))
+    section.headers = ["snapshot", "time (UTC)", "files", "size", "new data", "unreadable files"]
+    section.rows = [
+        [
+            ids.short(s.id),
+            _day(s.time.isoformat()),
+            str(s.stats.files),
+            human_bytes(s.stats.bytes),
+            human_bytes(s.stats.bytes_added),
+            str(s.stats.errors),
+        ]
+        for s in snapshots[-14:]
+    ]
+    return section
+
+
+def _crypto_section(repo: Repository, st: Status, key_policy: KeyPolicy) -> Section:
+    k = st.keys
+    section = Section(
+        "Encryption and key management",
+        text=[
+            "Every stored object except the key slots and the format marker is encrypted and "
+            "authenticated with AES-256-GCM under a key derived (HKDF-SHA-256) for that object "
+            "from the current data-key epoch; chunk names are keyed hashes, so nothing about "
+            "the files leaks through object names. Data is compressed (zstd) before encryption.",
+            "The master key is never stored in the clear: each key slot wraps it under a key "
+            "derived from a passphrase with Argon2id, or under a key file. A recovery key "
+            "printed at set-up is the break-glass slot, kept off-site. Keys are held by the "
+            "practice, never by the storage provider.",
+        ],
+        facts=[
+            ("Key slots", ", ".join(f"{n} {kind}" for kind, n in sorted(k.slots.items()))),
+            ("Current data-key epoch", f"{k.current_epoch}, created {_day(k.epoch_created)} UTC"),
+            (
+                "Rotation policy",
+                f"at least every {key_policy.max_epoch_age_days} days or "
+                f"{key_policy.max_objects_per_epoch} objects; now: {k.rotation}",
+            ),
+        ],
+        headers=["epoch", "created (UTC)", "state", "key destroyed (UTC)"],
+        rows=[
+            [str(e.id), _day(e.created), e.state, _day(e.retired) if e.retired else "-"]
+            for e in repo.keyring.epochs
+        ],
+    )
+    return section
+
+
+def _retention_section(directory: Path | None, st: Status) -> Section:
+    section = Section("Retention and immutability")
+    try:
+        policy = load_retention_policy(None, directory)
+    except UsageError:
+        section.facts.append(("Retention policy", "no retention.toml given (--policy-dir)"))
+    else:
+        rules = [
+            f"{name.removeprefix('keep_')} {value}"
+            for name, value in (
+                ("keep_last", policy.keep_last),
+                ("keep_daily", policy.keep_daily),
+                ("keep_weekly", policy.keep_weekly),
+                ("keep_monthly", policy.keep_monthly),
+                ("keep_yearly", policy.keep_yearly),
+            )
+            if value
+        ]
+        section.facts.append(("Keep", ", ".join(rules)))
+        section.facts.append(
+            (
+                "Never forgotten",
+                f"anything younger than {policy.minimum_days} "
+                f"days; snapshots tagged {', '.join(policy.hold_tags) or '-'}",
+            )
+        )
+    lock = st.object_lock
+    section.facts.append(
+        (
+            "Object Lock",
+            f"{lock.mode.lower()} mode, every object immutable for {lock.days} days"
+            if lock
+            else "off (storage without Object Lock)",
+        )
+    )
+    return section
+
+
+def _integrity_section(st: Status, audit_report: audit.AuditReport) -> Section:
+    check = st.last_check or {}
+    section = Section("Integrity verification")
+    section.facts.append(
+        (
+            "Last check",
+            f"{_day(str(check['time']))} UTC: {check['outcome']}, "
+            f"{check.get('packs_read', 0)} packs read back"
+            if check
+            else "none recorded",
+        )
+    )
+    every = str(check.get("all_packs_read") or "")
+    section.facts.append(
+        ("Every pack last read back", f"{_day(every)} UTC" if every else "not yet")
+    )
+    sp = st.space
+    section.facts.append(
+        (
+            "Stored",
+            f"{human_bytes(sp.stored_bytes)} for {human_bytes(sp.logical_bytes)} in snapshots "
+            f"(dedup {sp.dedup_ratio:.1f}x, compression {sp.compression_ratio:.2f}x)",
+        )
+    )
+    chain = "intact" if audit_report.ok else f"{len(audit_report.problems)} problem(s)"
+    section.facts.append(("Audit log", f"{len(audit_report.events)} events, hash chain {chain}"))
+    return section
+
+
+def _drill_section(records: list[dict[str, Any]]) -> Section:
+    s = drill_report.summary(records)
+    section = Section("Restore drills")
+    rate = f"{s['pass_rate']:.0%}" if s["pass_rate"] is not None else "-"
+    section.facts.append(("Drills recorded", f"{s['drills']} (pass rate {rate})"))
+    section.headers = ["drill", "started (UTC)", "scenario", "items", "result", "reviewed"]
+    section.rows = [
+        [
+            str(r["drill_id"])[:8],
+            _day(str(r["started"])),
+            str(r["scenario"]),
+            str(r["sample"]["items"]),
+            str(r["result"]),
+            "yes" if r.get("approved") else "no",
+        ]
+        for r in records[-12:]
+    ]
+    actions = s["open_corrective_actions"]
+    section.text.append(
+        "Open corrective actions: none."
+        if not actions
+        else "Open corrective actions: "
+        + "; ".join(f"drill {a['drill_id'][:8]}: {a['corrective_actions']}" for a in actions)
+    )
+    return section
+
+
+def gather(
+    repo: Repository,
+    key_policy: KeyPolicy,
+    drill_policy: DrillPolicy,
+    directory: Path | None,
+    now: datetime,
+) -> EvidencePack:
+    st = status(repo, key_policy, now, drill_policy)
+    audit_report = audit.read_log(repo, verify=True)
+    records = drill.merged(drill.history(repo, verify=True))
+    schedule = load_schedule_policy(directory)[0] if directory else None
+    return EvidencePack(
+        title="Contingency evidence pack",
+        generated=f"{now.isoformat(timespec='seconds')} by vault {__version__}, repository "
+        f"{ids.short(repo.config.repository_id)} at {repo.storage.location()}",
+        level=st.level,
+        sections=[
+            _status_section(st),
+            _backup_section(repo, st, audit_report.events, schedule, now),
+            _crypto_section(repo, st, key_policy),
+            _retention_section(directory, st),
+            _integrity_section(st, audit_report),
+            _drill_section(records),
+        ],
+    )

@@ -1,0 +1,269 @@
+"""The status job: what a practice admin or compliance officer checks at a glance.
+
+Each concern (the last backup against the RPO, the last check and how recently every pack was
+read, the last drill, key rotation, locks) becomes a Finding with a level; the worst level is
+the overall OK / WARN / FAIL. Also reported: repository size, dedup and compression ratios and
+the Object Lock settings. Read-only: nothing is written.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from vault.format import layout, sealing
+from vault.format.config import ObjectLockPolicy
+from vault.format.pack import BlobType
+from vault.format.snapshot import Snapshot
+from vault.policy.files import DrillPolicy, KeyPolicy
+from vault.repo import chain, jobstate
+from vault.repo.keys import DESTROYED
+from vault.repo.keyusage import epoch_usage
+from vault.repo.lock import LockInfo, list_locks
+from vault.repo.repository import Repository
+
+LEVEL_OK, LEVEL_WARN, LEVEL_FAIL = "OK", "WARN", "FAIL"
+_RANK = {LEVEL_OK: 0, LEVEL_WARN: 1, LEVEL_FAIL: 2}
+CHECK_WARN_DAYS = 8  # a weekly check that has not run for more than a week
+READ_CYCLE_DAYS = 30  # every pack read at least once in this many days
+
+OK = "ok"
+DUE_SOON = "due soon"
+OVERDUE = "overdue"
+
+
+@dataclass
+class KeyStatus:
+    current_epoch: int
+    epoch_created: str
+    epoch_age_seconds: int
+    epoch_objects: int
+    rotation: str  # ok | due soon | overdue
+    reasons: list[str] = field(default_factory=list)
+    destroyed_epochs: list[int] = field(default_factory=list)
+    slots: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Finding:
+    topic: str  # backup | check | drill | keys | locks
+    level: str  # OK | WARN | FAIL
+    message: str  # what is wrong and what to do; no secrets, no PHI
+
+
+@dataclass
+class Space:
+    stored_bytes: int = 0  # packs as stored (compressed, encrypted)
+    unique_bytes: int = 0  # distinct data chunks before compression
+    logical_bytes: int = 0  # what all snapshots hold, counting every copy
+
+    @property
+    def dedup_ratio(self) -> float:
+        return self.logical_bytes / self.unique_bytes if self.unique_bytes else 1.0
+
+    @property
+    def compression_ratio(self) -> float:
+        return self.unique_bytes / self.stored_bytes if self.stored_bytes else 1.0
+
+
+@dataclass
+class Status:
+    location: str
+    repository_id: str
+    snapshots: int
+    latest: Snapshot | None
+    latest_age_seconds: int | None
+    keys: KeyStatus
+    locks: list[tuple[LockInfo, bool]]  # (lock, stale)
+    rpo_hours: int = 24
+    last_drill: dict[str, Any] | None = None
+    drill_age_seconds: int | None = None
+    drill_overdue: bool = False
+    last_check: dict[str, Any] | None = None
+    space: Space = field(default_factory=Space)
+    object_lock: ObjectLockPolicy | None = None
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def level(self) -> str:
+        return max((f.level for f in self.findings), key=_RANK.__getitem__, default=LEVEL_OK)
+
+    @property
+    def ok(self) -> bool:
+        return self.level != LEVEL_FAIL
+
+
+def key_status(repo: Repository, policy: KeyPolicy, now: datetime) -> KeyStatus:
+    current = repo.keyring.epoch(repo.keyring.current_epoch)
+    age = int((now - datetime.fromisoformat(current.created)).total_seconds())
+    usage = epoch_usage(repo).get(current.id)
+    objects = (usage.packs + usage.objects) if usage else 0
+    reasons = []
+    rotation = OK
+    max_age = policy.max_epoch_age_days * 86400
+    if age >= max_age:
+        rotation = OVERDUE
+        reasons.append(
+            f"epoch {current.id} is {age // 86400} days old (policy: {policy.max_epoch_age_days})"
+        )
+    elif age >= max_age - policy.warn_days * 86400:
+        rotation = DUE_SOON
+        reasons.append(
+            f"epoch {current.id} reaches {policy.max_epoch_age_days} days in "
+            f"{(max_age - age) // 86400} days"
+        )
+    if objects >= policy.max_objects_per_epoch:
+        rotation = OVERDUE
+        reasons.append(
+            f"epoch {current.id} seals {objects} objects (policy: {policy.max_objects_per_epoch})"
+        )
+    return KeyStatus(
+        current_epoch=current.id,
+        epoch_created=current.created,
+        epoch_age_seconds=age,
+        epoch_objects=objects,
+        rotation=rotation,
+        reasons=reasons,
+        destroyed_epochs=[e.id for e in repo.keyring.epochs if e.state == DESTROYED],
+        slots=dict(Counter(slot.kind for slot in repo.slots())),
+    )
+
+
+def last_drill(repo: Repository) -> dict[str, Any] | None:
+    records = chain.read(repo, layout.DRILLS, sealing.Kind.DRILL, "drill record").records
+    drills = [r for r in records if r.get("type") == "drill"]
+    return drills[-1] if drills else None
+
+
+def space(repo: Repository, snapshots: list[Snapshot]) -> Space:
+    result = Space(logical_bytes=sum(s.stats.bytes for s in snapshots))
+    for location in repo.load_index():
+        result.stored_bytes += location.entry.length
+        if location.entry.type == BlobType.DATA:
+            result.unique_bytes += location.entry.raw_length
+    return result
+
+
+def _age(now: datetime, iso: str) -> int | None:
+    try:
+        return int((now - datetime.fromisoformat(iso)).total_seconds())
+    except (TypeError, ValueError):
+        return None
+
+
+def _judge(st: Status, now: datetime, frequency_days: int) -> list[Finding]:
+    found = []
+    rpo = st.rpo_hours * 3600
+    if st.latest is None or st.latest_age_seconds is None:
+        found.append(Finding("backup", LEVEL_FAIL, "no backup yet: run `vault backup`"))
+    elif st.latest_age_seconds > rpo:
+        found.append(
+            Finding(
+                "backup",
+                LEVEL_FAIL,
+                f"the last backup is {st.latest_age_seconds / 3600:.1f} h old, more than the "
+                f"RPO of {st.rpo_hours} h: see the scheduler's log, then run `vault backup`",
+            )
+        )
+    elif st.latest.stats.errors:
+        found.append(
+            Finding(
+                "backup",
+                LEVEL_WARN,
+                f"the last backup could not read {st.latest.stats.errors} file(s): see its log",
+            )
+        )
+    check = st.last_check
+    if check is None:
+        found.append(Finding("check", LEVEL_WARN, "never checked: run `vault check`"))
+    else:
+        if check.get("outcome") != "PASS":
+            found.append(
+                Finding(
+                    "check",
+                    LEVEL_FAIL,
+                    f"the last check found {check.get('findings', '?')} problem(s): run "
+                    "`vault check --read-data` and see docs/operations.md",
+                )
+            )
+        age = _age(now, str(check.get("time")))
+        if age is None or age > CHECK_WARN_DAYS * 86400:
+            found.append(Finding("check", LEVEL_WARN, "no check in the last week"))
+        all_read = _age(now, str(check.get("all_packs_read", "")))
+        if all_read is None or all_read > READ_CYCLE_DAYS * 86400:
+            found.append(
+                Finding(
+                    "check",
+                    LEVEL_WARN,
+                    f"not every pack has been read back in the last {READ_CYCLE_DAYS} days "
+                    "(weekly `vault check --read-data-subset 25` covers them)",
+                )
+            )
+    drill = st.last_drill
+    if drill is None:
+        found.append(Finding("drill", LEVEL_WARN, "no restore drill yet: run `vault drill`"))
+    else:
+        if drill.get("result") != "PASS":
+            found.append(
+                Finding(
+                    "drill",
+                    LEVEL_FAIL,
+                    f"the last drill ({drill.get('drill_id', '?')}) failed: see "
+                    "`vault drill report` for its corrective actions",
+                )
+            )
+        if st.drill_overdue:
+            found.append(
+                Finding("drill", LEVEL_WARN, f"no drill in the last {frequency_days} days")
+            )
+    if st.keys.rotation != OK:
+        level = LEVEL_FAIL if st.keys.rotation == OVERDUE else LEVEL_WARN
+        for reason in st.keys.reasons:
+            found.append(Finding("keys", level, f"{reason}: run `vault key rotate`"))
+    for lk, stale in st.locks:
+        if stale:
+            found.append(
+                Finding(
+                    "locks",
+                    LEVEL_WARN,
+                    f"a stale lock ({lk.operation}) from {lk.host}, pid {lk.pid}, last refreshed "
+                    f"{lk.age(now)} ago: run `vault unlock`",
+                )
+            )
+    return found
+
+
+def status(
+    repo: Repository,
+    policy: KeyPolicy,
+    now: datetime,
+    drill_policy: DrillPolicy | None = None,
+) -> Status:
+    drill_policy = drill_policy or DrillPolicy()
+    snapshots = repo.snapshots()
+    latest = snapshots[-1] if snapshots else None
+    host = socket.gethostname()
+    locks = [(lk, lk.is_stale(now, host)) for lk in list_locks(repo.storage, repo.keyring)]
+    drill = last_drill(repo)
+    drill_age = _age(now, drill["started"]) if drill else None
+    result = Status(
+        last_drill=drill,
+        drill_age_seconds=drill_age,
+        drill_overdue=drill_age is None or drill_age > drill_policy.frequency_days * 86400,
+        location=repo.storage.location(),
+        repository_id=repo.config.repository_id,
+        snapshots=len(snapshots),
+        latest=latest,
+        latest_age_seconds=int((now - latest.time).total_seconds()) if latest else None,
+        keys=key_status(repo, policy, now),
+        locks=locks,
+        rpo_hours=drill_policy.rpo_hours,
+        last_check=jobstate.load(repo, jobstate.CHECK),
+        space=space(repo, snapshots),
+        object_lock=repo.config.object_lock,
+    )
+    result.findings = _judge(result, now, drill_policy.frequency_days)
+    return result

@@ -1,0 +1,1 @@
+"""Pure byte formats: crypto, sealing, packs, index, chunker, trees. May import storage and base."""

@@ -1,0 +1,497 @@
+"""The backup job: walk source paths, save new content, write a snapshot.
+
+Pipeline: the walking thread reads each file in 2 MiB blocks, hashes it (SHA-256 of the whole
+file) and cuts chunks; a pool of workers computes chunk ids, compresses and seals new chunks
+into packs; upload threads write full packs. Everything that releases the GIL (hashing, zstd,
+AES-GCM, file and network I/O) overlaps. At most IN_FLIGHT_PER_WORKER chunks per worker are in
+flight, so memory does not grow with file size; file nodes get their chunk ids when their
+directory's tree is written, so the walk never waits for one file's chunks.
+
+`stop` (set by the command line on SIGTERM) ends a backup early but cleanly: no new chunk is
+started, the packs being filled are uploaded and indexed, so the next run deduplicates against
+everything already sent; no snapshot is written and the lock is released.
+
+A file whose size, mtime, ctime and inode match the parent is not read again (its chunk list is
+reused), nor is an unchanged directory's tree rewritten. Unreadable files are reported and left
+out; a file that changes while being read is saved, flagged, and re-read next time.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import os
+import socket
+import stat
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+
+from vault import ids
+from vault.dicom.catalog import Catalog, CatalogBuilder, looks_like_dicom
+from vault.errors import DAMAGE, Interrupted
+from vault.format.pack import BlobType
+from vault.format.snapshot import Snapshot, SnapshotStats
+from vault.format.tree import DIR, FILE, SYMLINK, Node, Tree
+from vault.progress import NoProgress, Progress
+from vault.repo import recover
+from vault.repo.lock import Lock
+from vault.repo.repository import Repository
+from vault.repo.writer import BlobWriter
+from vault.sources.files import sources_of, total_size
+from vault.whoami import os_user
+
+# Chunks handed to the workers but not yet stored, per worker: enough that the walk (reading,
+# hashing, cutting, parsing DICOM headers) never waits on one slow chunk, few enough that
+# memory stays bounded by the pipeline, not the file size (~1 MiB each).
+IN_FLIGHT_PER_WORKER = 4
+# How much of a DICOM file's start the catalog may parse: enhanced multi-frame headers with
+# per-frame groups for thousands of frames exceed one read block (2 MiB).
+HEADER_BYTES = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class BackupOptions:
+    paths: tuple[str, ...]
+    tags: tuple[str, ...] = ()
+    excludes: tuple[str, ...] = ()
+    time: datetime | None = None
+    host: str | None = None
+    workers: int = max(2, os.cpu_count() or 2)
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: str
+    reason: str
+
+
+@dataclass
+class BackupResult:
+    snapshot: Snapshot
+    errors: list[Problem] = field(default_factory=list)
+    unstable: list[Problem] = field(default_factory=list)
+    skipped_special: list[str] = field(default_factory=list)
+    packs_written: int = 0
+    catalog: Catalog | None = None
+    packs_adopted: int = 0  # uploaded by a killed run, indexed by this one
+
+
+@dataclass
+class _Pending:
+    """A file node whose chunks are still being stored. The walk goes on to the next file
+    at once; chunk ids are collected only when the directory's tree is written, so small
+    files (one chunk each) do not serialize the walk and the workers."""
+
+    node: Node
+    futures: list[Future[bytes]]
+
+    def resolve(self) -> Node:
+        return replace(self.node, chunks=tuple(f.result().hex() for f in self.futures))
+
+
+Entry = Node | _Pending
+
+
+def _resolved(entries: list[Entry]) -> tuple[Node, ...]:
+    return tuple(e.resolve() if isinstance(e, _Pending) else e for e in entries)
+
+
+@dataclass
+class _Counters:
+    files: int = 0
+    dirs: int = 0
+    bytes: int = 0
+    files_new: int = 0
+    files_changed: int = 0
+    files_unchanged: int = 0
+    bytes_read: int = 0
+
+
+def _node_base(name: bytes, st: os.stat_result) -> dict[str, object]:
+    """The node fields every entry type has."""
+    return dict(
+        name=name,
+        mode=stat.S_IMODE(st.st_mode),
+        uid=st.st_uid,
+        gid=st.st_gid,
+        mtime_ns=st.st_mtime_ns,
+    )
+
+
+@dataclass
+class _DirFrame:
+    """A directory being saved: the names still to visit and the nodes made so far."""
+
+    path: bytes
+    names: Iterator[bytes]
+    old: Tree | None
+    old_id: str
+    base: dict[str, object]  # this directory's own node fields (unused for the top one)
+    nodes: list[Entry] = field(default_factory=list)
+
+
+class _Job:
+    def __init__(
+        self,
+        repo: Repository,
+        options: BackupOptions,
+        progress: Progress,
+        parent_catalog: Catalog | None = None,
+        stop: threading.Event | None = None,
+    ) -> None:
+        self.repo = repo
+        self.stop = stop or threading.Event()
+        self.parent_root_id = ""  # the parent snapshot's root tree, reused when unchanged
+        self.catalog = CatalogBuilder(parent_catalog)
+        self.options = options
+        self.progress = progress
+        self.writer = BlobWriter(repo)
+        self.chunker = repo.chunker()
+        self.counters = _Counters()
+        self.errors: list[Problem] = []
+        self.unstable: list[Problem] = []
+        self.special: list[str] = []
+        self.pool = ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="chunk")
+        self.in_flight = threading.BoundedSemaphore(IN_FLIGHT_PER_WORKER * options.workers)
+        # A local repository inside a source would back up its own growing packs.
+        self.skip_paths: set[bytes] = set()
+        local_root = repo.storage.local_root()
+        if local_root is not None:
+            self.skip_paths.add(os.fsencode(local_root))
+
+    # -- walking -----------------------------------------------------------------------------
+
+    def excluded(self, path: bytes) -> bool:
+        if path in self.skip_paths:
+            return True
+        text = os.fsdecode(path)
+        name = os.path.basename(text)
+        return any(
+            fnmatch.fnmatchcase(text, g) or fnmatch.fnmatchcase(name, g)
+            for g in self.options.excludes
+        )
+
+    def save_dir(self, path: bytes, old: Tree | None, old_id: str = "") -> str:
+        """The tree id of the directory at `path`. Iterative, children before parents: a tree
+        can be ~2,000 levels deep (PATH_MAX), beyond Python's frame limit."""
+        stack = [self._open_dir(path, old, old_id, {})]
+        while True:
+            frame = stack[-1]
+            name = next(frame.names, None)
+            if name is None:
+                stack.pop()
+                self.counters.dirs += 1
+                tree_id = self._tree_id(_resolved(frame.nodes), frame.old, frame.old_id)
+                if not stack:
+                    return tree_id
+                stack[-1].nodes.append(Node(type=DIR, subtree=tree_id, **frame.base))  # type: ignore[arg-type]
+                continue
+            child = os.path.join(frame.path, name)
+            if self.excluded(child):
+                continue
+            try:
+                st = os.lstat(child)
+            except OSError as exc:
+                self.error(child, exc)
+                continue
+            old_node = frame.old.get(name) if frame.old else None
+            if stat.S_ISDIR(st.st_mode):
+                self.stop_if_asked()
+                stack.append(
+                    self._open_dir(child, *self.old_subtree(old_node), _node_base(name, st))
+                )
+                continue
+            node = self.save_entry(child, name, st, old_node)
+            if node is not None:
+                frame.nodes.append(node)
+
+    def _open_dir(
+        self, path: bytes, old: Tree | None, old_id: str, base: dict[str, object]
+    ) -> _DirFrame:
+        try:
+            with os.scandir(path) as it:
+                names = sorted(entry.name for entry in it)
+        except OSError as exc:
+            self.error(path, exc)
+            names = []
+        return _DirFrame(path, iter(names), old, old_id, base)
+
+    def _tree_id(self, nodes: tuple[Node, ...], old: Tree | None, old_id: str) -> str:
+        """The id of the tree of `nodes`: the old tree's when nothing in it changed (a nightly
+        run over an unchanged archive then serializes and hashes no tree at all)."""
+        unchanged = (
+            old is not None
+            and old_id
+            and len(nodes) == len(old.nodes)
+            and all(old.get(node.name) == node for node in nodes)
+            and bytes.fromhex(old_id) in self.writer.index
+        )
+        if unchanged:
+            return old_id
+        return self.writer.add(BlobType.TREE, Tree(nodes).to_bytes()).hex()
+
+    def save_entry(
+        self, path: bytes, name: bytes, st: os.stat_result, old: Node | None
+    ) -> Entry | None:
+        self.stop_if_asked()
+        base = _node_base(name, st)
+        if stat.S_ISDIR(st.st_mode):
+            subtree = self.save_dir(path, *self.old_subtree(old))
+            return Node(type=DIR, subtree=subtree, **base)  # type: ignore[arg-type]
+        if stat.S_ISLNK(st.st_mode):
+            try:
+                target = os.readlink(path)
+            except OSError as exc:
+                self.error(path, exc)
+                return None
+            self.counters.files += 1
+            return Node(type=SYMLINK, link_target=target, **base)  # type: ignore[arg-type]
+        if stat.S_ISREG(st.st_mode):
+            return self.save_file(path, st, old, base)
+        self.special.append(os.fsdecode(path))
+        return None
+
+    def old_subtree(self, old: Node | None) -> tuple[Tree | None, str]:
+        """The parent snapshot's tree for a directory, and its id ("" when there is none)."""
+        if old is None or old.type != DIR or not old.subtree:
+            return None, ""
+        try:
+            return self.repo.load_tree(old.subtree), old.subtree
+        except DAMAGE:
+            return None, ""  # a damaged parent only costs re-reading
+
+    # -- files -------------------------------------------------------------------------------
+
+    def unchanged(self, st: os.stat_result, old: Node | None) -> bool:
+        return (
+            old is not None
+            and old.type == FILE
+            and not old.unstable
+            and old.size == st.st_size
+            and old.mtime_ns == st.st_mtime_ns
+            and old.ctime_ns == st.st_ctime_ns
+            and old.inode == st.st_ino
+            and all(bytes.fromhex(c) in self.writer.index for c in old.chunks)
+        )
+
+    def save_file(
+        self, path: bytes, st: os.stat_result, old: Node | None, base: dict[str, object]
+    ) -> Entry | None:
+        self.counters.files += 1
+        self.counters.bytes += st.st_size
+        if old is not None and self.unchanged(st, old):
+            self.counters.files_unchanged += 1
+            self.catalog.add_unchanged(os.fsdecode(path), st.st_size)
+            self.progress.advance(st.st_size)
+            return replace(old, **base)  # type: ignore[arg-type]
+        try:
+            node = self.read_file(path, st, base)
+        except OSError as exc:
+            self.counters.files -= 1
+            self.counters.bytes -= st.st_size
+            self.error(path, exc)
+            return None
+        if old is None:
+            self.counters.files_new += 1
+        else:
+            self.counters.files_changed += 1
+        return node
+
+    def read_file(self, path: bytes, st: os.stat_result, base: dict[str, object]) -> _Pending:
+        sha = hashlib.sha256()
+        futures: list[Future[bytes]] = []
+        flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NOCTTY", 0)
+        fd = os.open(path, flags)
+        with os.fdopen(fd, "rb", buffering=0) as handle:
+            opened = os.fstat(handle.fileno())
+
+            total = 0
+            head = b""
+
+            def read(n: int) -> bytes:
+                nonlocal total, head
+                block = handle.read(n) or b""
+                if not total:
+                    head = block  # the first block holds any DICOM header …
+                elif len(head) < HEADER_BYTES and looks_like_dicom(head):
+                    head += block[: HEADER_BYTES - len(head)]  # … unless it is a very long one
+                sha.update(block)
+                total += len(block)
+                self.counters.bytes_read += len(block)
+                self.progress.advance(len(block))
+                return block
+
+            for chunk in self.chunker.chunks(read):
+                self.stop_if_asked()
+                self.in_flight.acquire()
+                futures.append(self.pool.submit(self._store_chunk, chunk))
+            after = os.fstat(handle.fileno())
+        unstable = (
+            total != st.st_size
+            or after.st_size != st.st_size
+            or after.st_mtime_ns != st.st_mtime_ns
+            or opened.st_ino != st.st_ino
+        )
+        if unstable:
+            self.unstable.append(Problem(os.fsdecode(path), "changed while it was being read"))
+        self.catalog.add_read(os.fsdecode(path), head, total)
+        node = Node(
+            type=FILE,
+            size=total,
+            inode=st.st_ino,
+            ctime_ns=st.st_ctime_ns,
+            chunks=(),
+            sha256=sha.hexdigest(),
+            unstable=unstable,
+            **base,  # type: ignore[arg-type]
+        )
+        return _Pending(node, futures)
+
+    def _store_chunk(self, chunk: bytes) -> bytes:
+        try:
+            return self.writer.add(BlobType.DATA, chunk)
+        finally:
+            self.in_flight.release()
+
+    def stop_if_asked(self) -> None:
+        if self.stop.is_set():
+            raise Interrupted("backup stopped on request; no snapshot was written")
+
+    def error(self, path: bytes, exc: OSError) -> None:
+        self.errors.append(Problem(os.fsdecode(path), exc.strerror or str(exc)))
+
+    # -- the root: the ancestors of each source path, as in the source file system -----------
+
+    def save_root(self, sources: list[bytes], parent_root: Tree | None) -> str:
+        layout_tree: dict[bytes, object] = {}
+        for source in sources:
+            parts = [p for p in source.split(b"/") if p]
+            node = layout_tree
+            for part in parts[:-1]:
+                node = node.setdefault(part, {})  # type: ignore[assignment]
+            node[parts[-1]] = source
+        return self.save_virtual(b"/", layout_tree, parent_root, self.parent_root_id)
+
+    def save_virtual(
+        self, path: bytes, mapping: dict[bytes, object], old: Tree | None, old_id: str = ""
+    ) -> str:
+        nodes: list[Entry] = []
+        for name in sorted(mapping):
+            child = os.path.join(path, name)
+            old_node = old.get(name) if old else None
+            try:
+                st = os.lstat(child)
+            except OSError as exc:
+                self.error(child, exc)
+                continue
+            sub = mapping[name]
+            if isinstance(sub, bytes):
+                node = self.save_entry(child, name, st, old_node)
+                if node is not None:
+                    nodes.append(node)
+                continue
+            subtree = self.save_virtual(child, sub, *self.old_subtree(old_node))  # type: ignore[arg-type]
+            nodes.append(Node(type=DIR, subtree=subtree, **_node_base(name, st)))  # type: ignore[arg-type]
+        return self._tree_id(_resolved(nodes), old, old_id)
+
+
+def find_parent(repo: Repository, host: str, source_paths: list[str]) -> Snapshot | None:
+    """The newest snapshot of the same host and the same source paths."""
+    candidates = [s for s in repo.snapshots() if s.host == host and sorted(s.paths) == source_paths]
+    return candidates[-1] if candidates else None
+
+
+def _parent_root(repo: Repository, parent: Snapshot | None) -> Tree | None:
+    """The parent's root tree; a damaged one only costs re-reading every file (a backup must
+    still succeed in a repository that `check` finds damaged)."""
+    try:
+        return repo.load_tree(parent.tree) if parent else None
+    except DAMAGE:
+        return None
+
+
+def backup(
+    repo: Repository,
+    options: BackupOptions,
+    progress: Progress | None = None,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    stop: threading.Event | None = None,
+) -> BackupResult:
+    progress = progress or NoProgress()
+    sources = sources_of(options.paths)
+    source_texts = sorted(os.fsdecode(p) for p in sources)
+    host = options.host or socket.gethostname()
+    started = now()
+    with Lock(repo.storage, repo.keyring, exclusive=False, operation="backup") as lock:
+        repo.refresh_keyring()
+        repo.record_slot_use()
+        repo.load_index()
+        parent = find_parent(repo, host, source_texts)
+        parent_root = _parent_root(repo, parent)
+        job = _Job(repo, options, progress, repo.load_catalog(parent) if parent else None, stop)
+        adopted = recover.left_by_killed_run(repo, lock.stale_seen)
+        job.writer.adopt(adopted)
+        progress.start("backup", None)
+        if not isinstance(progress, NoProgress):
+            # Sizing the sources in parallel gives the bar a total (and an ETA) early on.
+            threading.Thread(
+                target=lambda: progress.set_total(total_size(sources, job.excluded)),
+                name="size-scan",
+                daemon=True,
+            ).start()
+        try:
+            root = job.save_root(sources, parent_root)
+            job.writer.flush()
+        except Interrupted:
+            # Keep what was sent: chunks already started finish, then packs and index go out.
+            job.pool.shutdown(wait=True, cancel_futures=True)
+            job.writer.flush()
+            raise
+        finally:
+            job.pool.shutdown(wait=True, cancel_futures=True)
+            job.writer.close()
+            progress.finish()
+        c, w = job.counters, job.writer.stats
+        stats = SnapshotStats(
+            files=c.files,
+            dirs=c.dirs,
+            bytes=c.bytes,
+            files_new=c.files_new,
+            files_changed=c.files_changed,
+            files_unchanged=c.files_unchanged,
+            bytes_read=c.bytes_read,
+            bytes_added=w.bytes_added,
+            bytes_stored=w.bytes_stored,
+            chunks_added=w.blobs_added,
+            errors=len(job.errors),
+            unstable_files=len(job.unstable),
+            started=started.isoformat(),
+            finished=now().isoformat(),
+        )
+        snapshot_id = ids.new_id()
+        catalog = job.catalog.build()
+        # The catalog before the snapshot that names it (write order).
+        repo.save_catalog(snapshot_id, catalog)
+        snapshot = Snapshot(
+            id=snapshot_id,
+            time=options.time or started,
+            host=host,
+            username=os_user(),
+            paths=tuple(source_texts),
+            tree=root,
+            tags=options.tags,
+            parent=parent.id if parent else None,
+            stats=stats,
+            errors=tuple(p.path for p in job.errors + job.unstable),
+            program_version=repo.program_version(),
+            catalog=snapshot_id,
+        )
+        repo.save_snapshot(snapshot)
+        # Verification of success: the snapshot reads back and authenticates.
+        repo.load_snapshot(snapshot.id)
+    return BackupResult(
+        snapshot, job.errors, job.unstable, job.special, w.packs_written, catalog, len(adopted)
+    )

@@ -1,0 +1,1 @@
+"""The check job: snapshots, trees, packs (checker) and every other object (records)."""

@@ -1,0 +1,159 @@
+"""`vault check` beyond snapshots, trees and packs: every other kind of object a repository holds.
+
+* study catalogs: each snapshot's catalog authenticates and parses (a damaged one names the
+  snapshot; its files still restore, but studies cannot be found in it);
+* the audit log and the drill records: each event authenticates and the hash chain is
+  unbroken, so an edited, substituted or deleted record in the middle is named;
+* snapshots the audit log says vault made and never forgot, but which are gone: a snapshot
+  deleted behind vault's back is otherwise invisible to a check (a listing cannot show what
+  it no longer holds);
+* key slots: each parses, and its digest matches the one recorded, sealed, when it was made
+  (a slot cannot be opened without its own secret, so this is how a damaged one is found
+  before the day it is needed);
+* the small sealed state objects (`slotinfo/`, `state/`) authenticate, and the `version`
+  object says what it must.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+
+from vault.errors import DAMAGE
+from vault.format import layout, sealing
+from vault.format.snapshot import Snapshot
+from vault.repo import audit, chain
+from vault.repo.keys import KeySlot
+from vault.repo.repository import Repository
+
+Problem = tuple[str, str, set[str]]  # (object, what is wrong, snapshots affected)
+
+
+def check_records(repo: Repository, snapshots: list[Snapshot]) -> list[Problem]:
+    problems = _version(repo)
+    problems += _catalogs(repo, snapshots)
+    report = audit.read_log(repo, verify=True)
+    problems += [(layout.AUDIT, p, set()) for p in report.problems]
+    problems += _vanished_snapshots(report.events, {s.id for s in snapshots}, repo)
+    drills = chain.read(repo, layout.DRILLS, sealing.Kind.DRILL, "drill record", verify=True)
+    problems += [(layout.DRILLS, p, set()) for p in drills.problems]
+    problems += _slots(repo) + _deleted_slots(repo)
+    for prefix, kind in (
+        (layout.SLOT_INFO, sealing.Kind.SLOT_INFO),
+        (layout.STATE, sealing.Kind.STATE),
+    ):
+        problems += _sealed_objects(repo, prefix, kind)
+    return problems
+
+
+def _version(repo: Repository) -> list[Problem]:
+    try:
+        text = repo.storage.get(layout.VERSION)
+    except DAMAGE as exc:
+        return [(layout.VERSION, f"cannot be read: {exc}", set())]
+    if text != layout.VERSION_TEXT:
+        return [(layout.VERSION, "does not say this is a format 1 vault repository", set())]
+    return []
+
+
+def _catalogs(repo: Repository, snapshots: Iterable[Snapshot]) -> list[Problem]:
+    problems: list[Problem] = []
+    for snapshot in snapshots:
+        if not snapshot.catalog:
+            continue  # made before catalogs existed
+        try:
+            repo.load_catalog(snapshot)
+        except DAMAGE as exc:
+            problems.append(
+                (
+                    layout.catalog(snapshot.catalog),
+                    f"study catalog unreadable ({exc}): the files restore, but studies cannot "
+                    "be found in this snapshot",
+                    {snapshot.id},
+                )
+            )
+    return problems
+
+
+def _vanished_snapshots(
+    events: list[audit.AuditEvent], present: set[str], repo: Repository
+) -> list[Problem]:
+    """Snapshots a backup event names that no forget event removed and that are not there.
+    A forget event without ids (written by an older vault) ends what can be known about the
+    snapshots before it."""
+    made: dict[str, str] = {}
+    for event in events:
+        if event.action == "backup" and event.snapshot:
+            made[event.snapshot] = event.time
+        elif event.action == "forget":
+            removed = event.details.get("snapshots")
+            if isinstance(removed, list):
+                for snapshot_id in removed:
+                    made.pop(str(snapshot_id), None)
+            else:
+                made.clear()
+    return [
+        (
+            layout.snapshot(snapshot_id),
+            f"is missing: the audit log records it as made by a backup at {when} and never "
+            "forgotten (deleted outside vault?)",
+            {snapshot_id},
+        )
+        for snapshot_id, when in sorted(made.items())
+        # An empty (torn) object counts as missing too: the event is written only after the
+        # snapshot was read back whole.
+        if snapshot_id not in present
+    ]
+
+
+def _slots(repo: Repository) -> list[Problem]:
+    problems: list[Problem] = []
+    for info in repo.storage.list(layout.KEYS):
+        slot_id = layout.id_of(info.key)
+        try:
+            data = repo.storage.get(info.key)
+            KeySlot.from_bytes(slot_id, data)
+        except DAMAGE as exc:
+            problems.append((info.key, f"unusable key slot: {exc}", set()))
+            continue
+        try:
+            payload = repo.open_object(sealing.Kind.SLOT_INFO, layout.slot_info(slot_id))
+            recorded = json.loads(payload).get("slot_sha256")
+        except DAMAGE:
+            # No record (an older vault made the slot) or a damaged one, reported with the
+            # other sealed objects: nothing to compare with.
+            continue
+        except (ValueError, AttributeError):
+            continue  # a record that is not a JSON object: likewise
+        if recorded and recorded != hashlib.sha256(data).hexdigest():
+            problems.append(
+                (info.key, "differs from the slot that was made (damaged or replaced)", set())
+            )
+    return problems
+
+
+def _deleted_slots(repo: Repository) -> list[Problem]:
+    """`vault key remove` deletes a slot with its usage record; a usage record left without its
+    slot means the slot was deleted some other way."""
+    slots = {layout.id_of(i.key) for i in repo.storage.list(layout.KEYS)}
+    return [
+        (
+            layout.key_slot(layout.id_of(info.key)),
+            "is missing: its sealed usage record is still there, so `vault key remove` did not "
+            "remove it (deleted outside vault?)",
+            set(),
+        )
+        for info in repo.storage.list(layout.SLOT_INFO)
+        if layout.id_of(info.key) not in slots
+    ]
+
+
+def _sealed_objects(repo: Repository, prefix: str, kind: sealing.Kind) -> list[Problem]:
+    problems: list[Problem] = []
+    for info in repo.storage.list(prefix):
+        try:
+            repo.open_object(kind, info.key)
+        except DAMAGE as exc:
+            problems.append((info.key, f"cannot be read: {exc}", set()))
+    return problems

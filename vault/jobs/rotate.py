@@ -1,0 +1,199 @@
+"""Key rotation: new data-key epochs, re-encryption with cryptographic erase, new master keys.
+
+- `rotate_epoch`: a new current epoch; nothing is rewritten.
+- `reencrypt`: rewrite every object sealed under the epochs being retired, then destroy their
+  keys. Steps, each idempotent so an interrupted run (even SIGKILL) resumes where it stopped:
+    1. mark the epochs `retiring` (rotating first if the current epoch is among them);
+    2. copy the blobs of every retiring pack into new packs under the current epoch (new packs
+       are durable and indexed before anything is deleted);
+    3. write one index of all non-retiring packs, then delete the other index objects;
+    4. reseal every other sealed object (snapshots, drill records, …) still under a retiring
+       epoch, in place;
+    5. delete the retiring packs (every blob now lives in a current pack) and stray packs of
+       those epochs that no index named;
+    6. destroy the keys: the keyring keeps only a record (id, dates, state `destroyed`).
+- `rotate_master`: a new master key; the caller's slot is rewrapped, a new recovery key is made,
+  every other slot is removed (it wraps the old master key) and listed for re-adding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from vault.errors import IntegrityError, UsageError
+from vault.format import crypto, layout, sealing
+from vault.format.index import PackInfo
+from vault.format.pack import PackEntry, parse_header
+from vault.progress import NoProgress, Progress
+from vault.repo import index_store
+from vault.repo.keys import ACTIVE, CURRENT, DESTROYED, RETIRING, Epoch, Secret, new_recovery_key
+from vault.repo.keyusage import sealed_objects
+from vault.repo.lock import Lock
+from vault.repo.repository import Repository
+from vault.repo.writer import BlobWriter
+
+
+def rotate_epoch(repo: Repository) -> Epoch:
+    """Callers hold an exclusive lock."""
+    repo.refresh_keyring()
+    new = repo.keyring.rotate()
+    repo.save_keyring()
+    return new
+
+
+@dataclass
+class ReencryptResult:
+    retired: list[int] = field(default_factory=list)
+    current: int = 0
+    resumed: bool = False
+    packs_rewritten: int = 0
+    blobs_rewritten: int = 0
+    bytes_read: int = 0
+    bytes_written: int = 0
+    objects_resealed: int = 0
+    index_objects_replaced: int = 0
+    packs_deleted: int = 0
+
+
+def _choose_targets(repo: Repository, epoch: int | None) -> tuple[set[int], bool]:
+    """The epochs to retire and whether this resumes an interrupted run."""
+    keyring = repo.keyring
+    retiring = {e.id for e in keyring.epochs if e.state == RETIRING}
+    if retiring and epoch is None:
+        return retiring, True
+    if epoch is not None:
+        try:
+            chosen = keyring.epoch(epoch)
+        except KeyError:
+            raise UsageError(f"there is no key epoch {epoch}") from None
+        if chosen.state == DESTROYED:
+            raise UsageError(f"key epoch {epoch} was already destroyed on {chosen.retired}")
+        return retiring | {epoch}, bool(retiring)
+    old = {e.id for e in keyring.epochs if e.state in (ACTIVE, CURRENT)}
+    return old, False
+
+
+def reencrypt(
+    repo: Repository,
+    *,
+    epoch: int | None = None,
+    progress: Progress | None = None,
+    held_lock: Lock | None = None,
+) -> ReencryptResult:
+    """Retire `epoch` (default: every epoch, after rotating to a fresh one). Callers hold an
+    exclusive lock, passed as `held_lock` so it is resealed under the new epoch too."""
+    progress = progress or NoProgress()
+    repo.refresh_keyring()
+    targets, resumed = _choose_targets(repo, epoch)
+    result = ReencryptResult(resumed=resumed)
+    # Step 1: a fresh current epoch outside the targets, and the targets marked retiring.
+    if repo.keyring.current_epoch in targets:
+        repo.keyring.rotate()
+    repo.keyring.set_state(targets, RETIRING)
+    repo.save_keyring()
+    if held_lock is not None:
+        held_lock.reseal(repo.keyring)
+    result.retired = sorted(targets)
+    result.current = repo.keyring.current_epoch
+
+    _rewrite_packs(repo, targets, result, progress)
+    _consolidate_index(repo, targets, result)
+    _reseal_objects(repo, targets, result)
+    _delete_retired_packs(repo, targets, result)
+    repo.keyring.destroy(targets)
+    repo.save_keyring()
+    return result
+
+
+def _rewrite_packs(
+    repo: Repository, targets: set[int], result: ReencryptResult, progress: Progress
+) -> None:
+    raw = index_store.load_raw(repo)
+    keep = index_store.index_of(raw, lambda pack: pack.epoch not in targets)
+    retiring: dict[str, tuple[PackInfo, list[PackEntry]]] = {}
+    for _, pack, entries in raw:
+        if pack.epoch in targets:
+            retiring.setdefault(pack.id, (pack, []))[1].extend(entries)
+    # A pack all of whose blobs already sit in kept packs was copied by an earlier, interrupted
+    # run: it is not read again.
+    todo = [pack for pack, entries in retiring.values() if any(e.id not in keep for e in entries)]
+    sizes = {layout.id_of(i.key): i.size for i in repo.storage.list(layout.DATA)}
+    progress.start("re-encrypt", sum(sizes.get(p.id, 0) for p in todo))
+    writer = BlobWriter(repo, index=keep)
+    try:
+        for pack in todo:
+            read, copied = writer.copy_pack(pack, lambda entry: True)
+            result.bytes_read += read
+            result.blobs_rewritten += copied
+            result.packs_rewritten += 1
+            progress.advance(read)
+        writer.flush()
+    finally:
+        writer.close()
+        progress.finish()
+    result.bytes_written += writer.stats.bytes_stored
+
+
+def _consolidate_index(repo: Repository, targets: set[int], result: ReencryptResult) -> None:
+    result.index_objects_replaced += index_store.consolidate(
+        repo, lambda pack: pack.epoch not in targets
+    )
+
+
+def _reseal_objects(repo: Repository, targets: set[int], result: ReencryptResult) -> None:
+    for key, kind, epoch in list(sealed_objects(repo)):
+        if epoch not in targets:
+            continue
+        if key.startswith(layout.LOCKS):
+            repo.storage.delete(key)  # we hold the exclusive lock: any other lock is stale
+            continue
+        payload = repo.open_object(sealing.Kind(kind), key)
+        level = repo.config.zstd_level if kind == sealing.Kind.SNAPSHOT else 0
+        repo.put(key, repo.seal(sealing.Kind(kind), layout.id_of(key), payload, level))
+        result.objects_resealed += 1
+
+
+def _delete_retired_packs(repo: Repository, targets: set[int], result: ReencryptResult) -> None:
+    indexed = {p.id for p in repo.load_index().packs()}
+    for info in repo.storage.list(layout.DATA):
+        pack_id = layout.id_of(info.key)
+        if pack_id in indexed:
+            continue
+        header = repo.storage.get(info.key, offset=0, length=24)
+        try:
+            epoch, _ = parse_header(header, pack_name=info.key)
+        except IntegrityError:
+            continue  # not ours to judge here; check reports it
+        if epoch in targets:
+            repo.storage.delete(info.key)
+            result.packs_deleted += 1
+
+
+@dataclass
+class MasterRotation:
+    recovery_key: str
+    new_slot: str
+    replaced_slot: str  # the caller's old slot
+    removed_slots: list[tuple[str, str]]  # (slot id, kind) of everyone else: to be re-added
+
+
+def rotate_master(repo: Repository, secret: Secret) -> MasterRotation:
+    """Callers hold an exclusive lock. The order keeps the repository openable at every step:
+    new slots first, then config and keyring under the new master, then old slots removed."""
+    repo.refresh_keyring()
+    old_slots = repo.slots()
+    new_master = crypto.random_key()
+    repo.keyring.master_key = new_master
+    caller = repo.add_slot(secret)
+    recovery_text, recovery_material = new_recovery_key()
+    repo.add_slot(Secret("recovery", recovery_material))
+    repo.save_config()
+    repo.save_keyring()
+    removed = []
+    replaced = repo.slot_id
+    for slot in old_slots:
+        repo.remove_slot(slot.id)
+        if slot.id != replaced:
+            removed.append((slot.id, slot.kind))
+    repo.slot_id = caller.id
+    return MasterRotation(recovery_text, caller.id, replaced, removed)

@@ -1,0 +1,118 @@
+"""Finding DICOM studies across snapshots, and choosing the files of studies to restore.
+
+Searching happens here, on the decrypted catalogs: nothing identifying is ever sent to the
+storage (which sees only GETs of sealed catalog objects)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+
+from vault.dicom.catalog import Catalog, Study
+from vault.errors import UsageError
+from vault.format.snapshot import Snapshot
+from vault.repo.repository import Repository
+
+
+@dataclass(frozen=True)
+class StudyFilter:
+    patient_id: str | None = None
+    name: str | None = None
+    since: str | None = None  # YYYYMMDD
+    until: str | None = None
+    modality: str | None = None
+
+    def matches(self, study: Study) -> bool:
+        if self.patient_id is not None and study.patient_id != self.patient_id:
+            return False
+        if self.name is not None and self.name.casefold() not in _readable(study).casefold():
+            return False
+        if self.since is not None and (not study.study_date or study.study_date < self.since):
+            return False
+        if self.until is not None and (not study.study_date or study.study_date > self.until):
+            return False
+        return self.modality is None or self.modality.upper() in study.modalities
+
+    @property
+    def identifying(self) -> bool:
+        """Whether the search names a patient (such searches are audited)."""
+        return self.patient_id is not None or self.name is not None
+
+
+def _readable(study: Study) -> str:
+    return study.patient_name.replace("^", " ")
+
+
+def parse_date(text: str | None, option: str) -> str | None:
+    """YYYY-MM-DD or YYYYMMDD as DICOM's YYYYMMDD."""
+    if text is None:
+        return None
+    compact = text.replace("-", "")
+    try:
+        date(int(compact[:4]), int(compact[4:6]), int(compact[6:8]))
+    except ValueError:
+        raise UsageError(f"{option} {text!r} is not a date (YYYY-MM-DD)") from None
+    if len(compact) != 8:
+        raise UsageError(f"{option} {text!r} is not a date (YYYY-MM-DD)")
+    return compact
+
+
+@dataclass
+class StudyRow:
+    study: Study  # as in the newest snapshot that holds it
+    snapshots: list[str] = field(default_factory=list)
+
+
+def catalogs(repo: Repository, only: Snapshot | None = None) -> list[tuple[Snapshot, Catalog]]:
+    chosen = [only] if only else repo.snapshots()
+    found = []
+    for snapshot in chosen:
+        catalog = repo.load_catalog(snapshot)
+        if catalog is not None:
+            found.append((snapshot, catalog))
+    return found
+
+
+def find_studies(
+    repo: Repository, query: StudyFilter, only: Snapshot | None = None
+) -> list[StudyRow]:
+    rows: dict[str, StudyRow] = {}
+    for snapshot, catalog in catalogs(repo, only):  # oldest first: the newest entry wins
+        for study in catalog.studies.values():
+            if not query.matches(study):
+                continue
+            row = rows.setdefault(study.catalog_id, StudyRow(study))
+            row.study = study
+            row.snapshots.append(snapshot.id)
+    return sorted(rows.values(), key=lambda r: (r.study.study_date, r.study.catalog_id))
+
+
+def select_studies(
+    repo: Repository,
+    snapshot: Snapshot,
+    refs: list[str],
+    query: StudyFilter | None,
+) -> list[Study]:
+    """The studies of `snapshot` named by UID or catalog id, or matching `query`."""
+    catalog = repo.load_catalog(snapshot)
+    if catalog is None:
+        raise UsageError(f"snapshot {snapshot.id[:8]} has no study catalog (made before 0.2)")
+    chosen: dict[str, Study] = {}
+    for ref in refs:
+        study = catalog.find(ref)
+        if study is None:
+            holders = [s.id[:8] for s, c in catalogs(repo) if c.find(ref) is not None]
+            where = (
+                f"; snapshots that hold it: {', '.join(holders)}"
+                if holders
+                else "; no snapshot holds it"
+            )
+            raise UsageError(f"study {ref} is not in snapshot {snapshot.id[:8]}{where}")
+        chosen[study.catalog_id] = study
+    if query is not None:
+        matching = [s for s in catalog.studies.values() if query.matches(s)]
+        if not matching:
+            raise UsageError(f"no study in snapshot {snapshot.id[:8]} matches the patient filter")
+        for study in matching:
+            chosen[study.catalog_id] = study
+    return sorted(chosen.values(), key=lambda s: s.catalog_id)

@@ -1,0 +1,1 @@
+"""The unattended loop: scheduler, job runner, alerts. May import evidence and everything below."""

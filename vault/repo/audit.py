@@ -1,0 +1,105 @@
+"""The audit log: who restored, searched or exported which studies, and when (HIPAA 164.312(b)).
+
+Each event is a sealed object `audit/<sequence number, 12 digits>` whose JSON names the SHA-256
+of the previous event's JSON, so the events form a hash chain: an edited event fails
+authentication or breaks the next link, a deleted one leaves a gap in the numbering or a broken
+link. Appends use put-if-absent on the next number, so two writers cannot both extend the
+chain from the same event (the loser retries on the new head). Events hold catalog ids, never
+patient names, IDs or UIDs. (The newest event can only be shown deleted against an earlier
+listing or an external copy: `vault audit --json` output kept elsewhere serves as that anchor.)
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from vault.errors import IntegrityError
+from vault.format import layout, sealing
+from vault.repo import chain
+from vault.repo.repository import Repository
+from vault.whoami import os_user
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    seq: int
+    time: str
+    actor: str
+    host: str
+    action: str
+    result: str  # PASS | FAIL
+    snapshot: str = ""
+    catalog_ids: list[str] = field(default_factory=list)
+    target: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+    prev: str = ""  # SHA-256 (hex) of the previous event's payload; "" for the first
+
+    def payload(self) -> bytes:
+        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":")).encode()
+
+
+def _load(repo: Repository, key: str) -> tuple[AuditEvent, bytes]:
+    doc, payload = chain.load(repo, sealing.Kind.AUDIT, key)
+    try:
+        return AuditEvent(**doc), payload
+    except TypeError as exc:
+        raise IntegrityError(f"{key} is malformed: {exc}", key=key) from None
+
+
+def record(
+    repo: Repository,
+    action: str,
+    *,
+    result: str,
+    snapshot: str = "",
+    catalog_ids: list[str] | None = None,
+    target: str = "",
+    details: dict[str, Any] | None = None,
+    now: datetime | None = None,
+) -> AuditEvent:
+    """Append one event; retries on a concurrent append. Raises VaultError when it cannot."""
+
+    def build(seq: int, prev: str) -> dict[str, Any]:
+        return asdict(
+            AuditEvent(
+                seq=seq,
+                time=(now or datetime.now(UTC)).isoformat(timespec="seconds"),
+                actor=os_user(),
+                host=socket.gethostname(),
+                action=action,
+                result=result,
+                snapshot=snapshot,
+                catalog_ids=sorted(catalog_ids or []),
+                target=target,
+                details=details or {},
+                prev=prev,
+            )
+        )
+
+    return AuditEvent(**chain.append(repo, layout.AUDIT, sealing.Kind.AUDIT, build))
+
+
+@dataclass
+class AuditReport:
+    events: list[AuditEvent] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def read_log(repo: Repository, *, verify: bool = False) -> AuditReport:
+    """Every readable event in order; with `verify`, every break in the chain is a problem."""
+    found = chain.read(repo, layout.AUDIT, sealing.Kind.AUDIT, "audit event", verify=verify)
+    report = AuditReport(problems=list(found.problems))
+    for doc in found.records:
+        try:
+            report.events.append(AuditEvent(**doc))
+        except TypeError:
+            report.problems.append(f"audit event {doc.get('seq')} is malformed")
+    return report

@@ -1,0 +1,382 @@
+"""Key slots and the keyring: who can open the repository, and the keys it seals with.
+
+Two levels (docs/format.md, "Keys"): each slot wraps the random 256-bit master key under a key
+derived from a passphrase (Argon2id), a recovery key or a key file (HKDF; both already carry 256
+bits of entropy). The master key seals the keyring, which holds the chunk-id MAC key, the
+chunker seed and the data-key epochs. Slots are plaintext JSON by necessity (they are what you
+open first); they hold no host names or anything else about the practice.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import secrets
+import unicodedata
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from vault.errors import IntegrityError, UsageError, WrongKey
+from vault.format import crypto
+
+PASSPHRASE = "passphrase"
+RECOVERY = "recovery"
+KEYFILE = "keyfile"
+
+RECOVERY_PREFIX = "VRK1"
+TEST_KDF_ENV = "VAULT_TEST_FAST_KDF"  # the one test hook: cheap Argon2id for new slots
+
+
+def kdf_params_for_new_slots() -> crypto.Argon2Params:
+    if os.environ.get(TEST_KDF_ENV) == "1":
+        return crypto.TEST_ARGON2
+    return crypto.DEFAULT_ARGON2
+
+
+@dataclass(frozen=True)
+class Secret:
+    """What the user presented: a passphrase, a recovery key or a key file's 32 bytes."""
+
+    kind: str
+    material: bytes
+
+    @classmethod
+    def from_passphrase(cls, text: str) -> Secret:
+        recovery = parse_recovery_key(text)
+        if recovery is not None:
+            return cls(RECOVERY, recovery)
+        if looks_like_recovery_key(text):
+            raise WrongKey(
+                "the recovery key has a typo (its checksum does not match); "
+                "compare it character by character with the printed copy"
+            )
+        # NFC: the same passphrase typed on different systems derives the same key.
+        return cls(PASSPHRASE, unicodedata.normalize("NFC", text).encode("utf-8"))
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.b64decode(text)
+
+
+# -- recovery keys and key files --------------------------------------------------------------
+
+
+def new_recovery_key() -> tuple[str, bytes]:
+    """(printable text, 32 bytes). The text carries a CRC-16 (CCITT) so that any single
+    mistyped character, or two swapped neighbours, is caught (a burst of at most 10 bits)."""
+    material = secrets.token_bytes(32)
+    check = _recovery_check(material)
+    text = base64.b32encode(material + check).decode().rstrip("=")
+    groups = [text[i : i + 5] for i in range(0, len(text), 5)]
+    return RECOVERY_PREFIX + "-" + "-".join(groups), material
+
+
+def looks_like_recovery_key(text: str) -> bool:
+    compact = "".join(text.split()).replace("-", "").upper()
+    return compact.startswith(RECOVERY_PREFIX) and len(compact) == len(RECOVERY_PREFIX) + 55
+
+
+def parse_recovery_key(text: str) -> bytes | None:
+    """The 32 bytes of a recovery key, or None when `text` is not one (a passphrase then)."""
+    compact = "".join(text.split()).replace("-", "").upper()
+    if not compact.startswith(RECOVERY_PREFIX) or len(compact) != len(RECOVERY_PREFIX) + 55:
+        return None
+    try:
+        raw = base64.b32decode(compact[len(RECOVERY_PREFIX) :] + "=")
+    except ValueError:
+        return None
+    material, check = raw[:32], raw[32:]
+    if _recovery_check(material) != check:
+        return None
+    return material
+
+
+def _recovery_check(material: bytes) -> bytes:
+    return binascii.crc_hqx(material, 0).to_bytes(2, "big")
+
+
+def new_key_file_text() -> str:
+    return "vault-keyfile-v1 " + _b64(secrets.token_bytes(32)) + "\n"
+
+
+def parse_key_file(text: str, *, name: str) -> bytes:
+    parts = text.split()
+    if len(parts) != 2 or parts[0] != "vault-keyfile-v1":
+        raise UsageError(f"{name} is not a vault key file")
+    try:
+        material = base64.b64decode(parts[1], validate=True)
+    except ValueError:
+        raise UsageError(f"{name} is not a vault key file") from None
+    if len(material) != 32:
+        raise UsageError(f"{name} is not a vault key file")
+    return material
+
+
+# -- slots ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KeySlot:
+    id: str
+    kind: str
+    created: str
+    kdf: dict[str, Any]
+    nonce: bytes
+    wrapped: bytes
+
+    def to_bytes(self) -> bytes:
+        doc = {
+            "version": 1,
+            "kind": self.kind,
+            "created": self.created,
+            "kdf": self.kdf,
+            "nonce": _b64(self.nonce),
+            "wrapped_master_key": _b64(self.wrapped),
+        }
+        return json.dumps(doc, indent=2, sort_keys=True).encode() + b"\n"
+
+    @classmethod
+    def from_bytes(cls, slot_id: str, data: bytes) -> KeySlot:
+        try:
+            doc = json.loads(data)
+            if doc.get("version") != 1 or doc["kind"] not in (PASSPHRASE, RECOVERY, KEYFILE):
+                raise ValueError("version or kind")
+            slot = cls(
+                slot_id,
+                doc["kind"],
+                str(doc["created"]),
+                dict(doc["kdf"]),
+                _unb64(doc["nonce"]),
+                _unb64(doc["wrapped_master_key"]),
+            )
+            _validate_kdf(slot.kind, slot.kdf)
+            if len(slot.nonce) != crypto.NONCE_BYTES or len(slot.wrapped) != 48:
+                raise ValueError("nonce or wrapped key length")
+            return slot
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise IntegrityError(f"key slot keys/{slot_id} is malformed", key=slot_id) from None
+
+
+def _validate_kdf(kind: str, kdf: dict[str, Any]) -> None:
+    """ValueError unless `kdf` names a known derivation with sane parameters."""
+    if len(_unb64(kdf["salt"])) != crypto.SALT_BYTES:
+        raise ValueError("salt length")
+    if kdf["name"] == "argon2id" and kind == PASSPHRASE:
+        limit = crypto.MAX_ARGON2
+        if not (
+            8 <= int(kdf["memory_kib"]) <= limit.memory_kib
+            and 1 <= int(kdf["iterations"]) <= limit.iterations
+            and 1 <= int(kdf["lanes"]) <= limit.lanes
+        ):
+            raise ValueError("Argon2id parameters out of range")
+    elif not (kdf["name"] == "hkdf-sha256" and kind in (RECOVERY, KEYFILE)):
+        raise ValueError("unknown key derivation")
+
+
+def _slot_kek(kind: str, material: bytes, kdf: dict[str, Any]) -> bytes:
+    salt = _unb64(kdf["salt"])
+    if kdf["name"] == "argon2id":
+        params = crypto.Argon2Params(
+            int(kdf["memory_kib"]), int(kdf["iterations"]), int(kdf["lanes"])
+        )
+        return crypto.argon2id(material, salt, params)
+    if kdf["name"] == "hkdf-sha256":
+        return crypto.subkey(material, salt, b"vault/v1/slot/" + kind.encode())
+    raise IntegrityError(f"unknown key derivation {kdf['name']!r}")
+
+
+def _slot_aad(slot_id: str, kind: str) -> bytes:
+    return b"vault/v1/slot/" + slot_id.encode() + b"/" + kind.encode()
+
+
+def make_slot(slot_id: str, secret: Secret, master_key: bytes) -> KeySlot:
+    salt = crypto.random_bytes(crypto.SALT_BYTES)
+    kdf: dict[str, Any]
+    if secret.kind == PASSPHRASE:
+        p = kdf_params_for_new_slots()
+        kdf = {
+            "name": "argon2id",
+            "memory_kib": p.memory_kib,
+            "iterations": p.iterations,
+            "lanes": p.lanes,
+            "salt": _b64(salt),
+        }
+    else:
+        kdf = {"name": "hkdf-sha256", "salt": _b64(salt)}
+    kek = _slot_kek(secret.kind, secret.material, kdf)
+    nonce = crypto.random_bytes(crypto.NONCE_BYTES)
+    wrapped = crypto.Aead(kek).seal(nonce, master_key, _slot_aad(slot_id, secret.kind))
+    return KeySlot(slot_id, secret.kind, _now(), kdf, nonce, wrapped)
+
+
+def open_slot(slot: KeySlot, secret: Secret) -> bytes | None:
+    """The master key if `secret` opens `slot`, else None."""
+    if slot.kind != secret.kind:
+        return None
+    kek = _slot_kek(slot.kind, secret.material, slot.kdf)
+    try:
+        return crypto.Aead(kek).open(slot.nonce, slot.wrapped, _slot_aad(slot.id, slot.kind))
+    except crypto.AuthenticationFailed:
+        return None
+
+
+# -- keyring ----------------------------------------------------------------------------------
+
+
+CURRENT = "current"  # seals everything written now
+ACTIVE = "active"  # still opens what it sealed; no longer used for new objects
+RETIRING = "retiring"  # re-encryption under way: its objects are being rewritten
+DESTROYED = "destroyed"  # key erased; the record stays as evidence (SP 800-57 states)
+
+
+@dataclass(frozen=True)
+class Epoch:
+    id: int
+    key: bytes  # empty once destroyed
+    created: str
+    state: str
+    retired: str = ""  # when the key was destroyed
+
+
+@dataclass
+class Keyring:
+    master_key: bytes
+    mac_key: bytes
+    chunker_seed: int
+    epochs: list[Epoch] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)  # fields a newer writer added: kept
+
+    @classmethod
+    def create(cls, master_key: bytes) -> Keyring:
+        return cls(
+            master_key=master_key,
+            mac_key=crypto.random_key(),
+            chunker_seed=int.from_bytes(crypto.random_bytes(8), "big") or 1,
+            epochs=[Epoch(1, crypto.random_key(), _now(), CURRENT)],
+        )
+
+    @property
+    def current_epoch(self) -> int:
+        return max(e.id for e in self.epochs if e.state == CURRENT)
+
+    def epoch(self, epoch_id: int) -> Epoch:
+        for e in self.epochs:
+            if e.id == epoch_id:
+                return e
+        raise KeyError(epoch_id)
+
+    def epoch_key(self, epoch: int) -> bytes:
+        if epoch == 0:
+            return self.master_key
+        found = self.epoch(epoch)
+        if found.state == DESTROYED:
+            raise KeyError(epoch)
+        return found.key
+
+    def live_epochs(self) -> list[Epoch]:
+        return [e for e in self.epochs if e.state != DESTROYED]
+
+    def rotate(self) -> Epoch:
+        """A new current epoch; the previous current one stays readable."""
+        new = Epoch(max(e.id for e in self.epochs) + 1, crypto.random_key(), _now(), CURRENT)
+        self.epochs = [
+            Epoch(e.id, e.key, e.created, ACTIVE) if e.state == CURRENT else e for e in self.epochs
+        ] + [new]
+        return new
+
+    def set_state(self, epoch_ids: set[int], state: str) -> None:
+        self.epochs = [
+            Epoch(e.id, e.key, e.created, state, e.retired) if e.id in epoch_ids else e
+            for e in self.epochs
+        ]
+
+    def destroy(self, epoch_ids: set[int]) -> None:
+        """Cryptographic erase: forget the keys, keep the record."""
+        now = _now()
+        self.epochs = [
+            Epoch(e.id, b"", e.created, DESTROYED, now) if e.id in epoch_ids else e
+            for e in self.epochs
+        ]
+
+    def blob_id_key(self, blob_type: int) -> bytes:
+        """MAC key for blob ids: the keyring's MAC key for data chunks (type 0), a subkey
+        derived from it for every other blob type."""
+        if blob_type == 0:
+            return self.mac_key
+        return crypto.subkey(self.mac_key, b"", b"vault/v1/blob-id/%d" % blob_type)
+
+    def epoch_keys(self) -> dict[int, bytes]:
+        return {e.id: e.key for e in self.live_epochs()}
+
+    def to_bytes(self) -> bytes:
+        doc = dict(self.extra)
+        doc.update(
+            {
+                "version": 1,
+                "mac_key": _b64(self.mac_key),
+                "chunker_seed": self.chunker_seed,
+                "epochs": [_epoch_json(e) for e in self.epochs],
+            }
+        )
+        return json.dumps(doc, sort_keys=True).encode()
+
+    @classmethod
+    def from_bytes(cls, master_key: bytes, data: bytes) -> Keyring:
+        try:
+            doc = json.loads(data)
+            if doc.get("version") != 1:
+                raise IntegrityError("keyring has an unsupported version", key="keyring")
+            known = {"version", "mac_key", "chunker_seed", "epochs"}
+            return cls(
+                master_key=master_key,
+                mac_key=_unb64(doc["mac_key"]),
+                chunker_seed=int(doc["chunker_seed"]),
+                epochs=[
+                    Epoch(
+                        int(e["id"]),
+                        _unb64(e["key"]) if e.get("key") else b"",
+                        e["created"],
+                        e["state"],
+                        e.get("retired", ""),
+                    )
+                    for e in doc["epochs"]
+                ],
+                extra={k: v for k, v in doc.items() if k not in known},
+            )
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise IntegrityError("keyring is malformed", key="keyring") from None
+
+
+def _epoch_json(e: Epoch) -> dict[str, Any]:
+    doc: dict[str, Any] = {"id": e.id, "created": e.created, "state": e.state}
+    doc["key"] = _b64(e.key) if e.key else None
+    if e.retired:
+        doc["retired"] = e.retired
+    return doc
+
+
+class MasterKeyOnly:
+    """EpochKeys for the objects sealed directly under the master key (config, keyring)."""
+
+    def __init__(self, master_key: bytes) -> None:
+        self._master_key = master_key
+
+    @property
+    def current_epoch(self) -> int:
+        return 0
+
+    def epoch_key(self, epoch: int) -> bytes:
+        if epoch != 0:
+            raise KeyError(epoch)
+        return self._master_key

@@ -1,0 +1,481 @@
+"""An opened repository: keys, config, index, snapshots, trees and blob reads.
+
+Creating and opening repositories, and reading everything a job needs. Writing blobs goes
+through `vault.repo.writer.BlobWriter`, which this module hands out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import hashlib
+import json
+import socket
+from datetime import UTC, datetime, timedelta
+
+from vault import __version__, ids
+from vault.dicom.catalog import Catalog
+from vault.errors import (
+    IntegrityError,
+    ObjectNotFound,
+    RepositoryNotFound,
+    UsageError,
+    VaultError,
+    WrongKey,
+)
+from vault.format import crypto, layout, sealing
+from vault.format.chunker import Chunker, ChunkerParams
+from vault.format.config import (
+    DEFAULT_PACK_SIZE,
+    DEFAULT_ZSTD_LEVEL,
+    LOCK_MODES,
+    Config,
+    ObjectLockPolicy,
+)
+from vault.format.index import Index, Location, decode
+from vault.format.pack import BlobType, open_blob, pack_key
+from vault.format.snapshot import Snapshot
+from vault.format.tree import Tree
+from vault.repo.keys import (
+    Keyring,
+    KeySlot,
+    MasterKeyOnly,
+    Secret,
+    make_slot,
+    new_recovery_key,
+    open_slot,
+)
+from vault.repo.packcache import TreePacks
+from vault.storage import Storage
+
+# Loading millions of index entries leaves freed heap pages that glibc keeps (~15 bytes per
+# blob at 10 million, scripts/bench_scale.py); malloc_trim hands them back to the system.
+_TRIM_AFTER_BLOBS = 1_000_000
+
+
+def _return_free_heap() -> None:
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to do
+        ctypes.CDLL(None).malloc_trim(0)
+
+
+def _exists(storage: Storage) -> bool:
+    # A GET, not a HEAD: an S3 error to a HEAD has no body, so "wrong credentials" and
+    # "access denied" would look the same.
+    try:
+        storage.get(layout.VERSION)
+    except ObjectNotFound:
+        return False
+    return True
+
+
+class Repository:
+    def __init__(self, storage: Storage, keyring: Keyring, config: Config, slot_id: str) -> None:
+        self.storage = storage
+        self.keyring = keyring
+        self.config = config
+        self.slot_id = slot_id  # the slot that opened it
+        self.index = Index()
+        self.tree_packs = TreePacks(storage)
+        self._index_loaded = False
+        self.torn_objects: set[str] = set()  # empty objects left by writers killed mid-PUT
+
+    # -- creation and opening -----------------------------------------------------------------
+
+    @classmethod
+    def init(
+        cls,
+        storage: Storage,
+        passphrase: Secret,
+        *,
+        chunker: ChunkerParams | None = None,
+        pack_size: int = DEFAULT_PACK_SIZE,
+        zstd_level: int = DEFAULT_ZSTD_LEVEL,
+        object_lock: ObjectLockPolicy | None = None,
+    ) -> tuple[Repository, str]:
+        """Create a repository; returns it and the recovery key text (shown once, never stored)."""
+        if object_lock is not None:
+            if object_lock.mode not in LOCK_MODES or object_lock.days < 1:
+                raise UsageError(
+                    "object lock needs a mode (governance or compliance) and days >= 1"
+                )
+            if not storage.supports_object_lock():
+                raise UsageError(
+                    f"{storage.location()} cannot hold locked objects: Object Lock needs an S3 "
+                    "bucket created with Object Lock enabled"
+                )
+        if _exists(storage):
+            raise UsageError(f"a repository already exists at {storage.location()}")
+        if any(True for _ in storage.list("")):
+            raise UsageError(
+                f"{storage.location()} is not empty but holds no complete repository "
+                "(an interrupted init?); choose an empty location or empty this one"
+            )
+        master = crypto.random_key()
+        keyring = Keyring.create(master)
+        config = Config(
+            ids.new_id(),
+            datetime.now(UTC).isoformat(timespec="seconds"),
+            chunker or ChunkerParams(),
+            pack_size,
+            zstd_level,
+            object_lock,
+        )
+        master_keys = MasterKeyOnly(master)
+        repo = cls(storage, keyring, config, "")
+        repo.put(
+            layout.CONFIG,
+            sealing.seal(master_keys, sealing.Kind.CONFIG, "config", config.to_bytes()),
+            if_absent=True,
+        )
+        repo.put(
+            layout.KEYRING,
+            sealing.seal(master_keys, sealing.Kind.KEYRING, "keyring", keyring.to_bytes()),
+            if_absent=True,
+        )
+        repo.slot_id = repo.add_slot(passphrase).id
+        recovery_text, recovery_material = new_recovery_key()
+        repo.add_slot(Secret("recovery", recovery_material))
+        # `version` last: a repository without it is an interrupted init, not a repository.
+        repo.put(layout.VERSION, layout.VERSION_TEXT, if_absent=True)
+        return repo, recovery_text
+
+    @classmethod
+    def open(cls, storage: Storage, secret: Secret) -> Repository:
+        try:
+            version = storage.get(layout.VERSION)
+        except ObjectNotFound:
+            raise _no_version(storage) from None
+        if version != layout.VERSION_TEXT:
+            raise VaultError(
+                f"the `version` object at {storage.location()} does not name a format this vault "
+                "reads (damaged, or written by a newer vault)"
+            )
+        masters = _unlock(storage, secret)
+        keyring_blob = storage.get(layout.KEYRING)
+        config_blob = storage.get(layout.CONFIG)
+        # Normally one slot opens; during (or after an interrupted) master-key rotation the
+        # same secret may open an old and a new slot: the master that opens the keyring wins.
+        for master, slot_id in masters:
+            try:
+                keyring_payload = _open_master_object(master, sealing.Kind.KEYRING, keyring_blob)
+            except IntegrityError:
+                continue
+            keyring = Keyring.from_bytes(master, keyring_payload)
+            config = Config.from_bytes(_open_config(masters, master, config_blob))
+            return cls(storage, keyring, config, slot_id)
+        raise IntegrityError(
+            "the keyring does not open with the master key of any slot this secret opens "
+            "(corrupt keyring, or an interrupted master-key rotation by another secret)",
+            key=layout.KEYRING,
+        )
+
+    # -- slots ----------------------------------------------------------------------------------
+
+    def slots(self) -> list[KeySlot]:
+        return [
+            KeySlot.from_bytes(layout.id_of(info.key), self.storage.get(info.key))
+            for info in self.storage.list(layout.KEYS)
+        ]
+
+    def add_slot(self, secret: Secret) -> KeySlot:
+        slot_id = ids.new_id()
+        slot = make_slot(slot_id, secret, self.keyring.master_key)
+        stored = slot.to_bytes()
+        self.put(layout.key_slot(slot_id), stored, if_absent=True)
+        host, now = socket.gethostname(), datetime.now(UTC).isoformat(timespec="seconds")
+        # The slot's digest under the master key: `check` can then tell a damaged slot it
+        # cannot open (no secret for it) from an intact one.
+        digest = hashlib.sha256(stored).hexdigest()
+        self._save_slot_info(slot_id, {"created_host": host, "created": now, "slot_sha256": digest})
+        return slot
+
+    def remove_slot(self, slot_id: str) -> None:
+        self.storage.delete(layout.key_slot(slot_id))
+        self.storage.delete(layout.slot_info(slot_id))
+
+    # Slot usage lives in a separate sealed object, not in the plaintext slot: host names say
+    # which practice machine holds which key, and a slot must never be rewritten just to log.
+
+    def slot_info(self, slot_id: str) -> dict[str, str]:
+        try:
+            payload = self.open_object(sealing.Kind.SLOT_INFO, layout.slot_info(slot_id))
+            info = json.loads(payload)
+        except (ObjectNotFound, IntegrityError, ValueError):
+            return {}
+        return {str(k): str(v) for k, v in info.items()} if isinstance(info, dict) else {}
+
+    def _save_slot_info(self, slot_id: str, info: dict[str, str]) -> None:
+        payload = json.dumps(info, sort_keys=True).encode()
+        self.put(layout.slot_info(slot_id), self.seal(sealing.Kind.SLOT_INFO, slot_id, payload))
+
+    def record_slot_use(self, *, hourly: bool = True) -> None:
+        """Note that this host used the slot that opened the repository (best effort: a
+        read-only credential or a storage hiccup must not fail the job)."""
+        now = datetime.now(UTC)
+        info = self.slot_info(self.slot_id)
+        last = info.get("last_used")
+        if hourly and last and now - datetime.fromisoformat(last) < timedelta(hours=1):
+            return
+        info.update(
+            last_used_host=socket.gethostname(), last_used=now.isoformat(timespec="seconds")
+        )
+        with contextlib.suppress(VaultError):
+            self._save_slot_info(self.slot_id, info)
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def put(self, key: str, data: bytes, *, if_absent: bool = False) -> None:
+        """Store an object of the repository, under Object Lock retention when configured."""
+        lock = self.config.object_lock
+        retention = lock.retention(datetime.now(UTC)) if lock else None
+        self.storage.put(key, data, if_absent=if_absent, retention=retention)
+
+    def save_keyring(self) -> None:
+        """Overwrite the keyring (sealed under the master key); callers hold an exclusive lock."""
+        self._save_master_object(sealing.Kind.KEYRING, layout.KEYRING, self.keyring.to_bytes())
+
+    def save_config(self) -> None:
+        self._save_master_object(sealing.Kind.CONFIG, layout.CONFIG, self.config.to_bytes())
+
+    def _save_master_object(self, kind: sealing.Kind, name: str, payload: bytes) -> None:
+        # The object id of config and keyring is their name.
+        keys = MasterKeyOnly(self.keyring.master_key)
+        self.put(name, sealing.seal(keys, kind, name, payload))
+
+    def refresh_keyring(self) -> None:
+        """Re-read the keyring (after taking a lock): a rotation may have finished since open,
+        and nothing may be written under an epoch that was destroyed meanwhile."""
+        payload = _open_master_object(
+            self.keyring.master_key, sealing.Kind.KEYRING, self.storage.get(layout.KEYRING)
+        )
+        self.keyring = Keyring.from_bytes(self.keyring.master_key, payload)
+
+    # -- sealed objects ---------------------------------------------------------------------
+
+    def seal(self, kind: sealing.Kind, object_id: str, payload: bytes, level: int = 0) -> bytes:
+        return sealing.seal(self.keyring, kind, object_id, payload, compress_level=level)
+
+    def open_object(self, kind: sealing.Kind, key: str) -> bytes:
+        return sealing.open_sealed(
+            self.keyring, kind, layout.id_of(key), self.storage.get(key), name=key
+        )
+
+    def chunker(self) -> Chunker:
+        return Chunker(self.config.chunker, self.keyring.chunker_seed)
+
+    def blob_id(self, data: bytes | memoryview, blob_type: BlobType) -> bytes:
+        """The keyed id of a blob. Trees use a key derived for trees, so a file whose bytes
+        happen to equal a tree's serialization can never be mistaken for (or deduplicated
+        against) that tree."""
+        return crypto.mac(self.keyring.blob_id_key(blob_type.value), data)
+
+    # -- index ----------------------------------------------------------------------------------
+
+    def load_index(self) -> Index:
+        if self._index_loaded:
+            return self.index
+        for info in self.storage.list(layout.INDEX):
+            if sealing.is_torn(info.size):
+                # An interrupted write: no snapshot can depend on it (snapshots are written
+                # only after their index is durable). check reports it; prune removes it.
+                self.torn_objects.add(info.key)
+                continue
+            payload = self.open_object(sealing.Kind.INDEX, info.key)
+            for pack, entries in decode(payload, name=info.key):
+                self.index.load_pack(pack, entries)
+        self.index.freeze()
+        self._index_loaded = True
+        if len(self.index) >= _TRIM_AFTER_BLOBS:
+            _return_free_heap()
+        return self.index
+
+    def forget_index(self) -> None:
+        """Drop the loaded index (after index objects were replaced)."""
+        self.index = Index()
+        self._index_loaded = False
+
+    def index_objects(self) -> list[str]:
+        keys = []
+        for info in self.storage.list(layout.INDEX):
+            if sealing.is_torn(info.size):
+                self.torn_objects.add(info.key)
+            keys.append(info.key)
+        return keys
+
+    # -- blobs ----------------------------------------------------------------------------------
+
+    def read_blob(self, blob_id: bytes) -> bytes:
+        location = self.index.lookup(blob_id)
+        if location is None:
+            raise IntegrityError(f"blob {blob_id.hex()} is not in the index")
+        return self.read_located(location)
+
+    def read_located(self, location: Location) -> bytes:
+        name = layout.pack(location.pack.id)
+        entry = location.entry
+        sealed = self.storage.get(name, offset=entry.offset, length=entry.length)
+        return open_blob(
+            self.pack_key(location.pack.id, location.pack.epoch, location.pack.salt),
+            entry,
+            sealed,
+            pack_name=name,
+        )
+
+    def pack_key(self, pack_id: str, epoch: int, salt: bytes) -> crypto.Aead:
+        try:
+            epoch_key = self.keyring.epoch_key(epoch)
+        except KeyError:
+            raise IntegrityError(
+                f"{layout.pack(pack_id)} is sealed under key epoch {epoch}, which this keyring "
+                "does not hold (destroyed or unknown)"
+            ) from None
+        return pack_key(epoch_key, salt, pack_id)
+
+    def load_tree(self, tree_id: str) -> Tree:
+        blob_id = bytes.fromhex(tree_id)
+        location = self.index.lookup(blob_id)
+        if location is None or location.entry.type != BlobType.TREE:
+            raise IntegrityError(f"tree {tree_id[:16]} is missing from the index")
+        pack, entry = location.pack, location.entry
+        data = open_blob(
+            self.pack_key(pack.id, pack.epoch, pack.salt),
+            entry,
+            self.tree_packs.sealed_blob(pack.id, entry.offset, entry.length),
+            pack_name=layout.pack(pack.id),
+        )
+        if not crypto.constant_time_equal(self.blob_id(data, BlobType.TREE), blob_id):
+            raise IntegrityError(f"tree {tree_id[:16]} does not match its id")
+        try:
+            return Tree.from_bytes(data)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise IntegrityError(f"tree {tree_id[:16]} is malformed: {exc}") from None
+
+    # -- snapshots ------------------------------------------------------------------------------
+
+    def snapshot_ids(self) -> list[str]:
+        ids_found = []
+        for info in self.storage.list(layout.SNAPSHOTS):
+            if sealing.is_torn(info.size):
+                self.torn_objects.add(info.key)  # an interrupted snapshot write: no snapshot
+                continue
+            ids_found.append(layout.id_of(info.key))
+        return ids_found
+
+    def load_snapshot(self, snapshot_id: str) -> Snapshot:
+        key = layout.snapshot(snapshot_id)
+        payload = self.open_object(sealing.Kind.SNAPSHOT, key)
+        try:
+            return Snapshot.from_bytes(snapshot_id, payload)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise IntegrityError(f"{key} is malformed: {exc}", key=key) from None
+
+    def snapshots(self) -> list[Snapshot]:
+        found = []
+        for snapshot_id in self.snapshot_ids():
+            try:
+                found.append(self.load_snapshot(snapshot_id))
+            except ObjectNotFound:
+                continue  # listed, then forgotten by another client before it was read
+        return sorted(found, key=lambda s: (s.time, s.id))
+
+    def save_snapshot(self, snapshot: Snapshot) -> None:
+        key = layout.snapshot(snapshot.id)
+        self.put(
+            key,
+            self.seal(
+                sealing.Kind.SNAPSHOT, snapshot.id, snapshot.to_bytes(), self.config.zstd_level
+            ),
+            if_absent=True,
+        )
+
+    # -- catalogs -------------------------------------------------------------------------------
+
+    def save_catalog(self, snapshot_id: str, catalog: Catalog) -> None:
+        blob = self.seal(
+            sealing.Kind.CATALOG, snapshot_id, catalog.to_bytes(), self.config.zstd_level
+        )
+        self.put(layout.catalog(snapshot_id), blob, if_absent=True)
+
+    def load_catalog(self, snapshot: Snapshot) -> Catalog | None:
+        """The snapshot's study catalog; None for snapshots made before catalogs existed."""
+        if not snapshot.catalog:
+            return None
+        key = layout.catalog(snapshot.catalog)
+        payload = self.open_object(sealing.Kind.CATALOG, key)
+        try:
+            return Catalog.from_bytes(payload)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise IntegrityError(f"{key} is malformed: {exc}", key=key) from None
+
+    def find_snapshot(self, ref: str) -> Snapshot:
+        """'latest', a full id, or a unique id prefix."""
+        if ref == "latest":
+            all_snapshots = self.snapshots()
+            if not all_snapshots:
+                raise UsageError("the repository has no snapshots yet")
+            return all_snapshots[-1]
+        matches = [s for s in self.snapshot_ids() if s.startswith(ref.lower())] if ref else []
+        if not matches:
+            raise UsageError(f"no snapshot matches {ref!r}")
+        if len(matches) > 1:
+            raise UsageError(f"snapshot prefix {ref!r} is ambiguous ({len(matches)} match)")
+        return self.load_snapshot(matches[0])
+
+    def program_version(self) -> str:
+        return __version__
+
+
+def _open_master_object(master: bytes, kind: sealing.Kind, blob: bytes) -> bytes:
+    name = layout.KEYRING if kind == sealing.Kind.KEYRING else layout.CONFIG
+    return sealing.open_sealed(MasterKeyOnly(master), kind, name, blob, name=name)
+
+
+def _open_config(masters: list[tuple[bytes, str]], first: bytes, blob: bytes) -> bytes:
+    ordered = [first] + [m for m, _ in masters if m != first]
+    for master in ordered[:-1]:
+        try:
+            return _open_master_object(master, sealing.Kind.CONFIG, blob)
+        except IntegrityError:
+            continue
+    return _open_master_object(ordered[-1], sealing.Kind.CONFIG, blob)
+
+
+def _unlock(storage: Storage, secret: Secret) -> list[tuple[bytes, str]]:
+    """(master key, slot id) for every slot `secret` opens; WrongKey when none does."""
+    # A damaged or unknown slot must not lock out the holders of the other slots.
+    damaged = 0
+    opened = []
+    for info in storage.list(layout.KEYS):
+        try:
+            slot = KeySlot.from_bytes(layout.id_of(info.key), storage.get(info.key))
+            master = open_slot(slot, secret)
+        except (IntegrityError, ObjectNotFound, KeyError, ValueError, TypeError):
+            damaged += 1
+            continue
+        if master is not None:
+            opened.append((master, slot.id))
+    if opened:
+        return opened
+    what = {"passphrase": "passphrase", "recovery": "recovery key", "keyfile": "key file"}[
+        secret.kind
+    ]
+    note = f" ({damaged} key slot(s) could not be read)" if damaged else ""
+    raise WrongKey(f"the {what} given does not open the repository at {storage.location()}{note}")
+
+
+def _no_version(storage: Storage) -> RepositoryNotFound:
+    try:
+        storage.stat(layout.CONFIG)
+    except VaultError:
+        return RepositoryNotFound(
+            f"no vault repository at {storage.location()} (run `vault init` to create one)"
+        )
+    return RepositoryNotFound(
+        f"{storage.location()} holds a repository's config but no `version` object (deleted, "
+        f"or an interrupted init); it is the one line {layout.VERSION_TEXT.decode().strip()!r}"
+    )
+
+
+def ensure_exists(storage: Storage) -> None:
+    if not _exists(storage):
+        raise _no_version(storage)

@@ -1,0 +1,1 @@
+"""What a backup reads (file trees; dumps, PACS later). May import dicom, format, policy, below."""
