@@ -29,7 +29,7 @@ from vault.format.paths import display, inside_include, normalize
 from vault.format.snapshot import Snapshot
 from vault.format.tree import DIR, FILE, SYMLINK
 from vault.jobs.backup import BackupOptions, BackupResult, backup
-from vault.jobs.restore import RestoreOptions, restore, walk
+from vault.jobs.restore.restorer import RestoreOptions, restore, walk
 from vault.jobs.studies import StudyFilter, parse_date, select_studies
 from vault.repo import lock
 from vault.units import human_bytes

@@ -31,7 +31,7 @@ from vault.errors import UsageError, VaultError
 from vault.format import crypto, layout, sealing
 from vault.format.snapshot import Snapshot
 from vault.format.tree import FILE
-from vault.jobs.restore import RestoreOptions, restore, walk
+from vault.jobs.restore.restorer import RestoreOptions, restore, walk
 from vault.policy.files import DrillPolicy
 from vault.progress import NoProgress, Progress
 from vault.repo import chain

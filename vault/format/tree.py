@@ -2,6 +2,11 @@
 
 Names are bytes on disk. A name that is valid UTF-8 is stored as "name"; any other is stored
 as "name_b64" so it survives byte for byte. Hashes and chunk ids are lowercase hex.
+
+A tree that a file system could not have produced does not decode: an unsafe name (empty, ".",
+"..", or holding "/" or NUL), two entries of one name, a mode outside the permission bits, a
+negative owner or size, a malformed id. Such a tree was crafted (or damaged), and what it would
+make a restore do is never tried; `check` reports it as damage.
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ import functools
 import json
 from dataclasses import dataclass, field
 from typing import Any
+
+from vault.format.paths import is_safe_name
 
 FILE = "file"
 DIR = "dir"
@@ -65,7 +72,7 @@ class Node:
     def from_json(cls, data: dict[str, Any]) -> Node:
         if data["type"] not in (FILE, DIR, SYMLINK):
             raise ValueError(f"unknown node type {data['type']!r}")
-        return cls(
+        node = cls(
             name=_read_bytes_field(data, "name"),
             type=str(data["type"]),
             mode=int(data["mode"]),
@@ -81,6 +88,25 @@ class Node:
             link_target=_read_bytes_field(data, "link_target") if data["type"] == SYMLINK else b"",
             unstable=bool(data.get("unstable", False)),
         )
+        node.validate()
+        return node
+
+    def validate(self) -> None:
+        """ValueError unless this entry is one a file system could hold."""
+        if not is_safe_name(self.name):
+            raise ValueError(f"unsafe entry name {self.display_name!r}")
+        if not 0 <= self.mode <= 0o7777:
+            raise ValueError(f"{self.display_name!r}: mode {self.mode:o} is not permission bits")
+        if min(self.uid, self.gid, self.size, self.mtime_ns + (1 << 62)) < 0:
+            raise ValueError(f"{self.display_name!r}: negative owner, size or time")
+        if self.type == DIR and not _is_hex_id(self.subtree):
+            raise ValueError(f"{self.display_name!r}: malformed subtree id")
+        if self.type == FILE and not (
+            all(_is_hex_id(c) for c in self.chunks) and _is_hex_id(self.sha256)
+        ):
+            raise ValueError(f"{self.display_name!r}: malformed chunk id or hash")
+        if self.type == SYMLINK and (not self.link_target or b"\0" in self.link_target):
+            raise ValueError(f"{self.display_name!r}: empty or NUL-holding link target")
 
 
 @dataclass(frozen=True)
@@ -97,7 +123,13 @@ class Tree:
         doc = json.loads(data)
         if doc.get("version") != 1:
             raise ValueError(f"unsupported tree version {doc.get('version')!r}")
-        return cls(tuple(Node.from_json(n) for n in doc["nodes"]))
+        nodes = tuple(Node.from_json(n) for n in doc["nodes"])
+        seen: set[bytes] = set()
+        for node in nodes:
+            if node.name in seen:
+                raise ValueError(f"two entries named {node.display_name!r}")
+            seen.add(node.name)
+        return cls(nodes)
 
     @functools.cached_property
     def _by_name(self) -> dict[bytes, Node]:
@@ -106,6 +138,13 @@ class Tree:
     def get(self, name: bytes) -> Node | None:
         # A backup asks once per entry: a dict, not a scan (600-slice series directories).
         return self._by_name.get(name)
+
+
+_HEX = frozenset("0123456789abcdef")
+
+
+def _is_hex_id(text: str) -> bool:
+    return len(text) == 64 and _HEX.issuperset(text)
 
 
 def _bytes_field(key: str, value: bytes) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from vault.dicom.catalog import Study
 from vault.dicom.deidentify import Deidentifier, is_photo, read
 from vault.errors import UsageError, VaultError
 from vault.format.snapshot import Snapshot
-from vault.jobs.restore import RestoreOptions, restore
+from vault.jobs.restore.restorer import RestoreOptions, restore
 from vault.repo.repository import Repository
 
 PIXEL_WARNING = (

@@ -5,15 +5,16 @@ blobs (nearby blobs are merged into one request), by a pool of threads; every ch
 authenticated by GCM and its id recomputed, then written at its offsets with pwrite (a chunk of
 zeros is not written: files are created at full size, so sparse files come back sparse). Metadata
 (modes, owners, mtimes) is applied after the content, directories last, deepest first.
-Names that could escape the target are refused; existing files are not overwritten unless
-asked.
+Everything is written through `Target` (directory descriptors, nothing below the target
+followed: vault.jobs.restore.target); trees whose names could escape a directory never decode.
+Existing files are not overwritten unless asked.
 """
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import os
+import stat
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -28,6 +29,7 @@ from vault.format.pack import BlobType, open_blob
 from vault.format.paths import IncludeMatcher, display, is_safe_name, normalize
 from vault.format.snapshot import Snapshot
 from vault.format.tree import DIR, FILE, SYMLINK, Node
+from vault.jobs.restore.target import FileId, Target, UnsafeTarget
 from vault.progress import NoProgress, Progress
 from vault.repo.repository import Repository
 
@@ -104,73 +106,78 @@ def restore(
         raise UsageError(
             f"nothing in snapshot {snapshot.id[:8]} matches {', '.join(options.includes)}"
         )
-    target = options.target.absolute()
-    _check_target(target, items, options.overwrite)
-    target.mkdir(parents=True, exist_ok=True)
+    with Target(options.target.absolute()) as target:
+        _check_target(target, items, options.overwrite)
+        _write_items(repo, target, items, result, progress, options)
+    return result
 
+
+def _rel(item: _Item) -> bytes:
+    """An item's path below the target (snapshot paths are absolute)."""
+    return item.path[1:]
+
+
+def _write_items(
+    repo: Repository,
+    target: Target,
+    items: list[_Item],
+    result: RestoreResult,
+    progress: Progress,
+    options: RestoreOptions,
+) -> None:
     files = [i for i in items if i.node.type == FILE]
     for item in items:
-        dest = _dest(target, item.path)
         if item.node.type == DIR:
-            os.makedirs(dest, mode=0o700, exist_ok=True)
+            target.make_dir(_rel(item))
             result.dirs += 1
     progress.start("restore", sum(i.node.size for i in files))
-    _fetch_and_write(repo, target, files, result, progress, options.overwrite)
+    file_ids = _fetch_and_write(repo, target, files, result, progress, options.overwrite)
     progress.finish()
     for item in items:
         if item.node.type == SYMLINK:
-            dest = _dest(target, item.path)
-            if options.overwrite and os.path.lexists(dest):
-                os.unlink(dest)
-            os.symlink(item.node.link_target, dest)
+            target.symlink(_rel(item), item.node.link_target, options.overwrite)
             result.symlinks += 1
     failed = {p for p, _ in result.problems}
-    for item in files:
+    for number, item in enumerate(files):
         if display(item.path) in failed:
             continue
         result.files += 1
         result.bytes += item.node.size
         if options.verify:
-            _verify(_dest(target, item.path), item, result)
+            _verify(target, item, file_ids[number], result)
+    for number, item in enumerate(files):
+        target.apply_metadata(_rel(item), item.node, file_ids[number])
     for item in items:
-        if item.node.type != DIR:
-            _apply_metadata(_dest(target, item.path), item.node)
+        if item.node.type == SYMLINK:
+            target.apply_metadata(_rel(item), item.node)
     for item in sorted((i for i in items if i.node.type == DIR), key=lambda i: -i.path.count(b"/")):
-        _apply_metadata(_dest(target, item.path), item.node)
-    return result
+        target.apply_metadata(_rel(item), item.node)
 
 
-def _dest(target: Path, snapshot_path: bytes) -> bytes:
-    return os.fsencode(target) + snapshot_path
-
-
-def _check_target(target: Path, items: list[_Item], overwrite: bool) -> None:
-    if target.exists() and not target.is_dir():
-        raise UsageError(f"restore target {target} exists and is not a directory")
-    if overwrite or not target.exists():
+def _check_target(target: Target, items: list[_Item], overwrite: bool) -> None:
+    """Refuse before writing anything: a directory of the snapshot that exists in the target
+    as something else (a planted symlink, a file), and without overwrite any existing name."""
+    if target.fresh:
         return
-    clashes = [i for i in items if i.node.type != DIR and os.path.lexists(_dest(target, i.path))]
+    clashes = []
+    for item in items:
+        st = target.lstat(_rel(item))
+        if st is None:
+            continue
+        if item.node.type == DIR:
+            if not stat.S_ISDIR(st.st_mode):
+                what = "a symlink" if stat.S_ISLNK(st.st_mode) else "not a directory"
+                raise UnsafeTarget(
+                    f"restore target: {target.where(_rel(item))} is {what}; refusing to "
+                    "restore through it (move it away and run the restore again)"
+                )
+        elif not overwrite:
+            clashes.append(item)
     if clashes:
         raise UsageError(
-            f"refusing to overwrite {len(clashes)} existing file(s) in {target} "
+            f"refusing to overwrite {len(clashes)} existing file(s) in {target.root} "
             f"(first: {display(clashes[0].path)}); pass --overwrite to replace them"
         )
-
-
-def _create_file(dest: bytes, size: int, overwrite: bool) -> int:
-    """A new file of `size` bytes (holes until written), open for writing."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)
-    if not overwrite:
-        flags |= os.O_EXCL
-    elif os.path.islink(dest):
-        os.unlink(dest)
-    fd = os.open(dest, flags, 0o600)
-    try:
-        os.ftruncate(fd, size)
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
 
 
 class _Outputs:
@@ -180,11 +187,11 @@ class _Outputs:
 
     MAX_OPEN = 512
 
-    def __init__(self, dests: list[bytes], sizes: list[int], overwrite: bool) -> None:
-        self.dests, self.sizes, self.overwrite = dests, sizes, overwrite
-        self.remaining = [0] * len(dests)
+    def __init__(self, target: Target, rels: list[bytes], sizes: list[int], overwrite: bool):
+        self.target, self.rels, self.sizes, self.overwrite = target, rels, sizes, overwrite
+        self.remaining = [0] * len(rels)
         self.fds: dict[int, int] = {}
-        self.created: set[int] = set()
+        self.file_ids: dict[int, FileId] = {}
         self._locks = [threading.Lock() for _ in range(64)]
         self._table = threading.Lock()
 
@@ -194,20 +201,27 @@ class _Outputs:
     def write(self, number: int, data: bytes, offset: int) -> None:
         try:
             self._write(number, data, offset)
+        except UnsafeTarget:
+            raise
         except OSError as exc:
             # A full or read-only target: one clear error naming the file, not a bare errno.
-            where = os.fsdecode(self.dests[number])
+            where = self.target.where(self.rels[number])
             raise VaultError(f"cannot write {where}: {exc.strerror or exc}") from None
+
+    def _open(self, number: int) -> int:
+        file_id = self.file_ids.get(number)
+        if file_id is not None:
+            return self.target.reopen_file(self.rels[number], file_id)
+        fd, self.file_ids[number] = self.target.create_file(
+            self.rels[number], self.sizes[number], self.overwrite
+        )
+        return fd
 
     def _write(self, number: int, data: bytes, offset: int) -> None:
         with self._locks[number % 64]:
             fd = self.fds.get(number)
             if fd is None:
-                if number in self.created:
-                    fd = os.open(self.dests[number], os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0))
-                else:
-                    fd = _create_file(self.dests[number], self.sizes[number], self.overwrite)
-                    self.created.add(number)
+                fd = self._open(number)
                 with self._table:
                     self.fds[number] = fd
             if not _all_zero(data):  # the file was made at full size: zeros stay a hole
@@ -218,25 +232,27 @@ class _Outputs:
                     del self.fds[number]
                 os.close(fd)
 
-    def finish(self) -> None:
+    def finish(self) -> dict[int, FileId]:
         """Close what is still open; create every file no chunk reached (empty files, and
         files whose chunks failed: they exist at their size, and are reported)."""
         for fd in list(self.fds.values()):
             os.close(fd)
         self.fds.clear()
-        for number in range(len(self.dests)):
-            if number not in self.created:
-                os.close(_create_file(self.dests[number], self.sizes[number], self.overwrite))
+        for number in range(len(self.rels)):
+            if number not in self.file_ids:
+                os.close(self._open(number))
+        return self.file_ids
 
 
 def _fetch_and_write(
     repo: Repository,
-    target: Path,
+    target: Target,
     files: list[_Item],
     result: RestoreResult,
     progress: Progress,
     overwrite: bool,
-) -> None:
+) -> dict[int, FileId]:
+    """Write every file's content; returns the id of each file created, by number."""
     # pack id -> blob id -> [(file index, offset in file)]
     plan: dict[str, dict[bytes, list[tuple[int, int]]]] = defaultdict(lambda: defaultdict(list))
     locations: dict[bytes, Location] = {}
@@ -253,9 +269,7 @@ def _fetch_and_write(
             locations[blob_id] = location
             plan[location.pack.id][blob_id].append((number, offset))
             offset += location.entry.raw_length
-    outputs = _Outputs(
-        [_dest(target, f.path) for f in files], [f.node.size for f in files], overwrite
-    )
+    outputs = _Outputs(target, [_rel(f) for f in files], [f.node.size for f in files], overwrite)
     for wanted in plan.values():
         for places in wanted.values():
             for number, _ in places:
@@ -305,7 +319,8 @@ def _fetch_and_write(
                 for number, message in failures:
                     result.problems.append((display(files[number].path), message))
     finally:
-        outputs.finish()
+        file_ids = outputs.finish()
+    return file_ids
 
 
 def _ranges(entries: list[Location]) -> Iterator[list[Location]]:
@@ -334,9 +349,10 @@ def _pwrite(fd: int, data: bytes, offset: int) -> None:
         offset += written
 
 
-def _verify(dest: bytes, item: _Item, result: RestoreResult) -> None:
+def _verify(target: Target, item: _Item, file_id: FileId, result: RestoreResult) -> None:
     sha = hashlib.sha256()
-    with open(dest, "rb") as handle:
+    fd = target.reopen_file(_rel(item), file_id, os.O_RDONLY)
+    with open(fd, "rb", closefd=True) as handle:
         while block := handle.read(1 << 20):
             sha.update(block)
     if sha.hexdigest() == item.node.sha256:
@@ -345,15 +361,3 @@ def _verify(dest: bytes, item: _Item, result: RestoreResult) -> None:
         result.problems.append(
             (display(item.path), "restored content does not match the recorded SHA-256")
         )
-
-
-def _apply_metadata(dest: bytes, node: Node) -> None:
-    is_link = node.type == SYMLINK
-    try:
-        os.chown(dest, node.uid, node.gid, follow_symlinks=False)
-    except OSError as exc:
-        if exc.errno not in (errno.EPERM, errno.EINVAL):
-            raise
-    if not is_link:
-        os.chmod(dest, node.mode)
-    os.utime(dest, ns=(node.mtime_ns, node.mtime_ns), follow_symlinks=not is_link)
