@@ -18,6 +18,7 @@ from tests.repos import RepoHandle
 from tests.treecompare import describe_tree
 from tests.waiting import Changes, wait_until
 from vault.format.config import ObjectLockPolicy
+from vault.jobs.backup import BackupOptions, backup
 from vault.jobs.prune import prune
 from vault.repo.keys import Secret
 from vault.repo.repository import Repository
@@ -69,11 +70,37 @@ def test_prune_removes_packs_an_interrupted_backup_left(
     tmp_path: Path, repo: RepoHandle, vault: RunCli, archive: Path
 ) -> None:
     vault("backup", "-r", repo, archive)
-    orphan = "data/ab/ab" + "0" * 62
-    repo.write(orphan, b"VLP1" + os.urandom(200))  # a pack no index names
+    before = set(repo.keys("data/"))
+    old_indexes = set(repo.keys("index/"))
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    (extra / "new.bin").write_bytes(os.urandom(MB))
+    # A run killed after uploading its packs, before its index and snapshot: packs no index
+    # names and nothing needs (the job itself, so no audit event vouches for the snapshot).
+    made = backup(repo.open(PASSWORD), BackupOptions((str(extra),))).snapshot
+    for key in set(repo.keys("index/")) - old_indexes:
+        repo.storage.delete(key)
+    repo.storage.delete(f"snapshots/{made.id}")
+    repo.storage.delete(f"catalog/{made.id}")
+    orphans = set(repo.keys("data/")) - before
+    assert orphans
     doc = vault("prune", "-r", repo, "--json").json()
-    assert doc["unindexed_packs_deleted"] == 1 and orphan not in repo.keys("data/")
+    assert doc["unindexed_packs_deleted"] == len(orphans)
+    assert doc["unindexed_packs_reindexed"] == 0
+    assert set(repo.keys("data/")) == before
     assert vault("check", "-r", repo, "--read-data").code == 0
+
+
+def test_prune_keeps_an_unindexed_object_it_cannot_read_and_says_so(
+    repo: RepoHandle, vault: RunCli, archive: Path
+) -> None:
+    vault("backup", "-r", repo, archive)
+    stranger = "data/ab/ab" + "0" * 62
+    repo.write(stranger, b"VLP1" + os.urandom(200))  # unindexed, and no trailer opens
+    done = vault("prune", "-r", repo)
+    assert done.code == 0, done.err
+    assert stranger in repo.keys("data/")
+    assert f"whose trailer cannot be read (first: {stranger}" in done.err
 
 
 @pytest.mark.parametrize("step", ["during-repack", "after-index", "during-deletes"])
@@ -120,7 +147,6 @@ def test_prune_never_deletes_a_locked_pack_and_reports_it(tmp_path: Path) -> Non
     repo, _ = Repository.init(
         storage, Secret.from_passphrase(PASSWORD), object_lock=ObjectLockPolicy("GOVERNANCE", 7)
     )
-    from vault.jobs.backup import BackupOptions, backup
 
     source = tmp_path / "s"
     source.mkdir()

@@ -256,9 +256,17 @@ def cmd_check(args: argparse.Namespace) -> int:
             f"{result.packs} packs{read}"
         )
         if result.torn_objects:
+            # An empty index object may be a lost one: harmless only when nothing a snapshot
+            # needs went missing with it (the findings say).
+            why = (
+                "harmless: nothing a snapshot needs is missing; prune removes them"
+                if result.ok
+                else "if the problems above name missing index entries, `vault repair index` "
+                "indexes their packs again"
+            )
             print(
-                f"{len(result.torn_objects)} empty object(s) left by interrupted uploads "
-                "(harmless; prune removes them)"
+                f"{len(result.torn_objects)} empty object(s) (interrupted uploads or lost "
+                f"writes: {', '.join(result.torn_objects[:3])}); {why}"
             )
         if result.unreferenced_packs and result.ok:
             print(

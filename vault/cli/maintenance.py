@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -119,6 +120,10 @@ def _prune_doc(result: PruneResult) -> dict[str, Any]:
         "packs_deleted": result.packs_deleted,
         "packs_repacked": result.packs_repacked,
         "unindexed_packs_deleted": result.unindexed_deleted,
+        "unindexed_packs_reindexed": result.unindexed_reindexed,
+        "unreadable_packs_kept": [
+            {"object": key, "problem": problem} for key, problem in result.unreadable_kept
+        ],
         "bytes_freed": result.bytes_freed,
         "bytes_rewritten": result.bytes_rewritten,
         "locked_packs_left": result.locked_packs,
@@ -137,6 +142,20 @@ def _print_prune(result: PruneResult) -> None:
         print(
             f"prune: left {result.locked_packs} pack(s) ({human_bytes(result.locked_bytes)}) "
             "under Object Lock retention; they go once it ends"
+        )
+    if result.unindexed_reindexed:
+        verb = "would index" if result.dry_run else "indexed"
+        print(
+            f"prune: {verb} {result.unindexed_reindexed} pack(s) again that no index named but "
+            "snapshots need (an index object was lost or cut short); `vault check` confirms"
+        )
+    if result.unreadable_kept:
+        key, problem = result.unreadable_kept[0]
+        print(
+            f"vault: warning: kept {len(result.unreadable_kept)} pack(s) that no index names "
+            f"and whose trailer cannot be read (first: {key}: {problem}); `vault repair index` "
+            "and `vault check` say more",
+            file=sys.stderr,
         )
 
 

@@ -17,6 +17,7 @@ from vault.cli.support import (
     request_stats,
     usage,
 )
+from vault.errors import UsageError
 from vault.jobs.check.checker import check
 from vault.jobs.forget import remove_snapshots
 from vault.jobs.repair import repair_index
@@ -119,6 +120,14 @@ def cmd_repair_snapshots(args: argparse.Namespace) -> int:
         )
         wanted = {repo.find_snapshot(ref).id for ref in args.snapshots}
         damaged = {s for s in checked.lost if not wanted or s in wanted}
+        if damaged and checked.unreferenced_packs:
+            # Files whose packs are only unindexed (a lost index object) are not lost: copying
+            # the snapshots without them, and forgetting the originals, would lose them.
+            raise UsageError(
+                f"{checked.unreferenced_packs} pack(s) are named by no index, so files they hold "
+                "would count as lost; run `vault repair index` first, then repair snapshots "
+                "again (nothing was changed)"
+            )
         repaired = repair_snapshots(
             repo, repo.snapshots(), damaged, checked.usable(repo.index), dry_run=args.dry_run
         )

@@ -1,11 +1,15 @@
 """The prune job: reclaim the space of data no snapshot needs, without ever losing what one does.
 
 Under an exclusive lock:
-1. find every blob reachable from a snapshot (any unreadable snapshot or tree aborts prune);
+1. prove that the index names every blob reachable from a snapshot (vault.repo.coverage): packs
+   no index names have their trailers read, those holding needed blobs are indexed again, and
+   prune stops before deleting anything if a needed blob is in no pack, or a snapshot or tree
+   cannot be read. A lost index object never turns into lost data;
 2. classify packs: fully unused → delete; mostly unused (more than REPACK_THRESHOLD of their
-   bytes) → copy their used blobs into new packs, then delete; packs that no index names
-   (left by interrupted backups) → delete; packs under Object Lock retention are left alone and
-   reported;
+   bytes) → copy their used blobs into new packs, then delete; packs that no index names and
+   whose trailer shows nothing needed (left by interrupted backups) → delete; unindexed packs
+   whose trailer cannot be read are kept and reported; packs under Object Lock retention are
+   left alone and reported;
 3. write order: new packs and their index first, then one consolidated index naming every kept
    pack, then delete the old index objects, and only then the packs. A kill at any point leaves
    every needed blob in a durable, indexed pack; what it leaves behind is garbage the next prune
@@ -17,13 +21,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from vault.errors import ObjectNotFound
+from vault.errors import DAMAGE, ObjectNotFound
 from vault.format import layout
 from vault.format.index import PackInfo
 from vault.format.pack import PackEntry
 from vault.progress import NoProgress, Progress
 from vault.repo import index_store
-from vault.repo.reachability import referenced_blobs
+from vault.repo.coverage import incomplete, prove_indexed
 from vault.repo.repository import Repository
 from vault.repo.writer import BlobWriter
 
@@ -36,6 +40,8 @@ class PruneResult:
     packs_deleted: int = 0
     packs_repacked: int = 0
     unindexed_deleted: int = 0
+    unindexed_reindexed: int = 0  # packs no index named that snapshots need: indexed again
+    unreadable_kept: list[tuple[str, str]] = field(default_factory=list)  # unindexed, unread
     bytes_freed: int = 0
     bytes_rewritten: int = 0
     locked_packs: int = 0
@@ -52,13 +58,23 @@ def prune(
     progress: Progress | None = None,
 ) -> PruneResult:
     progress = progress or NoProgress()
-    needed = referenced_blobs(repo)
-    raw = index_store.load_raw(repo)
+    try:
+        raw = index_store.load_raw(repo)
+    except DAMAGE as exc:
+        raise incomplete(f"an index object cannot be read ({exc})") from None
+    sizes = {layout.id_of(i.key): i.size for i in repo.storage.list(layout.DATA)}
+    coverage = prove_indexed(repo, {pack.id for _, pack, _ in raw}, sizes, write=not dry_run)
+    needed = coverage.needed
+    # Rescued packs are indexed now (durably, unless a dry run): from here on they are packs
+    # like any other, kept for the blobs they hold.
+    rescue_key = layout.index(coverage.rescue_index) if coverage.rescue_index else "(dry run)"
+    raw += [(rescue_key, pack, entries) for pack, entries in coverage.rescued]
     locked_indexes = index_store.locked_index_objects(repo, now)
     # A pack named by an index object that cannot be deleted yet must stay with it.
     pinned = {pack.id for key, pack, _ in raw if key in locked_indexes}
-    sizes = {layout.id_of(i.key): i.size for i in repo.storage.list(layout.DATA)}
     result = PruneResult(packs_before=len(sizes), dry_run=dry_run)
+    result.unindexed_reindexed = len(coverage.rescued)
+    result.unreadable_kept = coverage.unreadable
 
     packs: dict[str, tuple[PackInfo, list[PackEntry]]] = {}
     for _, pack, entries in raw:
@@ -82,7 +98,9 @@ def prune(
         elif unused > REPACK_THRESHOLD * (used + unused):
             repack.add(pack_id)
             unused_in[pack_id] = unused
-    unindexed = {p for p in sizes if p not in packs}
+    # Only unindexed packs whose trailer was read and holds nothing needed, or too short to
+    # hold anything; never one that could not be read.
+    unindexed = {pack.id for pack, _ in coverage.unneeded} | set(coverage.empty)
 
     def locked(pack_id: str) -> bool:
         if pack_id in pinned:

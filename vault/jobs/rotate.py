@@ -3,6 +3,8 @@
 - `rotate_epoch`: a new current epoch; nothing is rewritten.
 - `reencrypt`: rewrite every object sealed under the epochs being retired, then destroy their
   keys. Steps, each idempotent so an interrupted run (even SIGKILL) resumes where it stopped:
+    0. prove that the index names every blob a snapshot needs, re-indexing the packs of a lost
+       index object (vault.repo.coverage), or stop before anything is rewritten;
     1. mark the epochs `retiring` (rotating first if the current epoch is among them);
     2. copy the blobs of every retiring pack into new packs under the current epoch (new packs
        are durable and indexed before anything is deleted);
@@ -20,12 +22,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from vault.errors import IntegrityError, UsageError
+from vault.errors import DAMAGE, IntegrityError, UsageError
 from vault.format import crypto, layout, sealing
 from vault.format.index import PackInfo
 from vault.format.pack import PackEntry, parse_header
 from vault.progress import NoProgress, Progress
 from vault.repo import index_store
+from vault.repo.coverage import incomplete, prove_indexed
 from vault.repo.keys import ACTIVE, CURRENT, DESTROYED, RETIRING, Epoch, Secret, new_recovery_key
 from vault.repo.keyusage import sealed_objects
 from vault.repo.lock import Lock
@@ -85,6 +88,7 @@ def reencrypt(
     progress = progress or NoProgress()
     repo.refresh_keyring()
     targets, resumed = _choose_targets(repo, epoch)
+    _prove_indexed(repo)
     result = ReencryptResult(resumed=resumed)
     # Step 1: a fresh current epoch outside the targets, and the targets marked retiring.
     if repo.keyring.current_epoch in targets:
@@ -103,6 +107,19 @@ def reencrypt(
     repo.keyring.destroy(targets)
     repo.save_keyring()
     return result
+
+
+def _prove_indexed(repo: Repository) -> None:
+    """Every blob a snapshot needs must be indexed before packs are rewritten and keys
+    destroyed: a pack that a lost index object named would otherwise be deleted as a stray,
+    its key erased, and its data gone (vault.repo.coverage)."""
+    try:
+        raw = index_store.load_raw(repo)
+    except DAMAGE as exc:
+        raise incomplete(f"an index object cannot be read ({exc})") from None
+    sizes = {layout.id_of(i.key): i.size for i in repo.storage.list(layout.DATA)}
+    prove_indexed(repo, {pack.id for _, pack, _ in raw}, sizes, write=True)
+    repo.forget_index()  # reloaded with the rescued packs by the steps that follow
 
 
 def _rewrite_packs(
