@@ -39,9 +39,11 @@ sample_archive = _load_sample_module()
 
 
 @pytest.fixture(autouse=True)
-def _cheap_kdf(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The one test hook: new passphrase slots use a cheap Argon2id."""
+def _cheap_kdf(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The one test hook: new passphrase slots use a cheap Argon2id. Each test also gets its
+    own local record of the repositories it has seen (vault.repo.seen)."""
     monkeypatch.setenv("VAULT_TEST_FAST_KDF", "1")
+    monkeypatch.setenv("VAULT_STATE_DIR", str(tmp_path_factory.mktemp("vault-state")))
     for name in (
         "VAULT_REPO",
         "VAULT_PASSWORD_FILE",

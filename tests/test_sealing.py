@@ -26,6 +26,9 @@ class Keys:
     def epoch_key(self, epoch: int) -> bytes:
         return self.keys[epoch]
 
+    def missing_epoch(self, epoch: int) -> str:
+        return "which this test keyring does not hold"
+
 
 KEYS = Keys()
 OBJECT_ID = "5e" * 32
@@ -149,7 +152,7 @@ def test_object_sealed_under_an_unknown_epoch_is_rejected() -> None:
     newer = Keys(keys={**KEYS.keys, 7: b"\x77" * 32}, current_epoch=7)
     blob = seal(newer, Kind.INDEX, OBJECT_ID, b"payload")
     with pytest.raises(
-        IntegrityError, match="key epoch 7, which this keyring does not hold"
+        IntegrityError, match="key epoch 7, which this test keyring does not hold"
     ) as caught:
         open_sealed(KEYS, Kind.INDEX, OBJECT_ID, blob, name=NAME)
     assert NAME in str(caught.value)

@@ -50,6 +50,10 @@ class EpochKeys(Protocol):
 
     def epoch_key(self, epoch: int) -> bytes: ...
 
+    def missing_epoch(self, epoch: int) -> str:
+        """Why `epoch_key(epoch)` has no key, in words for an error message."""
+        ...
+
 
 def seal(
     keys: EpochKeys,
@@ -78,9 +82,7 @@ def open_sealed(keys: EpochKeys, kind: Kind, object_id: str, blob: bytes, *, nam
         epoch_key = keys.epoch_key(epoch)
     except KeyError:
         raise IntegrityError(
-            f"{name} is sealed under key epoch {epoch}, which this keyring does not hold "
-            "(destroyed or unknown)",
-            key=name,
+            f"{name} is sealed under key epoch {epoch}, {keys.missing_epoch(epoch)}", key=name
         ) from None
     key = crypto.subkey(epoch_key, salt, _info(kind))
     try:

@@ -41,6 +41,8 @@ class Snapshot:
     errors: tuple[str, ...] = ()
     program_version: str = ""
     catalog: str | None = None
+    # The keyring generation the backup ran under: a keyring older than this was rolled back.
+    keyring_generation: int = 0
 
     def to_bytes(self) -> bytes:
         doc: dict[str, Any] = {
@@ -56,6 +58,7 @@ class Snapshot:
             "errors": list(self.errors),
             "program_version": self.program_version,
             "catalog": self.catalog,
+            "keyring_generation": self.keyring_generation,
         }
         return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
 
@@ -77,4 +80,5 @@ class Snapshot:
             errors=tuple(doc.get("errors", ())),
             program_version=doc.get("program_version", ""),
             catalog=doc.get("catalog"),
+            keyring_generation=int(doc.get("keyring_generation", 0)),
         )

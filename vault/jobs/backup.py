@@ -488,6 +488,7 @@ def backup(
             errors=tuple(p.path for p in job.errors + job.unstable),
             program_version=repo.program_version(),
             catalog=snapshot_id,
+            keyring_generation=repo.keyring.generation,
         )
         repo.save_snapshot(snapshot)
         # Verification of success: the snapshot reads back and authenticates.

@@ -2,7 +2,9 @@
 
 It lives in the repository (not on the backup host) so that `status` run anywhere sees the last
 check, and a rotating read-data check continues where the last one stopped even after the
-backup server is replaced. Losing it is harmless: the rotation starts over.
+backup server is replaced. Losing it is harmless: the rotation starts over. Each save is one
+generation up, remembered by this machine (vault.repo.seen): a state put back from an older
+copy (an old PASS over a newer FAIL, for `status`) is ignored as if absent, never believed.
 """
 
 from __future__ import annotations
@@ -25,9 +27,19 @@ def load(repo: Repository, name: str) -> dict[str, Any] | None:
         return None
     except (VaultError, ValueError):
         return None  # damaged state only restarts a rotation; `check` reports the object
-    return doc if isinstance(doc, dict) else None
+    if not isinstance(doc, dict):
+        return None
+    generation = doc.get("generation", 0)
+    if not isinstance(generation, int) or generation < repo.seen.generation(layout.state(name)):
+        return None  # rolled back to an older copy
+    repo.seen.remember_generation(layout.state(name), generation)
+    return doc
 
 
 def save(repo: Repository, name: str, doc: dict[str, Any]) -> None:
-    payload = json.dumps(doc, sort_keys=True).encode()
-    repo.put(layout.state(name), repo.seal(sealing.Kind.STATE, name, payload))
+    key = layout.state(name)
+    previous = load(repo, name) or {}
+    generation = max(int(previous.get("generation", 0)), repo.seen.generation(key)) + 1
+    payload = json.dumps({**doc, "generation": generation}, sort_keys=True).encode()
+    repo.put(key, repo.seal(sealing.Kind.STATE, name, payload))
+    repo.seen.remember_generation(key, generation)

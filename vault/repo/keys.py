@@ -256,6 +256,9 @@ class Keyring:
     chunker_seed: int
     epochs: list[Epoch] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)  # fields a newer writer added: kept
+    # Incremented by every save: a keyring put back from an older copy has a lower one, which
+    # clients (vault.repo.seen) and snapshots (keyring_generation) remember.
+    generation: int = 0
 
     @classmethod
     def create(cls, master_key: bytes) -> Keyring:
@@ -283,6 +286,15 @@ class Keyring:
         if found.state == DESTROYED:
             raise KeyError(epoch)
         return found.key
+
+    def missing_epoch(self, epoch: int) -> str:
+        newest = max(e.id for e in self.epochs)
+        if epoch > newest:
+            return (
+                f"newer than every epoch this keyring holds (up to {newest}): the keyring was "
+                "rolled back to an old copy"
+            )
+        return "which this keyring no longer holds (destroyed by re-encryption)"
 
     def live_epochs(self) -> list[Epoch]:
         return [e for e in self.epochs if e.state != DESTROYED]
@@ -327,6 +339,7 @@ class Keyring:
                 "mac_key": _b64(self.mac_key),
                 "chunker_seed": self.chunker_seed,
                 "epochs": [_epoch_json(e) for e in self.epochs],
+                "generation": self.generation,
             }
         )
         return json.dumps(doc, sort_keys=True).encode()
@@ -337,7 +350,7 @@ class Keyring:
             doc = json.loads(data)
             if doc.get("version") != 1:
                 raise IntegrityError("keyring has an unsupported version", key="keyring")
-            known = {"version", "mac_key", "chunker_seed", "epochs"}
+            known = {"version", "mac_key", "chunker_seed", "epochs", "generation"}
             return cls(
                 master_key=master_key,
                 mac_key=_unb64(doc["mac_key"]),
@@ -353,6 +366,7 @@ class Keyring:
                     for e in doc["epochs"]
                 ],
                 extra={k: v for k, v in doc.items() if k not in known},
+                generation=int(doc.get("generation", 0)),
             )
         except (ValueError, KeyError, TypeError, AttributeError):
             raise IntegrityError("keyring is malformed", key="keyring") from None
@@ -380,3 +394,6 @@ class MasterKeyOnly:
         if epoch != 0:
             raise KeyError(epoch)
         return self._master_key
+
+    def missing_epoch(self, epoch: int) -> str:
+        return "but this object must be sealed under the master key (epoch 0)"

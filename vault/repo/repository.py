@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import hashlib
 import json
 import socket
@@ -46,6 +47,7 @@ from vault.repo.keys import (
     open_slot,
 )
 from vault.repo.packcache import TreePacks
+from vault.repo.seen import Seen
 from vault.storage import Storage
 
 # Loading millions of index entries leaves freed heap pages that glibc keeps (~15 bytes per
@@ -162,7 +164,10 @@ class Repository:
                 continue
             keyring = Keyring.from_bytes(master, keyring_payload)
             config = Config.from_bytes(_open_config(masters, master, config_blob))
-            return cls(storage, keyring, config, slot_id)
+            repo = cls(storage, keyring, config, slot_id)
+            repo._accept_keyring(keyring)
+            repo.seen.remember_slot(slot_id)
+            return repo
         raise IntegrityError(
             "the keyring does not open with the master key of any slot this secret opens "
             "(corrupt keyring, or an interrupted master-key rotation by another secret)",
@@ -231,8 +236,30 @@ class Repository:
         self.storage.put(key, data, if_absent=if_absent, retention=retention)
 
     def save_keyring(self) -> None:
-        """Overwrite the keyring (sealed under the master key); callers hold an exclusive lock."""
+        """Overwrite the keyring (sealed under the master key), one generation up; callers hold
+        an exclusive lock."""
+        self.keyring.generation += 1
         self._save_master_object(sealing.Kind.KEYRING, layout.KEYRING, self.keyring.to_bytes())
+        self.seen.remember_generation(layout.KEYRING, self.keyring.generation)
+
+    @functools.cached_property
+    def seen(self) -> Seen:
+        return Seen(self.config.repository_id)
+
+    def _accept_keyring(self, keyring: Keyring) -> None:
+        """Refuse a keyring older than one this machine has seen: put back from an old copy, it
+        would undo key rotations (new data sealed under a retired, perhaps compromised, epoch)."""
+        seen = self.seen.generation(layout.KEYRING)
+        if keyring.generation < seen:
+            raise IntegrityError(
+                f"the keyring at {self.storage.location()} is generation {keyring.generation}, "
+                f"older than generation {seen} this machine has seen: it was rolled back to an "
+                "old copy, which would undo key rotations, so it is not used. If the whole "
+                f"repository was restored from an older copy on purpose, remove {self.seen.path} "
+                "and run again",
+                key=layout.KEYRING,
+            )
+        self.seen.remember_generation(layout.KEYRING, keyring.generation)
 
     def save_config(self) -> None:
         self._save_master_object(sealing.Kind.CONFIG, layout.CONFIG, self.config.to_bytes())
@@ -248,7 +275,9 @@ class Repository:
         payload = _open_master_object(
             self.keyring.master_key, sealing.Kind.KEYRING, self.storage.get(layout.KEYRING)
         )
-        self.keyring = Keyring.from_bytes(self.keyring.master_key, payload)
+        keyring = Keyring.from_bytes(self.keyring.master_key, payload)
+        self._accept_keyring(keyring)
+        self.keyring = keyring
 
     # -- sealed objects ---------------------------------------------------------------------
 
@@ -326,8 +355,8 @@ class Repository:
             epoch_key = self.keyring.epoch_key(epoch)
         except KeyError:
             raise IntegrityError(
-                f"{layout.pack(pack_id)} is sealed under key epoch {epoch}, which this keyring "
-                "does not hold (destroyed or unknown)"
+                f"{layout.pack(pack_id)} is sealed under key epoch {epoch}, "
+                f"{self.keyring.missing_epoch(epoch)}"
             ) from None
         return pack_key(epoch_key, salt, pack_id)
 

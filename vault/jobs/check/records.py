@@ -32,6 +32,7 @@ Problem = tuple[str, str, set[str]]  # (object, what is wrong, snapshots affecte
 
 def check_records(repo: Repository, snapshots: list[Snapshot]) -> list[Problem]:
     problems = _version(repo)
+    problems += _keyring_generation(repo, snapshots)
     problems += _catalogs(repo, snapshots)
     report = audit.read_log(repo, verify=True)
     problems += [(layout.AUDIT, p, set()) for p in report.problems]
@@ -55,6 +56,44 @@ def _version(repo: Repository) -> list[Problem]:
     if text != layout.VERSION_TEXT:
         return [(layout.VERSION, "does not say this is a format 1 vault repository", set())]
     return []
+
+
+def _keyring_generation(repo: Repository, snapshots: Iterable[Snapshot]) -> list[Problem]:
+    """Every snapshot records the keyring generation it was written under; a keyring older
+    than any of them was put back from an old copy (undoing rotations), even when this machine
+    has never seen the repository before."""
+    problems: list[Problem] = []
+    newer = [s for s in snapshots if s.keyring_generation > repo.keyring.generation]
+    if newer:
+        latest = max(newer, key=lambda s: s.keyring_generation)
+        problems.append(
+            (
+                layout.KEYRING,
+                f"is generation {repo.keyring.generation}, older than generation "
+                f"{latest.keyring_generation} that snapshot {latest.id[:8]} was written under: "
+                "the keyring was rolled back to an old copy (key rotations undone); put the "
+                "newest keyring back from a copy, or rotate again",
+                {s.id for s in newer},
+            )
+        )
+    # Backups record the generation they ran under: going down over time means a rolled-back
+    # keyring was used in between (snapshots before generations existed record 0).
+    highest: Snapshot | None = None
+    for snapshot in sorted((s for s in snapshots if s.keyring_generation), key=lambda s: s.time):
+        if highest is not None and snapshot.keyring_generation < highest.keyring_generation:
+            problems.append(
+                (
+                    layout.snapshot(snapshot.id),
+                    f"was written under keyring generation {snapshot.keyring_generation}, after "
+                    f"snapshot {highest.id[:8]} under generation {highest.keyring_generation}: a "
+                    "rolled-back keyring was in use (its data may be sealed under a retired "
+                    "epoch; `vault key rotate --reencrypt` rewrites it)",
+                    {snapshot.id},
+                )
+            )
+        elif highest is None or snapshot.keyring_generation > highest.keyring_generation:
+            highest = snapshot
+    return problems
 
 
 def _catalogs(repo: Repository, snapshots: Iterable[Snapshot]) -> list[Problem]:

@@ -1,0 +1,80 @@
+"""What this machine has seen of each repository, kept outside the repository.
+
+A repository's mutable objects (the keyring above all) can be put back to an older copy by
+whoever can write to the storage: a keyring from before `key rotate` would make every later
+backup seal under the epoch the rotation retired. The repository alone cannot prove it is not
+an old copy of itself, so each client remembers the highest generation it has seen of each
+mutable object, per repository id, and refuses an older one. It also remembers the key slot it
+last opened the repository with, so the next open tries that slot's KDF first.
+
+The record is `$VAULT_STATE_DIR/<repository id>.json` (default `$XDG_STATE_HOME/vault`, else
+`~/.local/state/vault`), mode 0600 in a 0700 directory. It holds no secret: generations and a
+slot id. A machine that cannot write it still works, without the rollback memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+def state_dir() -> Path:
+    explicit = os.environ.get("VAULT_STATE_DIR")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "vault"
+
+
+class Seen:
+    """The record for one repository (by its config id)."""
+
+    def __init__(self, repository_id: str) -> None:
+        self.path = state_dir() / f"{repository_id}.json"
+        self._doc = self._load()
+
+    def _load(self) -> dict[str, Any]:
+        try:
+            doc = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return doc if isinstance(doc, dict) else {}
+
+    def generation(self, name: str) -> int:
+        value = self._doc.get("generations", {}).get(name, 0)
+        return value if isinstance(value, int) else 0
+
+    def remember_generation(self, name: str, generation: int) -> None:
+        if generation > self.generation(name):
+            self._doc.setdefault("generations", {})[name] = generation
+            self._save()
+
+    @property
+    def last_slot(self) -> str:
+        value = self._doc.get("last_slot", "")
+        return value if isinstance(value, str) else ""
+
+    def remember_slot(self, slot_id: str) -> None:
+        if slot_id and slot_id != self.last_slot:
+            self._doc["last_slot"] = slot_id
+            self._save()
+
+    def _save(self) -> None:
+        # Best effort: a read-only home loses the memory, never the job.
+        with contextlib.suppress(OSError):
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd, temp = tempfile.mkstemp(dir=self.path.parent, prefix=".seen-")
+            try:
+                with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                    json.dump(self._doc, handle, sort_keys=True)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                os.replace(temp, self.path)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(temp)
+                raise
