@@ -62,30 +62,31 @@ def test_check_on_a_fresh_machine_sees_a_keyring_older_than_the_snapshots(
     assert "the keyring was rolled back to an old copy" in checked.err
 
 
-def test_check_sees_a_keyring_rolled_back_within_one_epoch(
+def test_check_sees_a_keyring_rolled_back_to_before_an_erase(
     repo: RepoHandle,
     vault: RunCli,
     source: Path,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A rollback that undoes no epoch (a retire, a state change) is still seen, from the
-    generations the snapshots record; and a backup made on a machine that could not know is
-    seen going backwards by the next check."""
-    assert vault("key", "rotate", "-r", repo).code == 0
-    older = repo.read("keyring")
+    """A rollback that adds back an erased epoch key but no new epoch: every object still
+    opens, so only the generations the snapshots record show it; and a backup made on a
+    machine that could not know is seen going backwards by the next check."""
     assert vault("key", "rotate", "-r", repo).code == 0
     _backup(vault, repo, source, "one")
-    newer = repo.read("keyring")
-    repo.write("keyring", older)
+    before_erase = repo.read("keyring")  # epoch 1 still has its key
+    assert vault("key", "rotate", "--reencrypt", "--epoch", "1", "-r", repo).code == 0
+    _backup(vault, repo, source, "two")
+    repo.write("keyring", before_erase)
     monkeypatch.setenv("VAULT_STATE_DIR", str(tmp_path / "another-machine"))
     checked = vault("check", "-r", repo, "--json")
     assert checked.code == 1
     problems = " ".join(f["problem"] for f in checked.json()["findings"])
-    assert "newer than every epoch" in problems or "rolled back" in problems
-    repo.write("keyring", newer)
-    monkeypatch.setenv("VAULT_STATE_DIR", str(tmp_path / "third-machine"))
-    assert vault("check", "-r", repo).code == 0
+    assert "the keyring was rolled back to an old copy (key rotations undone)" in problems
+    _backup(vault, repo, source, "three")  # that machine cannot know
+    again = vault("check", "-r", repo, "--json").json()
+    problems = " ".join(f["problem"] for f in again["findings"])
+    assert "a rolled-back keyring was in use" in problems
 
 
 def test_a_rotation_then_more_rotations_keep_opening(
