@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -87,6 +88,7 @@ def _age_days(created: str, now: datetime) -> int:
 def cmd_key_list(args: argparse.Namespace) -> int:
     repo = open_repo(args)
     slots = sorted(repo.slots(), key=lambda s: s.created)
+    unusable = repo.unusable_slots()
     epochs = repo.keyring.epochs
     usage_by_epoch = epoch_usage(repo)
     now = datetime.now(UTC)
@@ -122,6 +124,7 @@ def cmd_key_list(args: argparse.Namespace) -> int:
                     for s in slots
                 ],
                 "epochs": [epoch_doc(e) for e in epochs],
+                "unusable_slots": [{"id": i, "problem": p} for i, p in unusable],
             }
         )
         return 0
@@ -154,6 +157,12 @@ def cmd_key_list(args: argparse.Namespace) -> int:
             ]
         )
     print(table(["EPOCH", "STATE", "CREATED", "AGE", "PACKS", "PACK BYTES", "OTHER OBJECTS"], rows))
+    for slot_id, problem in unusable:
+        print(
+            f"vault: warning: {problem}: opening never tries it; `vault key remove "
+            f"{ids.short(slot_id)}` deletes it",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -178,8 +187,12 @@ def cmd_key_add(args: argparse.Namespace) -> int:
     return 0
 
 
-def _resolve_slot(repo: Repository, prefix: str) -> keys.KeySlot:
-    matches = [s for s in repo.slots() if s.id.startswith(prefix.lower())] if prefix else []
+def _resolve_slot(repo: Repository, prefix: str) -> keys.KeySlot | str:
+    """The slot a prefix names, or the id of an unusable one."""
+    wanted = prefix.lower()
+    usable = [s for s in repo.slots() if s.id.startswith(wanted)] if prefix else []
+    unusable = [i for i, _ in repo.unusable_slots() if i.startswith(wanted)] if prefix else []
+    matches: list[keys.KeySlot | str] = [*usable, *unusable]
     if not matches:
         raise UsageError(f"no key slot matches {prefix!r}")
     if len(matches) > 1:
@@ -190,6 +203,13 @@ def _resolve_slot(repo: Repository, prefix: str) -> keys.KeySlot:
 def cmd_key_remove(args: argparse.Namespace) -> int:
     repo = open_repo(args)
     slot = _resolve_slot(repo, args.slot)
+    if isinstance(slot, str):  # unusable: it opens nothing, so removing it locks no one out
+        repo.remove_slot(slot)
+        if opt(args, "json"):
+            emit_json({"removed": slot})
+        else:
+            print(f"removed unusable key slot {ids.short(slot)}")
+        return 0
     if len(repo.slots()) <= 1:
         raise UsageError("refusing to remove the last key slot: the repository would be lost")
     if slot.id == repo.slot_id and not args.force:

@@ -87,7 +87,9 @@ TEST_ARGON2 = Argon2Params(memory_kib=8, iterations=1, lanes=1)
 
 
 # Bounds a slot's stored parameters must respect, so a planted slot cannot exhaust memory.
-MAX_ARGON2 = Argon2Params(memory_kib=4 * 1024 * 1024, iterations=64, lanes=64)
+# What a slot may ask for. A planted slot must not make opening cost minutes: 1 GiB and 16
+# passes is 16x the default's memory and beyond any slot vault makes; larger is damage.
+MAX_ARGON2 = Argon2Params(memory_kib=1024 * 1024, iterations=16, lanes=16)
 
 
 def argon2id(secret: bytes, salt: bytes, params: Argon2Params) -> bytes:

@@ -33,6 +33,7 @@ from vault.repo.keys import ACTIVE, CURRENT, DESTROYED, RETIRING, Epoch, Secret,
 from vault.repo.keyusage import sealed_objects
 from vault.repo.lock import Lock
 from vault.repo.repository import Repository
+from vault.repo.seen import LastSlots
 from vault.repo.writer import BlobWriter
 
 
@@ -199,6 +200,7 @@ def rotate_master(repo: Repository, secret: Secret) -> MasterRotation:
     new slots first, then config and keyring under the new master, then old slots removed."""
     repo.refresh_keyring()
     old_slots = repo.slots()
+    unusable = [slot_id for slot_id, _ in repo.unusable_slots()]  # they go too
     new_master = crypto.random_key()
     repo.keyring.master_key = new_master
     caller = repo.add_slot(secret)
@@ -212,5 +214,8 @@ def rotate_master(repo: Repository, secret: Secret) -> MasterRotation:
         repo.remove_slot(slot.id)
         if slot.id != replaced:
             removed.append((slot.id, slot.kind))
+    for slot_id in unusable:
+        repo.remove_slot(slot_id)
     repo.slot_id = caller.id
+    LastSlots().remember(repo.storage.location(), caller.id)
     return MasterRotation(recovery_text, caller.id, replaced, removed)

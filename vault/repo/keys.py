@@ -184,6 +184,13 @@ def _validate_kdf(kind: str, kdf: dict[str, Any]) -> None:
         raise ValueError("unknown key derivation")
 
 
+def kdf_cost(kdf: dict[str, Any]) -> int:
+    """A slot's derivation cost, for trying cheap slots first (HKDF costs nothing)."""
+    if kdf.get("name") == "argon2id":
+        return int(kdf["memory_kib"]) * int(kdf["iterations"])
+    return 0
+
+
 def _slot_kek(kind: str, material: bytes, kdf: dict[str, Any]) -> bytes:
     salt = _unb64(kdf["salt"])
     if kdf["name"] == "argon2id":

@@ -10,8 +10,10 @@ import contextlib
 import ctypes
 import functools
 import hashlib
+import itertools
 import json
 import socket
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 from vault import __version__, ids
@@ -42,12 +44,13 @@ from vault.repo.keys import (
     KeySlot,
     MasterKeyOnly,
     Secret,
+    kdf_cost,
     make_slot,
     new_recovery_key,
     open_slot,
 )
 from vault.repo.packcache import TreePacks
-from vault.repo.seen import Seen
+from vault.repo.seen import LastSlots, Seen
 from vault.storage import Storage
 
 # Loading millions of index entries leaves freed heap pages that glibc keeps (~15 bytes per
@@ -135,6 +138,7 @@ class Repository:
             if_absent=True,
         )
         repo.slot_id = repo.add_slot(passphrase).id
+        LastSlots().remember(storage.location(), repo.slot_id)
         recovery_text, recovery_material = new_recovery_key()
         repo.add_slot(Secret("recovery", recovery_material))
         # `version` last: a repository without it is an interrupted init, not a repository.
@@ -152,21 +156,26 @@ class Repository:
                 f"the `version` object at {storage.location()} does not name a format this vault "
                 "reads (damaged, or written by a newer vault)"
             )
-        masters = _unlock(storage, secret)
         keyring_blob = storage.get(layout.KEYRING)
         config_blob = storage.get(layout.CONFIG)
-        # Normally one slot opens; during (or after an interrupted) master-key rotation the
-        # same secret may open an old and a new slot: the master that opens the keyring wins.
-        for master, slot_id in masters:
+        last_slots = LastSlots()
+        # One KDF in the normal case: slots are tried one at a time, the one that opened this
+        # repository last time first, and the first that opens the keyring wins. During (or
+        # after an interrupted) master-key rotation the same secret may open an old and a new
+        # slot: the old master does not open the keyring, so the next slot is tried.
+        opened: list[tuple[bytes, str]] = []
+        candidates = _unlock(storage, secret, last_slots.get(storage.location()))
+        for master, slot_id in candidates:
+            opened.append((master, slot_id))
             try:
                 keyring_payload = _open_master_object(master, sealing.Kind.KEYRING, keyring_blob)
             except IntegrityError:
                 continue
             keyring = Keyring.from_bytes(master, keyring_payload)
-            config = Config.from_bytes(_open_config(masters, master, config_blob))
+            config = Config.from_bytes(_open_config(opened, master, config_blob, candidates))
             repo = cls(storage, keyring, config, slot_id)
             repo._accept_keyring(keyring)
-            repo.seen.remember_slot(slot_id)
+            last_slots.remember(storage.location(), slot_id)
             return repo
         raise IntegrityError(
             "the keyring does not open with the master key of any slot this secret opens "
@@ -177,10 +186,26 @@ class Repository:
     # -- slots ----------------------------------------------------------------------------------
 
     def slots(self) -> list[KeySlot]:
-        return [
-            KeySlot.from_bytes(layout.id_of(info.key), self.storage.get(info.key))
-            for info in self.storage.list(layout.KEYS)
-        ]
+        """The usable key slots (see `unusable_slots` for the others)."""
+        found = []
+        for info in self.storage.list(layout.KEYS):
+            with contextlib.suppress(IntegrityError, ObjectNotFound):
+                found.append(KeySlot.from_bytes(layout.id_of(info.key), self.storage.get(info.key)))
+        return found
+
+    def unusable_slots(self) -> list[tuple[str, str]]:
+        """(slot id, why) of each object under keys/ that is not a usable slot: damaged, or
+        planted with a derivation beyond the cap. Opening never tries them."""
+        bad = []
+        for info in self.storage.list(layout.KEYS):
+            slot_id = layout.id_of(info.key)
+            try:
+                KeySlot.from_bytes(slot_id, self.storage.get(info.key))
+            except IntegrityError as exc:
+                bad.append((slot_id, str(exc)))
+            except ObjectNotFound:
+                continue
+        return bad
 
     def add_slot(self, secret: Secret) -> KeySlot:
         slot_id = ids.new_id()
@@ -459,32 +484,55 @@ def _open_master_object(master: bytes, kind: sealing.Kind, blob: bytes) -> bytes
     return sealing.open_sealed(MasterKeyOnly(master), kind, name, blob, name=name)
 
 
-def _open_config(masters: list[tuple[bytes, str]], first: bytes, blob: bytes) -> bytes:
+def _open_config(
+    masters: list[tuple[bytes, str]],
+    first: bytes,
+    blob: bytes,
+    more: Iterator[tuple[bytes, str]],
+) -> bytes:
+    """The config payload: under the keyring's master normally; after a master-key rotation
+    killed between config and keyring, under another slot's master (unlocked only then)."""
     ordered = [first] + [m for m, _ in masters if m != first]
-    for master in ordered[:-1]:
+    failure: IntegrityError | None = None
+    for master in itertools.chain(ordered, (m for m, _ in more)):
         try:
             return _open_master_object(master, sealing.Kind.CONFIG, blob)
-        except IntegrityError:
-            continue
-    return _open_master_object(ordered[-1], sealing.Kind.CONFIG, blob)
+        except IntegrityError as exc:
+            failure = exc
+    assert failure is not None
+    raise failure
 
 
-def _unlock(storage: Storage, secret: Secret) -> list[tuple[bytes, str]]:
-    """(master key, slot id) for every slot `secret` opens; WrongKey when none does."""
-    # A damaged or unknown slot must not lock out the holders of the other slots.
+def _unlock(storage: Storage, secret: Secret, preferred: str) -> Iterator[tuple[bytes, str]]:
+    """(master key, slot id) of each slot `secret` opens, one KDF at a time, as the caller
+    asks for more: `preferred` first, then the cheapest derivations first, so slots an
+    attacker planted with costly parameters are reached only after the real ones. WrongKey
+    when none opens."""
+    # A damaged or unknown slot (KDF parameters beyond the cap included) must not lock out the
+    # holders of the other slots.
     damaged = 0
-    opened = []
+    slots = []
     for info in storage.list(layout.KEYS):
         try:
             slot = KeySlot.from_bytes(layout.id_of(info.key), storage.get(info.key))
-            master = open_slot(slot, secret)
         except (IntegrityError, ObjectNotFound, KeyError, ValueError, TypeError):
             damaged += 1
             continue
+        if slot.kind == secret.kind:
+            slots.append(slot)
+    slots.sort(key=lambda s: (s.id != preferred, kdf_cost(s.kdf)))
+    opened = False
+    for slot in slots:
+        try:
+            master = open_slot(slot, secret)
+        except (IntegrityError, KeyError, ValueError, TypeError):
+            damaged += 1
+            continue
         if master is not None:
-            opened.append((master, slot.id))
+            opened = True
+            yield master, slot.id
     if opened:
-        return opened
+        return
     what = {"passphrase": "passphrase", "recovery": "recovery key", "keyfile": "key file"}[
         secret.kind
     ]

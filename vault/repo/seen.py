@@ -5,7 +5,7 @@ whoever can write to the storage: a keyring from before `key rotate` would make 
 backup seal under the epoch the rotation retired. The repository alone cannot prove it is not
 an old copy of itself, so each client remembers the highest generation it has seen of each
 mutable object, per repository id, and refuses an older one. It also remembers the key slot it
-last opened the repository with, so the next open tries that slot's KDF first.
+last opened each repository location with, so the next open tries that slot's KDF first.
 
 The record is `$VAULT_STATE_DIR/<repository id>.json` (default `$XDG_STATE_HOME/vault`, else
 `~/.local/state/vault`), mode 0600 in a 0700 directory. It holds no secret: generations and a
@@ -28,6 +28,29 @@ def state_dir() -> Path:
         return Path(explicit)
     base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(base) / "vault"
+
+
+class LastSlots:
+    """The slot each repository location was last opened with (`slots.json` beside the
+    records): read before the repository is open, when its id is not known yet, so the first
+    KDF tried is the one that opened it last time."""
+
+    def __init__(self) -> None:
+        self.path = state_dir() / "slots.json"
+        try:
+            doc = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            doc = {}
+        self._doc: dict[str, Any] = doc if isinstance(doc, dict) else {}
+
+    def get(self, location: str) -> str:
+        value = self._doc.get(location, "")
+        return value if isinstance(value, str) else ""
+
+    def remember(self, location: str, slot_id: str) -> None:
+        if slot_id and self.get(location) != slot_id:
+            self._doc[location] = slot_id
+            _write_json(self.path, self._doc)
 
 
 class Seen:
@@ -53,28 +76,23 @@ class Seen:
             self._doc.setdefault("generations", {})[name] = generation
             self._save()
 
-    @property
-    def last_slot(self) -> str:
-        value = self._doc.get("last_slot", "")
-        return value if isinstance(value, str) else ""
-
-    def remember_slot(self, slot_id: str) -> None:
-        if slot_id and slot_id != self.last_slot:
-            self._doc["last_slot"] = slot_id
-            self._save()
-
     def _save(self) -> None:
-        # Best effort: a read-only home loses the memory, never the job.
-        with contextlib.suppress(OSError):
-            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd, temp = tempfile.mkstemp(dir=self.path.parent, prefix=".seen-")
-            try:
-                with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                    json.dump(self._doc, handle, sort_keys=True)
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                os.replace(temp, self.path)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(temp)
-                raise
+        _write_json(self.path, self._doc)
+
+
+def _write_json(path: Path, doc: dict[str, Any]) -> None:
+    """Atomically, 0600 in a 0700 directory; best effort: a read-only home loses the memory,
+    never the job."""
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd, temp = tempfile.mkstemp(dir=path.parent, prefix=".seen-")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump(doc, handle, sort_keys=True)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+            raise

@@ -20,7 +20,7 @@ import hashlib
 import json
 from collections.abc import Iterable
 
-from vault.errors import DAMAGE
+from vault.errors import DAMAGE, ObjectNotFound
 from vault.format import layout, sealing
 from vault.format.snapshot import Snapshot
 from vault.repo import audit, chain
@@ -159,13 +159,24 @@ def _slots(repo: Repository) -> list[Problem]:
         try:
             payload = repo.open_object(sealing.Kind.SLOT_INFO, layout.slot_info(slot_id))
             recorded = json.loads(payload).get("slot_sha256")
+        except ObjectNotFound:
+            recorded = None
         except DAMAGE:
-            # No record (an older vault made the slot) or a damaged one, reported with the
-            # other sealed objects: nothing to compare with.
-            continue
+            continue  # a damaged record is reported with the other sealed objects
         except (ValueError, AttributeError):
             continue  # a record that is not a JSON object: likewise
-        if recorded and recorded != hashlib.sha256(data).hexdigest():
+        if not recorded:
+            # Every slot vault makes gets a sealed record of its digest at once: a slot
+            # without one was put there by someone else (or by a vault before records).
+            problems.append(
+                (
+                    info.key,
+                    "has no sealed slot record: it was not made by `vault key add` here "
+                    "(planted?); remove it with `vault key remove` unless you know it",
+                    set(),
+                )
+            )
+        elif recorded != hashlib.sha256(data).hexdigest():
             problems.append(
                 (info.key, "differs from the slot that was made (damaged or replaced)", set())
             )
