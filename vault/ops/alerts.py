@@ -9,12 +9,14 @@ and the others still run: an alert must not be lost because one route is down.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import logging
 import re
 import shlex
 import smtplib
 import socket
+import ssl
 import subprocess
 import urllib.request
 from collections.abc import Iterable
@@ -113,7 +115,7 @@ class Alerter:
                     delivered += 1
             except (OSError, smtplib.SMTPException, subprocess.SubprocessError, ValueError) as exc:
                 # The exception text can hold the webhook URL or SMTP server replies: class only.
-                log.error("alert by %s failed: %s", name, type(exc).__name__)
+                log.error("alert by %s failed: %s", name, _failure(exc))
         return delivered
 
     def _command(self, alert: Alert) -> bool:
@@ -162,10 +164,33 @@ class Alerter:
         message["From"] = p.email_from or f"vault@{alert.host}"
         message["To"] = ", ".join(p.email_to)
         message.set_content(alert.text())
+        if p.smtp_user and not p.smtp_starttls and not _is_loopback(p.smtp_host):
+            raise ValueError("smtp_starttls = false would send the SMTP password in the clear")
         with smtplib.SMTP(p.smtp_host, p.smtp_port, timeout=NETWORK_TIMEOUT_SECONDS) as smtp:
             if p.smtp_starttls:
-                smtp.starttls()
+                # Certificate and host name verified: the password and the alert go only to
+                # the server named in smtp_host, never to whoever sits in between.
+                smtp.starttls(context=ssl.create_default_context(cafile=p.smtp_ca_file or None))
             if p.smtp_user:
                 smtp.login(p.smtp_user, _read_secret_file(p.smtp_password_file))
             smtp.send_message(message)
         return True
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def _failure(exc: BaseException) -> str:
+    """Why a channel failed, without its text (which can hold the webhook URL or replies)."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return (
+            "the server's certificate did not verify (wrong host name, or a private CA that "
+            "needs smtp_ca_file); nothing was sent"
+        )
+    if isinstance(exc, ValueError) and "in the clear" in str(exc):
+        return str(exc)
+    return type(exc).__name__

@@ -188,6 +188,7 @@ class AlertPolicy:
     smtp_starttls: bool = True
     smtp_user: str = ""
     smtp_password_file: str = ""
+    smtp_ca_file: str = ""  # a private CA's certificates (PEM); the system's trust store if ""
 
     @property
     def configured(self) -> bool:
