@@ -16,7 +16,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from tests.certs import ServerCert, PrivateCA
+from tests.certs import PrivateCA, ServerCert
 from tests.conftest import RunCli
 
 SMTP_PASSWORD = "smtp-pa55word-for-tls"
