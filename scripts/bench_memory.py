@@ -79,7 +79,7 @@ def main() -> int:
         keyfile.chmod(0o600)
         env = dict(os.environ, VAULT_REPO=str(work / "repo"), VAULT_PASSWORD_FILE=str(keyfile))
         vault = [sys.executable, "-m", "vault"]
-        _, i_rss, _ = run([*vault, "init", "--json"], env)
+        _, i_rss, _ = run([*vault, "init"], env)
         b_sec, b_rss, _ = run([*vault, "backup", str(source), "--json"], env)
         r_sec, r_rss, _ = run(
             [*vault, "restore", "latest", "--target", str(work / "out"), "--verify", "--json"], env

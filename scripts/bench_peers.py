@@ -108,7 +108,7 @@ class Vault(Tool):
         return self._run("--version").stdout.strip()
 
     def init(self) -> Measured:
-        return self._run("init", "--json")
+        return self._run("init")
 
     def backup(self, source: Path) -> Measured:
         return self._run("backup", str(source), "--json")

@@ -147,7 +147,7 @@ def bench_files(count: int, work: Path) -> dict[str, Any]:
 
         shutil.rmtree(repo)
     vault = [sys.executable, "-m", "vault"]
-    measure([*vault, "init", "--json"], env)
+    measure([*vault, "init"], env)
     first = measure([*vault, "backup", str(source), "--json", "--quiet"], env)
     again = measure([*vault, "backup", str(source), "--json", "--quiet"], env)
     return {
@@ -178,7 +178,7 @@ def bench_bigfile(gib: int, work: Path) -> dict[str, Any]:
     env = dict(os.environ, VAULT_REPO=str(repo), VAULT_PASSWORD=PASSWORD)
     env.pop("VAULT_TEST_FAST_KDF", None)
     vault = [sys.executable, "-m", "vault"]
-    measure([*vault, "init", "--json"], env)
+    measure([*vault, "init"], env)
     backed = measure([*vault, "backup", str(source), "--json", "--quiet"], env)
     restored = measure(
         [*vault, "restore", "latest", "--target", str(target), "--verify", "--json", "--quiet"],

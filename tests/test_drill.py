@@ -200,9 +200,7 @@ def test_key_check_and_source_comparison_are_recorded(
     import os
 
     recovery = tmp_path / "recovery.txt"
-    doc = vault("init", "-r", tmp_path / "r2", "--json").json()
-    recovery.write_text(doc["recovery_key"] + "\n")
-    recovery.chmod(0o600)
+    assert vault("init", "-r", tmp_path / "r2", "--recovery-key-file", recovery).code == 0
     other = RepoHandle(str(tmp_path / "r2"), repo.storage, "local")
     vault("backup", "-r", other, archive)
     monkeypatch.setenv("VAULT_RECOVERY_KEY_FILE", str(recovery))

@@ -234,19 +234,25 @@ def test_master_rotation_keeps_the_caller_and_invalidates_everyone_else(
     tmp_path: Path, vault: RunCli, archive: Path
 ) -> None:
     repo = tmp_path / "r"
-    old_recovery = vault("init", "-r", repo, "--json").json()["recovery_key"]
+    recovery_file = tmp_path / "recovery.txt"
+    assert vault("init", "-r", repo, "--recovery-key-file", recovery_file).code == 0
+    old_recovery = recovery_file.read_text().strip()
     other = tmp_path / "other-pw"
     other.write_text("a colleague's passphrase\n")
     other.chmod(0o600)
     assert vault("key", "add", "-r", repo, "--new-password-file", other).code == 0
     assert vault("backup", "-r", repo, archive).code == 0
-    result = vault("key", "rotate", "--master", "-r", repo, "--json")
+    new_file = tmp_path / "new-recovery.txt"
+    result = vault(
+        "key", "rotate", "--master", "-r", repo, "--json", "--recovery-key-file", new_file
+    )
     assert result.code == 0, result.err
     doc = result.json()
+    new_recovery = new_file.read_text().strip()
     assert sorted(s["kind"] for s in doc["removed_slots"]) == ["passphrase", "recovery"]
     assert vault("snapshots", "-r", repo, password=old_recovery).code == 12
     assert vault("snapshots", "-r", repo, password="a colleague's passphrase").code == 12
-    assert vault("snapshots", "-r", repo, password=doc["recovery_key"]).code == 0
+    assert vault("snapshots", "-r", repo, password=new_recovery).code == 0
     assert vault("snapshots", "-r", repo).code == 0
     assert vault("check", "-r", repo, "--read-data").code == 0
     out = tmp_path / "out"

@@ -295,11 +295,14 @@ def test_object_lock_refused_on_a_bucket_without_it(
 
 
 def test_object_lock_keeps_every_object_immutable_and_extend_moves_it_forward(
-    s3_server: S3Server, s3_env: dict[str, str], vault: RunCli, archive: Path
+    s3_server: S3Server, s3_env: dict[str, str], vault: RunCli, archive: Path, tmp_path: Path
 ) -> None:
     bucket = new_bucket(s3_server, object_lock=True)
     url = f"s3://{bucket}/vault"
-    init = vault("init", "-r", url, "--object-lock-days", "7", "--json")
+    key_file = tmp_path / "recovery.txt"
+    init = vault(
+        "init", "-r", url, "--object-lock-days", "7", "--json", "--recovery-key-file", key_file
+    )
     assert init.code == 0, init.err
     assert init.json()["object_lock"] == {"mode": "GOVERNANCE", "days": 7}
     assert vault("backup", "-r", url, archive).code == 0

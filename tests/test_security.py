@@ -153,8 +153,11 @@ def test_password_file_and_command_open_the_repository(
 
 def test_recovery_key_opens_the_repository(tmp_path: Path, vault: RunCli) -> None:
     repo = tmp_path / "r"
-    doc = vault("init", "-r", repo, "--json").json()
-    recovery = doc["recovery_key"]
+    key_file = tmp_path / "recovery.txt"
+    doc = vault("init", "-r", repo, "--json", "--recovery-key-file", key_file).json()
+    assert doc["recovery_key_file"] == str(key_file)
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    recovery = key_file.read_text().strip()
     assert recovery.startswith("VRK1-")
     assert vault("snapshots", "-r", repo, password=recovery.lower()).code == 0
     broken = recovery[:7] + ("A" if recovery[7] != "A" else "B") + recovery[8:]
@@ -259,3 +262,31 @@ def test_key_remove_refuses_the_slot_in_use_without_force(repo: RepoHandle, vaul
     result = vault("key", "remove", in_use, "-r", repo)
     assert result.code == 2 and "--force" in result.err
     assert len(vault("key", "list", "-r", repo, "--json").json()["slots"]) == 2
+
+
+def test_the_recovery_key_never_goes_into_json_output(tmp_path: Path, vault: RunCli) -> None:
+    # No terminal here: --json without a file to write the key to is refused before anything
+    # is created.
+    refused = vault("init", "-r", tmp_path / "r", "--json")
+    assert refused.code == 2 and "--recovery-key-file" in refused.err
+    assert not (tmp_path / "r").exists() or not any((tmp_path / "r").iterdir())
+    key_file = tmp_path / "recovery.txt"
+    made = vault("init", "-r", tmp_path / "r", "--json", "--recovery-key-file", key_file)
+    assert made.code == 0, made.err
+    recovery = key_file.read_text().strip()
+    assert recovery not in made.out + made.err and "VRK1" not in made.out
+    again = vault("init", "-r", tmp_path / "r2", "--recovery-key-file", key_file)
+    assert again.code == 2 and "exists" in again.err  # never overwrites a key file
+    rotated_file = tmp_path / "new-recovery.txt"
+    refused = vault("key", "rotate", "--master", "-r", tmp_path / "r", "--json")
+    assert refused.code == 2 and "--recovery-key-file" in refused.err
+    assert vault("snapshots", "-r", tmp_path / "r", password=recovery).code == 0  # unchanged
+    rotated = vault(
+        "key", "rotate", "--master", "-r", tmp_path / "r", "--json",
+        "--recovery-key-file", rotated_file,
+    )
+    assert rotated.code == 0, rotated.err
+    new_recovery = rotated_file.read_text().strip()
+    assert new_recovery not in rotated.out + rotated.err and "VRK1" not in rotated.out
+    assert rotated_file.stat().st_mode & 0o777 == 0o600
+    assert vault("snapshots", "-r", tmp_path / "r", password=new_recovery).code == 0

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from vault import ids
-from vault.cli import secrets_input
+from vault.cli import recovery_key, secrets_input
 from vault.cli.output import emit_json, table
 from vault.cli.support import (
     open_repo,
@@ -75,6 +75,9 @@ def add_key_parsers(
         "other slots",
     )
     kp.add_argument("--epoch", type=int, metavar="ID", help="with --reencrypt: retire only ID")
+    kp.add_argument(
+        "--recovery-key-file", metavar="FILE", help="with --master: " + recovery_key.OPTION_HELP
+    )
     kp = key_command(
         "retire", "re-encrypt what epoch ID sealed, then destroy its key", cmd_key_retire
     )
@@ -309,14 +312,21 @@ def _reencrypt(args: argparse.Namespace, epoch: int | None) -> int:
 
 def _rotate_master(args: argparse.Namespace) -> int:
     repo, secret = open_with_secret(args)
-    with _exclusive(repo, "key rotate --master"):
-        result = rotate_master(repo, secret)
+    output = recovery_key.RecoveryKeyOutput(args, json_output=bool(opt(args, "json")))
+    try:
+        with _exclusive(repo, "key rotate --master"):
+            result = rotate_master(repo, secret)
+    except BaseException:
+        output.abandon()
+        raise
+    heading = "NEW RECOVERY KEY (the old one no longer works; print this and store it off-site):"
     if opt(args, "json"):
+        output.deliver(result.recovery_key, heading)
         emit_json(
             {
                 "slot_in_use": result.new_slot,
                 "replaced_slot": result.replaced_slot,
-                "recovery_key": result.recovery_key,
+                "recovery_key_file": str(output.path) if output.path else None,
                 "removed_slots": [{"id": i, "kind": k} for i, k in result.removed_slots],
             }
         )
@@ -326,10 +336,9 @@ def _rotate_master(args: argparse.Namespace) -> int:
         f"{ids.short(result.new_slot)}"
     )
     print()
-    print("NEW RECOVERY KEY (the old one no longer works; print this and store it off-site):")
-    print()
-    print(f"    {result.recovery_key}")
-    print()
+    output.deliver(result.recovery_key, heading)
+    if output.path:
+        print(f"NEW RECOVERY KEY written to {output.path} (mode 0600); the old one no longer works")
     if result.removed_slots:
         print(f"removed {len(result.removed_slots)} other slot(s) that wrapped the old master key:")
         for slot_id, kind in result.removed_slots:

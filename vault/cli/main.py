@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from vault import __version__, ids
-from vault.cli import secrets_input
+from vault.cli import recovery_key, secrets_input
 from vault.cli.drill import add_drill_parsers
 from vault.cli.keys import add_key_parsers
 from vault.cli.maintenance import add_maintenance_parsers
@@ -79,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command(
         "init", "create a new encrypted repository (prints the recovery key once)", cmd_init
     )
+    p.add_argument("--recovery-key-file", metavar="FILE", help=recovery_key.OPTION_HELP)
     p.add_argument(
         "--object-lock-days",
         type=int,
@@ -162,15 +163,21 @@ def cmd_init(args: argparse.Namespace) -> int:
                 "--object-lock-days"
             )
     passphrase = secrets_input.new_passphrase(None, secret_sources(args))
-    repo, recovery = Repository.init(
-        storage, keys.Secret.from_passphrase(passphrase), object_lock=lock
-    )
+    output = recovery_key.RecoveryKeyOutput(args, json_output=bool(opt(args, "json")))
+    try:
+        repo, recovery = Repository.init(
+            storage, keys.Secret.from_passphrase(passphrase), object_lock=lock
+        )
+    except BaseException:
+        output.abandon()
+        raise
     if opt(args, "json"):
+        output.deliver(recovery, RECOVERY_HEADING)
         emit_json(
             {
                 "repository_id": repo.config.repository_id,
                 "location": storage.location(),
-                "recovery_key": recovery,
+                "recovery_key_file": str(output.path) if output.path else None,
                 "object_lock": {"mode": lock.mode, "days": lock.days} if lock else None,
             }
         )
@@ -182,13 +189,19 @@ def cmd_init(args: argparse.Namespace) -> int:
         print(f"every object is kept immutable for {lock.days} days ({lock.mode.lower()} mode);")
         print("run `vault object-lock extend` regularly (e.g. weekly) to keep history locked")
     print()
-    print("RECOVERY KEY (shown only this once; print it and store it off-site, e.g. in a safe):")
-    print()
-    print(f"    {recovery}")
-    print()
-    print("It opens the repository if the passphrase is lost. Anyone holding it can read the")
-    print("backups, so keep it away from the backup server and the storage credentials.")
+    output.deliver(recovery, RECOVERY_HEADING)
+    if output.path:
+        print(f"RECOVERY KEY written to {output.path} (mode 0600): print it, store it off-site,")
+        print("then delete the file.")
+    print("The recovery key opens the repository if the passphrase is lost. Anyone holding it")
+    print("can read the backups, so keep it away from the backup server and the storage")
+    print("credentials.")
     return 0
+
+
+RECOVERY_HEADING = (
+    "RECOVERY KEY (shown only this once; print it and store it off-site, e.g. in a safe):"
+)
 
 
 LOST_SHOWN = 10  # paths named per damaged snapshot on a terminal (--json lists every one)
