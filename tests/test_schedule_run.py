@@ -297,3 +297,31 @@ def test_schedule_refuses_to_start_without_sources_or_repository(
     (policies / "backup.toml").write_text('[backup]\nsources = ["/srv"]\n')
     result = vault("schedule", "run", "--policy-dir", policies)
     assert result.code == 2 and "no repository" in result.err
+
+
+def test_the_pre_backup_hook_gets_a_scrubbed_environment(
+    tmp_path: Path, repo: RepoHandle, vault: RunCli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen = tmp_path / "hook-env.json"
+    hook = (
+        f"{sys.executable} -c \"import json, os; "
+        f"json.dump(dict(os.environ), open('{seen}', 'w'))\""
+    )
+    policies = _policies(
+        tmp_path,
+        repo,
+        [tmp_path / "policies"],
+        backup_extra=f'pre_hook = {json.dumps(hook)}\npre_hook_env = ["PGPASSFILE"]\n',
+    )
+    monkeypatch.setenv("VAULT_PASSWORD", PASSWORD)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAHOOKTEST")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "hook-must-not-see-this")
+    monkeypatch.setenv("PGPASSFILE", "/etc/vault/pgpass")
+    monkeypatch.setenv("UNRELATED_TOKEN", "t0k3n")
+    result = vault("schedule", "run", "--policy-dir", policies, "--once", "backup")
+    assert result.code == 0, result.err
+    env = json.loads(seen.read_text())
+    assert env["PGPASSFILE"] == "/etc/vault/pgpass" and "PATH" in env
+    leaked = {k for k in env if k.startswith(("VAULT_", "AWS_")) or k == "UNRELATED_TOKEN"}
+    assert leaked == set()
+    assert PASSWORD not in json.dumps(env)

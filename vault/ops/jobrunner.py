@@ -63,6 +63,18 @@ class _Run:
     error: str
 
 
+# What the pre-backup hook gets of the scheduler's environment: enough to run a program, and
+# never the repository's passphrase, its storage credentials or anything else vault was given.
+HOOK_ENVIRONMENT = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TERM")
+
+
+def hook_environment(env: dict[str, str], extra: tuple[str, ...] = ()) -> dict[str, str]:
+    """The scrubbed environment of a hook: HOOK_ENVIRONMENT, the locale (LC_*), and the
+    variables backup.toml names in pre_hook_env (a database dump's own settings)."""
+    allowed = set(HOOK_ENVIRONMENT) | set(extra)
+    return {k: v for k, v in env.items() if k in allowed or k.startswith("LC_")}
+
+
 class JobRunner:
     def __init__(
         self,
@@ -162,7 +174,7 @@ class JobRunner:
         try:
             completed = subprocess.run(
                 shlex.split(hook),
-                env=self.env,
+                env=hook_environment(self.env, self.backup_policy.pre_hook_env),
                 stdin=subprocess.DEVNULL,
                 capture_output=True,
                 timeout=timeout,

@@ -157,6 +157,8 @@ class BackupPolicy:
     host: str = ""
     pre_hook: str = ""  # a command (no shell) run before each backup, e.g. a database dump
     pre_hook_timeout_seconds: int = 1800
+    # Variables the hook gets besides PATH, HOME, the locale and a few more (vault.ops.jobrunner).
+    pre_hook_env: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
