@@ -290,3 +290,46 @@ def test_the_recovery_key_never_goes_into_json_output(tmp_path: Path, vault: Run
     assert new_recovery not in rotated.out + rotated.err and "VRK1" not in rotated.out
     assert rotated_file.stat().st_mode & 0o777 == 0o600
     assert vault("snapshots", "-r", tmp_path / "r", password=new_recovery).code == 0
+
+
+def test_a_running_vault_writes_no_core_dump(tmp_path: Path, repo: RepoHandle) -> None:
+    """Seen from outside, while vault runs: the password command is vault's child, so it can
+    read its parent's limits (core size 0) and dumpable flag (0: no core via a pipe handler,
+    no ptrace by other processes of the user)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    report = tmp_path / "parent.txt"
+    probe = tmp_path / "probe.py"
+    probe.write_text(
+        "import os, sys\n"
+        "ppid = os.getppid()\n"
+        "limits = open(f'/proc/{ppid}/limits').read()\n"
+        "core = [l for l in limits.splitlines() if l.startswith('Max core file size')][0]\n"
+        f"open({str(report)!r}, 'w').write(core + '\\n')\n"
+        f"print({PASSWORD!r})\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "vault", "snapshots", "-r", str(repo),
+         "--password-command", f"{sys.executable} {probe}"],
+        env={k: v for k, v in os.environ.items() if k != "VAULT_PASSWORD"},
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    assert report.read_text().split()[4:6] == ["0", "0"]  # soft and hard limit
+
+
+def test_no_core_dumps_makes_the_process_undumpable() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import ctypes; from vault.cli.main import no_core_dumps; no_core_dumps(); "
+        "print(ctypes.CDLL(None).prctl(3, 0, 0, 0, 0))"  # PR_GET_DUMPABLE
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.stdout.strip() == "0", done.stderr

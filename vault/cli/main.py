@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import ctypes
 import os
+import resource
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -425,6 +426,20 @@ def _one_malloc_arena() -> None:
         ctypes.CDLL(None).mallopt(_M_ARENA_MAX, 1)
 
 
+_PR_SET_DUMPABLE = 4
+
+
+def no_core_dumps() -> None:
+    """A crash must never write keys to disk: no core file (RLIMIT_CORE 0), and on Linux not
+    dumpable at all (no core through a pipe handler, no ptrace by other processes of the same
+    user, /proc/<pid>/mem closed to them)."""
+    with contextlib.suppress(OSError, ValueError):
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
+
+
 def main_entry() -> None:
+    no_core_dumps()
     _one_malloc_arena()
     sys.exit(main())
