@@ -101,7 +101,9 @@ class Backend:
         self.counter: InotifyCounter | None = None
 
     def new_repo(self, label: str) -> tuple[str, dict[str, str]]:
-        env = dict(os.environ, VAULT_PASSWORD=PASSWORD, VAULT_TEST_FAST_KDF="1")
+        env = dict(
+            os.environ, VAULT_PASSWORD=PASSWORD, VAULT_TEST_FAST_KDF="1", VAULT_TEST_SUITE="1"
+        )
         if self.name == "local":
             path = self.work / f"repo-{label}"
             shutil.rmtree(path, ignore_errors=True)

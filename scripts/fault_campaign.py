@@ -299,7 +299,7 @@ def main() -> int:
     parser.add_argument("--no-storage", action="store_true")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "reliability.md")
     args = parser.parse_args()
-    os.environ.update(VAULT_PASSWORD=PASSWORD, VAULT_TEST_FAST_KDF="1")
+    os.environ.update(VAULT_PASSWORD=PASSWORD, VAULT_TEST_FAST_KDF="1", VAULT_TEST_SUITE="1")
     rng = random.Random(args.seed)
     # Stopped with SIGTERM (or by a CI timeout): unwind, so the S3 server is stopped too.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))

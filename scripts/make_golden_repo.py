@@ -49,7 +49,10 @@ def make(out: Path) -> None:
     if out.exists():
         raise SystemExit(f"{out} exists; golden repositories are never regenerated in place")
     os.environ.update(
-        VAULT_TEST_FAST_KDF="1", VAULT_PASSWORD=PASSPHRASE, VAULT_REPO=str(out)
+        VAULT_TEST_FAST_KDF="1",
+        VAULT_TEST_SUITE="1",
+        VAULT_PASSWORD=PASSPHRASE,
+        VAULT_REPO=str(out),
     )
     shutil.rmtree(SOURCE.parent, ignore_errors=True)
     with tempfile.TemporaryDirectory() as scratch:

@@ -162,7 +162,7 @@ def main() -> int:
             AWS_ENDPOINT_URL_S3=f"http://127.0.0.1:{s3}",
             AWS_DEFAULT_REGION="us-east-1",
             VAULT_REPO="s3://vault-cluster/practice",
-            VAULT_PASSWORD="cluster demo",
+            VAULT_PASSWORD="cluster demo passphrase, not a secret",
         )
         wait_for_s3(env)
 

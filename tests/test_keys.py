@@ -422,3 +422,4 @@ def test_any_unicode_passphrase_opens_its_slot(passphrase: str) -> None:
     secret = Secret.from_passphrase(passphrase)
     slot = make_slot(SLOT_ID, secret, MASTER)
     assert open_slot(KeySlot.from_bytes(SLOT_ID, slot.to_bytes()), secret) == MASTER
+

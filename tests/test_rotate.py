@@ -264,13 +264,13 @@ def test_removed_passphrase_slot_fails_with_exit_12(
     tmp_path: Path, repo: RepoHandle, vault: RunCli
 ) -> None:
     pw = tmp_path / "pw2"
-    pw.write_text("second person\n")
+    pw.write_text("a second person's passphrase\n")
     pw.chmod(0o600)
     slot = vault("key", "add", "-r", repo, "--new-password-file", pw, "--json").json()["id"]
-    assert vault("snapshots", "-r", repo, password="second person").code == 0
+    assert vault("snapshots", "-r", repo, password="a second person's passphrase").code == 0
     assert vault("key", "remove", slot, "-r", repo).code == 0
-    gone = vault("snapshots", "-r", repo, password="second person")
-    assert gone.code == 12 and "second person" not in gone.err
+    gone = vault("snapshots", "-r", repo, password="a second person's passphrase")
+    assert gone.code == 12 and "a second person's passphrase" not in gone.err
 
 
 def test_kdf_parameters_stored_in_a_slot_are_honoured(

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import PASSWORD, RunCli
 from tests.repos import RepoHandle
 from vault.evidence.status import DUE_SOON, OK, OVERDUE, key_status
@@ -67,8 +69,18 @@ def _levels(doc: dict[str, object]) -> dict[str, str]:
 
 
 def test_status_goes_from_fail_to_warn_to_ok_as_backup_check_and_drill_happen(
-    tmp_path: Path, repo: RepoHandle, vault: RunCli, archive: Path
+    tmp_path: Path,
+    repo: RepoHandle,
+    vault: RunCli,
+    archive: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # A slot of real strength: the test hook's cheap slots are flagged (test below).
+    monkeypatch.delenv("VAULT_TEST_FAST_KDF")
+    strong = tmp_path / "strong-passphrase"
+    strong.write_text(PASSWORD + "\n")
+    strong.chmod(0o600)
+    assert vault("key", "passwd", "-r", repo, "--new-password-file", strong).code == 0
     empty = vault("status", "-r", repo, "--json")
     assert empty.code == 1 and empty.json()["level"] == "FAIL"
     assert _levels(empty.json())["backup"] == "FAIL"
@@ -117,3 +129,15 @@ def test_backup_older_than_the_rpo_fails_and_the_metrics_file_says_so(
     assert "vault_last_check_success" not in values  # never checked: absent, not a fake 0
     assert str(repo) not in prom.read_text() and PASSWORD not in prom.read_text()
     assert [p.name for p in prom.parent.iterdir()] == ["vault.prom"]  # no temp file left
+
+
+def test_a_slot_made_with_the_test_kdf_is_flagged_by_status_and_key_list(
+    repo: RepoHandle, vault: RunCli
+) -> None:
+    doc = vault("status", "-r", repo, "--json").json()
+    assert doc["keys"]["weak_slots"]
+    weak = [f for f in doc["findings"] if f["topic"] == "keys"]
+    assert weak and weak[0]["level"] == "WARN" and "test-strength" in weak[0]["message"]
+    listed = vault("key", "list", "-r", repo)
+    assert "WEAK KDF" in listed.out and "test-strength Argon2id" in listed.err
+    assert any(s["weak"] for s in vault("key", "list", "-r", repo, "--json").json()["slots"])

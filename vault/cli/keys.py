@@ -119,6 +119,7 @@ def cmd_key_list(args: argparse.Namespace) -> int:
                         "kind": s.kind,
                         "created": s.created,
                         "kdf": {k: v for k, v in s.kdf.items() if k != "salt"},
+                        "weak": keys.weak_slot(s),
                         "in_use": s.id == repo.slot_id,
                         "created_host": infos[s.id].get("created_host"),
                         "last_used": infos[s.id].get("last_used"),
@@ -134,7 +135,7 @@ def cmd_key_list(args: argparse.Namespace) -> int:
     rows = [
         [
             ("*" if s.id == repo.slot_id else " ") + ids.short(s.id),
-            s.kind,
+            s.kind + (" (WEAK KDF)" if keys.weak_slot(s) else ""),
             s.created,
             infos[s.id].get("created_host", "?"),
             (infos[s.id].get("last_used", "") + " " + infos[s.id].get("last_used_host", "")).strip()
@@ -160,6 +161,14 @@ def cmd_key_list(args: argparse.Namespace) -> int:
             ]
         )
     print(table(["EPOCH", "STATE", "CREATED", "AGE", "PACKS", "PACK BYTES", "OTHER OBJECTS"], rows))
+    weak = [s for s in slots if keys.weak_slot(s)]
+    if weak:
+        print(
+            f"vault: warning: {len(weak)} slot(s) marked WEAK KDF use test-strength Argon2id: "
+            "whoever copies one can guess its passphrase fast; replace them "
+            "(`vault key passwd`, or `vault key add` then `vault key remove`)",
+            file=sys.stderr,
+        )
     for slot_id, problem in unusable:
         print(
             f"vault: warning: {problem}: opening never tries it; `vault key remove "

@@ -11,13 +11,15 @@ from __future__ import annotations
 import getpass
 import os
 import shlex
+import socket
 import stat
 import subprocess
 import sys
 from dataclasses import dataclass
 
 from vault.errors import UsageError
-from vault.repo.keys import KEYFILE, Secret, parse_key_file
+from vault.policy.passphrase import weakness
+from vault.repo.keys import KEYFILE, Secret, in_test_suite, parse_key_file
 
 
 @dataclass(frozen=True)
@@ -106,8 +108,22 @@ def prompt(label: str) -> str:
     return text
 
 
-def new_passphrase(path: str | None, sources: SecretSources | None = None) -> str:
-    """A passphrase for a new slot: from `path`, else the configured sources, else typed twice."""
+WEAK_PASSPHRASE_ENV = "VAULT_TEST_WEAK_PASSPHRASE"  # the test suite's override, nowhere else
+
+
+def new_passphrase(
+    path: str | None, sources: SecretSources | None = None, context: tuple[str, ...] = ()
+) -> str:
+    """A passphrase for a new slot: from `path`, else the configured sources, else typed twice;
+    refused when an offline guesser would find it too soon (vault.policy.passphrase)."""
+    chosen = _new_passphrase(path, sources)
+    problem = weakness(chosen, (socket.gethostname(), "vault", "backup", "dental", *context))
+    if problem and not (os.environ.get(WEAK_PASSPHRASE_ENV) == "1" and in_test_suite()):
+        raise UsageError(problem)
+    return chosen
+
+
+def _new_passphrase(path: str | None, sources: SecretSources | None) -> str:
     if path:
         return _nonempty(_first_line(read_secret_file(path, "password file")), path)
     if sources is not None:

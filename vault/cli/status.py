@@ -89,6 +89,7 @@ def status_document(st: Status, now: datetime, key_policy: dict[str, Any]) -> di
             "reasons": k.reasons,
             "destroyed_epochs": k.destroyed_epochs,
             "slots": k.slots,
+            "weak_slots": k.weak_slots,
             "policy": key_policy,
         },
         "space": {

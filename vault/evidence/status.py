@@ -20,7 +20,7 @@ from vault.format.pack import BlobType
 from vault.format.snapshot import Snapshot
 from vault.policy.files import DrillPolicy, KeyPolicy
 from vault.repo import chain, jobstate
-from vault.repo.keys import DESTROYED
+from vault.repo.keys import DESTROYED, weak_slot
 from vault.repo.keyusage import epoch_usage
 from vault.repo.lock import LockInfo, list_locks
 from vault.repo.repository import Repository
@@ -45,6 +45,7 @@ class KeyStatus:
     reasons: list[str] = field(default_factory=list)
     destroyed_epochs: list[int] = field(default_factory=list)
     slots: dict[str, int] = field(default_factory=dict)
+    weak_slots: list[str] = field(default_factory=list)  # ids of test-strength passphrase slots
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,7 @@ def key_status(repo: Repository, policy: KeyPolicy, now: datetime) -> KeyStatus:
         reasons=reasons,
         destroyed_epochs=[e.id for e in repo.keyring.epochs if e.state == DESTROYED],
         slots=dict(Counter(slot.kind for slot in repo.slots())),
+        weak_slots=[slot.id for slot in repo.slots() if weak_slot(slot)],
     )
 
 
@@ -219,6 +221,16 @@ def _judge(st: Status, now: datetime, frequency_days: int) -> list[Finding]:
             found.append(
                 Finding("drill", LEVEL_WARN, f"no drill in the last {frequency_days} days")
             )
+    for slot_id in st.keys.weak_slots:
+        found.append(
+            Finding(
+                "keys",
+                LEVEL_WARN,
+                f"key slot {slot_id[:8]} derives its key with test-strength Argon2id: whoever "
+                "copies it can guess its passphrase fast; replace it (`vault key passwd`, or "
+                "`vault key add` then `vault key remove`)",
+            )
+        )
     if st.keys.rotation != OK:
         level = LEVEL_FAIL if st.keys.rotation == OVERDUE else LEVEL_WARN
         for reason in st.keys.reasons:

@@ -28,12 +28,34 @@ KEYFILE = "keyfile"
 
 RECOVERY_PREFIX = "VRK1"
 TEST_KDF_ENV = "VAULT_TEST_FAST_KDF"  # the one test hook: cheap Argon2id for new slots
+# The hook is honoured only inside the test suite: under pytest, or vault's own test scripts
+# (campaigns, the golden repository) that say so. Anywhere else it is refused, never used.
+TEST_SUITE_ENV = "VAULT_TEST_SUITE"
+
+
+def in_test_suite() -> bool:
+    return bool(os.environ.get("PYTEST_CURRENT_TEST")) or os.environ.get(TEST_SUITE_ENV) == "1"
 
 
 def kdf_params_for_new_slots() -> crypto.Argon2Params:
     if os.environ.get(TEST_KDF_ENV) == "1":
+        if not in_test_suite():
+            raise UsageError(
+                f"{TEST_KDF_ENV}=1 is the test suite's hook for cheap key slots; it is refused "
+                "outside the test suite, so unset it (a slot made with it could be guessed fast)"
+            )
         return crypto.TEST_ARGON2
     return crypto.DEFAULT_ARGON2
+
+
+def weak_slot(slot: KeySlot) -> bool:
+    """A passphrase slot below OWASP's Argon2id floor (m >= 19 MiB, t >= 2): made by the test
+    hook, or by hand. Whoever copies it can guess its passphrase fast; key list and status say
+    so."""
+    kdf = slot.kdf
+    if slot.kind != PASSPHRASE or kdf.get("name") != "argon2id":
+        return False
+    return int(kdf["memory_kib"]) < 19456 or int(kdf["iterations"]) < 2
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,7 @@ from vault.repo.keys import (
     MasterKeyOnly,
     Secret,
     kdf_cost,
+    kdf_params_for_new_slots,
     make_slot,
     new_recovery_key,
     open_slot,
@@ -98,6 +99,7 @@ class Repository:
         object_lock: ObjectLockPolicy | None = None,
     ) -> tuple[Repository, str]:
         """Create a repository; returns it and the recovery key text (shown once, never stored)."""
+        kdf_params_for_new_slots()  # refuses a misplaced test hook before anything is written
         if object_lock is not None:
             if object_lock.mode not in LOCK_MODES or object_lock.days < 1:
                 raise UsageError(
