@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from vault import ids
@@ -17,9 +19,11 @@ from vault.cli.support import (
     open_with_secret,
     opt,
     progress_for,
+    record_audit,
     usage,
 )
 from vault.errors import UsageError
+from vault.evidence import erase_certificate
 from vault.jobs.rotate import reencrypt, rotate_epoch, rotate_master
 from vault.repo import keys
 from vault.repo.keys import Epoch
@@ -27,6 +31,7 @@ from vault.repo.keyusage import EpochUsage, epoch_usage
 from vault.repo.lock import Lock
 from vault.repo.repository import Repository
 from vault.units import human_bytes
+from vault.whoami import os_user
 
 
 def add_key_parsers(
@@ -75,6 +80,7 @@ def add_key_parsers(
         "other slots",
     )
     kp.add_argument("--epoch", type=int, metavar="ID", help="with --reencrypt: retire only ID")
+    kp.add_argument("--certificate", metavar="FILE", help=CERTIFICATE_HELP)
     kp.add_argument(
         "--recovery-key-file", metavar="FILE", help="with --master: " + recovery_key.OPTION_HELP
     )
@@ -82,6 +88,13 @@ def add_key_parsers(
         "retire", "re-encrypt what epoch ID sealed, then destroy its key", cmd_key_retire
     )
     kp.add_argument("epoch", type=int, metavar="ID", help="the data-key epoch to retire")
+    kp.add_argument("--certificate", metavar="FILE", help=CERTIFICATE_HELP)
+
+
+CERTIFICATE_HELP = (
+    "with an erase: also write the erase certificate (JSON, NIST SP 800-88) to FILE; it is "
+    "always recorded in the audit log"
+)
 
 
 def _age_days(created: str, now: datetime) -> int:
@@ -288,9 +301,20 @@ def _reencrypt(args: argparse.Namespace, epoch: int | None) -> int:
     with _exclusive(repo, "key re-encrypt") as held:
         result = reencrypt(repo, epoch=epoch, progress=progress_for(args), held_lock=held)
     seconds = (datetime.now(UTC) - started).total_seconds()
+    cert = erase_certificate.certificate(
+        result,
+        repository_id=repo.config.repository_id,
+        location=repo.storage.location(),
+        operator=os_user(),
+        when=datetime.now(UTC),
+    )
+    record_audit(repo, "key-erase", result="PASS", details={"certificate": cert})
+    if getattr(args, "certificate", None):
+        Path(args.certificate).write_text(json.dumps(cert, indent=2) + "\n", encoding="utf-8")
     if opt(args, "json"):
         emit_json(
             {
+                "erase_certificate": cert,
                 "destroyed_epochs": result.retired,
                 "current_epoch": result.current,
                 "resumed": result.resumed,
@@ -312,11 +336,32 @@ def _reencrypt(args: argparse.Namespace, epoch: int | None) -> int:
         f"{human_bytes(result.bytes_written)} written) and {result.objects_resealed} other "
         f"objects under epoch {result.current} in {seconds:.1f}s"
     )
-    print(
-        f"destroyed the keys of epoch(s) {', '.join(map(str, result.retired))}: what they "
-        "sealed can no longer be decrypted by anyone (cryptographic erase)"
-    )
+    _print_erase(cert, args)
     return 0
+
+
+def _print_erase(cert: dict[str, Any], args: argparse.Namespace) -> None:
+    epochs = ", ".join(str(e["id"]) for e in cert["epochs_destroyed"])
+    checked = cert["locations_checked"]
+    if cert["verdict"] == "complete":
+        print(
+            f"destroyed the keys of epoch(s) {epochs}; old versions of the keyring and key "
+            f"slots deleted: {checked['old_versions_deleted']} (storage versioning: "
+            f"{checked['storage_versioning']}). What only those epochs sealed can no longer be "
+            "decrypted from this repository (cryptographic erase)"
+        )
+    else:
+        print(
+            f"vault: warning: the erase is INCOMPLETE: the keys of epoch(s) {epochs} are gone "
+            f"from the current keyring, but {len(cert['not_erased'])} old version(s) that hold "
+            f"them remain (first: {cert['not_erased'][0]['object']}: "
+            f"{cert['not_erased'][0]['reason']}); run the erase again once they can be deleted",
+            file=sys.stderr,
+        )
+    for outside in cert["outside_vault_view"]:
+        print(f"not checked: {outside}")
+    where = f" and in {args.certificate}" if getattr(args, "certificate", None) else ""
+    print(f"erase certificate {cert['certificate_id']} recorded in the audit log{where}")
 
 
 def _rotate_master(args: argparse.Namespace) -> int:

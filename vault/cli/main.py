@@ -44,7 +44,7 @@ from vault.cli.support import (
     sigterm_interrupts,
     usage,
 )
-from vault.errors import UsageError, VaultError
+from vault.errors import StorageError, UsageError, VaultError
 from vault.format.config import ObjectLockPolicy
 from vault.jobs.check.checker import CheckResult, check
 from vault.jobs.objectlock import extend_retention
@@ -172,12 +172,17 @@ def cmd_init(args: argparse.Namespace) -> int:
     except BaseException:
         output.abandon()
         raise
+    try:
+        versioning = storage.versioning()
+    except StorageError:
+        versioning = "unknown"  # credentials that may not ask; the erase certificate will say
     if opt(args, "json"):
         output.deliver(recovery, RECOVERY_HEADING)
         emit_json(
             {
                 "repository_id": repo.config.repository_id,
                 "location": storage.location(),
+                "versioning": versioning,
                 "recovery_key_file": str(output.path) if output.path else None,
                 "object_lock": {"mode": lock.mode, "days": lock.days} if lock else None,
             }
@@ -189,6 +194,12 @@ def cmd_init(args: argparse.Namespace) -> int:
     if lock:
         print(f"every object is kept immutable for {lock.days} days ({lock.mode.lower()} mode);")
         print("run `vault object-lock extend` regularly (e.g. weekly) to keep history locked")
+    if versioning not in ("none", "unknown"):
+        print(
+            f"the bucket keeps old versions of every object (versioning {versioning}): a key "
+            "erase (`vault key rotate --reencrypt`) deletes the old versions of the keyring and "
+            "key slots where it may, and its certificate names any it could not"
+        )
     print()
     output.deliver(recovery, RECOVERY_HEADING)
     if output.path:

@@ -29,6 +29,7 @@ from vault.format.pack import PackEntry, parse_header
 from vault.progress import NoProgress, Progress
 from vault.repo import index_store
 from vault.repo.coverage import incomplete, prove_indexed
+from vault.repo.key_history import KeyHistory, purge_key_history
 from vault.repo.keys import ACTIVE, CURRENT, DESTROYED, RETIRING, Epoch, Secret, new_recovery_key
 from vault.repo.keyusage import sealed_objects
 from vault.repo.lock import Lock
@@ -57,6 +58,8 @@ class ReencryptResult:
     objects_resealed: int = 0
     index_objects_replaced: int = 0
     packs_deleted: int = 0
+    destroyed: list[Epoch] = field(default_factory=list)  # their records, keys gone
+    key_history: KeyHistory | None = None  # old versions that held the keys, and what remains
 
 
 def _choose_targets(repo: Repository, epoch: int | None) -> tuple[set[int], bool]:
@@ -107,6 +110,10 @@ def reencrypt(
     _delete_retired_packs(repo, targets, result)
     repo.keyring.destroy(targets)
     repo.save_keyring()
+    # The keyring just saved is the only one without the keys: older versions of it (and of
+    # the slots) that the storage keeps must go too, or the erase is not one.
+    result.key_history = purge_key_history(repo)
+    result.destroyed = [e for e in repo.keyring.epochs if e.id in targets]
     return result
 
 

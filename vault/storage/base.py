@@ -14,6 +14,10 @@ Keys are '/'-separated relative names made only by `vault.format.layout`. The co
   behind a delete marker, so callers check retain_until before deleting).
 - put(..., retention=R): the object cannot be deleted or overwritten before R.until; backends
   without Object Lock raise StorageError.
+- versioning() says whether the backend keeps old versions of replaced and deleted objects;
+  old_versions(prefix) lists them and delete_version removes one (for an honest key erase:
+  an old version of the keyring still holds keys that were destroyed). Backends that keep no
+  versions list none.
 
 Backends translate their own errors into vault.errors.StorageError subclasses at this boundary.
 """
@@ -32,6 +36,20 @@ class ObjectInfo:
     size: int
     # Object Lock retention, when the backend reports it (stat on S3); None when unknown/unset.
     retain_until: datetime | None = None
+
+
+@dataclass(frozen=True)
+class OldVersion:
+    """A noncurrent version of an object (S3 versioning): replaced or deleted, still stored."""
+
+    key: str
+    version_id: str
+    size: int
+    retain_until: datetime | None = None  # Object Lock on that version, when reported
+
+
+# What versioning() answers.
+VERSIONS_KEPT, VERSIONS_SUSPENDED, VERSIONS_NONE = "enabled", "suspended", "none"
 
 
 @dataclass(frozen=True)
@@ -69,4 +87,16 @@ class Storage(Protocol):
 
     def extend_retention(self, key: str, retention: Retention) -> None:
         """Move an object's retention later (never earlier); StorageError where unsupported."""
+        ...
+
+    def versioning(self) -> str:
+        """VERSIONS_KEPT, VERSIONS_SUSPENDED (old versions made before stay) or VERSIONS_NONE."""
+        ...
+
+    def old_versions(self, prefix: str = "") -> Iterator[OldVersion]:
+        """Every noncurrent version under `prefix` (none where versions are not kept)."""
+        ...
+
+    def delete_version(self, key: str, version_id: str) -> None:
+        """Remove one old version for good; StorageError when refused (Object Lock, rights)."""
         ...

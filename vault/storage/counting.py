@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
-from vault.storage.base import ObjectInfo, Retention, Storage
+from vault.storage.base import ObjectInfo, OldVersion, Retention, Storage
 
 
 class CountingStorage:
@@ -63,6 +63,18 @@ class CountingStorage:
     def extend_retention(self, key: str, retention: Retention) -> None:
         self._count("extend_retention")
         self.inner.extend_retention(key, retention)
+
+    def versioning(self) -> str:
+        self._count("versioning")
+        return self.inner.versioning()
+
+    def old_versions(self, prefix: str = "") -> Iterator[OldVersion]:
+        self._count("list_versions")
+        return self.inner.old_versions(prefix)
+
+    def delete_version(self, key: str, version_id: str) -> None:
+        self._count("delete")
+        self.inner.delete_version(key, version_id)
 
     def stats(self) -> dict[str, Any]:
         """Request counts and bytes moved, in the JSON shape of every job's statistics."""

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from vault.errors import ObjectExists, ObjectNotFound, StorageError
-from vault.storage.base import ObjectInfo, Retention
+from vault.storage.base import VERSIONS_NONE, ObjectInfo, OldVersion, Retention
 
 _TEMP_PREFIX = ".tmp-"
 
@@ -35,6 +35,17 @@ class LocalStorage:
 
     def extend_retention(self, key: str, retention: Retention) -> None:
         raise StorageError("a local directory cannot hold objects under Object Lock")
+
+    # A directory keeps no old versions itself; file-system snapshots or copies of it are
+    # outside what vault can see (an erase certificate says so).
+    def versioning(self) -> str:
+        return VERSIONS_NONE
+
+    def old_versions(self, prefix: str = "") -> Iterator[OldVersion]:
+        return iter(())
+
+    def delete_version(self, key: str, version_id: str) -> None:
+        raise StorageError(f"{self.location()} keeps no old versions")
 
     def _path(self, key: str) -> Path:
         parts = key.split("/")

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
 from vault.errors import ObjectExists, ObjectNotFound, StorageError
-from vault.storage.base import ObjectInfo, Retention
+from vault.storage.base import VERSIONS_NONE, ObjectInfo, OldVersion, Retention
 
 
 class MemoryStorage:
@@ -77,6 +77,15 @@ class MemoryStorage:
 
     def supports_object_lock(self) -> bool:
         return self._object_lock
+
+    def versioning(self) -> str:
+        return VERSIONS_NONE
+
+    def old_versions(self, prefix: str = "") -> Iterator[OldVersion]:
+        return iter(())
+
+    def delete_version(self, key: str, version_id: str) -> None:
+        raise StorageError("memory storage keeps no old versions")
 
     def extend_retention(self, key: str, retention: Retention) -> None:
         with self._lock:

@@ -37,7 +37,14 @@ from vault.errors import (
     StorageError,
     UsageError,
 )
-from vault.storage.base import ObjectInfo, Retention
+from vault.storage.base import (
+    VERSIONS_KEPT,
+    VERSIONS_NONE,
+    VERSIONS_SUSPENDED,
+    ObjectInfo,
+    OldVersion,
+    Retention,
+)
 
 T = TypeVar("T")
 
@@ -334,6 +341,39 @@ class S3Storage:
                 Bucket=self.settings.bucket,
                 Key=self._key(key),
                 Retention={"Mode": retention.mode, "RetainUntilDate": retention.until},
+            ),
+        )
+
+    # -- old versions (for an honest key erase) ---------------------------------------------
+
+    def versioning(self) -> str:
+        doc = self._retry(
+            "read",
+            "the bucket's versioning",
+            lambda: self._client.get_bucket_versioning(Bucket=self.settings.bucket),
+        )
+        known = {"Enabled": VERSIONS_KEPT, "Suspended": VERSIONS_SUSPENDED}
+        return known.get(doc.get("Status", ""), VERSIONS_NONE)
+
+    def old_versions(self, prefix: str = "") -> Iterator[OldVersion]:
+        paginator = self._client.get_paginator("list_object_versions")
+        pages = iter(paginator.paginate(Bucket=self.settings.bucket, Prefix=self._key(prefix)))
+        while True:
+            page = self._retry("list", prefix or "/", lambda: next(pages, None))
+            if page is None:
+                return
+            for item in page.get("Versions", ()):
+                if not item.get("IsLatest"):
+                    yield OldVersion(
+                        item["Key"][len(self._prefix) :], str(item["VersionId"]), int(item["Size"])
+                    )
+
+    def delete_version(self, key: str, version_id: str) -> None:
+        self._retry(
+            "delete",
+            key,
+            lambda: self._client.delete_object(
+                Bucket=self.settings.bucket, Key=self._key(key), VersionId=version_id
             ),
         )
 
