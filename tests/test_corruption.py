@@ -147,7 +147,6 @@ DAMAGES = ("flip", "truncate", "delete", "substitute")
 # Cells that are not damage, and why; they must pass check.
 NOT_DAMAGE = {
     ("check-state", "delete"): "the last check's position: the next check starts over",
-    ("slot-info", "delete"): "a slot's usage record: rewritten when the slot is next used",
 }
 # Damage to these keeps a repository from opening at all: the error must name the object.
 UNOPENABLE = {"keyring", "config", "version"}

@@ -104,3 +104,18 @@ def test_check_names_a_slot_vault_did_not_make(repo: RepoHandle, vault: RunCli) 
     assert f"keys/{planted}" in checked.err and "has no sealed slot record" in checked.err
     assert vault("key", "remove", planted[:12], "-r", repo).code == 0
     assert vault("check", "-r", repo).code == 0
+
+
+def test_a_lost_slot_record_is_reported_until_the_slot_is_used_again(
+    repo: RepoHandle, vault: RunCli, tmp_path: Path
+) -> None:
+    listing = vault("key", "list", "-r", repo, "--json").json()
+    in_use = next(s["id"] for s in listing["slots"] if s["in_use"])
+    repo.storage.delete(f"slotinfo/{in_use}")
+    checked = vault("check", "-r", repo)
+    assert checked.code == 1 and f"keys/{in_use}" in checked.err
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "f").write_bytes(b"x")
+    assert vault("backup", "-r", repo, source).code == 0  # the slot opened it: re-recorded
+    assert vault("check", "-r", repo).code == 0

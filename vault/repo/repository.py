@@ -246,11 +246,18 @@ class Repository:
         now = datetime.now(UTC)
         info = self.slot_info(self.slot_id)
         last = info.get("last_used")
-        if hourly and last and now - datetime.fromisoformat(last) < timedelta(hours=1):
+        recorded = "slot_sha256" in info
+        if hourly and recorded and last and now - datetime.fromisoformat(last) < timedelta(hours=1):
             return
         info.update(
             last_used_host=socket.gethostname(), last_used=now.isoformat(timespec="seconds")
         )
+        if not recorded:
+            # A lost record, written again: the slot just opened the master key, so it is one
+            # of the keyholders' own (check names slots without a record: vault.jobs.check).
+            with contextlib.suppress(VaultError):
+                stored = self.storage.get(layout.key_slot(self.slot_id))
+                info["slot_sha256"] = hashlib.sha256(stored).hexdigest()
         with contextlib.suppress(VaultError):
             self._save_slot_info(self.slot_id, info)
 

@@ -171,8 +171,9 @@ def _slots(repo: Repository) -> list[Problem]:
             problems.append(
                 (
                     info.key,
-                    "has no sealed slot record: it was not made by `vault key add` here "
-                    "(planted?); remove it with `vault key remove` unless you know it",
+                    "has no sealed slot record: the record was deleted (the slot's next backup "
+                    "writes it again), or the slot was not made by `vault key add` here "
+                    "(planted?): remove it with `vault key remove` unless you know it",
                     set(),
                 )
             )
