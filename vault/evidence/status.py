@@ -50,7 +50,7 @@ class KeyStatus:
 
 @dataclass(frozen=True)
 class Finding:
-    topic: str  # backup | check | drill | keys | locks
+    topic: str  # backup | check | drill | keys | locks | evidence
     level: str  # OK | WARN | FAIL
     message: str  # what is wrong and what to do; no secrets, no PHI
 
@@ -86,6 +86,8 @@ class Status:
     last_check: dict[str, Any] | None = None
     space: Space = field(default_factory=Space)
     object_lock: ObjectLockPolicy | None = None
+    # The audit log's and drill records' ends against what this machine saw (vault.repo.chain).
+    chain_problems: list[str] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
 
     @property
@@ -221,6 +223,15 @@ def _judge(st: Status, now: datetime, frequency_days: int) -> list[Finding]:
             found.append(
                 Finding("drill", LEVEL_WARN, f"no drill in the last {frequency_days} days")
             )
+    for problem in st.chain_problems:
+        found.append(
+            Finding(
+                "evidence",
+                LEVEL_FAIL,
+                f"{problem}: the evidence was tampered with; `vault audit --verify` and "
+                "`vault drill history --verify` show the whole chain",
+            )
+        )
     for slot_id in st.keys.weak_slots:
         found.append(
             Finding(
@@ -276,6 +287,10 @@ def status(
         last_check=jobstate.load(repo, jobstate.CHECK),
         space=space(repo, snapshots),
         object_lock=repo.config.object_lock,
+        chain_problems=chain.anchor_problems(
+            repo, layout.AUDIT, sealing.Kind.AUDIT, "audit event"
+        )
+        + chain.anchor_problems(repo, layout.DRILLS, sealing.Kind.DRILL, "drill record"),
     )
     result.findings = _judge(result, now, drill_policy.frequency_days)
     return result

@@ -5,6 +5,13 @@ SHA-256 (hex) of record n-1's payload. Appends are put-if-absent on the next num
 writers cannot both extend the chain from the same record; the loser retries on the new head.
 Reading with verification reports gaps (deleted records), records that fail authentication
 (edited bytes) and broken links (a record replaced by another authentic one).
+
+A chain alone cannot show that its newest records were cut off. So every client anchors the
+head outside the bucket (vault.repo.seen): the highest record it has read or written, and the
+SHA-256 of its payload. A chain that now ends before that record, or holds another record there,
+was tampered with; an emptied newest record is an interrupted append only if this machine never
+saw that record whole. Appends refuse to grow a chain that lost records this machine saw, so
+the next append can no longer paper over a deletion.
 """
 
 from __future__ import annotations
@@ -53,21 +60,36 @@ def append(
     repo: Repository, prefix: str, kind: sealing.Kind, build: Callable[[int, str], dict[str, Any]]
 ) -> dict[str, Any]:
     """Append the record `build(seq, prev)` returns; retried on a concurrent append."""
+    seen_seq, _ = repo.seen.chain_head(prefix)
     for _ in range(_APPEND_ATTEMPTS):
         listed = sorted((s, i) for i in repo.storage.list(prefix) if (s := seq_of(i.key)))
         if listed and sealing.is_torn(listed[-1][1].size):
+            if listed[-1][0] <= seen_seq:
+                raise IntegrityError(
+                    f"{listed[-1][1].key} was emptied after this machine saw it whole: the "
+                    f"chain was tampered with, so nothing is appended (`vault audit --verify`)",
+                    key=listed[-1][1].key,
+                )
             # The newest record is an empty object from a writer killed mid-upload: replace it.
             repo.storage.delete(listed[-1][1].key)
             listed.pop()
         head = listed[-1][0] if listed else 0
+        if head < seen_seq:
+            raise IntegrityError(
+                f"{prefix.rstrip('/')} ends at record {head}, but this machine has seen record "
+                f"{seen_seq}: the newest records were deleted, so nothing is appended over them",
+                key=prefix,
+            )
         prev = hashlib.sha256(load(repo, kind, key_of(prefix, head))[1]).hexdigest() if head else ""
         doc = build(head + 1, prev)
         key = key_of(prefix, head + 1)
+        payload = _payload(doc)
         try:
-            repo.put(key, repo.seal(kind, layout.id_of(key), _payload(doc)), if_absent=True)
-            return doc
+            repo.put(key, repo.seal(kind, layout.id_of(key), payload), if_absent=True)
         except ObjectExists:
             continue
+        repo.seen.remember_chain_head(prefix, head + 1, hashlib.sha256(payload).hexdigest())
+        return doc
     raise VaultError(f"could not append to {prefix.rstrip('/')}: too many concurrent writers")
 
 
@@ -85,8 +107,11 @@ def read(
     repo: Repository, prefix: str, kind: sealing.Kind, noun: str, *, verify: bool = False
 ) -> ChainReport:
     report = ChainReport()
+    seen_seq, seen_digest = repo.seen.chain_head(prefix)
     listed = sorted((s, i) for i in repo.storage.list(prefix) if (s := seq_of(i.key)))
     if listed and sealing.is_torn(listed[-1][1].size):
+        if listed[-1][0] <= seen_seq:
+            report.problems.append(_emptied(noun, listed[-1][0]))
         listed.pop()  # an interrupted final append (see `append`), not a damaged record
     keys = [(s, i.key) for s, i in listed]
     expected = 1
@@ -110,6 +135,13 @@ def read(
                 report.problems.extend(_link_problems(noun, seq, doc, prev_payload))
             report.records.append(doc)
             prev_payload = payload
+            if seq == seen_seq and hashlib.sha256(payload).hexdigest() != seen_digest:
+                report.problems.append(_replaced(noun, seq))
+    head = keys[-1][0] if keys else 0
+    if head < seen_seq:
+        report.problems.append(_cut(noun, head, seen_seq))
+    elif head and prev_payload is not None and not report.problems:
+        repo.seen.remember_chain_head(prefix, head, hashlib.sha256(prev_payload).hexdigest())
     return report
 
 
@@ -134,3 +166,43 @@ def _link_problems(
     elif want is not None and doc.get("prev") != want:
         problems.append(f"{noun} {seq} does not link to {noun} {seq - 1} (edited or replaced)")
     return problems
+
+
+def anchor_problems(repo: Repository, prefix: str, kind: sealing.Kind, noun: str) -> list[str]:
+    """The anchor check alone, for `status`: one listing and at most one record read, however
+    long the chain (the full verification is `read(..., verify=True)`)."""
+    seen_seq, seen_digest = repo.seen.chain_head(prefix)
+    if not seen_seq:
+        return []
+    listed = {s: i for i in repo.storage.list(prefix) if (s := seq_of(i.key))}
+    head = max(listed, default=0)
+    if head and sealing.is_torn(listed[head].size):
+        if head <= seen_seq:
+            return [_emptied(noun, head)]
+        head -= 1
+    if head < seen_seq:
+        return [_cut(noun, head, seen_seq)]
+    try:
+        _, payload = load(repo, kind, key_of(prefix, seen_seq))
+    except DAMAGE:
+        return [_replaced(noun, seen_seq)]
+    return [] if hashlib.sha256(payload).hexdigest() == seen_digest else [_replaced(noun, seen_seq)]
+
+
+def _emptied(noun: str, seq: int) -> str:
+    return (
+        f"{noun} {seq} was emptied after this machine saw it whole (tampering, not an "
+        "interrupted write)"
+    )
+
+
+def _replaced(noun: str, seq: int) -> str:
+    return f"{noun} {seq} is not the one this machine saw there (replaced)"
+
+
+def _cut(noun: str, head: int, seen: int) -> str:
+    cut = f"{head + 1}" if head + 1 == seen else f"{head + 1}–{seen}"
+    return (
+        f"the {noun}s end at {head}, but this machine has seen {noun} {seen}: {noun}(s) {cut} "
+        "were deleted"
+    )

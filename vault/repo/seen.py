@@ -4,8 +4,10 @@ A repository's mutable objects (the keyring above all) can be put back to an old
 whoever can write to the storage: a keyring from before `key rotate` would make every later
 backup seal under the epoch the rotation retired. The repository alone cannot prove it is not
 an old copy of itself, so each client remembers the highest generation it has seen of each
-mutable object, per repository id, and refuses an older one. It also remembers the key slot it
-last opened each repository location with, so the next open tries that slot's KDF first.
+mutable object, per repository id, and refuses an older one. It also remembers the head of each
+hash chain (audit log, drill records) it has seen, so records deleted or replaced at the end of
+a chain are tampering it can name, and the key slot it last opened each repository location
+with, so the next open tries that slot's KDF first.
 
 The record is `$VAULT_STATE_DIR/<repository id>.json` (default `$XDG_STATE_HOME/vault`, else
 `~/.local/state/vault`), mode 0600 in a 0700 directory. It holds no secret: generations and a
@@ -74,6 +76,19 @@ class Seen:
     def remember_generation(self, name: str, generation: int) -> None:
         if generation > self.generation(name):
             self._doc.setdefault("generations", {})[name] = generation
+            self._save()
+
+    def chain_head(self, prefix: str) -> tuple[int, str]:
+        """(sequence number, SHA-256 of its payload) of the newest record of the chain under
+        `prefix` that this machine has seen; (0, "") when none."""
+        value = self._doc.get("chains", {}).get(prefix)
+        if isinstance(value, list) and len(value) == 2 and isinstance(value[0], int):
+            return value[0], str(value[1])
+        return 0, ""
+
+    def remember_chain_head(self, prefix: str, seq: int, digest: str) -> None:
+        if seq > self.chain_head(prefix)[0]:
+            self._doc.setdefault("chains", {})[prefix] = [seq, digest]
             self._save()
 
     def _save(self) -> None:

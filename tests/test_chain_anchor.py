@@ -1,0 +1,94 @@
+"""The end of the audit log and of the drill records is tamper-evident: a machine that has seen a
+record notices it deleted, emptied or replaced (`audit --verify`, `drill history --verify`,
+`check`, `status`), and the next append refuses to paper over it. Both backends."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import BOTH_BACKENDS, RunCli
+from tests.repos import RepoHandle
+
+pytestmark = BOTH_BACKENDS
+
+
+@pytest.fixture
+def events(repo: RepoHandle, vault: RunCli, tmp_path: Path) -> list[str]:
+    """Three backups: three audit events, each seen by this machine when it was written."""
+    source = tmp_path / "src"
+    source.mkdir()
+    for n in range(3):
+        (source / f"f{n}").write_bytes(b"x" * (n + 1))
+        assert vault("backup", "-r", repo, source).code == 0
+    assert vault("audit", "-r", repo, "--verify").code == 0
+    return repo.keys("audit/")
+
+
+def _tampered(vault: RunCli, repo: RepoHandle, words: str) -> None:
+    verified = vault("audit", "-r", repo, "--verify")
+    assert verified.code == 1 and words in verified.out + verified.err
+    checked = vault("check", "-r", repo)
+    assert checked.code == 1 and words in checked.out + checked.err
+    status = vault("status", "-r", repo, "--json").json()
+    evidence = [f for f in status["findings"] if f["topic"] == "evidence"]
+    assert status["level"] == "FAIL" and evidence and words in evidence[0]["message"]
+
+
+def test_deleting_the_newest_audit_event_is_tampering(
+    events: list[str], repo: RepoHandle, vault: RunCli, tmp_path: Path
+) -> None:
+    repo.storage.delete(events[-1])
+    _tampered(vault, repo, "were deleted")
+    # The next append does not write over the gap: the deletion stays visible.
+    source = tmp_path / "src"
+    (source / "later").write_bytes(b"y")
+    backed = vault("backup", "-r", repo, source)
+    assert backed.code == 0  # the backup itself is saved; only its audit event is refused
+    assert "newest records were deleted" in backed.err
+    assert repo.keys("audit/") == events[:-1]
+
+
+def test_emptying_the_newest_audit_event_is_tampering_not_a_torn_write(
+    events: list[str], repo: RepoHandle, vault: RunCli
+) -> None:
+    repo.write(events[-1], b"x")
+    _tampered(vault, repo, "was emptied after this machine saw it")
+    assert repo.read(events[-1]) == b"x"  # not deleted as an interrupted append
+
+
+def test_replacing_the_newest_audit_event_with_an_older_one_is_tampering(
+    events: list[str], repo: RepoHandle, vault: RunCli
+) -> None:
+    repo.write(events[-1], repo.read(events[0]))
+    verified = vault("audit", "-r", repo, "--verify")
+    assert verified.code == 1
+
+
+def test_a_machine_that_never_saw_the_chain_cannot_know_but_one_that_did_can(
+    events: list[str],
+    repo: RepoHandle,
+    vault: RunCli,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("VAULT_STATE_DIR", str(tmp_path / "new-machine"))
+    assert vault("audit", "-r", repo, "--verify").code == 0  # anchors the head it sees
+    repo.storage.delete(events[-1])
+    verified = vault("audit", "-r", repo, "--verify")
+    assert verified.code == 1 and "were deleted" in verified.out + verified.err
+
+
+def test_deleting_the_newest_drill_record_is_tampering(
+    events: list[str], repo: RepoHandle, vault: RunCli, tmp_path: Path
+) -> None:
+    for n in range(2):
+        done = vault("drill", "-r", repo, "--target", tmp_path / f"drill{n}")
+        assert done.code == 0, done.err
+    records = repo.keys("drills/")
+    repo.storage.delete(records[-1])
+    verified = vault("drill", "history", "-r", repo, "--verify")
+    assert verified.code == 1 and "were deleted" in verified.out + verified.err
+    status = vault("status", "-r", repo, "--json").json()
+    assert status["level"] == "FAIL"
