@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from vault.evidence.drill import merged
 from vault.format import layout, sealing
 from vault.format.config import ObjectLockPolicy
 from vault.format.pack import BlobType
@@ -81,6 +82,10 @@ class Status:
     locks: list[tuple[LockInfo, bool]]  # (lock, stale)
     rpo_hours: int = 24
     last_drill: dict[str, Any] | None = None
+    # The newest drill of each scenario (sampled, full, …), annotations applied: an annual full
+    # drill that failed is not hidden by the monthly sampled drills that passed since.
+    latest_drills: dict[str, dict[str, Any]] = field(default_factory=dict)
+    open_actions: list[dict[str, Any]] = field(default_factory=list)
     drill_age_seconds: int | None = None
     drill_overdue: bool = False
     last_check: dict[str, Any] | None = None
@@ -136,10 +141,14 @@ def key_status(repo: Repository, policy: KeyPolicy, now: datetime) -> KeyStatus:
     )
 
 
+def drills(repo: Repository) -> list[dict[str, Any]]:
+    """Every drill record, with its later annotations applied, oldest first."""
+    return merged(chain.read(repo, layout.DRILLS, sealing.Kind.DRILL, "drill record"))
+
+
 def last_drill(repo: Repository) -> dict[str, Any] | None:
-    records = chain.read(repo, layout.DRILLS, sealing.Kind.DRILL, "drill record").records
-    drills = [r for r in records if r.get("type") == "drill"]
-    return drills[-1] if drills else None
+    found = drills(repo)
+    return max(found, key=lambda r: r["seq"]) if found else None
 
 
 def space(repo: Repository, snapshots: list[Snapshot]) -> Space:
@@ -210,13 +219,26 @@ def _judge(st: Status, now: datetime, frequency_days: int) -> list[Finding]:
     if drill is None:
         found.append(Finding("drill", LEVEL_WARN, "no restore drill yet: run `vault drill`"))
     else:
-        if drill.get("result") != "PASS":
+        for scenario, latest in sorted(st.latest_drills.items()):
+            if latest.get("result") != "PASS":
+                found.append(
+                    Finding(
+                        "drill",
+                        LEVEL_FAIL,
+                        f"the latest drill of its kind ({scenario}: "
+                        f"{str(latest.get('drill_id', '?'))[:8]}, "
+                        f"{str(latest.get('started', ''))[:10]}) FAILED; it stays failed until "
+                        "a drill of that kind passes (`vault drill report` shows why)",
+                    )
+                )
+        for action in st.open_actions:
             found.append(
                 Finding(
                     "drill",
-                    LEVEL_FAIL,
-                    f"the last drill ({drill.get('drill_id', '?')}) failed: see "
-                    "`vault drill report` for its corrective actions",
+                    LEVEL_WARN,
+                    f"drill {str(action['drill_id'])[:8]} has an open corrective action "
+                    f"({action['corrective_actions']}): open until a reviewer approves it "
+                    "(`vault drill annotate ID --reviewer NAME --approved`)",
                 )
             )
         if st.drill_overdue:
@@ -270,10 +292,17 @@ def status(
     latest = snapshots[-1] if snapshots else None
     host = socket.gethostname()
     locks = [(lk, lk.is_stale(now, host)) for lk in list_locks(repo.storage, repo.keyring)]
-    drill = last_drill(repo)
+    records = drills(repo)
+    drill = records[-1] if records else None
     drill_age = _age(now, drill["started"]) if drill else None
     result = Status(
         last_drill=drill,
+        latest_drills={str(r.get("scenario", "drill")): r for r in records},
+        open_actions=[
+            {"drill_id": r["drill_id"], "corrective_actions": r["corrective_actions"]}
+            for r in records
+            if r.get("corrective_actions") and not r.get("approved")
+        ],
         drill_age_seconds=drill_age,
         drill_overdue=drill_age is None or drill_age > drill_policy.frequency_days * 86400,
         location=repo.storage.location(),
