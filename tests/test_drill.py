@@ -226,3 +226,20 @@ def test_key_check_and_source_comparison_are_recorded(
     monkeypatch.setenv("VAULT_RECOVERY_KEY_FILE", str(wrong))
     code, record = _drill(vault, other, tmp_path, "--key-check")
     assert code == 1 and record["key_check"]["result"] == "FAIL"
+
+
+def test_the_key_check_fails_when_the_ordinary_passphrase_is_given_as_the_recovery_key(
+    repo: RepoHandle, vault: RunCli, archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.conftest import PASSWORD
+
+    vault("backup", "-r", repo, archive)
+    not_recovery = tmp_path / "not-the-recovery-key.txt"
+    not_recovery.write_text(PASSWORD + "\n")
+    not_recovery.chmod(0o600)
+    monkeypatch.setenv("VAULT_RECOVERY_KEY_FILE", str(not_recovery))
+    code, record = _drill(vault, repo, tmp_path, "--key-check")
+    assert code == 1 and record["result"] == "FAIL"
+    assert record["key_check"]["result"] == "FAIL"
+    assert record["key_check"]["opened_with"] == "passphrase"
+    assert any("not a recovery key" in r for r in record["failure_reasons"])

@@ -35,7 +35,7 @@ from vault.jobs.restore.restorer import RestoreOptions, restore, walk
 from vault.policy.files import DrillPolicy
 from vault.progress import NoProgress, Progress
 from vault.repo import chain
-from vault.repo.keys import Secret
+from vault.repo.keys import RECOVERY, Secret
 from vault.repo.repository import Repository
 from vault.whoami import os_user
 
@@ -284,7 +284,7 @@ def run_drill(
     if options.recovery_secret is not None:
         key_check = _key_check(repo, options.recovery_secret)
         if key_check["result"] == "FAIL":
-            failures.append("key check: the recovery key did not open the repository")
+            failures.append(f"key check: {key_check['reason']}")
     scratch_gone = not scratch_made or not base.exists()
     return {
         "type": "drill",
@@ -356,18 +356,31 @@ def _scrub(reason: str, paths: list[str]) -> str:
 
 
 def _key_check(repo: Repository, secret: Secret) -> dict[str, Any]:
+    """PASS only when the secret is a recovery key and opens the repository through a recovery
+    slot: the ordinary passphrase opening it proves nothing about the break-glass path."""
     started = time.perf_counter()
+    opened_kind = ""
     try:
-        Repository.open(repo.storage, secret)
-        result = "PASS"
+        opened = Repository.open(repo.storage, secret)
+        opened_kind = next((s.kind for s in opened.slots() if s.id == opened.slot_id), "")
     except VaultError:
-        result = "FAIL"
-    return {
+        pass
+    result = "PASS" if secret.kind == RECOVERY and opened_kind == RECOVERY else "FAIL"
+    doc: dict[str, Any] = {
         "step": "open the repository with the recovery key (break-glass)",
         "kind": secret.kind,
+        "opened_with": opened_kind or None,
         "result": result,
         "seconds": round(time.perf_counter() - started, 3),
     }
+    if result == "FAIL":
+        doc["reason"] = (
+            "what was given is not a recovery key (a passphrase or key file opens the "
+            "repository, but that does not prove the break-glass path)"
+            if secret.kind != RECOVERY
+            else "the recovery key did not open the repository"
+        )
+    return doc
 
 
 # -- the drill log ----------------------------------------------------------------------------
