@@ -42,22 +42,27 @@ def test_restores_and_patient_searches_are_recorded_without_phi(
     doc = _events(vault, audited)
     assert doc["code"] == 0 and doc["outcome"] == "PASS"
     actions = [e["action"] for e in doc["events"]]
-    assert actions == ["backup", "studies-search", "restore", "restore", "restore"]
-    saved = doc["events"][0]
+    assert actions == [
+        "init", "backup", "studies-list", "studies-search", "restore", "restore", "restore"
+    ]
+    saved = doc["events"][1]
     assert saved["result"] == "PASS" and saved["snapshot"] and saved["details"]["bytes"] > 0
     assert str(audited) not in str(saved) and "archive" not in str(saved)  # no source paths
-    restore = doc["events"][2]
+    restore = doc["events"][4]
     assert restore["result"] == "PASS" and len(restore["catalog_ids"]) == 1
     assert restore["actor"] and restore["host"] and restore["snapshot"]
+    # Attributed to the key slot that opened the repository, not only to an OS user name.
+    assert len(restore["slot"]) == 64 and restore["slot_kind"] == "passphrase"
     identifiers = set()
     for path in archive.rglob("*.dcm"):
         ds = pydicom.dcmread(path, stop_before_pixels=True)
         identifiers |= {str(ds.PatientName), str(ds.PatientID), str(ds.StudyInstanceUID)}
     text = str(doc["events"])
     assert not any(i in text for i in identifiers if i)
-    # A plain listing (no patient filter) is not an identifying search: not logged.
+    # A plain listing shows patient names too: logged as well (without them).
     vault("studies", "-r", audited)
-    assert len(_events(vault, audited)["events"]) == 5
+    events = _events(vault, audited)["events"]
+    assert len(events) == 8 and events[-1]["action"] == "studies-list"
 
 
 def test_edited_event_breaks_the_chain(audited: RepoHandle, vault: RunCli) -> None:
@@ -96,5 +101,5 @@ def test_an_empty_final_record_from_a_killed_append_is_replaced(
     out = tmp_path / "again"
     studies = vault("studies", "-r", audited, "--json").json()
     vault("restore", "latest", "-r", audited, "--study", studies[0]["catalog_id"], "--target", out)
-    doc = _events(vault, audited)
-    assert doc["code"] == 0 and [e["seq"] for e in doc["events"]] == list(range(1, head + 2))
+    doc = _events(vault, audited)  # the listing's event took the empty record's place
+    assert doc["code"] == 0 and [e["seq"] for e in doc["events"]] == list(range(1, head + 3))

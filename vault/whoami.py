@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import getpass
 import os
+import pwd
 
 
 def os_user() -> str:
+    """The user the system says runs this process (its effective uid), never what LOGNAME or
+    USER claim: an audit trail must not take the actor's word for who they are."""
     try:
-        return getpass.getuser()
-    except (KeyError, OSError):  # no passwd entry (containers) and no USER variable
-        return f"uid {os.getuid()}"
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:  # no passwd entry (containers)
+        return f"uid {os.geteuid()}"

@@ -216,6 +216,12 @@ def cmd_annotate(args: argparse.Namespace) -> int:
         )
     repo = open_repo(args)
     note = drill.annotate(repo, args.drill_id, fields)
+    record_audit(
+        repo,
+        "drill-annotate",
+        result="PASS",
+        details={"drill_id": note["drill_id"], "fields": sorted(fields)},
+    )
     if opt(args, "json"):
         emit_json(note)
     else:

@@ -30,6 +30,7 @@ from vault.repo.keys import Epoch
 from vault.repo.keyusage import EpochUsage, epoch_usage
 from vault.repo.lock import Lock
 from vault.repo.repository import Repository
+from vault.repo.seen import LastSlots
 from vault.units import human_bytes
 from vault.whoami import os_user
 
@@ -54,6 +55,13 @@ def add_key_parsers(
         "--new-key-file",
         metavar="FILE",
         help="create FILE (mode 0600) holding a new random key and add a slot for it",
+    )
+    kp.add_argument(
+        "--name",
+        metavar="TEXT",
+        default="",
+        help='who or what holds the slot, e.g. "J. Smith, office manager"; kept sealed and '
+        "named in every audit event the slot opens",
     )
     kp = key_command("remove", "remove a key slot", cmd_key_remove)
     kp.add_argument("slot", metavar="ID", help="slot id or unique prefix")
@@ -204,7 +212,9 @@ def cmd_key_add(args: argparse.Namespace) -> int:
         secret = keys.Secret(keys.KEYFILE, keys.parse_key_file(text, name=args.new_key_file))
     else:
         secret = keys.Secret.from_passphrase(secrets_input.new_passphrase(args.new_password_file))
-    slot = repo.add_slot(secret)
+    slot = repo.add_slot(secret, name=args.name)
+    details = {"slot": slot.id, "kind": slot.kind, "name": args.name}
+    record_audit(repo, "key-add", result="PASS", details=details)
     if opt(args, "json"):
         emit_json({"id": slot.id, "kind": slot.kind, "created": slot.created})
     else:
@@ -230,6 +240,7 @@ def cmd_key_remove(args: argparse.Namespace) -> int:
     slot = _resolve_slot(repo, args.slot)
     if isinstance(slot, str):  # unusable: it opens nothing, so removing it locks no one out
         repo.remove_slot(slot)
+        record_audit(repo, "key-remove", result="PASS", details={"slot": slot, "kind": "unusable"})
         if opt(args, "json"):
             emit_json({"removed": slot})
         else:
@@ -239,7 +250,10 @@ def cmd_key_remove(args: argparse.Namespace) -> int:
         raise UsageError("refusing to remove the last key slot: the repository would be lost")
     if slot.id == repo.slot_id and not args.force:
         raise UsageError(f"slot {ids.short(slot.id)} is the one in use; pass --force to remove it")
+    name = repo.slot_info(slot.id).get("name", "")
     repo.remove_slot(slot.id)
+    details = {"slot": slot.id, "kind": slot.kind, "name": name}
+    record_audit(repo, "key-remove", result="PASS", details=details)
     if opt(args, "json"):
         emit_json({"removed": slot.id})
     else:
@@ -256,8 +270,14 @@ def cmd_key_passwd(args: argparse.Namespace) -> int:
             "use `vault key add` to add a passphrase instead"
         )
     passphrase = secrets_input.new_passphrase(args.new_password_file)
-    new_slot = repo.add_slot(keys.Secret.from_passphrase(passphrase))
+    name = repo.slot_info(current.id).get("name", "")
+    new_slot = repo.add_slot(keys.Secret.from_passphrase(passphrase), name=name)
     repo.remove_slot(current.id)  # only after the new slot is durable
+    repo.slot_id = new_slot.id
+    LastSlots().remember(repo.storage.location(), new_slot.id)
+    record_audit(
+        repo, "key-passwd", result="PASS", details={"slot": new_slot.id, "replaced": current.id}
+    )
     if opt(args, "json"):
         emit_json({"id": new_slot.id, "replaced": current.id})
     else:
@@ -281,6 +301,7 @@ def cmd_key_rotate(args: argparse.Namespace) -> int:
     repo = open_repo(args)
     with _exclusive(repo, "key rotate"):
         new = rotate_epoch(repo)
+    record_audit(repo, "key-rotate", result="PASS", details={"current_epoch": new.id})
     if opt(args, "json"):
         emit_json({"current_epoch": new.id, "created": new.created})
     else:
@@ -373,6 +394,16 @@ def _rotate_master(args: argparse.Namespace) -> int:
     except BaseException:
         output.abandon()
         raise
+    record_audit(
+        repo,
+        "key-rotate-master",
+        result="PASS",
+        details={
+            "slot": result.new_slot,
+            "replaced": result.replaced_slot,
+            "removed_slots": [i for i, _ in result.removed_slots],
+        },
+    )
     heading = "NEW RECOVERY KEY (the old one no longer works; print this and store it off-site):"
     if opt(args, "json"):
         output.deliver(result.recovery_key, heading)

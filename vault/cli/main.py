@@ -176,6 +176,15 @@ def cmd_init(args: argparse.Namespace) -> int:
         versioning = storage.versioning()
     except StorageError:
         versioning = "unknown"  # credentials that may not ask; the erase certificate will say
+    record_audit(
+        repo,
+        "init",
+        result="PASS",
+        details={
+            "object_lock": {"mode": lock.mode, "days": lock.days} if lock else None,
+            "versioning": versioning,
+        },
+    )
     if opt(args, "json"):
         output.deliver(recovery, RECOVERY_HEADING)
         emit_json(
@@ -341,6 +350,13 @@ def cmd_object_lock_extend(args: argparse.Namespace) -> int:
         result = extend_retention(
             repo, now=datetime.now(UTC), dry_run=args.dry_run, progress=progress_for(args)
         )
+    if not args.dry_run:
+        record_audit(
+            repo,
+            "object-lock-extend",
+            result="PASS",
+            details={"extended": result.extended, "retain_until": str(result.retain_until)},
+        )
     if opt(args, "json"):
         emit_json(
             {
@@ -369,6 +385,13 @@ def cmd_unlock(args: argparse.Namespace) -> int:
     removed, kept = lock.remove_stale_locks(
         repo.storage, repo.keyring, force=args.remove_all, now=now
     )
+    if removed:
+        record_audit(
+            repo,
+            "unlock",
+            result="PASS",
+            details={"removed": [lk.describe(now) for lk in removed], "forced": args.remove_all},
+        )
     if opt(args, "json"):
         emit_json(
             {

@@ -48,7 +48,9 @@ def add_study_parsers(command: Callable[..., argparse.ArgumentParser]) -> None:
 
     p = command(
         "audit",
-        "the audit log: backups, checks, restores, searches, exports, drills, key and prune events",
+        "the audit log: init, backups, checks, restores, study listings and searches, exports, "
+        "drills and their annotations, key add/remove/passwd/rotate/erase, prune, forget, "
+        "repairs, unlock, object-lock extend; each names the OS user, host and key slot",
         cmd_audit,
     )
     p.add_argument("--since", metavar="DATE", help="only events on or after DATE (YYYY-MM-DD)")
@@ -76,10 +78,11 @@ def cmd_studies(args: argparse.Namespace) -> int:
     repo = open_repo(args)
     only = repo.find_snapshot(args.snapshot) if args.snapshot else None
     rows = find_studies(repo, query, only)
-    if query.identifying:
+    # Every listing reveals patient data (names, IDs), filtered or not: all are audited.
+    if rows or query.identifying:
         record_audit(
             repo,
-            "studies-search",
+            "studies-search" if query.identifying else "studies-list",
             result="PASS",
             snapshot=only.id if only else "",
             catalog_ids=[r.study.catalog_id for r in rows],
@@ -208,6 +211,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _slot_label(event: audit.AuditEvent) -> str:
+    """Which key slot opened the repository: its name, or its short id; break-glass marked."""
+    if not event.slot:
+        return ""
+    who = event.slot_name or ids.short(event.slot)
+    return f" ({who}, RECOVERY KEY)" if event.slot_kind == "recovery" else f" ({who})"
+
+
 def cmd_audit(args: argparse.Namespace) -> int:
     since = parse_date(args.since, "--since")
     repo = open_repo(args)
@@ -227,7 +238,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
             [
                 str(e.seq),
                 e.time,
-                f"{e.actor}@{e.host}",
+                f"{e.actor}@{e.host}" + _slot_label(e),
                 e.action,
                 e.result,
                 ids.short(e.snapshot) if e.snapshot else "-",

@@ -5,8 +5,12 @@ of the previous event's JSON, so the events form a hash chain: an edited event f
 authentication or breaks the next link, a deleted one leaves a gap in the numbering or a broken
 link. Appends use put-if-absent on the next number, so two writers cannot both extend the
 chain from the same event (the loser retries on the new head). Events hold catalog ids, never
-patient names, IDs or UIDs. (The newest event can only be shown deleted against an earlier
-listing or an external copy: `vault audit --json` output kept elsewhere serves as that anchor.)
+patient names, IDs or UIDs. The chain's end is anchored by every client (vault.repo.chain).
+
+Each event names who did it: the OS user as the system reports it (not the environment), the
+host, and the key slot that opened the repository — its id, kind and the name it was given at
+`vault key add --name` — so a restore is attributable to a person's slot, and an open with the
+recovery key (kind `recovery`) is visibly break-glass.
 """
 
 from __future__ import annotations
@@ -37,6 +41,10 @@ class AuditEvent:
     target: str = ""
     details: dict[str, Any] = field(default_factory=dict)
     prev: str = ""  # SHA-256 (hex) of the previous event's payload; "" for the first
+    # The key slot that opened the repository ("" in events written before slots were named).
+    slot: str = ""
+    slot_kind: str = ""  # passphrase | keyfile | recovery (break-glass)
+    slot_name: str = ""
 
     def payload(self) -> bytes:
         return json.dumps(asdict(self), sort_keys=True, separators=(",", ":")).encode()
@@ -77,6 +85,9 @@ def record(
                 target=target,
                 details=details or {},
                 prev=prev,
+                slot=repo.slot_id,
+                slot_kind=repo.slot_kind,
+                slot_name=repo.slot_info(repo.slot_id).get("name", "") if repo.slot_id else "",
             )
         )
 

@@ -80,6 +80,7 @@ class Repository:
         self.keyring = keyring
         self.config = config
         self.slot_id = slot_id  # the slot that opened it
+        self.slot_kind = ""  # its kind: passphrase | keyfile | recovery
         self.index = Index()
         self.tree_packs = TreePacks(storage)
         self._index_loaded = False
@@ -140,6 +141,7 @@ class Repository:
             if_absent=True,
         )
         repo.slot_id = repo.add_slot(passphrase).id
+        repo.slot_kind = passphrase.kind
         LastSlots().remember(storage.location(), repo.slot_id)
         recovery_text, recovery_material = new_recovery_key()
         repo.add_slot(Secret("recovery", recovery_material))
@@ -176,6 +178,7 @@ class Repository:
             keyring = Keyring.from_bytes(master, keyring_payload)
             config = Config.from_bytes(_open_config(opened, master, config_blob, candidates))
             repo = cls(storage, keyring, config, slot_id)
+            repo.slot_kind = secret.kind
             repo._accept_keyring(keyring)
             last_slots.remember(storage.location(), slot_id)
             return repo
@@ -209,7 +212,9 @@ class Repository:
                 continue
         return bad
 
-    def add_slot(self, secret: Secret) -> KeySlot:
+    def add_slot(self, secret: Secret, name: str = "") -> KeySlot:
+        """A new slot for `secret`; `name` (a person or machine, e.g. "J. Smith, office
+        manager") is kept sealed in its record and named in every audit event it opens."""
         slot_id = ids.new_id()
         slot = make_slot(slot_id, secret, self.keyring.master_key)
         stored = slot.to_bytes()
@@ -218,7 +223,10 @@ class Repository:
         # The slot's digest under the master key: `check` can then tell a damaged slot it
         # cannot open (no secret for it) from an intact one.
         digest = hashlib.sha256(stored).hexdigest()
-        self._save_slot_info(slot_id, {"created_host": host, "created": now, "slot_sha256": digest})
+        info = {"created_host": host, "created": now, "slot_sha256": digest}
+        if name:
+            info["name"] = name
+        self._save_slot_info(slot_id, info)
         return slot
 
     def remove_slot(self, slot_id: str) -> None:
