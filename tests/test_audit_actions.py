@@ -69,3 +69,31 @@ def test_unlocking_stale_locks_is_audited(repo: RepoHandle, vault: RunCli) -> No
     assert done.code == 0 and "removed" in done.out, done.err
     event = _events(vault, repo)[-1]
     assert event["action"] == "unlock" and "gone-host" in str(event["details"]["removed"])
+
+
+def test_a_recovery_key_open_is_break_glass_until_acknowledged(
+    tmp_path: Path, vault: RunCli
+) -> None:
+    repo = tmp_path / "repo"
+    key_file = tmp_path / "recovery.txt"
+    assert vault("init", "-r", repo, "--recovery-key-file", key_file).code == 0
+    recovery = key_file.read_text().strip()
+    opened = vault("snapshots", "-r", repo, password=recovery)
+    assert opened.code == 0 and "RECOVERY KEY (break-glass)" in opened.err
+    events = vault("audit", "-r", repo, "--json").json()["events"]
+    glass = [e for e in events if e["action"] == "break-glass-open"]
+    assert glass and glass[0]["slot_kind"] == "recovery"
+    status = vault("status", "-r", repo, "--json").json()
+    warned = [f for f in status["findings"] if "break-glass" in f["message"]]
+    assert warned and warned[0]["level"] == "WARN"
+    listing = vault("audit", "-r", repo)
+    assert "RECOVERY KEY" in listing.out
+    wrong = vault("audit", "-r", repo, "--acknowledge", "1")
+    assert wrong.code == 2 and "not a break-glass open" in wrong.err
+    seq = str(glass[0]["seq"])
+    done = vault("audit", "-r", repo, "--acknowledge", seq, "--note", "drill of the safe's key")
+    assert done.code == 0, done.err
+    status = vault("status", "-r", repo, "--json").json()
+    assert not [f for f in status["findings"] if "break-glass" in f["message"]]
+    acked = vault("audit", "-r", repo, "--json").json()["events"][-1]
+    assert acked["action"] == "break-glass-acknowledged" and acked["details"]["event"] == int(seq)

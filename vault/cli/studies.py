@@ -14,7 +14,8 @@ from vault.cli.output import emit_json, table
 from vault.cli.support import open_repo, opt, record_audit
 from vault.errors import UsageError, VaultError
 from vault.jobs.studies import StudyFilter, find_studies, parse_date, select_studies
-from vault.repo import audit
+from vault.repo import audit, jobstate
+from vault.repo.repository import Repository
 from vault.units import human_bytes
 
 
@@ -57,6 +58,13 @@ def add_study_parsers(command: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--verify", action="store_true", help="check the hash chain (exit 1 if it is broken)"
     )
+    p.add_argument(
+        "--acknowledge",
+        type=int,
+        metavar="SEQ",
+        help="acknowledge the break-glass open recorded as event SEQ (status stops warning)",
+    )
+    p.add_argument("--note", metavar="TEXT", default="", help="with --acknowledge: why it was ok")
 
 
 def study_filter(args: argparse.Namespace) -> StudyFilter:
@@ -219,9 +227,30 @@ def _slot_label(event: audit.AuditEvent) -> str:
     return f" ({who}, RECOVERY KEY)" if event.slot_kind == "recovery" else f" ({who})"
 
 
+def _acknowledge(repo: Repository, seq: int, note: str) -> int:
+    state = jobstate.load(repo, jobstate.BREAK_GLASS) or {}
+    pending = list(state.get("pending", []))
+    if not any(p.get("event") == seq for p in pending):
+        waiting = ", ".join(str(p.get("event")) for p in pending) or "none"
+        raise UsageError(
+            f"audit event {seq} is not a break-glass open waiting for acknowledgement "
+            f"(waiting: {waiting})"
+        )
+    record_audit(
+        repo, "break-glass-acknowledged", result="PASS", details={"event": seq, "note": note}
+    )
+    jobstate.save(
+        repo, jobstate.BREAK_GLASS, {"pending": [p for p in pending if p.get("event") != seq]}
+    )
+    print(f"acknowledged the break-glass open of audit event {seq}")
+    return 0
+
+
 def cmd_audit(args: argparse.Namespace) -> int:
     since = parse_date(args.since, "--since")
     repo = open_repo(args)
+    if args.acknowledge is not None:
+        return _acknowledge(repo, args.acknowledge, args.note)
     report = audit.read_log(repo, verify=args.verify)
     events = [e for e in report.events if since is None or e.time[:10].replace("-", "") >= since]
     if opt(args, "json"):

@@ -17,8 +17,8 @@ from vault.cli import secrets_input
 from vault.cli.output import TqdmProgress
 from vault.errors import UsageError, VaultError
 from vault.progress import NoProgress, Progress
-from vault.repo import audit
-from vault.repo.keys import Secret
+from vault.repo import audit, jobstate
+from vault.repo.keys import RECOVERY, Secret
 from vault.repo.repository import Repository, ensure_exists
 from vault.storage import CountingStorage, open_storage
 
@@ -122,7 +122,28 @@ def open_with_secret(args: argparse.Namespace) -> tuple[Repository, Secret]:
     # Fail on a missing repository before asking for a passphrase nobody can use.
     ensure_exists(storage)
     secret = secrets_input.existing_secret(secret_sources(args))
-    return Repository.open(storage, secret), secret
+    repo = Repository.open(storage, secret)
+    if repo.slot_kind == RECOVERY:
+        _record_break_glass(repo, str(opt(args, "command", "") or ""))
+    return repo, secret
+
+
+def _record_break_glass(repo: Repository, command: str) -> None:
+    """An open with the recovery key is break-glass: an audit event, and a pending entry that
+    keeps `status` at WARN until someone acknowledges it (`vault audit acknowledge SEQ`)."""
+    print(
+        "vault: warning: opened with the RECOVERY KEY (break-glass): this is recorded in the "
+        "audit log and `vault status` warns until it is acknowledged",
+        file=sys.stderr,
+    )
+    try:
+        event = audit.record(repo, "break-glass-open", result="PASS", details={"command": command})
+        pending = (jobstate.load(repo, jobstate.BREAK_GLASS) or {}).get("pending", [])
+        who = f"{event.actor}@{event.host}"
+        pending.append({"event": event.seq, "time": event.time, "who": who})
+        jobstate.save(repo, jobstate.BREAK_GLASS, {"pending": pending})
+    except VaultError as exc:
+        print(f"vault: warning: could not record the break-glass open: {exc}", file=sys.stderr)
 
 
 def progress_for(args: argparse.Namespace) -> Progress:

@@ -93,6 +93,7 @@ class Status:
     object_lock: ObjectLockPolicy | None = None
     # The audit log's and drill records' ends against what this machine saw (vault.repo.chain).
     chain_problems: list[str] = field(default_factory=list)
+    break_glass: list[dict[str, Any]] = field(default_factory=list)  # unacknowledged opens
     findings: list[Finding] = field(default_factory=list)
 
     @property
@@ -245,6 +246,17 @@ def _judge(st: Status, now: datetime, frequency_days: int) -> list[Finding]:
             found.append(
                 Finding("drill", LEVEL_WARN, f"no drill in the last {frequency_days} days")
             )
+    for opened in st.break_glass:
+        found.append(
+            Finding(
+                "keys",
+                LEVEL_WARN,
+                f"the repository was opened with the RECOVERY KEY (break-glass) on "
+                f"{str(opened.get('time', ''))[:16]} by {opened.get('who', '?')} (audit event "
+                f"{opened.get('event')}): if that was expected, `vault audit --acknowledge "
+                f"{opened.get('event')} --note TEXT`",
+            )
+        )
     for problem in st.chain_problems:
         found.append(
             Finding(
@@ -314,6 +326,7 @@ def status(
         locks=locks,
         rpo_hours=drill_policy.rpo_hours,
         last_check=jobstate.load(repo, jobstate.CHECK),
+        break_glass=list((jobstate.load(repo, jobstate.BREAK_GLASS) or {}).get("pending", [])),
         space=space(repo, snapshots),
         object_lock=repo.config.object_lock,
         chain_problems=chain.anchor_problems(

@@ -17,6 +17,8 @@ from vault.format import layout, sealing
 from vault.repo.repository import Repository
 
 CHECK = "check"  # the last `vault check`: time, outcome, and where the data rotation stopped
+# Opens with the recovery key that nobody has acknowledged yet: `status` warns until one does.
+BREAK_GLASS = "break-glass"
 
 
 def load(repo: Repository, name: str) -> dict[str, Any] | None:
