@@ -4,12 +4,14 @@ record notices it deleted, emptied or replaced (`audit --verify`, `drill history
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import BOTH_BACKENDS, RunCli
+from tests.conftest import BOTH_BACKENDS, PASSWORD, RunCli
 from tests.repos import RepoHandle
+from vault.format import sealing
 
 pytestmark = BOTH_BACKENDS
 
@@ -92,3 +94,19 @@ def test_deleting_the_newest_drill_record_is_tampering(
     assert verified.code == 1 and "were deleted" in verified.out + verified.err
     status = vault("status", "-r", repo, "--json").json()
     assert status["level"] == "FAIL"
+
+
+def test_the_reports_print_the_chain_heads_so_paper_anchors_them_too(
+    events: list[str], repo: RepoHandle, vault: RunCli, tmp_path: Path
+) -> None:
+    assert vault("drill", "-r", repo, "--target", tmp_path / "drill").code == 0
+    opened = repo.open(PASSWORD)
+    newest = opened.open_object(sealing.Kind.AUDIT, repo.keys("audit/")[-1])
+    audit_head = hashlib.sha256(newest).hexdigest()
+    pack = tmp_path / "evidence.md"
+    vault("report", "-r", repo, "--format", "md", "--out", pack)
+    text = pack.read_text()
+    assert f"SHA-256 {audit_head}" in text and "Drill record chain head" in text
+    drills = tmp_path / "drills.md"
+    assert vault("drill", "report", "-r", repo, "--format", "md", "--out", drills).code == 0
+    assert "Drill record chain head: record #1, SHA-256" in drills.read_text()

@@ -189,7 +189,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         "md": drill_report.as_markdown,
         "json": drill_report.as_json,
     }[args.format]
-    text = render(records)
+    head = f"record #{report.head_seq}, SHA-256 {report.head_sha256}" if report.head_seq else ""
+    text = render(records, head)
     if args.out:
         Path(args.out).write_text(text, encoding="utf-8")
         print(f"wrote the {args.format} drill report ({len(records)} drill(s)) to {args.out}")

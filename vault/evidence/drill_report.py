@@ -43,8 +43,9 @@ def _target(record: dict[str, Any]) -> float | None:
     return None
 
 
-def as_json(records: list[dict[str, Any]]) -> str:
-    return json.dumps({"summary": summary(records), "drills": records}, indent=2) + "\n"
+def as_json(records: list[dict[str, Any]], chain_head: str = "") -> str:
+    doc = {"summary": summary(records), "chain_head": chain_head or None, "drills": records}
+    return json.dumps(doc, indent=2) + "\n"
 
 
 def _seconds(value: float | None) -> str:
@@ -63,11 +64,13 @@ def _mb(value: float) -> str:
     return f"{value / 1e6:.1f} MB"
 
 
-def as_markdown(records: list[dict[str, Any]]) -> str:
+def as_markdown(records: list[dict[str, Any]], chain_head: str = "") -> str:
     s = summary(records)
     lines = [
         "# Restore drill evidence",
         "",
+        *([f"Drill record chain head: {chain_head} (keep this copy: it anchors the chain)", ""]
+          if chain_head else []),
         f"Drills: {s['drills']}, passed: {s['passed']}"
         + (f" ({s['pass_rate']:.0%})" if s["pass_rate"] is not None else ""),
         f"Single-study restore time: median {_seconds(s['median_single_study_rto_seconds'])}, "
@@ -169,9 +172,9 @@ def _bar_chart(
     return "".join(parts)
 
 
-def as_html(records: list[dict[str, Any]]) -> str:
+def as_html(records: list[dict[str, Any]], chain_head: str = "") -> str:
     s = summary(records)
-    body = as_markdown(records)
+    body = as_markdown(records, chain_head)
     labels = [f"#{r['seq']}" for r in records]
     throughput = _bar_chart(
         "Restore throughput per drill",

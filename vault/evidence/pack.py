@@ -26,7 +26,7 @@ from vault.policy.files import (
     load_retention_policy,
     load_schedule_policy,
 )
-from vault.repo import audit
+from vault.repo import audit, chain
 from vault.repo.repository import Repository
 from vault.units import human_bytes
 
@@ -209,14 +209,29 @@ def _integrity_section(st: Status, audit_report: audit.AuditReport) -> Section:
     )
     chain = "intact" if audit_report.ok else f"{len(audit_report.problems)} problem(s)"
     section.facts.append(("Audit log", f"{len(audit_report.events)} events, hash chain {chain}"))
+    if audit_report.head_seq:
+        section.facts.append(
+            (
+                "Audit log head (keep this page: it anchors the chain)",
+                f"event #{audit_report.head_seq}, SHA-256 {audit_report.head_sha256}",
+            )
+        )
     return section
 
 
-def _drill_section(records: list[dict[str, Any]]) -> Section:
+def _drill_section(records: list[dict[str, Any]], history: chain.ChainReport) -> Section:
     s = drill_report.summary(records)
     section = Section("Restore drills")
     rate = f"{s['pass_rate']:.0%}" if s["pass_rate"] is not None else "-"
     section.facts.append(("Drills recorded", f"{s['drills']} (pass rate {rate})"))
+    if history.head_seq:
+        intact = "intact" if history.ok else f"{len(history.problems)} problem(s)"
+        section.facts.append(
+            (
+                "Drill record chain head",
+                f"record #{history.head_seq}, SHA-256 {history.head_sha256} (chain {intact})",
+            )
+        )
     section.headers = ["drill", "started (UTC)", "scenario", "items", "result", "reviewed"]
     section.rows = [
         [
@@ -248,7 +263,8 @@ def gather(
 ) -> EvidencePack:
     st = status(repo, key_policy, now, drill_policy)
     audit_report = audit.read_log(repo, verify=True)
-    records = drill.merged(drill.history(repo, verify=True))
+    history = drill.history(repo, verify=True)
+    records = drill.merged(history)
     schedule = load_schedule_policy(directory)[0] if directory else None
     return EvidencePack(
         title="Contingency evidence pack",
@@ -261,6 +277,6 @@ def gather(
             _crypto_section(repo, st, key_policy),
             _retention_section(directory, st),
             _integrity_section(st, audit_report),
-            _drill_section(records),
+            _drill_section(records, history),
         ],
     )

@@ -98,6 +98,8 @@ def record(
 class AuditReport:
     events: list[AuditEvent] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    head_seq: int = 0  # the newest event, and the SHA-256 of its payload (chain.ChainReport)
+    head_sha256: str = ""
 
     @property
     def ok(self) -> bool:
@@ -107,7 +109,9 @@ class AuditReport:
 def read_log(repo: Repository, *, verify: bool = False) -> AuditReport:
     """Every readable event in order; with `verify`, every break in the chain is a problem."""
     found = chain.read(repo, layout.AUDIT, sealing.Kind.AUDIT, "audit event", verify=verify)
-    report = AuditReport(problems=list(found.problems))
+    report = AuditReport(
+        problems=list(found.problems), head_seq=found.head_seq, head_sha256=found.head_sha256
+    )
     for doc in found.records:
         try:
             report.events.append(AuditEvent(**doc))

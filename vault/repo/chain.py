@@ -97,6 +97,10 @@ def append(
 class ChainReport:
     records: list[dict[str, Any]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    # The newest record read: its number and the SHA-256 of its payload. Printed in the reports
+    # so that a paper copy anchors the chain too.
+    head_seq: int = 0
+    head_sha256: str = ""
 
     @property
     def ok(self) -> bool:
@@ -138,6 +142,8 @@ def read(
             if seq == seen_seq and hashlib.sha256(payload).hexdigest() != seen_digest:
                 report.problems.append(_replaced(noun, seq))
     head = keys[-1][0] if keys else 0
+    if head and prev_payload is not None:
+        report.head_seq, report.head_sha256 = head, hashlib.sha256(prev_payload).hexdigest()
     if head < seen_seq:
         report.problems.append(_cut(noun, head, seen_seq))
     elif head and prev_payload is not None and not report.problems:
