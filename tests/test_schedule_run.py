@@ -325,3 +325,22 @@ def test_the_pre_backup_hook_gets_a_scrubbed_environment(
     leaked = {k for k in env if k.startswith(("VAULT_", "AWS_")) or k == "UNRELATED_TOKEN"}
     assert leaked == set()
     assert PASSWORD not in json.dumps(env)
+
+
+def test_scheduled_backups_that_fail_on_their_hook_count_in_the_evidence_pack(
+    tmp_path: Path, repo: RepoHandle, vault: RunCli, archive: Path
+) -> None:
+    policies = _policies(
+        tmp_path, repo, [archive], backup_extra='pre_hook = "false"\n'
+    )  # the practice-management dump fails: no backup runs, twice (first try and retry)
+    failed = vault("schedule", "run", "--policy-dir", policies, "--once", "backup", password=None)
+    assert failed.code != 0
+    events = vault("audit", "-r", repo, "--json").json()["events"]
+    scheduled = [e for e in events if e["action"] == "scheduled-job"]
+    assert len(scheduled) == 2 and all(e["result"] == "FAIL" for e in scheduled)
+    assert all("pre-backup hook" in e["details"]["reason"] for e in scheduled)
+    assert vault("backup", "-r", repo, archive).code == 0
+    report = tmp_path / "evidence.md"
+    vault("report", "-r", repo, "--policy-dir", policies, "--format", "md", "--out", report)
+    line = next(x for x in report.read_text().splitlines() if "Backup runs" in x)
+    assert "3 (1 successful, 2 failed, 0 missed): 33%" in line, line

@@ -23,6 +23,7 @@ class FakeRunner:
     backup_age_seconds: float | None = 3600.0
     failures: dict[str, int] = field(default_factory=dict)  # job -> failures before success
     calls: list[tuple[str, datetime]] = field(default_factory=list)
+    recorded: list[tuple[str, str]] = field(default_factory=list)  # (job, kind) for the audit log
     job_minutes: int = 10
     on_run: Any = None
 
@@ -42,6 +43,9 @@ class FakeRunner:
 
     def refresh_metrics(self) -> None:
         pass
+
+    def record(self, job: str, kind: str, reason: str) -> None:
+        self.recorded.append((job, kind))
 
     def terminate(self) -> None:
         pass
@@ -100,6 +104,7 @@ def test_a_backup_missed_while_off_is_caught_up_first_and_reported_as_missed() -
     assert _jobs(runner)[0] == ("backup", "Sat 12:00")
     assert [(job, kind) for job, kind, _, _ in alerts] == [("backup", "missed")]
     assert "36.0 h old" in alerts[0][2] and "RPO of 24 h" in alerts[0][2]
+    assert runner.recorded == [("backup", "missed")]  # counted in the evidence pack too
 
 
 def test_no_catch_up_when_the_last_backup_is_within_the_rpo() -> None:

@@ -65,6 +65,14 @@ def add_study_parsers(command: Callable[..., argparse.ArgumentParser]) -> None:
         help="acknowledge the break-glass open recorded as event SEQ (status stops warning)",
     )
     p.add_argument("--note", metavar="TEXT", default="", help="with --acknowledge: why it was ok")
+    p.add_argument(
+        "--record-scheduled",
+        metavar="JOB",
+        help="(used by `vault schedule run`) record that scheduled JOB failed before it ran "
+        "or was missed, with --kind failed|missed and --reason TEXT",
+    )
+    p.add_argument("--kind", choices=["failed", "missed"], default="failed", help=argparse.SUPPRESS)
+    p.add_argument("--reason", default="", help=argparse.SUPPRESS)
 
 
 def study_filter(args: argparse.Namespace) -> StudyFilter:
@@ -251,6 +259,16 @@ def cmd_audit(args: argparse.Namespace) -> int:
     repo = open_repo(args)
     if args.acknowledge is not None:
         return _acknowledge(repo, args.acknowledge, args.note)
+    if args.record_scheduled:
+        audit.record(
+            repo,
+            "scheduled-job",
+            result="FAIL",
+            details={"job": args.record_scheduled, "kind": args.kind, "reason": args.reason},
+        )
+        if opt(args, "json"):
+            emit_json({"recorded": args.record_scheduled, "kind": args.kind})
+        return 0
     report = audit.read_log(repo, verify=args.verify)
     events = [e for e in report.events if since is None or e.time[:10].replace("-", "") >= since]
     if opt(args, "json"):

@@ -11,7 +11,7 @@ appear nowhere, snapshots only by id, times and sizes.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -86,16 +86,35 @@ def _backup_section(
     else:
         section.facts.append(("Schedule", "no schedule.toml given (--policy-dir)"))
     since = now - timedelta(days=HISTORY_DAYS)
-    recent = [e for e in events if e.action == "backup" and datetime.fromisoformat(e.time) >= since]
+    # Scheduled backups that failed before they ran (a pre-backup hook) or were missed leave
+    # no backup event of their own; the scheduler records them, and they count as failures.
+    recent = [
+        e
+        for e in events
+        if datetime.fromisoformat(e.time) >= since
+        and (
+            e.action == "backup"
+            or (e.action == "scheduled-job" and e.details.get("job") == "backup")
+        )
+    ]
     passed = sum(1 for e in recent if e.result == "PASS")
+    missed = sum(1 for e in recent if e.details.get("kind") == "missed")
     rate = f"{passed / len(recent):.0%}" if recent else "no backup runs recorded"
-    section.facts.append(
-        (f"Backup runs, last {HISTORY_DAYS} days", f"{len(recent)} ({passed} successful): {rate}")
-    )
+    counted = f"{len(recent)} ({passed} successful, {len(recent) - passed - missed} failed"
+    counted += f", {missed} missed): {rate}"
+    section.facts.append((f"Backup runs, last {HISTORY_DAYS} days", counted))
     snapshots = [s for s in repo.snapshots() if s.time >= since]
     days = {s.time.date() for s in snapshots}
+    created = datetime.fromisoformat(repo.config.created)
+    if created.tzinfo is None:
+        created = created.replace(tzinfo=UTC)
+    span = min(HISTORY_DAYS, max(1, (now - created).days + 1))
     section.facts.append(
-        (f"Days with a snapshot, last {HISTORY_DAYS} days", f"{len(days)} of {HISTORY_DAYS}")
+        (
+            f"Days with a snapshot, last {span} days"
+            + (f" (the repository was created on {created.date()})" if span < HISTORY_DAYS else ""),
+            f"{len(days)} of {span}",
+        )
     )
     section.facts.append(("Snapshots kept", str(st.snapshots)))
     section.headers = ["snapshot", "time (UTC)", "files", "size", "new data", "unreadable files"]

@@ -36,6 +36,8 @@ class Runner(Protocol):
 
     def refresh_metrics(self) -> None: ...
 
+    def record(self, job: str, kind: str, reason: str) -> None: ...
+
     def terminate(self) -> None: ...
 
 
@@ -154,6 +156,7 @@ class Scheduler:
             f"the last backup is {age / 3600:.1f} h old, more than the RPO of {rpo / 3600:.0f} h"
         )
         log.warning("%s: running a catch-up backup now", missed)
+        self.runner.record("backup", "missed", missed)
         self.alert(
             "backup",
             "missed",
