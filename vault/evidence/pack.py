@@ -109,13 +109,12 @@ def _backup_section(
     if created.tzinfo is None:
         created = created.replace(tzinfo=UTC)
     span = min(HISTORY_DAYS, max(1, (now - created).days + 1))
-    section.facts.append(
-        (
-            f"Days with a snapshot, last {span} days"
-            + (f" (the repository was created on {created.date()})" if span < HISTORY_DAYS else ""),
-            f"{len(days)} of {span}",
-        )
+    label = (
+        f"Days with a snapshot, last {HISTORY_DAYS} days"
+        if span == HISTORY_DAYS
+        else f"Days with a snapshot since the repository was created ({created.date()})"
     )
+    section.facts.append((label, f"{len(days)} of {span}"))
     section.facts.append(("Snapshots kept", str(st.snapshots)))
     section.headers = ["snapshot", "time (UTC)", "files", "size", "new data", "unreadable files"]
     section.rows = [
