@@ -156,3 +156,32 @@ def test_forget_never_removes_a_snapshot_under_object_lock() -> None:
     storage._now = lambda: later
     result = forget(repo, RetentionPolicy(keep_last=1), later, dry_run=False)
     assert len(result.removed) == 2 and len(repo.snapshot_ids()) == 1
+
+
+def test_a_legal_hold_put_on_an_existing_snapshot_keeps_it_until_taken_off(
+    tmp_path: Path, vault: RunCli
+) -> None:
+    repo = tmp_path / "repo"
+    assert vault("init", "-r", repo).code == 0
+    source = tmp_path / "src"
+    source.mkdir()
+    for n in range(3):
+        (source / f"day{n}").write_text(str(n))
+        assert vault("backup", "-r", repo, source, "--time", f"2026-01-0{n + 1} 22:00:00").code == 0
+    first = sorted(vault("snapshots", "-r", repo, "--json").json(), key=lambda s: s["time"])[0]
+    held = vault("tag", first["id"][:8], "-r", repo, "--add", "legal-hold", "--json")
+    assert held.code == 0 and held.json()["tags"] == ["legal-hold"], held.err
+    policy = tmp_path / "retention.toml"
+    policy.write_text('[retention]\nkeep_last = 1\nhold_tags = ["legal-hold"]\n')
+    assert vault("forget", "-r", repo, "--policy", policy).code == 0
+    kept = {s["id"] for s in vault("snapshots", "-r", repo, "--json").json()}
+    assert first["id"] in kept and len(kept) == 2
+    assert vault("check", "-r", repo, "--read-data").code == 0  # the rewritten snapshot is sound
+    assert vault("tag", first["id"][:8], "-r", repo, "--remove", "legal-hold").code == 0
+    assert vault("forget", "-r", repo, "--policy", policy).code == 0
+    assert first["id"] not in {s["id"] for s in vault("snapshots", "-r", repo, "--json").json()}
+    actions = [e["action"] for e in vault("audit", "-r", repo, "--json").json()["events"]]
+    assert actions.count("tag") == 2
+    missing = vault("tag", "latest", "-r", repo, "--remove", "legal-hold")
+    assert missing.code == 2 and "has no tag" in missing.err
+    assert PASSWORD not in missing.err

@@ -55,6 +55,16 @@ def add_snapshot_parsers(command: Callable[..., argparse.ArgumentParser]) -> Non
 
     command("snapshots", "list snapshots", cmd_snapshots)
 
+    p = command(
+        "tag",
+        "add or remove tags of a snapshot, e.g. a legal hold (retention never forgets what "
+        "retention.toml's hold_tags name)",
+        cmd_tag,
+    )
+    p.add_argument("snapshot", metavar="SNAPSHOT", help="snapshot id, id prefix, or 'latest'")
+    p.add_argument("--add", action="append", default=[], metavar="TAG", help="repeatable")
+    p.add_argument("--remove", action="append", default=[], metavar="TAG", help="repeatable")
+
     p = command("ls", "list the files in a snapshot", cmd_ls)
     p.add_argument("snapshot", metavar="SNAPSHOT", help="snapshot id, id prefix, or 'latest'")
     p.add_argument("path", nargs="?", metavar="PATH", help="only this path and what is under it")
@@ -198,6 +208,35 @@ def _report_backup(
         f"({human_bytes(st.bytes_stored)} stored) in {seconds:.1f}s "
         f"({human_bytes(st.bytes_read / seconds)}/s)"
     )
+
+
+def cmd_tag(args: argparse.Namespace) -> int:
+    if not args.add and not args.remove:
+        raise UsageError("nothing to change: give --add TAG or --remove TAG")
+    bad = [t for t in [*args.add, *args.remove] if not t or "," in t or t != t.strip()]
+    if bad:
+        raise UsageError(f"{bad[0]!r} is not a tag (no commas, no surrounding spaces)")
+    repo = open_repo(args)
+    with lock.Lock(repo.storage, repo.keyring, exclusive=True, operation="tag"):
+        snapshot = repo.find_snapshot(args.snapshot)
+        missing = [t for t in args.remove if t not in snapshot.tags]
+        if missing:
+            raise UsageError(f"snapshot {ids.short(snapshot.id)} has no tag {missing[0]!r}")
+        tags = tuple(t for t in snapshot.tags if t not in args.remove)
+        tags += tuple(t for t in dict.fromkeys(args.add) if t not in tags)
+        changed = repo.retag_snapshot(snapshot, tags)
+    record_audit(
+        repo,
+        "tag",
+        result="PASS",
+        snapshot=snapshot.id,
+        details={"added": args.add, "removed": args.remove, "tags": list(changed.tags)},
+    )
+    if opt(args, "json"):
+        emit_json(_snapshot_json(changed))
+    else:
+        print(f"snapshot {ids.short(changed.id)} tags: {', '.join(changed.tags) or '(none)'}")
+    return 0
 
 
 def cmd_snapshots(args: argparse.Namespace) -> int:

@@ -14,6 +14,7 @@ import itertools
 import json
 import socket
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from vault import __version__, ids
@@ -458,6 +459,18 @@ class Repository:
             ),
             if_absent=True,
         )
+
+    def retag_snapshot(self, snapshot: Snapshot, tags: tuple[str, ...]) -> Snapshot:
+        """The snapshot with new tags, sealed again under its own id (the only change a
+        snapshot ever gets: a legal hold put on or taken off). Callers hold an exclusive lock."""
+        changed = replace(snapshot, tags=tags)
+        self.put(
+            layout.snapshot(snapshot.id),
+            self.seal(
+                sealing.Kind.SNAPSHOT, snapshot.id, changed.to_bytes(), self.config.zstd_level
+            ),
+        )
+        return changed
 
     # -- catalogs -------------------------------------------------------------------------------
 
