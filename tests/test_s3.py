@@ -321,7 +321,13 @@ def test_object_lock_keeps_every_object_immutable_and_extend_moves_it_forward(
         client.delete_object(Bucket=bucket, Key=pack, VersionId=version)
 
     fresh = vault("object-lock", "extend", "-r", url, "--json").json()
-    assert fresh["extended"] == 0 and fresh["checked"] >= len(keys) - 1  # nothing near expiry
+    evidence = [k for k in keys if "/audit/" in k or "/drills/" in k]
+    assert evidence  # init and backup events
+    # Nothing near expiry, but the audit trail is held for six years (HIPAA 164.316(b)(2)).
+    assert fresh["extended"] == len(evidence) and fresh["checked"] >= len(keys) - 1
+    for key in evidence:
+        until = client.head_object(Bucket=bucket, Key=key)["ObjectLockRetainUntilDate"]
+        assert until > now + timedelta(days=6 * 365), key
     # Shorten nothing; instead pretend time passed: objects whose retention is under half left.
     import vault.jobs.objectlock as objectlock
 
@@ -331,7 +337,10 @@ def test_object_lock_keeps_every_object_immutable_and_extend_moves_it_forward(
 
     repo = RepoHandle(url, open_storage(url), "s3").open(PASSWORD)
     result = objectlock.extend_retention(repo, now=later)
-    assert result.extended == result.checked >= len(keys) - 1
+    # Everything but the six-year evidence (and the extend's own audit event, added since).
+    assert result.extended >= len(keys) - len(evidence) - 1
+    held = {k.removeprefix("vault/") for k in evidence}
+    assert held.isdisjoint(result.extended_keys)  # six years out: not renewed at day five
     head = client.head_object(Bucket=bucket, Key=pack)
     assert head["ObjectLockRetainUntilDate"] > now + timedelta(days=11)
 

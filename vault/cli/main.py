@@ -82,6 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--recovery-key-file", metavar="FILE", help=recovery_key.OPTION_HELP)
     p.add_argument(
+        "--baa-acknowledged",
+        action="store_true",
+        help="the storage provider has signed a Business Associate Agreement with the practice "
+        "(HIPAA 164.308(b)); recorded and shown in the evidence pack (asked on a terminal)",
+    )
+    p.add_argument(
         "--object-lock-days",
         type=int,
         default=0,
@@ -176,6 +182,8 @@ def cmd_init(args: argparse.Namespace) -> int:
         versioning = storage.versioning()
     except StorageError:
         versioning = "unknown"  # credentials that may not ask; the erase certificate will say
+    capabilities = storage.capabilities()
+    baa = _baa_acknowledgement(args, storage.local_root() is not None)
     record_audit(
         repo,
         "init",
@@ -183,6 +191,8 @@ def cmd_init(args: argparse.Namespace) -> int:
         details={
             "object_lock": {"mode": lock.mode, "days": lock.days} if lock else None,
             "versioning": versioning,
+            "storage": capabilities,
+            "baa_acknowledged": baa,
         },
     )
     if opt(args, "json"):
@@ -203,6 +213,10 @@ def cmd_init(args: argparse.Namespace) -> int:
     if lock:
         print(f"every object is kept immutable for {lock.days} days ({lock.mode.lower()} mode);")
         print("run `vault object-lock extend` regularly (e.g. weekly) to keep history locked")
+    print("storage:")
+    for name, value in capabilities.items():
+        print(f"  {name:20} {value}")
+    print(f"  {'business associate':20} {_BAA_WORDS[baa]}")
     if versioning not in ("none", "unknown"):
         print(
             f"the bucket keeps old versions of every object (versioning {versioning}): a key "
@@ -218,6 +232,29 @@ def cmd_init(args: argparse.Namespace) -> int:
     print("can read the backups, so keep it away from the backup server and the storage")
     print("credentials.")
     return 0
+
+
+_BAA_WORDS = {
+    True: "agreement acknowledged",
+    False: "agreement NOT acknowledged (the evidence pack says so)",
+    None: "not applicable (storage on the practice's own machine)",
+}
+
+
+def _baa_acknowledgement(args: argparse.Namespace, local: bool) -> bool | None:
+    """Whether the storage provider's Business Associate Agreement was acknowledged: the flag,
+    else a question on a terminal; None for storage on the practice's own machine."""
+    if args.baa_acknowledged:
+        return True
+    if local:
+        return None
+    if sys.stdin.isatty() and not opt(args, "json"):
+        answer = input(
+            "Has the storage provider signed a Business Associate Agreement with the practice? "
+            "[y/N] "
+        )
+        return answer.strip().lower() in ("y", "yes")
+    return False
 
 
 RECOVERY_HEADING = (

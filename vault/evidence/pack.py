@@ -131,6 +131,34 @@ def _backup_section(
     return section
 
 
+def _storage_section(repo: Repository, events: list[audit.AuditEvent]) -> Section:
+    """Where the backups live, how they get there, and the provider's agreement (HIPAA
+    164.308(b), 164.312(e)): what the storage reports now, and what init recorded."""
+    section = Section("Storage and its provider")
+    section.facts.append(("Location", repo.storage.location()))
+    for name, value in repo.storage.capabilities().items():
+        section.facts.append((name[:1].upper() + name[1:], value))
+    lock = repo.config.object_lock
+    section.facts.append(
+        (
+            "Object Lock retention",
+            f"{lock.mode.lower()} mode, {lock.days} days on every object" if lock else "off",
+        )
+    )
+    init = next((e for e in events if e.action == "init"), None)
+    baa = init.details.get("baa_acknowledged", "unrecorded") if init else "unrecorded"
+    words = {
+        True: f"acknowledged at set-up ({_day(init.time)} UTC, {init.actor}@{init.host})"
+        if init
+        else "acknowledged",
+        False: "NOT acknowledged at set-up: obtain the provider's BAA and keep it on file",
+        None: "not applicable (storage on the practice's own machine)",
+        "unrecorded": "not recorded (repository made before vault asked at set-up)",
+    }
+    section.facts.append(("Business Associate Agreement", words.get(baa, str(baa))))
+    return section
+
+
 def _crypto_section(repo: Repository, st: Status, key_policy: KeyPolicy) -> Section:
     k = st.keys
     section = Section(
@@ -292,6 +320,7 @@ def gather(
         sections=[
             _status_section(st),
             _backup_section(repo, st, audit_report.events, schedule, now),
+            _storage_section(repo, audit_report.events),
             _crypto_section(repo, st, key_policy),
             _retention_section(directory, st),
             _integrity_section(st, audit_report),

@@ -5,12 +5,16 @@ still needs — config, keyring, key slots, indexes, snapshots and every pack a 
 get their retention moved forward to now + days when less than half of it is left, so
 ransomware with the backup host's credentials can never delete current history. Packs that no
 snapshot needs are left to expire, so prune can reclaim them once retention lapses.
+
+Audit events and drill records are evidence HIPAA asks to keep for six years (164.316(b)(2)):
+they are never pruned, and their retention is moved to at least six years ahead (or the
+policy's days, if longer), so neither ransomware nor an insider can shorten the trail.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from vault.errors import UsageError
 from vault.format import layout
@@ -18,6 +22,9 @@ from vault.progress import NoProgress, Progress
 from vault.repo import index_store
 from vault.repo.reachability import referenced_packs
 from vault.repo.repository import Repository
+from vault.storage.base import Retention
+
+EVIDENCE_RETENTION = timedelta(days=6 * 366)  # six years, leap days included
 
 
 @dataclass
@@ -42,6 +49,13 @@ def needed_objects(repo: Repository) -> list[str]:
     return fixed + listed + indexes + [layout.pack(p) for p in sorted(packs)]
 
 
+def evidence_objects(repo: Repository) -> list[str]:
+    """The audit events and drill records: kept for six years whatever else expires."""
+    return [
+        info.key for prefix in (layout.AUDIT, layout.DRILLS) for info in repo.storage.list(prefix)
+    ]
+
+
 def extend_retention(
     repo: Repository, *, now: datetime, dry_run: bool = False, progress: Progress | None = None
 ) -> ExtendResult:
@@ -53,18 +67,20 @@ def extend_retention(
         )
     progress = progress or NoProgress()
     target = policy.retention(now)
-    renew_before = now + (target.until - now) / 2
+    evidence = Retention(target.mode, max(target.until, now + EVIDENCE_RETENTION))
     needed = needed_objects(repo)
+    evidence_keys = evidence_objects(repo)
     all_packs = sum(1 for _ in repo.storage.list(layout.DATA))
     result = ExtendResult(retain_until=target.until.isoformat())
     result.unneeded_packs_left = all_packs - sum(1 for k in needed if k.startswith(layout.DATA))
-    progress.start("object lock", len(needed), unit="obj")
-    for key in needed:
+    progress.start("object lock", len(needed) + len(evidence_keys), unit="obj")
+    for key, wanted in [(k, target) for k in needed] + [(k, evidence) for k in evidence_keys]:
         info = repo.storage.stat(key)
         result.checked += 1
-        if info.retain_until is None or info.retain_until < renew_before:
+        # Renewed when less than half the wanted retention is left.
+        if info.retain_until is None or info.retain_until < now + (wanted.until - now) / 2:
             if not dry_run:
-                repo.storage.extend_retention(key, target)
+                repo.storage.extend_retention(key, wanted)
             result.extended += 1
             result.extended_keys.append(key)
         progress.advance(1)

@@ -93,6 +93,11 @@ class Storage(Protocol):
         """VERSIONS_KEPT, VERSIONS_SUSPENDED (old versions made before stay) or VERSIONS_NONE."""
         ...
 
+    def capabilities(self) -> dict[str, str]:
+        """What the backend offers, in words for people (init's report, the evidence pack):
+        backend, transport, conditional writes, versioning, Object Lock."""
+        ...
+
     def old_versions(self, prefix: str = "") -> Iterator[OldVersion]:
         """Every noncurrent version under `prefix` (none where versions are not kept)."""
         ...

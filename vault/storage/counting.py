@@ -68,6 +68,9 @@ class CountingStorage:
         self._count("versioning")
         return self.inner.versioning()
 
+    def capabilities(self) -> dict[str, str]:
+        return self.inner.capabilities()
+
     def old_versions(self, prefix: str = "") -> Iterator[OldVersion]:
         self._count("list_versions")
         return self.inner.old_versions(prefix)

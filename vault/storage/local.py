@@ -41,6 +41,15 @@ class LocalStorage:
     def versioning(self) -> str:
         return VERSIONS_NONE
 
+    def capabilities(self) -> dict[str, str]:
+        return {
+            "backend": "local directory",
+            "transport": "none (local file system)",
+            "conditional writes": "yes (exclusive create, atomic rename)",
+            "versioning": "none kept by vault (file-system snapshots are outside its view)",
+            "object lock": "not available",
+        }
+
     def old_versions(self, prefix: str = "") -> Iterator[OldVersion]:
         return iter(())
 

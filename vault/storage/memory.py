@@ -81,6 +81,9 @@ class MemoryStorage:
     def versioning(self) -> str:
         return VERSIONS_NONE
 
+    def capabilities(self) -> dict[str, str]:
+        return {"backend": "memory (tests)", "object lock": str(self._object_lock)}
+
     def old_versions(self, prefix: str = "") -> Iterator[OldVersion]:
         return iter(())
 

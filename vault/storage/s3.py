@@ -355,6 +355,28 @@ class S3Storage:
         known = {"Enabled": VERSIONS_KEPT, "Suspended": VERSIONS_SUSPENDED}
         return known.get(doc.get("Status", ""), VERSIONS_NONE)
 
+    def capabilities(self) -> dict[str, str]:
+        parts = urlsplit(str(self._client.meta.endpoint_url))
+        transport = (
+            f"TLS to {parts.netloc}, certificate verified"
+            if parts.scheme == "https"
+            else f"plain http to {parts.netloc} ("
+            + ("loopback" if _is_loopback(parts.hostname or "") else "allowed explicitly")
+            + ")"
+        )
+        found = {"backend": "S3", "transport": transport}
+        found["conditional writes"] = (
+            "yes (If-None-Match)"
+            if self._conditional_put
+            else "no: the server rejects If-None-Match, so vault checks, then writes"
+        )
+        try:
+            found["versioning"] = self.versioning()
+            found["object lock"] = "enabled" if self.supports_object_lock() else "not enabled"
+        except StorageError as exc:
+            found["versioning"] = found["object lock"] = f"unknown ({exc})"
+        return found
+
     def old_versions(self, prefix: str = "") -> Iterator[OldVersion]:
         paginator = self._client.get_paginator("list_object_versions")
         pages = iter(paginator.paginate(Bucket=self.settings.bucket, Prefix=self._key(prefix)))
