@@ -59,7 +59,7 @@ def test_evidence_pack_covers_backups_keys_retention_checks_and_drills_without_p
     ):
         assert heading in text
     assert "Backup runs, last 30 days:** 1 (1 successful, 0 failed, 0 missed): 100%" in text
-    assert "Days with a snapshot since the repository was created (" in text
+    assert "since the repository was created on" in text
     assert "AES-256-GCM" in text and "Argon2id" in text
     assert "| 1 |" in text and "| 2 |" in text  # both key epochs with their dates
     assert "monthly 24" in text and "legal-hold" in text

@@ -324,7 +324,7 @@ def run_drill(
             "bytes": total_bytes,
             "throughput_bytes_per_second": round(throughput),
             "archive_bytes": archive_bytes,
-            "projected_full_restore_seconds": round(projected) if projected else None,
+            "projected_full_restore_seconds": round(projected, 3) if projected else None,
             "storage_requests": request_stats() if callable(request_stats) else None,
         },
         "objectives": objectives,
@@ -434,6 +434,8 @@ def merged(report: chain.ChainReport) -> list[dict[str, Any]]:
             for key in ("lessons_learned", "corrective_actions", "reviewer", "approved", "witness"):
                 if note.get(key) not in (None, ""):
                     drills[note["drill_id"]][key] = note[key]
+                    # When each review field was given: an auditor asks when, not only who.
+                    drills[note["drill_id"]][f"{key}_at"] = note.get("time", "")
     return sorted(drills.values(), key=lambda r: r["seq"])
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 import statistics
 from typing import Any
 
@@ -51,6 +52,9 @@ def as_json(records: list[dict[str, Any]], chain_head: str = "") -> str:
 def _seconds(value: float | None) -> str:
     if value is None:
         return "-"
+    if value < 1:
+        # Restores of one small study take milliseconds: "0.00 s" would read as nothing.
+        return f"{value * 1000:.0f} ms" if value >= 0.001 else "< 1 ms"
     if value < 10:
         return f"{value:.2f} s"
     if value < 120:
@@ -61,6 +65,8 @@ def _seconds(value: float | None) -> str:
 
 
 def _mb(value: float) -> str:
+    if value < 100_000:
+        return f"{value / 1e3:.1f} kB"
     return f"{value / 1e6:.1f} MB"
 
 
@@ -154,7 +160,7 @@ def _bar_chart(
         )
         parts.append(
             f'<text x="{x + step * 0.35:.1f}" y="{height - bottom - h - 3:.1f}" font-size="10" '
-            f'text-anchor="middle">{value:.2f}</text>'
+            f'text-anchor="middle">{value:.3g}</text>'
         )
     if target:
         y = height - bottom - (height - bottom - 30) * target / top
@@ -172,10 +178,141 @@ def _bar_chart(
     return "".join(parts)
 
 
+def _short(drill_id: str) -> str:
+    """How both reports name a drill: the first 8 characters of its id."""
+    return str(drill_id)[:8]
+
+
+def _log_chart(title: str, bars: list[tuple[str, float, str]], target: float | None) -> str:
+    """Seconds on a log scale from 10 ms up, so a 0.05 s restore and a 15 min target both
+    read; every bar is labelled with its value and its share of the target."""
+    width, height, left, bottom, top_pad = 640, 240, 70, 40, 30
+    floor = 0.001
+    values = [max(v, floor) for _, v, _ in bars] + ([target] if target else []) + [1.0]
+    low, high = math.log10(floor), math.log10(max(values)) + 0.3
+    plot = height - bottom - top_pad
+
+    def y_of(seconds: float) -> float:
+        return height - bottom - plot * (math.log10(max(seconds, floor)) - low) / (high - low)
+
+    step = (width - left - 20) / max(len(bars), 1)
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
+        f'role="img" aria-label="{html.escape(title)}">',
+        f'<text x="{left}" y="16" font-size="13" font-weight="bold">{html.escape(title)}</text>',
+    ]
+    tick = floor
+    while math.log10(tick) <= high:
+        y = y_of(tick)
+        parts.append(
+            f'<line x1="{left}" y1="{y:.1f}" x2="{width - 10}" y2="{y:.1f}" stroke="#ddd"/>'
+            f'<text x="{left - 4}" y="{y + 3:.1f}" font-size="9" text-anchor="end">'
+            f"{_seconds(tick)}</text>"
+        )
+        tick *= 10
+    for n, (label, value, color) in enumerate(bars):
+        x = left + n * step + step * 0.15
+        y = y_of(value)
+        share = f" ({value / target:.2%} of target)" if target else ""
+        parts.append(
+            f'<rect x="{x:.1f}" y="{y:.1f}" width="{step * 0.7:.1f}" '
+            f'height="{height - bottom - y:.1f}" fill="{color}"><title>{html.escape(label)}: '
+            f"{_seconds(value)}{share}</title></rect>"
+            f'<text x="{x + step * 0.35:.1f}" y="{height - bottom + 14}" font-size="10" '
+            f'text-anchor="middle">{html.escape(label)}</text>'
+            f'<text x="{x + step * 0.35:.1f}" y="{y - 3:.1f}" font-size="10" '
+            f'text-anchor="middle">{_seconds(value)}</text>'
+        )
+    if target:
+        y = y_of(target)
+        parts.append(
+            f'<line x1="{left}" y1="{y:.1f}" x2="{width - 10}" y2="{y:.1f}" stroke="#c00" '
+            'stroke-dasharray="6,4"/>'
+            f'<text x="{width - 12}" y="{y - 4:.1f}" font-size="10" fill="#c00" '
+            f'text-anchor="end">RTO target {_seconds(target)}</text>'
+        )
+    parts.append(
+        f'<text x="14" y="{(height - bottom) / 2:.0f}" font-size="10" '
+        f'transform="rotate(-90 14 {(height - bottom) / 2:.0f})">seconds (log scale)</text>'
+        "</svg>"
+    )
+    return "".join(parts)
+
+
+def _table(headers: list[str], rows: list[list[str]], result_column: int | None = None) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers) if any(headers) else ""
+    body = []
+    for row in rows:
+        cells = []
+        for n, cell in enumerate(row):
+            result = n == result_column and cell in ("PASS", "FAIL")
+            css = f" class='{cell.lower()}'" if result else ""
+            cells.append(f"<td{css}>{html.escape(cell)}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    header = f"<tr>{head}</tr>" if head else ""
+    return f"<table>{header}{''.join(body)}</table>"
+
+
+def _review(r: dict[str, Any], key: str, empty: str) -> str:
+    value = r.get(key)
+    if value in (None, "", False):
+        return empty
+    when = str(r.get(f"{key}_at", ""))[:10]
+    shown = "yes" if value is True else str(value)
+    return f"{shown} ({when})" if when else shown
+
+
+def _record_html(r: dict[str, Any]) -> str:
+    facts = [
+        ["When (UTC)", f"{r['started'][:19]} to {r['finished'][:19]}"],
+        ["Operator", f"{r['operator']} ({r['os_user']}@{r['host']}), vault {r['tool_version']}"],
+        ["Scenario", str(r["scenario"])],
+        ["Snapshot", f"{r['scope']['snapshot_id'][:8]} of {r['scope']['snapshot_time'][:19]}"],
+        ["Objective", str(r["objective"])],
+        ["Sample", f"{r['sample']['method']} (seed {r['sample']['seed']})"],
+        [
+            "Restored",
+            f"{r['volume']['files']} files, {_mb(r['volume']['bytes'])} in "
+            f"{_seconds(r['timing']['total_seconds'])} "
+            f"({_mb(r['volume']['throughput_bytes_per_second'])}/s)",
+        ],
+        ["Projected full restore", _seconds(r["volume"]["projected_full_restore_seconds"])],
+        ["Scratch data deleted", "yes" if r["scratch"]["deleted"] else "NO"],
+    ]
+    if r.get("key_check"):
+        check = r["key_check"]
+        facts.append(["Recovery-key check", f"{check['result']} ({check.get('reason', 'opened')})"])
+    facts += [
+        ["Lessons learned", _review(r, "lessons_learned", "(none recorded)")],
+        ["Corrective actions", _review(r, "corrective_actions", "(none recorded)")],
+        ["Reviewed by", _review(r, "reviewer", "(not yet reviewed)")],
+        ["Witness", _review(r, "witness", "(none recorded)")],
+        ["Approved", _review(r, "approved", "no")],
+    ]
+    objectives = [
+        [o["name"], _seconds(o["measured_seconds"]), _seconds(o["target_seconds"]), o["result"]]
+        for o in r["objectives"]
+    ]
+    items = [
+        [str(i["id"]), str(i["category"]), str(i["files"]), _mb(i["bytes"]),
+         _seconds(i["seconds"]), str(i["result"])]
+        for i in r["items"]
+    ]
+    reasons = "".join(f"<li>{html.escape(f)}</li>" for f in r["failure_reasons"])
+    return (
+        f"<section class='record'><h3>Drill {_short(r['drill_id'])} "
+        f"<span class='{r['result'].lower()}'>{r['result']}</span></h3>"
+        + _table(["", ""], facts)
+        + _table(["objective", "measured", "target", "result"], objectives, 3)
+        + _table(["item", "category", "files", "size", "time", "result"], items, 5)
+        + (f"<p>Failure reasons:</p><ul>{reasons}</ul>" if reasons else "")
+        + "</section>"
+    )
+
+
 def as_html(records: list[dict[str, Any]], chain_head: str = "") -> str:
     s = summary(records)
-    body = as_markdown(records, chain_head)
-    labels = [f"#{r['seq']}" for r in records]
+    labels = [_short(r["drill_id"]) for r in records]
     throughput = _bar_chart(
         "Restore throughput per drill",
         [
@@ -185,41 +322,59 @@ def as_html(records: list[dict[str, Any]], chain_head: str = "") -> str:
         None,
         "MB/s",
     )
-    rto = _bar_chart(
+    rto = _log_chart(
         "Slowest single-study restore versus the RTO target",
         [
             (lab, (_single_rto(r) or 0.0), "#2e8b57" if r["result"] == "PASS" else "#c0392b")
             for lab, r in zip(labels, records, strict=True)
+            if _single_rto(r) is not None
         ],
         s["single_study_rto_target_seconds"],
-        "seconds",
     )
-    rows = "".join(
-        f"<tr><td>{r['seq']}</td><td>{html.escape(r['started'][:19])}</td>"
-        f"<td>{html.escape(r['scenario'])}</td><td>{r['sample']['items']}</td>"
-        f"<td>{_seconds(r['timing']['total_seconds'])}</td>"
-        f"<td class='{r['result'].lower()}'>{r['result']}</td></tr>"
-        for r in records
+    overview = _table(
+        ["drill", "started (UTC)", "scenario", "items", "time", "result", "approved"],
+        [
+            [
+                _short(r["drill_id"]),
+                r["started"][:19].replace("T", " "),
+                str(r["scenario"]),
+                str(r["sample"]["items"]),
+                _seconds(r["timing"]["total_seconds"]),
+                str(r["result"]),
+                _review(r, "approved", "no"),
+            ]
+            for r in records
+        ],
+        5,
     )
     rate = f"{s['pass_rate']:.0%}" if s["pass_rate"] is not None else "-"
     median = _seconds(s["median_single_study_rto_seconds"])
     worst = _seconds(s["worst_single_study_rto_seconds"])
+    anchor = (
+        f"<p class='anchor'>Drill record chain head: {html.escape(chain_head)} — keep this "
+        "page: it anchors the chain.</p>"
+        if chain_head
+        else ""
+    )
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>Restore drill evidence</title>
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 60em; color: #222; }}
-h1 {{ font-size: 1.6em; }} table {{ border-collapse: collapse; margin: 1em 0; }}
-td, th {{ border: 1px solid #bbb; padding: .3em .6em; text-align: left; }}
+h1 {{ font-size: 1.6em; }} table {{ border-collapse: collapse; margin: .6em 0 1em; }}
+td, th {{ border: 1px solid #bbb; padding: .3em .6em; text-align: left; vertical-align: top; }}
 .pass {{ color: #1e7b34; font-weight: bold; }} .fail {{ color: #b3261e; font-weight: bold; }}
 .cards {{ display: flex; gap: 1em; flex-wrap: wrap; }}
 .card {{ border: 1px solid #ccc; border-radius: 6px; padding: .6em 1em; min-width: 10em; }}
 .card b {{ display: block; font-size: 1.4em; }}
-pre {{ white-space: pre-wrap; background: #f6f6f6; padding: 1em; border-radius: 6px; }}
-@media print {{ pre {{ background: none; }} }}
+.record {{ border-top: 2px solid #ddd; margin-top: 1.5em; }}
+.anchor {{ font-family: monospace; font-size: .85em; word-break: break-all; }}
+svg {{ max-width: 100%; }}
+@media print {{ .record {{ break-inside: avoid; }} }}
 </style></head><body>
 <h1>Restore drill evidence</h1>
 <p>Contingency-plan testing (HIPAA 164.308(a)(7)(ii)(D), NIST SP 800-53 CP-9(2)). Studies are
 named only by their catalog ids; no patient information appears in this report.</p>
+{anchor}
 <div class="cards">
 <div class="card">Drills run<b>{s["drills"]}</b></div>
 <div class="card">Pass rate<b>{rate}</b></div>
@@ -228,11 +383,10 @@ named only by their catalog ids; no patient information appears in this report.<
 <div class="card">Open corrective actions<b>{len(s["open_corrective_actions"])}</b></div>
 </div>
 <h2>Drills</h2>
-<table><tr><th>#</th><th>started (UTC)</th><th>scenario</th><th>items</th><th>time</th>
-<th>result</th></tr>{rows}</table>
+{overview}
 {throughput}
 {rto}
 <h2>Records</h2>
-<pre>{html.escape(body)}</pre>
+{"".join(_record_html(r) for r in records)}
 </body></html>
 """

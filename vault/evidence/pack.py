@@ -109,12 +109,12 @@ def _backup_section(
     if created.tzinfo is None:
         created = created.replace(tzinfo=UTC)
     span = min(HISTORY_DAYS, max(1, (now - created).days + 1))
-    label = (
-        f"Days with a snapshot, last {HISTORY_DAYS} days"
-        if span == HISTORY_DAYS
-        else f"Days with a snapshot since the repository was created ({created.date()})"
-    )
-    section.facts.append((label, f"{len(days)} of {span}"))
+    if span == HISTORY_DAYS:
+        label, value = f"Days with a snapshot, last {HISTORY_DAYS} days", f"{len(days)} of {span}"
+    else:
+        label = "Days with a snapshot"
+        value = f"{len(days)} of {span}, since the repository was created on {created.date()}"
+    section.facts.append((label, value))
     section.facts.append(("Snapshots kept", str(st.snapshots)))
     section.headers = ["snapshot", "time (UTC)", "files", "size", "new data", "unreadable files"]
     section.rows = [
@@ -179,7 +179,7 @@ def _crypto_section(repo: Repository, st: Status, key_policy: KeyPolicy) -> Sect
             (
                 "Rotation policy",
                 f"at least every {key_policy.max_epoch_age_days} days or "
-                f"{key_policy.max_objects_per_epoch} objects; now: {k.rotation}",
+                f"{key_policy.max_objects_per_epoch:,} objects; now: {k.rotation}",
             ),
         ],
         headers=["epoch", "created (UTC)", "state", "key destroyed (UTC)"],
@@ -258,8 +258,9 @@ def _integrity_section(st: Status, audit_report: audit.AuditReport) -> Section:
     if audit_report.head_seq:
         section.facts.append(
             (
-                "Audit log head (keep this page: it anchors the chain)",
-                f"event #{audit_report.head_seq}, SHA-256 {audit_report.head_sha256}",
+                "Audit log head",
+                f"event #{audit_report.head_seq}, SHA-256 {audit_report.head_sha256} (keep this "
+                "page: it anchors the chain)",
             )
         )
     return section

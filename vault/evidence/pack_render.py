@@ -68,8 +68,8 @@ body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 60em; c
 h1 {{ font-size: 1.6em; }} h2 {{ margin-top: 1.6em; border-bottom: 1px solid #ddd; }}
 table {{ border-collapse: collapse; margin: 1em 0; }}
 td, th {{ border: 1px solid #bbb; padding: .3em .6em; text-align: left; vertical-align: top; }}
-dl {{ display: grid; grid-template-columns: max-content auto; gap: .3em 1em; }}
-dt {{ font-weight: bold; }} dd {{ margin: 0; }}
+dl {{ display: grid; grid-template-columns: max-content minmax(0, 1fr); gap: .3em 1em; }}
+dt {{ font-weight: bold; }} dd {{ margin: 0; overflow-wrap: anywhere; }}
 .pass, .ok {{ color: #1e7b34; font-weight: bold; }}
 .fail {{ color: #b3261e; font-weight: bold; }} .warn {{ color: #a15c00; font-weight: bold; }}
 .level {{ display: inline-block; padding: .2em .8em; border: 2px solid; border-radius: 6px; }}
