@@ -25,6 +25,7 @@ from vault.repo.keys import (
     MasterKeyOnly,
     Secret,
     make_slot,
+    make_slot_with_signer,
     new_key_file_text,
     new_recovery_key,
     open_slot,
@@ -254,8 +255,11 @@ def test_slot_with_kind_relabelled_does_not_open() -> None:
 @pytest.mark.parametrize("kind", [PASSPHRASE, RECOVERY, KEYFILE])
 def test_slot_json_reveals_neither_master_key_nor_secret(kind: str) -> None:
     secret = _secrets()[kind]
-    data = make_slot(SLOT_ID, secret, MASTER).to_bytes()
+    slot, signer = make_slot_with_signer(SLOT_ID, secret, MASTER)
+    data = slot.to_bytes()
     for leaked in (
+        signer,
+        base64.b64encode(signer),
         MASTER,
         MASTER.hex().encode(),
         base64.b64encode(MASTER),
@@ -266,7 +270,10 @@ def test_slot_json_reveals_neither_master_key_nor_secret(kind: str) -> None:
     ):
         assert leaked not in data
     doc = json.loads(data)
-    assert set(doc) == {"version", "kind", "created", "kdf", "nonce", "wrapped_master_key"}
+    assert set(doc) == {
+        "version", "kind", "created", "kdf", "nonce", "wrapped_master_key", "signing"
+    }
+    assert set(doc["signing"]) == {"public", "nonce", "wrapped_private"}
 
 
 def test_passphrase_slot_records_its_argon2id_parameters() -> None:

@@ -25,7 +25,7 @@ from vault.cli.support import (
 from vault.errors import UsageError
 from vault.evidence import erase_certificate
 from vault.jobs.rotate import reencrypt, rotate_epoch, rotate_master
-from vault.repo import keys
+from vault.repo import keys, signing
 from vault.repo.keys import Epoch
 from vault.repo.keyusage import EpochUsage, epoch_usage
 from vault.repo.lock import Lock
@@ -213,7 +213,12 @@ def cmd_key_add(args: argparse.Namespace) -> int:
     else:
         secret = keys.Secret.from_passphrase(secrets_input.new_passphrase(args.new_password_file))
     slot = repo.add_slot(secret, name=args.name)
-    details = {"slot": slot.id, "kind": slot.kind, "name": args.name}
+    details = {
+        "slot": slot.id,
+        "kind": slot.kind,
+        "name": args.name,
+        "signing_public": signing.public_key(repo, slot.id),
+    }
     record_audit(repo, "key-add", result="PASS", details=details)
     if opt(args, "json"):
         emit_json({"id": slot.id, "kind": slot.kind, "created": slot.created})
@@ -273,10 +278,17 @@ def cmd_key_passwd(args: argparse.Namespace) -> int:
     name = repo.slot_info(current.id).get("name", "")
     new_slot = repo.add_slot(keys.Secret.from_passphrase(passphrase), name=name)
     repo.remove_slot(current.id)  # only after the new slot is durable
-    repo.slot_id = new_slot.id
+    repo.use_new_slot(new_slot.id)
     LastSlots().remember(repo.storage.location(), new_slot.id)
     record_audit(
-        repo, "key-passwd", result="PASS", details={"slot": new_slot.id, "replaced": current.id}
+        repo,
+        "key-passwd",
+        result="PASS",
+        details={
+            "slot": new_slot.id,
+            "replaced": current.id,
+            "signing_public": signing.public_key(repo, new_slot.id),
+        },
     )
     if opt(args, "json"):
         emit_json({"id": new_slot.id, "replaced": current.id})
@@ -402,6 +414,7 @@ def _rotate_master(args: argparse.Namespace) -> int:
             "slot": result.new_slot,
             "replaced": result.replaced_slot,
             "removed_slots": [i for i, _ in result.removed_slots],
+            "signing_public": signing.public_key(repo, result.new_slot),
         },
     )
     heading = "NEW RECOVERY KEY (the old one no longer works; print this and store it off-site):"

@@ -48,7 +48,7 @@ from vault.errors import StorageError, UsageError, VaultError
 from vault.format.config import ObjectLockPolicy
 from vault.jobs.check.checker import CheckResult, check
 from vault.jobs.objectlock import extend_retention
-from vault.repo import jobstate, keys, lock
+from vault.repo import jobstate, keys, lock, signing
 from vault.repo.repository import Repository
 from vault.units import human_bytes
 
@@ -193,6 +193,8 @@ def cmd_init(args: argparse.Namespace) -> int:
             "versioning": versioning,
             "storage": capabilities,
             "baa_acknowledged": baa,
+            "slot": repo.slot_id,
+            "signing_public": signing.public_key(repo, repo.slot_id),
         },
     )
     if opt(args, "json"):

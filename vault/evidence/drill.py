@@ -34,7 +34,7 @@ from vault.format.tree import FILE
 from vault.jobs.restore.restorer import RestoreOptions, restore, walk
 from vault.policy.files import DrillPolicy
 from vault.progress import NoProgress, Progress
-from vault.repo import chain
+from vault.repo import chain, signing
 from vault.repo.keys import RECOVERY, Secret
 from vault.repo.repository import Repository
 from vault.whoami import os_user
@@ -388,7 +388,7 @@ def _key_check(repo: Repository, secret: Secret) -> dict[str, Any]:
 
 def store_record(repo: Repository, record: dict[str, Any]) -> dict[str, Any]:
     def build(seq: int, prev: str) -> dict[str, Any]:
-        return {**record, "seq": seq, "prev": prev}
+        return signing.sign(repo, {**record, "slot": repo.slot_id, "seq": seq, "prev": prev})
 
     return chain.append(repo, layout.DRILLS, sealing.Kind.DRILL, build)
 
@@ -409,21 +409,30 @@ def annotate(repo: Repository, drill_id: str, fields: dict[str, Any]) -> dict[st
     )
 
     def build(seq: int, prev: str) -> dict[str, Any]:
-        return {
-            "type": "annotation",
-            "drill_id": full_id,
-            "time": datetime.now(UTC).isoformat(),
-            "os_user": os_user(),
-            **fields,
-            "seq": seq,
-            "prev": prev,
-        }
+        return signing.sign(
+            repo,
+            {
+                "type": "annotation",
+                "drill_id": full_id,
+                "time": datetime.now(UTC).isoformat(),
+                "os_user": os_user(),
+                **fields,
+                "slot": repo.slot_id,
+                "seq": seq,
+                "prev": prev,
+            },
+        )
 
     return chain.append(repo, layout.DRILLS, sealing.Kind.DRILL, build)
 
 
 def history(repo: Repository, *, verify: bool = False) -> chain.ChainReport:
-    return chain.read(repo, layout.DRILLS, sealing.Kind.DRILL, "drill record", verify=verify)
+    report = chain.read(repo, layout.DRILLS, sealing.Kind.DRILL, "drill record", verify=verify)
+    if verify:
+        events = chain.read(repo, layout.AUDIT, sealing.Kind.AUDIT, "audit event").records
+        keys = signing.known_keys(repo, events)
+        report.problems += signing.problems("drill record", report.records, keys)
+    return report
 
 
 def merged(report: chain.ChainReport) -> list[dict[str, Any]]:

@@ -14,8 +14,9 @@ import hmac
 import secrets
 from dataclasses import dataclass
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
+from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -100,3 +101,35 @@ def argon2id(secret: bytes, salt: bytes, params: Argon2Params) -> bytes:
         lanes=params.lanes,
         memory_cost=max(params.memory_kib, 8 * params.lanes),
     ).derive(secret)
+
+
+# -- signatures (Ed25519): who wrote an audit event or drill record ---------------------------
+
+SIGNATURE_BYTES = 64
+
+
+def signing_keypair() -> tuple[bytes, bytes]:
+    """A new Ed25519 key pair as raw bytes: (private 32, public 32)."""
+    private = Ed25519PrivateKey.generate()
+    raw = private.private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+    )
+    return raw, _public_raw(private)
+
+
+def _public_raw(private: Ed25519PrivateKey) -> bytes:
+    return private.public_key().public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    )
+
+
+def sign(private_raw: bytes, data: bytes) -> bytes:
+    return Ed25519PrivateKey.from_private_bytes(private_raw).sign(data)
+
+
+def verify_signature(public_raw: bytes, data: bytes, signature: bytes) -> bool:
+    try:
+        Ed25519PublicKey.from_public_bytes(public_raw).verify(signature, data)
+    except (InvalidSignature, ValueError):
+        return False
+    return True

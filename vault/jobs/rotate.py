@@ -223,6 +223,6 @@ def rotate_master(repo: Repository, secret: Secret) -> MasterRotation:
             removed.append((slot.id, slot.kind))
     for slot_id in unusable:
         repo.remove_slot(slot_id)
-    repo.slot_id = caller.id
+    repo.use_new_slot(caller.id)
     LastSlots().remember(repo.storage.location(), caller.id)
     return MasterRotation(recovery_text, caller.id, replaced, removed)

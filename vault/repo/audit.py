@@ -23,7 +23,7 @@ from typing import Any
 
 from vault.errors import IntegrityError
 from vault.format import layout, sealing
-from vault.repo import chain
+from vault.repo import chain, signing
 from vault.repo.repository import Repository
 from vault.whoami import os_user
 
@@ -45,6 +45,7 @@ class AuditEvent:
     slot: str = ""
     slot_kind: str = ""  # passphrase | keyfile | recovery (break-glass)
     slot_name: str = ""
+    signature: str = ""  # Ed25519 by that slot's signing key (vault.repo.signing)
 
     def payload(self) -> bytes:
         return json.dumps(asdict(self), sort_keys=True, separators=(",", ":")).encode()
@@ -72,23 +73,26 @@ def record(
     """Append one event; retries on a concurrent append. Raises VaultError when it cannot."""
 
     def build(seq: int, prev: str) -> dict[str, Any]:
-        return asdict(
-            AuditEvent(
-                seq=seq,
-                time=(now or datetime.now(UTC)).isoformat(timespec="seconds"),
-                actor=os_user(),
-                host=socket.gethostname(),
-                action=action,
-                result=result,
-                snapshot=snapshot,
-                catalog_ids=sorted(catalog_ids or []),
-                target=target,
-                details=details or {},
-                prev=prev,
-                slot=repo.slot_id,
-                slot_kind=repo.slot_kind,
-                slot_name=repo.slot_info(repo.slot_id).get("name", "") if repo.slot_id else "",
-            )
+        return signing.sign(
+            repo,
+            asdict(
+                AuditEvent(
+                    seq=seq,
+                    time=(now or datetime.now(UTC)).isoformat(timespec="seconds"),
+                    actor=os_user(),
+                    host=socket.gethostname(),
+                    action=action,
+                    result=result,
+                    snapshot=snapshot,
+                    catalog_ids=sorted(catalog_ids or []),
+                    target=target,
+                    details=details or {},
+                    prev=prev,
+                    slot=repo.slot_id,
+                    slot_kind=repo.slot_kind,
+                    slot_name=repo.slot_info(repo.slot_id).get("name", "") if repo.slot_id else "",
+                )
+            ),
         )
 
     return AuditEvent(**chain.append(repo, layout.AUDIT, sealing.Kind.AUDIT, build))
@@ -112,6 +116,9 @@ def read_log(repo: Repository, *, verify: bool = False) -> AuditReport:
     report = AuditReport(
         problems=list(found.problems), head_seq=found.head_seq, head_sha256=found.head_sha256
     )
+    if verify:
+        keys = signing.known_keys(repo, found.records)
+        report.problems += signing.problems("audit event", found.records, keys)
     for doc in found.records:
         try:
             report.events.append(AuditEvent(**doc))

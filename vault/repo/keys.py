@@ -156,9 +156,15 @@ class KeySlot:
     kdf: dict[str, Any]
     nonce: bytes
     wrapped: bytes
+    # The slot's own Ed25519 key for signing audit events and drill records: the private key
+    # wrapped under the slot's KEK (only this slot's secret opens it, not the master key every
+    # slot shares), the public key in the clear. Empty in slots made before signing existed.
+    signing_public: bytes = b""
+    signing_nonce: bytes = b""
+    signing_wrapped: bytes = b""
 
     def to_bytes(self) -> bytes:
-        doc = {
+        doc: dict[str, Any] = {
             "version": 1,
             "kind": self.kind,
             "created": self.created,
@@ -166,6 +172,12 @@ class KeySlot:
             "nonce": _b64(self.nonce),
             "wrapped_master_key": _b64(self.wrapped),
         }
+        if self.signing_public:
+            doc["signing"] = {
+                "public": _b64(self.signing_public),
+                "nonce": _b64(self.signing_nonce),
+                "wrapped_private": _b64(self.signing_wrapped),
+            }
         return json.dumps(doc, indent=2, sort_keys=True).encode() + b"\n"
 
     @classmethod
@@ -174,6 +186,7 @@ class KeySlot:
             doc = json.loads(data)
             if doc.get("version") != 1 or doc["kind"] not in (PASSPHRASE, RECOVERY, KEYFILE):
                 raise ValueError("version or kind")
+            signing = doc.get("signing") or {}
             slot = cls(
                 slot_id,
                 doc["kind"],
@@ -181,7 +194,16 @@ class KeySlot:
                 dict(doc["kdf"]),
                 _unb64(doc["nonce"]),
                 _unb64(doc["wrapped_master_key"]),
+                _unb64(signing["public"]) if signing else b"",
+                _unb64(signing["nonce"]) if signing else b"",
+                _unb64(signing["wrapped_private"]) if signing else b"",
             )
+            if signing and (
+                len(slot.signing_public) != 32
+                or len(slot.signing_nonce) != crypto.NONCE_BYTES
+                or len(slot.signing_wrapped) != 48
+            ):
+                raise ValueError("signing key lengths")
             _validate_kdf(slot.kind, slot.kdf)
             if len(slot.nonce) != crypto.NONCE_BYTES or len(slot.wrapped) != 48:
                 raise ValueError("nonce or wrapped key length")
@@ -230,6 +252,13 @@ def _slot_aad(slot_id: str, kind: str) -> bytes:
 
 
 def make_slot(slot_id: str, secret: Secret, master_key: bytes) -> KeySlot:
+    return make_slot_with_signer(slot_id, secret, master_key)[0]
+
+
+def make_slot_with_signer(
+    slot_id: str, secret: Secret, master_key: bytes
+) -> tuple[KeySlot, bytes]:
+    """A new slot, and its signing private key (which the slot holds only wrapped)."""
     salt = crypto.random_bytes(crypto.SALT_BYTES)
     kdf: dict[str, Any]
     if secret.kind == PASSPHRASE:
@@ -246,18 +275,43 @@ def make_slot(slot_id: str, secret: Secret, master_key: bytes) -> KeySlot:
     kek = _slot_kek(secret.kind, secret.material, kdf)
     nonce = crypto.random_bytes(crypto.NONCE_BYTES)
     wrapped = crypto.Aead(kek).seal(nonce, master_key, _slot_aad(slot_id, secret.kind))
-    return KeySlot(slot_id, secret.kind, _now(), kdf, nonce, wrapped)
+    private, public = crypto.signing_keypair()
+    signing_nonce = crypto.random_bytes(crypto.NONCE_BYTES)
+    signing_wrapped = crypto.Aead(kek).seal(signing_nonce, private, _signing_aad(slot_id))
+    slot = KeySlot(
+        slot_id, secret.kind, _now(), kdf, nonce, wrapped, public, signing_nonce, signing_wrapped
+    )
+    return slot, private
+
+
+def _signing_aad(slot_id: str) -> bytes:
+    return b"vault/v1/slot-signing/" + slot_id.encode()
 
 
 def open_slot(slot: KeySlot, secret: Secret) -> bytes | None:
     """The master key if `secret` opens `slot`, else None."""
+    opened = unlock_slot(slot, secret)
+    return opened[0] if opened else None
+
+
+def unlock_slot(slot: KeySlot, secret: Secret) -> tuple[bytes, bytes] | None:
+    """(master key, the slot's signing private key or b"") if `secret` opens `slot`."""
     if slot.kind != secret.kind:
         return None
     kek = _slot_kek(slot.kind, secret.material, slot.kdf)
     try:
-        return crypto.Aead(kek).open(slot.nonce, slot.wrapped, _slot_aad(slot.id, slot.kind))
+        master = crypto.Aead(kek).open(slot.nonce, slot.wrapped, _slot_aad(slot.id, slot.kind))
     except crypto.AuthenticationFailed:
         return None
+    signing = b""
+    if slot.signing_wrapped:
+        try:
+            signing = crypto.Aead(kek).open(
+                slot.signing_nonce, slot.signing_wrapped, _signing_aad(slot.id)
+            )
+        except crypto.AuthenticationFailed:
+            signing = b""  # a damaged signing key costs signatures, never the repository
+    return master, signing
 
 
 # -- keyring ----------------------------------------------------------------------------------

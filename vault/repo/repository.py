@@ -6,6 +6,7 @@ through `vault.repo.writer.BlobWriter`, which this module hands out.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import ctypes
 import functools
@@ -47,9 +48,9 @@ from vault.repo.keys import (
     Secret,
     kdf_cost,
     kdf_params_for_new_slots,
-    make_slot,
+    make_slot_with_signer,
     new_recovery_key,
-    open_slot,
+    unlock_slot,
 )
 from vault.repo.packcache import TreePacks
 from vault.repo.seen import LastSlots, Seen
@@ -82,6 +83,8 @@ class Repository:
         self.config = config
         self.slot_id = slot_id  # the slot that opened it
         self.slot_kind = ""  # its kind: passphrase | keyfile | recovery
+        self.signing_key = b""  # that slot's Ed25519 private key (b"" for older slots)
+        self._fresh_signers: dict[str, tuple[bytes, str]] = {}  # slots made by this process
         self.index = Index()
         self.tree_packs = TreePacks(storage)
         self._index_loaded = False
@@ -141,8 +144,7 @@ class Repository:
             sealing.seal(master_keys, sealing.Kind.KEYRING, "keyring", keyring.to_bytes()),
             if_absent=True,
         )
-        repo.slot_id = repo.add_slot(passphrase).id
-        repo.slot_kind = passphrase.kind
+        repo.use_new_slot(repo.add_slot(passphrase).id)
         LastSlots().remember(storage.location(), repo.slot_id)
         recovery_text, recovery_material = new_recovery_key()
         repo.add_slot(Secret("recovery", recovery_material))
@@ -169,7 +171,8 @@ class Repository:
         # after an interrupted) master-key rotation the same secret may open an old and a new
         # slot: the old master does not open the keyring, so the next slot is tried.
         opened: list[tuple[bytes, str]] = []
-        candidates = _unlock(storage, secret, last_slots.get(storage.location()))
+        signers: dict[str, bytes] = {}
+        candidates = _unlock(storage, secret, last_slots.get(storage.location()), signers)
         for master, slot_id in candidates:
             opened.append((master, slot_id))
             try:
@@ -180,6 +183,7 @@ class Repository:
             config = Config.from_bytes(_open_config(opened, master, config_blob, candidates))
             repo = cls(storage, keyring, config, slot_id)
             repo.slot_kind = secret.kind
+            repo.signing_key = signers.get(slot_id, b"")
             repo._accept_keyring(keyring)
             last_slots.remember(storage.location(), slot_id)
             return repo
@@ -217,7 +221,8 @@ class Repository:
         """A new slot for `secret`; `name` (a person or machine, e.g. "J. Smith, office
         manager") is kept sealed in its record and named in every audit event it opens."""
         slot_id = ids.new_id()
-        slot = make_slot(slot_id, secret, self.keyring.master_key)
+        slot, signer = make_slot_with_signer(slot_id, secret, self.keyring.master_key)
+        self._fresh_signers[slot_id] = (signer, secret.kind)
         stored = slot.to_bytes()
         self.put(layout.key_slot(slot_id), stored, if_absent=True)
         host, now = socket.gethostname(), datetime.now(UTC).isoformat(timespec="seconds")
@@ -225,10 +230,18 @@ class Repository:
         # cannot open (no secret for it) from an intact one.
         digest = hashlib.sha256(stored).hexdigest()
         info = {"created_host": host, "created": now, "slot_sha256": digest}
+        if slot.signing_public:
+            info["signing_public"] = base64.b64encode(slot.signing_public).decode()
         if name:
             info["name"] = name
         self._save_slot_info(slot_id, info)
         return slot
+
+    def use_new_slot(self, slot_id: str) -> None:
+        """Act as a slot this process just made (init, passwd, master rotation): its id, kind
+        and signing key, without deriving its KEK again."""
+        self.signing_key, self.slot_kind = self._fresh_signers[slot_id]
+        self.slot_id = slot_id
 
     def remove_slot(self, slot_id: str) -> None:
         self.storage.delete(layout.key_slot(slot_id))
@@ -533,7 +546,9 @@ def _open_config(
     raise failure
 
 
-def _unlock(storage: Storage, secret: Secret, preferred: str) -> Iterator[tuple[bytes, str]]:
+def _unlock(
+    storage: Storage, secret: Secret, preferred: str, signers: dict[str, bytes]
+) -> Iterator[tuple[bytes, str]]:
     """(master key, slot id) of each slot `secret` opens, one KDF at a time, as the caller
     asks for more: `preferred` first, then the cheapest derivations first, so slots an
     attacker planted with costly parameters are reached only after the real ones. WrongKey
@@ -554,11 +569,12 @@ def _unlock(storage: Storage, secret: Secret, preferred: str) -> Iterator[tuple[
     opened = False
     for slot in slots:
         try:
-            master = open_slot(slot, secret)
+            unlocked = unlock_slot(slot, secret)
         except (IntegrityError, KeyError, ValueError, TypeError):
             damaged += 1
             continue
-        if master is not None:
+        if unlocked is not None:
+            master, signers[slot.id] = unlocked
             opened = True
             yield master, slot.id
     if opened:

@@ -19,11 +19,12 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable
+from dataclasses import asdict
 
 from vault.errors import DAMAGE, ObjectNotFound
 from vault.format import layout, sealing
 from vault.format.snapshot import Snapshot
-from vault.repo import audit, chain
+from vault.repo import audit, chain, signing
 from vault.repo.keys import KeySlot
 from vault.repo.repository import Repository
 
@@ -39,6 +40,10 @@ def check_records(repo: Repository, snapshots: list[Snapshot]) -> list[Problem]:
     problems += _vanished_snapshots(report.events, {s.id for s in snapshots}, repo)
     drills = chain.read(repo, layout.DRILLS, sealing.Kind.DRILL, "drill record", verify=True)
     problems += [(layout.DRILLS, p, set()) for p in drills.problems]
+    keys = signing.known_keys(repo, [asdict(e) for e in report.events])
+    problems += [
+        (layout.DRILLS, p, set()) for p in signing.problems("drill record", drills.records, keys)
+    ]
     problems += _slots(repo) + _deleted_slots(repo)
     for prefix, kind in (
         (layout.SLOT_INFO, sealing.Kind.SLOT_INFO),
