@@ -85,3 +85,34 @@ def test_report_without_policies_says_what_is_missing(repo: RepoHandle, vault: R
     assert result.code == 0
     assert "no schedule.toml given" in result.out and "no retention.toml given" in result.out
     assert "no backup runs recorded" in result.out
+
+
+def test_evidence_pack_names_scope_activity_roles_and_ends_with_a_sign_off(
+    tmp_path: Path, repo: RepoHandle, vault: RunCli, archive: Path
+) -> None:
+    import shutil
+
+    policies = tmp_path / "policies"
+    shutil.copytree(POLICIES, policies)
+    (policies / "roles.toml").write_text(
+        '[roles]\nsecurity_official = "Dr. A. Lee"\nreviewer = "J. Smith, office manager"\n'
+    )
+    text = (policies / "backup.toml").read_text()
+    (policies / "backup.toml").write_text(
+        text.replace("sources = [", f'sources = ["{archive}", ', 1)
+    )
+    assert vault("backup", "-r", repo, archive).code == 0
+    study = vault("studies", "-r", repo, "--json").json()[0]["catalog_id"]
+    assert vault(
+        "restore", "latest", "-r", repo, "--study", study, "--target", tmp_path / "out"
+    ).code == 0
+    out = tmp_path / "evidence.md"
+    vault("report", "-r", repo, "--policy-dir", policies, "--format", "md", "--out", out)
+    text = out.read_text()
+    assert "Scope and recovery objectives" in text and str(archive) in text
+    assert "Recovery point objective (RPO):** 24 h" in text
+    activity = text.split("Restores, exports and key events", 1)[1]
+    assert "restore" in activity and study in activity
+    assert "Security official:** Dr. A. Lee" in text
+    assert "Reviewed by: J. Smith, office manager" in text and "Signature: ____" in text
+    assert not any(i in text for i in _identifiers(archive))

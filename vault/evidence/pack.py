@@ -22,8 +22,11 @@ from vault.evidence.status import Status, status
 from vault.policy.files import (
     DrillPolicy,
     KeyPolicy,
+    RolesPolicy,
     SchedulePolicy,
+    load_backup_policy,
     load_retention_policy,
+    load_roles_policy,
     load_schedule_policy,
 )
 from vault.repo import audit, chain
@@ -301,6 +304,81 @@ def _drill_section(records: list[dict[str, Any]], history: chain.ChainReport) ->
     return section
 
 
+HISTORY_LISTED = 20  # restore, export and key events shown in full
+
+
+def _scope_section(
+    repo: Repository,
+    directory: Path | None,
+    drill_policy: DrillPolicy,
+    schedule: SchedulePolicy | None,
+) -> Section:
+    """What is backed up, from where, and against which targets."""
+    section = Section("Scope and recovery objectives")
+    backup = load_backup_policy(directory) if directory else None
+    sources = ", ".join(backup.sources) if backup and backup.sources else "(no backup.toml given)"
+    section.facts.append(("Sources (backup.toml)", sources))
+    hosts = sorted({s.host for s in repo.snapshots()})
+    section.facts.append(("Hosts backed up", ", ".join(hosts) or "none yet"))
+    section.facts.append(
+        ("Backup schedule", f"daily at {schedule.backup_at}" if schedule else "(no schedule.toml)")
+    )
+    section.facts.append(("Recovery point objective (RPO)", f"{drill_policy.rpo_hours} h"))
+    section.facts.append(
+        ("Single-study recovery time objective", f"{drill_policy.single_study_rto_minutes} min")
+    )
+    section.facts.append(
+        ("Full-restore recovery time objective", f"{drill_policy.full_restore_rto_hours} h")
+    )
+    return section
+
+
+def _activity_section(events: list[audit.AuditEvent], now: datetime) -> Section:
+    """Restores, exports and key events of the last 90 days: who, when, which studies (by
+    catalog id only)."""
+    since = now - timedelta(days=90)
+    recent = [e for e in events if datetime.fromisoformat(e.time) >= since]
+    section = Section("Restores, exports and key events, last 90 days")
+    restores = [e for e in recent if e.action in ("restore", "export")]
+    keys = [e for e in recent if e.action.startswith("key-") or e.action.startswith("break-glass")]
+    section.facts.append(("Restores and exports", str(len(restores))))
+    section.facts.append(("Key events", str(len(keys))))
+    shown = (restores + keys)[-HISTORY_LISTED:]
+    section.headers = ["#", "time (UTC)", "who", "action", "result", "studies (catalog ids)"]
+    section.rows = [
+        [
+            str(e.seq),
+            _day(e.time),
+            f"{e.actor}@{e.host}" + (f" ({e.slot_name})" if e.slot_name else ""),
+            e.action,
+            e.result,
+            ", ".join(e.catalog_ids) or "-",
+        ]
+        for e in sorted(shown, key=lambda e: e.seq)
+    ]
+    if not shown:
+        section.text.append("None in the last 90 days.")
+    return section
+
+
+def _roles_section(roles: RolesPolicy) -> Section:
+    named = [
+        ("Security official", roles.security_official),
+        ("Privacy officer", roles.privacy_officer),
+        ("Contingency plan owner", roles.contingency_plan_owner),
+        ("Reviewer", roles.reviewer),
+    ]
+    section = Section(
+        "Roles and sign-off",
+        facts=[(role, name or "(not named in roles.toml)") for role, name in named],
+    )
+    section.text.append(
+        f"Reviewed by: {roles.reviewer or '______________________'}    "
+        "Signature: ______________________    Date: ____________"
+    )
+    return section
+
+
 def gather(
     repo: Repository,
     key_policy: KeyPolicy,
@@ -326,5 +404,8 @@ def gather(
             _retention_section(directory, st),
             _integrity_section(st, audit_report),
             _drill_section(records, history),
+            _scope_section(repo, directory, drill_policy, schedule),
+            _activity_section(audit_report.events, now),
+            _roles_section(load_roles_policy(directory)),
         ],
     )

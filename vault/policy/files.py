@@ -95,6 +95,23 @@ def _whole(value: Any, minimum: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
 
 
+@dataclass(frozen=True)
+class RolesPolicy:
+    """Who is responsible (roles.toml): named in the evidence pack and its sign-off block."""
+
+    security_official: str = ""  # HIPAA 164.308(a)(2)
+    privacy_officer: str = ""
+    contingency_plan_owner: str = ""
+    reviewer: str = ""  # reviews drills and signs the evidence pack
+
+
+def load_roles_policy(directory: Path | None) -> RolesPolicy:
+    def check(key: str, value: Any) -> str | None:
+        return None if isinstance(value, str) else "must be a name in quotes"
+
+    return RolesPolicy(**_load_policy(directory, "roles.toml", "roles", RolesPolicy(), check))
+
+
 def load_key_policy(directory: Path | None) -> KeyPolicy:
     def check(key: str, value: Any) -> str | None:
         return None if _whole(value, 1) else "must be a whole number of at least 1"
