@@ -304,8 +304,7 @@ def test_the_pre_backup_hook_gets_a_scrubbed_environment(
 ) -> None:
     seen = tmp_path / "hook-env.json"
     hook = (
-        f"{sys.executable} -c \"import json, os; "
-        f"json.dump(dict(os.environ), open('{seen}', 'w'))\""
+        f"{sys.executable} -c \"import json, os; json.dump(dict(os.environ), open('{seen}', 'w'))\""
     )
     policies = _policies(
         tmp_path,
@@ -344,3 +343,26 @@ def test_scheduled_backups_that_fail_on_their_hook_count_in_the_evidence_pack(
     vault("report", "-r", repo, "--policy-dir", policies, "--format", "md", "--out", report)
     line = next(x for x in report.read_text().splitlines() if "Backup runs" in x)
     assert "3 (1 successful, 2 failed, 0 missed): 33%" in line, line
+
+
+def test_a_change_to_the_policy_files_seen_by_the_scheduler_is_audited(
+    tmp_path: Path, repo: RepoHandle, vault: RunCli, archive: Path
+) -> None:
+    policies = _policies(tmp_path, repo, [archive])
+    for _ in range(2):  # the second run sees the same files: nothing new to record
+        done = vault("schedule", "run", "--policy-dir", policies, "--once", "backup", password=None)
+        assert done.code == 0, done.err
+    (policies / "schedule.toml").write_text(
+        (policies / "schedule.toml")
+        .read_text()
+        .replace("retry_after_minutes = 0", "retry_after_minutes = 1")
+    )
+    assert (
+        vault("schedule", "run", "--policy-dir", policies, "--once", "backup", password=None).code
+        == 0
+    )
+    events = vault("audit", "-r", repo, "--json").json()["events"]
+    changes = [e["details"] for e in events if e["action"] == "policy-change"]
+    assert len(changes) == 2
+    assert set(changes[0]["added"]) == {"backup.toml", "schedule.toml"}
+    assert changes[1]["changed"] == ["schedule.toml"] and not changes[1]["added"]

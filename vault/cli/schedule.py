@@ -125,6 +125,7 @@ def cmd_schedule_run(args: argparse.Namespace) -> int:
     scrub = _scrubber(alert_policy)
     runner = JobRunner(backup_policy, schedule_policy, drill_policy, directory, scrub, env)
     alerter = Alerter(alert_policy)
+    runner.record_policies()
 
     def alert(job: str, kind: str, error: str, advice: str) -> None:
         delivered = alerter.send(make_alert(job, error, advice, scrub, kind))

@@ -4,6 +4,7 @@ restored, searched or exported what), and `record_audit` which the other command
 from __future__ import annotations
 
 import argparse
+import hashlib
 import sys
 from collections.abc import Callable
 from dataclasses import asdict
@@ -72,6 +73,12 @@ def add_study_parsers(command: Callable[..., argparse.ArgumentParser]) -> None:
         "or was missed, with --kind failed|missed and --reason TEXT",
     )
     p.add_argument("--kind", choices=["failed", "missed"], default="failed", help=argparse.SUPPRESS)
+    p.add_argument(
+        "--record-policies",
+        metavar="DIR",
+        help="(used by `vault schedule run`) record the policy files in DIR when they changed "
+        "since the last time",
+    )
     p.add_argument("--reason", default="", help=argparse.SUPPRESS)
 
 
@@ -235,6 +242,25 @@ def _slot_label(event: audit.AuditEvent) -> str:
     return f" ({who}, RECOVERY KEY)" if event.slot_kind == "recovery" else f" ({who})"
 
 
+def _record_policies(repo: Repository, directory: Path) -> int:
+    """A policy change is a change to how the practice is protected: audited with the names
+    of the files that changed and the SHA-256 of each (the contents stay in the files)."""
+    files = sorted(directory.glob("*.toml"))
+    now = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+    before = (jobstate.load(repo, jobstate.POLICIES) or {}).get("files", {})
+    if now == before:
+        return 0
+    changed = {
+        "added": sorted(set(now) - set(before)),
+        "removed": sorted(set(before) - set(now)),
+        "changed": sorted(n for n in set(now) & set(before) if now[n] != before[n]),
+        "sha256": now,
+    }
+    audit.record(repo, "policy-change", result="PASS", details=changed)
+    jobstate.save(repo, jobstate.POLICIES, {"files": now})
+    return 0
+
+
 def _acknowledge(repo: Repository, seq: int, note: str) -> int:
     state = jobstate.load(repo, jobstate.BREAK_GLASS) or {}
     pending = list(state.get("pending", []))
@@ -259,6 +285,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
     repo = open_repo(args)
     if args.acknowledge is not None:
         return _acknowledge(repo, args.acknowledge, args.note)
+    if args.record_policies:
+        return _record_policies(repo, Path(args.record_policies))
     if args.record_scheduled:
         audit.record(
             repo,

@@ -208,6 +208,15 @@ class JobRunner:
             args += ["--host", p.host]
         return self._outcome(self.vault(*args))
 
+    def record_policies(self) -> None:
+        """Put the policy files this scheduler runs with into the audit log when they changed
+        since the last run (through a `vault` child: it compares and records)."""
+        if self.policy_dir is None:
+            return
+        done = self.vault("audit", "--record-policies", str(self.policy_dir))
+        if done.code != 0:
+            log.warning("could not record the policy files in the audit log: %s", done.error)
+
     def record(self, job: str, kind: str, reason: str) -> None:
         """Put a scheduled job that failed before it ran, or was missed, into the audit log
         (through a `vault` child, like every job: the scheduler holds no key)."""

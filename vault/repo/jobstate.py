@@ -19,6 +19,8 @@ from vault.repo.repository import Repository
 CHECK = "check"  # the last `vault check`: time, outcome, and where the data rotation stopped
 # Opens with the recovery key that nobody has acknowledged yet: `status` warns until one does.
 BREAK_GLASS = "break-glass"
+# The policy files the scheduler last ran with (name -> SHA-256): a change is an audit event.
+POLICIES = "policies"
 
 
 def load(repo: Repository, name: str) -> dict[str, Any] | None:
