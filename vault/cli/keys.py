@@ -25,6 +25,7 @@ from vault.cli.support import (
 from vault.errors import UsageError
 from vault.evidence import erase_certificate
 from vault.jobs.rotate import reencrypt, rotate_epoch, rotate_master
+from vault.policy.files import load_key_policy, policy_dir
 from vault.repo import keys, signing
 from vault.repo.keys import Epoch
 from vault.repo.keyusage import EpochUsage, epoch_usage
@@ -45,16 +46,26 @@ def add_key_parsers(
     def key_command(name: str, help_text: str, func: Callable[..., int]) -> argparse.ArgumentParser:
         kp = key_sub.add_parser(name, parents=[common], help=help_text, description=help_text)
         kp.set_defaults(func=func)
+        if name != "list":
+            kp.add_argument(
+                "--policy-dir", metavar="DIR", help="directory with keys.toml ($VAULT_POLICY_DIR)"
+            )
         return kp
 
     key_command("list", "list key slots and data-key epochs", cmd_key_list)
     kp = key_command("add", "add a passphrase slot, or a key-file slot for machines", cmd_key_add)
-    what = kp.add_mutually_exclusive_group()
-    what.add_argument("--new-password-file", metavar="FILE", help="the new passphrase's file")
-    what.add_argument(
+    kp.add_argument("--new-password-file", metavar="FILE", help="the new passphrase's file")
+    kp.add_argument(
         "--new-key-file",
         metavar="FILE",
-        help="create FILE (mode 0600) holding a new random key and add a slot for it",
+        help="create FILE (mode 0600) holding a new random key and add a slot for it; with "
+        "--new-two-factor the slot needs both this key file and a new passphrase",
+    )
+    kp.add_argument(
+        "--new-two-factor",
+        action="store_true",
+        help="the new slot needs both --new-key-file (keep it on removable media) and a new "
+        "passphrase: a second factor for people",
     )
     kp.add_argument(
         "--name",
@@ -200,16 +211,21 @@ def cmd_key_list(args: argparse.Namespace) -> int:
 
 
 def cmd_key_add(args: argparse.Namespace) -> int:
-    repo = open_repo(args)
-    if args.new_key_file:
-        text = keys.new_key_file_text()
-        try:
-            fd = os.open(args.new_key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            raise UsageError(f"{args.new_key_file} already exists; choose a new file") from None
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        secret = keys.Secret(keys.KEYFILE, keys.parse_key_file(text, name=args.new_key_file))
+    two_factor = bool(args.new_two_factor)
+    if two_factor and not args.new_key_file:
+        raise UsageError("a two-factor slot needs --new-key-file FILE (on removable media)")
+    if args.new_key_file and args.new_password_file and not two_factor:
+        raise UsageError(
+            "give --new-key-file or --new-password-file (both: add --new-two-factor)"
+        )
+    repo = key_command_repo(args)
+    if two_factor:
+        # The new slot's passphrase first: a weak one must not leave a key file behind.
+        passphrase = secrets_input.new_passphrase(args.new_password_file)
+        material = _create_key_file(args.new_key_file)
+        secret = keys.Secret.two_factor(passphrase, material)
+    elif args.new_key_file:
+        secret = keys.Secret(keys.KEYFILE, _create_key_file(args.new_key_file))
     else:
         secret = keys.Secret.from_passphrase(secrets_input.new_passphrase(args.new_password_file))
     slot = repo.add_slot(secret, name=args.name)
@@ -227,6 +243,18 @@ def cmd_key_add(args: argparse.Namespace) -> int:
     return 0
 
 
+def _create_key_file(path: str) -> bytes:
+    """A new key file at `path` (mode 0600, never over an existing file); its 32 bytes."""
+    text = keys.new_key_file_text()
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise UsageError(f"{path} already exists; choose a new file") from None
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    return keys.parse_key_file(text, name=path)
+
+
 def _resolve_slot(repo: Repository, prefix: str) -> keys.KeySlot | str:
     """The slot a prefix names, or the id of an unusable one."""
     wanted = prefix.lower()
@@ -241,7 +269,7 @@ def _resolve_slot(repo: Repository, prefix: str) -> keys.KeySlot | str:
 
 
 def cmd_key_remove(args: argparse.Namespace) -> int:
-    repo = open_repo(args)
+    repo = key_command_repo(args)
     slot = _resolve_slot(repo, args.slot)
     if isinstance(slot, str):  # unusable: it opens nothing, so removing it locks no one out
         repo.remove_slot(slot)
@@ -267,7 +295,7 @@ def cmd_key_remove(args: argparse.Namespace) -> int:
 
 
 def cmd_key_passwd(args: argparse.Namespace) -> int:
-    repo = open_repo(args)
+    repo = key_command_repo(args)
     current = next(s for s in repo.slots() if s.id == repo.slot_id)
     if current.kind != keys.PASSPHRASE:
         raise UsageError(
@@ -299,6 +327,26 @@ def cmd_key_passwd(args: argparse.Namespace) -> int:
     return 0
 
 
+def key_command_repo(args: argparse.Namespace) -> Repository:
+    """The repository opened for a key command, refused when keys.toml asks for a second
+    factor and the slot that opened it has none (the recovery key is accepted: break-glass)."""
+    repo = open_repo(args)
+    _require_second_factor(args, repo)
+    return repo
+
+
+def _require_second_factor(args: argparse.Namespace, repo: Repository) -> None:
+    policy = load_key_policy(policy_dir(opt(args, "policy_dir")))
+    if policy.require_two_factor_for_key_commands and repo.slot_kind not in (
+        keys.TWO_FACTOR,
+        keys.RECOVERY,
+    ):
+        raise UsageError(
+            "keys.toml requires a two-factor slot for key commands: open with --key-file FILE "
+            "--two-factor (the key file on its removable media, and its passphrase)"
+        )
+
+
 def _exclusive(repo: Repository, operation: str) -> Lock:
     return Lock(repo.storage, repo.keyring, exclusive=True, operation=operation)
 
@@ -310,7 +358,7 @@ def cmd_key_rotate(args: argparse.Namespace) -> int:
         return _rotate_master(args)
     if args.reencrypt:
         return _reencrypt(args, args.epoch)
-    repo = open_repo(args)
+    repo = key_command_repo(args)
     with _exclusive(repo, "key rotate"):
         new = rotate_epoch(repo)
     record_audit(repo, "key-rotate", result="PASS", details={"current_epoch": new.id})
@@ -329,7 +377,7 @@ def cmd_key_retire(args: argparse.Namespace) -> int:
 
 
 def _reencrypt(args: argparse.Namespace, epoch: int | None) -> int:
-    repo = open_repo(args)
+    repo = key_command_repo(args)
     started = datetime.now(UTC)
     with _exclusive(repo, "key re-encrypt") as held:
         result = reencrypt(repo, epoch=epoch, progress=progress_for(args), held_lock=held)
@@ -399,6 +447,7 @@ def _print_erase(cert: dict[str, Any], args: argparse.Namespace) -> None:
 
 def _rotate_master(args: argparse.Namespace) -> int:
     repo, secret = open_with_secret(args)
+    _require_second_factor(args, repo)
     output = recovery_key.RecoveryKeyOutput(args, json_output=bool(opt(args, "json")))
     try:
         with _exclusive(repo, "key rotate --master"):

@@ -27,6 +27,7 @@ class SecretSources:
     password_file: str | None = None
     password_command: str | None = None
     key_file: str | None = None
+    two_factor: bool = False  # open a two-factor slot: the key file and a passphrase
 
 
 def read_secret_file(path: str, what: str) -> str:
@@ -68,6 +69,16 @@ def _nonempty(text: str, where: str) -> str:
 
 
 def existing_secret(sources: SecretSources) -> Secret:
+    if sources.two_factor:
+        if not sources.key_file:
+            raise UsageError("--two-factor needs --key-file FILE (and a passphrase)")
+        key_file = parse_key_file(
+            read_secret_file(sources.key_file, "key file"), name=sources.key_file
+        )
+        text = lookup_passphrase(sources)
+        if text is None:
+            text = prompt("Passphrase (with the key file): ")
+        return Secret.two_factor(text, key_file)
     if sources.key_file:
         return Secret(
             KEYFILE,

@@ -58,6 +58,12 @@ def common_options() -> argparse.ArgumentParser:
         help="run CMD and use the first line it prints as the passphrase",
     )
     p.add_argument("--key-file", default=s, metavar="FILE", help="open with a key file")
+    p.add_argument(
+        "--two-factor",
+        action="store_true",
+        default=s,
+        help="open a two-factor slot: --key-file and a passphrase (file, command or prompt)",
+    )
     p.add_argument("--json", action="store_true", default=s, help="print one JSON document")
     p.add_argument("-q", "--quiet", action="store_true", default=s, help="no progress bars")
     p.add_argument("--debug", action="store_true", default=s, help="show tracebacks")
@@ -97,7 +103,10 @@ def repo_url(args: argparse.Namespace) -> str:
 
 def secret_sources(args: argparse.Namespace) -> secrets_input.SecretSources:
     return secrets_input.SecretSources(
-        opt(args, "password_file"), opt(args, "password_command"), opt(args, "key_file")
+        opt(args, "password_file"),
+        opt(args, "password_command"),
+        opt(args, "key_file"),
+        bool(opt(args, "two_factor")),
     )
 
 

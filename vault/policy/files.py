@@ -25,6 +25,9 @@ class KeyPolicy:
     max_epoch_age_days: int = 365
     max_objects_per_epoch: int = 1_000_000
     warn_days: int = 30
+    # Key commands (add, remove, passwd, rotate, retire) only for someone who opened the
+    # repository with a two-factor slot (passphrase + key file), or the recovery key.
+    require_two_factor_for_key_commands: bool = False
 
 
 def policy_dir(explicit: str | None) -> Path | None:
@@ -114,6 +117,8 @@ def load_roles_policy(directory: Path | None) -> RolesPolicy:
 
 def load_key_policy(directory: Path | None) -> KeyPolicy:
     def check(key: str, value: Any) -> str | None:
+        if key == "require_two_factor_for_key_commands":
+            return None if isinstance(value, bool) else "must be true or false"
         return None if _whole(value, 1) else "must be a whole number of at least 1"
 
     return KeyPolicy(**_load_policy(directory, "keys.toml", "keys", KeyPolicy(), check))

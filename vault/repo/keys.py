@@ -25,6 +25,10 @@ from vault.format import crypto
 PASSPHRASE = "passphrase"
 RECOVERY = "recovery"
 KEYFILE = "keyfile"
+# Both a passphrase and a key file (held on removable media): a second factor for people, so a
+# guessed or overheard passphrase alone opens nothing (docs/keys.md).
+TWO_FACTOR = "two-factor"
+KEYFILE_BYTES = 32
 
 RECOVERY_PREFIX = "VRK1"
 TEST_KDF_ENV = "VAULT_TEST_FAST_KDF"  # the one test hook: cheap Argon2id for new slots
@@ -77,6 +81,13 @@ class Secret:
             )
         # NFC: the same passphrase typed on different systems derives the same key.
         return cls(PASSPHRASE, unicodedata.normalize("NFC", text).encode("utf-8"))
+
+    @classmethod
+    def two_factor(cls, passphrase: str, key_file: bytes) -> Secret:
+        """Both factors: the key file's 32 bytes, then the NFC passphrase."""
+        if parse_recovery_key(passphrase) is not None:
+            raise UsageError("a recovery key is not a passphrase for a two-factor slot")
+        return cls(TWO_FACTOR, key_file + unicodedata.normalize("NFC", passphrase).encode())
 
 
 def _now() -> str:
@@ -184,7 +195,12 @@ class KeySlot:
     def from_bytes(cls, slot_id: str, data: bytes) -> KeySlot:
         try:
             doc = json.loads(data)
-            if doc.get("version") != 1 or doc["kind"] not in (PASSPHRASE, RECOVERY, KEYFILE):
+            if doc.get("version") != 1 or doc["kind"] not in (
+                PASSPHRASE,
+                RECOVERY,
+                KEYFILE,
+                TWO_FACTOR,
+            ):
                 raise ValueError("version or kind")
             signing = doc.get("signing") or {}
             slot = cls(
@@ -216,7 +232,10 @@ def _validate_kdf(kind: str, kdf: dict[str, Any]) -> None:
     """ValueError unless `kdf` names a known derivation with sane parameters."""
     if len(_unb64(kdf["salt"])) != crypto.SALT_BYTES:
         raise ValueError("salt length")
-    if kdf["name"] == "argon2id" and kind == PASSPHRASE:
+    argon = (kdf["name"] == "argon2id" and kind == PASSPHRASE) or (
+        kdf["name"] == "argon2id+keyfile" and kind == TWO_FACTOR
+    )
+    if argon:
         limit = crypto.MAX_ARGON2
         if not (
             8 <= int(kdf["memory_kib"]) <= limit.memory_kib
@@ -230,7 +249,7 @@ def _validate_kdf(kind: str, kdf: dict[str, Any]) -> None:
 
 def kdf_cost(kdf: dict[str, Any]) -> int:
     """A slot's derivation cost, for trying cheap slots first (HKDF costs nothing)."""
-    if kdf.get("name") == "argon2id":
+    if kdf.get("name") in ("argon2id", "argon2id+keyfile"):
         return int(kdf["memory_kib"]) * int(kdf["iterations"])
     return 0
 
@@ -244,6 +263,15 @@ def _slot_kek(kind: str, material: bytes, kdf: dict[str, Any]) -> bytes:
         return crypto.argon2id(material, salt, params)
     if kdf["name"] == "hkdf-sha256":
         return crypto.subkey(material, salt, b"vault/v1/slot/" + kind.encode())
+    if kdf["name"] == "argon2id+keyfile":
+        # Both factors are needed: the passphrase through Argon2id, then the key file's 256 bits
+        # mixed in with HKDF. Either alone derives nothing useful.
+        key_file, passphrase = material[:KEYFILE_BYTES], material[KEYFILE_BYTES:]
+        params = crypto.Argon2Params(
+            int(kdf["memory_kib"]), int(kdf["iterations"]), int(kdf["lanes"])
+        )
+        stretched = crypto.argon2id(passphrase, salt, params)
+        return crypto.subkey(key_file + stretched, salt, b"vault/v1/slot/" + kind.encode())
     raise IntegrityError(f"unknown key derivation {kdf['name']!r}")
 
 
@@ -261,10 +289,10 @@ def make_slot_with_signer(
     """A new slot, and its signing private key (which the slot holds only wrapped)."""
     salt = crypto.random_bytes(crypto.SALT_BYTES)
     kdf: dict[str, Any]
-    if secret.kind == PASSPHRASE:
+    if secret.kind in (PASSPHRASE, TWO_FACTOR):
         p = kdf_params_for_new_slots()
         kdf = {
-            "name": "argon2id",
+            "name": "argon2id" if secret.kind == PASSPHRASE else "argon2id+keyfile",
             "memory_kib": p.memory_kib,
             "iterations": p.iterations,
             "lanes": p.lanes,

@@ -579,9 +579,12 @@ def _unlock(
             yield master, slot.id
     if opened:
         return
-    what = {"passphrase": "passphrase", "recovery": "recovery key", "keyfile": "key file"}[
-        secret.kind
-    ]
+    what = {
+        "passphrase": "passphrase",
+        "recovery": "recovery key",
+        "keyfile": "key file",
+        "two-factor": "key file and passphrase",
+    }.get(secret.kind, secret.kind)
     note = f" ({damaged} key slot(s) could not be read)" if damaged else ""
     raise WrongKey(f"the {what} given does not open the repository at {storage.location()}{note}")
 
