@@ -59,3 +59,29 @@ def test_the_key_policy_can_require_the_second_factor_for_key_commands(
     rotated = [e for e in events if e["action"] == "key-rotate"]
     assert rotated and rotated[-1]["slot_kind"] == "two-factor"
     assert rotated[-1]["slot_name"] == "practice owner"
+
+
+def test_backups_refuse_an_epoch_past_its_usage_period_when_the_policy_says_so(
+    repo: RepoHandle, vault: RunCli, tmp_path: Path
+) -> None:
+    from dataclasses import replace
+    from datetime import UTC, datetime, timedelta
+
+    r = repo.open(PASSWORD)
+    old = (datetime.now(UTC) - timedelta(days=400)).isoformat(timespec="seconds")
+    r.keyring.epochs = [replace(e, created=old) for e in r.keyring.epochs]
+    r.save_keyring()
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "f").write_text("x")
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "keys.toml").write_text("[keys]\nrefuse_overdue_epoch = true\n")
+    refused = vault("backup", "-r", repo, source, "--policy-dir", policies)
+    assert refused.code == 2 and "past its usage period of 365 days" in refused.err
+    assert vault("backup", "-r", repo, source).code == 0  # without the policy: a warning only
+    assert vault("key", "rotate", "-r", repo).code == 0
+    assert vault("backup", "-r", repo, source, "--policy-dir", policies).code == 0
+    (policies / "keys.toml").write_text("[keys]\nmax_epoch_age_days = 1000\n")
+    bad = vault("backup", "-r", repo, source, "--policy-dir", policies)
+    assert bad.code == 2 and "at most 730" in bad.err

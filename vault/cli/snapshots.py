@@ -31,7 +31,9 @@ from vault.format.tree import DIR, FILE, SYMLINK
 from vault.jobs.backup import BackupOptions, BackupResult, backup
 from vault.jobs.restore.restorer import RestoreOptions, restore, walk
 from vault.jobs.studies import StudyFilter, parse_date, select_studies
+from vault.policy.files import KeyPolicy, load_key_policy, policy_dir
 from vault.repo import lock
+from vault.repo.repository import Repository
 from vault.units import human_bytes
 
 
@@ -52,6 +54,9 @@ def add_snapshot_parsers(command: Callable[..., argparse.ArgumentParser]) -> Non
         help="record this local time as the snapshot time",
     )
     p.add_argument("--host", help="record this host name instead of this machine's")
+    p.add_argument(
+        "--policy-dir", metavar="DIR", help="directory with keys.toml ($VAULT_POLICY_DIR)"
+    )
 
     command("snapshots", "list snapshots", cmd_snapshots)
 
@@ -103,9 +108,23 @@ def _parse_time(text: str | None) -> datetime | None:
         raise UsageError(f"--time {text!r} is not in the form 'YYYY-MM-DD HH:MM:SS'") from None
 
 
+def _refuse_overdue_epoch(repo: Repository, policy: KeyPolicy) -> None:
+    if not policy.refuse_overdue_epoch:
+        return
+    current = repo.keyring.epoch(repo.keyring.current_epoch)
+    age = (datetime.now(UTC) - datetime.fromisoformat(current.created)).days
+    if age >= policy.max_epoch_age_days:
+        raise UsageError(
+            f"the current data-key epoch {current.id} is {age} days old, past its usage period "
+            f"of {policy.max_epoch_age_days} days (keys.toml): nothing is sealed under it any "
+            "more; run `vault key rotate`, then the backup again"
+        )
+
+
 def cmd_backup(args: argparse.Namespace) -> int:
     when = _parse_time(args.time)
     repo = open_repo(args)
+    _refuse_overdue_epoch(repo, load_key_policy(policy_dir(opt(args, "policy_dir"))))
     options = BackupOptions(
         tuple(args.paths), tuple(args.tag), tuple(args.exclude), when, args.host
     )

@@ -206,7 +206,7 @@ class JobRunner:
             args += ["--tag", tag]
         if p.host:
             args += ["--host", p.host]
-        return self._outcome(self.vault(*args))
+        return self._outcome(self.vault(*args, *self._policy_args()))
 
     def record_policies(self) -> None:
         """Put the policy files this scheduler runs with into the audit log when they changed

@@ -28,6 +28,9 @@ class KeyPolicy:
     # Key commands (add, remove, passwd, rotate, retire) only for someone who opened the
     # repository with a two-factor slot (passphrase + key file), or the recovery key.
     require_two_factor_for_key_commands: bool = False
+    # Backups refuse to seal under a data-key epoch older than max_epoch_age_days (its usage
+    # period, NIST SP 800-57: at most two years) instead of only warning.
+    refuse_overdue_epoch: bool = False
 
 
 def policy_dir(explicit: str | None) -> Path | None:
@@ -117,8 +120,10 @@ def load_roles_policy(directory: Path | None) -> RolesPolicy:
 
 def load_key_policy(directory: Path | None) -> KeyPolicy:
     def check(key: str, value: Any) -> str | None:
-        if key == "require_two_factor_for_key_commands":
+        if key in ("require_two_factor_for_key_commands", "refuse_overdue_epoch"):
             return None if isinstance(value, bool) else "must be true or false"
+        if key == "max_epoch_age_days" and _whole(value, 1) and value > 730:
+            return "must be at most 730: a data key's usage period is two years at most"
         return None if _whole(value, 1) else "must be a whole number of at least 1"
 
     return KeyPolicy(**_load_policy(directory, "keys.toml", "keys", KeyPolicy(), check))
