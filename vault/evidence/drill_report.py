@@ -367,7 +367,7 @@ td, th {{ border: 1px solid #bbb; padding: .3em .6em; text-align: left; vertical
 .card {{ border: 1px solid #ccc; border-radius: 6px; padding: .6em 1em; min-width: 10em; }}
 .card b {{ display: block; font-size: 1.4em; }}
 .record {{ border-top: 2px solid #ddd; margin-top: 1.5em; }}
-.anchor {{ font-family: monospace; font-size: .85em; word-break: break-all; }}
+.anchor {{ font-family: monospace; font-size: .85em; overflow-wrap: anywhere; }}
 svg {{ max-width: 100%; }}
 @media print {{ .record {{ break-inside: avoid; }} }}
 </style></head><body>
