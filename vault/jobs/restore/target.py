@@ -183,7 +183,10 @@ class Target:
             if parent_fd is None:
                 raise UnsafeTarget(f"restore target: {self.where(rel)} vanished during the restore")
             try:
-                fd = os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent_fd)
+                # O_NONBLOCK: a FIFO swapped in for the file must fail the open, not hang it.
+                fd = os.open(
+                    name, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=parent_fd
+                )
             except OSError as exc:
                 raise UnsafeTarget(
                     f"restore target: {self.where(rel)} changed during the restore "
