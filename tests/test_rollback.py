@@ -114,3 +114,4 @@ def test_a_check_state_put_back_from_an_older_copy_is_not_believed(
     repo.write("state/check", old_pass)  # hide the failure behind the older PASS
     status = vault("status", "-r", repo, "--json").json()
     assert (status.get("last_check") or {}).get("outcome") != "PASS"
+

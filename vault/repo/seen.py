@@ -92,7 +92,25 @@ class Seen:
             self._save()
 
     def _save(self) -> None:
+        # Another vault process on this machine may have remembered more since this one read
+        # the file: merge, keeping the highest of everything, so no process lowers an anchor.
+        merged = self._load()
+        for table in ("generations", "chains"):
+            mine, theirs = self._doc.get(table, {}), merged.setdefault(table, {})
+            for name, value in mine.items():
+                if _rank(value) > _rank(theirs.get(name)):
+                    theirs[name] = value
+        self._doc = merged
         _write_json(self.path, self._doc)
+
+
+def _rank(value: Any) -> int:
+    """How far along a remembered value is: a generation, or a chain head's sequence number."""
+    if isinstance(value, int):
+        return value
+    if isinstance(value, list) and value and isinstance(value[0], int):
+        return value[0]
+    return -1
 
 
 def _write_json(path: Path, doc: dict[str, Any]) -> None:
