@@ -61,11 +61,17 @@ def test_emptying_the_newest_audit_event_is_tampering_not_a_torn_write(
 
 
 def test_replacing_the_newest_audit_event_with_an_older_one_is_tampering(
-    events: list[str], repo: RepoHandle, vault: RunCli
+    events: list[str], repo: RepoHandle, vault: RunCli, tmp_path: Path
 ) -> None:
     repo.write(events[-1], repo.read(events[0]))
     verified = vault("audit", "-r", repo, "--verify")
     assert verified.code == 1
+    # The next append does not link onto the replacement (which would make it look like
+    # history): the evidence stays.
+    (tmp_path / "src" / "later").write_bytes(b"z")
+    assert vault("backup", "-r", repo, tmp_path / "src").code == 0
+    assert repo.keys("audit/") == events
+    assert vault("audit", "-r", repo, "--verify").code == 1
 
 
 def test_a_machine_that_never_saw_the_chain_cannot_know_but_one_that_did_can(

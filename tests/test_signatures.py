@@ -82,3 +82,40 @@ def test_a_removed_slots_events_still_verify_from_the_event_that_introduced_it(
         if e["action"] == "key-add"
     ]
     assert base64.b64decode(introduced[0]["details"]["signing_public"])
+
+
+def test_a_signing_key_swapped_in_a_slot_object_and_a_slotless_event_are_caught(
+    repo: RepoHandle, vault: RunCli, archive: Path, tmp_path: Path
+) -> None:
+    colleague = _colleague(repo, vault, tmp_path)
+    assert vault("backup", "-r", repo, archive, password=COLLEAGUE).code == 0
+    # The clear public key in keys/<id> is not trusted: the introducing event's is.
+    doc = json.loads(repo.read(f"keys/{colleague}"))
+    from vault.format import crypto
+
+    _, attacker_public = crypto.signing_keypair()
+    doc["signing"]["public"] = base64.b64encode(attacker_public).decode()
+    repo.write(f"keys/{colleague}", json.dumps(doc).encode())
+    verified = vault("audit", "-r", repo, "--verify")
+    assert verified.code == 1 and "other than the one its audit event recorded" in verified.err
+    assert "audit event" not in verified.err.split("keys/")[0]  # genuine events still verify
+
+
+def test_an_event_naming_no_slot_after_signing_began_is_caught(
+    repo: RepoHandle, vault: RunCli, archive: Path
+) -> None:
+    assert vault("backup", "-r", repo, archive).code == 0
+    r = repo.open(PASSWORD)
+    from vault.repo import signing
+
+    def build(seq: int, prev: str) -> dict[str, object]:
+        event = audit.AuditEvent(
+            seq=seq, time="2026-01-01T00:00:00+00:00", actor="nobody", host="h",
+            action="restore", result="PASS", prev=prev,
+        )
+        return asdict(event)
+
+    chain.append(r, "audit/", sealing.Kind.AUDIT, build)  # sealed right, but anonymous
+    verified = vault("audit", "-r", repo, "--verify")
+    assert verified.code == 1 and "names no key slot this repository knows" in verified.err
+    assert signing.INTRODUCING

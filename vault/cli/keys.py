@@ -455,6 +455,8 @@ def _rotate_master(args: argparse.Namespace) -> int:
     except BaseException:
         output.abandon()
         raise
+    heading = "NEW RECOVERY KEY (the old one no longer works; print this and store it off-site):"
+    output.deliver(result.recovery_key, heading)  # before any other I/O: the only copy
     record_audit(
         repo,
         "key-rotate-master",
@@ -463,12 +465,11 @@ def _rotate_master(args: argparse.Namespace) -> int:
             "slot": result.new_slot,
             "replaced": result.replaced_slot,
             "removed_slots": [i for i, _ in result.removed_slots],
-            "signing_public": signing.public_key(repo, result.new_slot),
+            **signing.introduce(repo, result.new_slot),
+            **signing.introduce_recovery(repo),
         },
     )
-    heading = "NEW RECOVERY KEY (the old one no longer works; print this and store it off-site):"
     if opt(args, "json"):
-        output.deliver(result.recovery_key, heading)
         emit_json(
             {
                 "slot_in_use": result.new_slot,
@@ -482,8 +483,6 @@ def _rotate_master(args: argparse.Namespace) -> int:
         f"new master key in place; your slot {ids.short(result.replaced_slot)} is now "
         f"{ids.short(result.new_slot)}"
     )
-    print()
-    output.deliver(result.recovery_key, heading)
     if output.path:
         print(f"NEW RECOVERY KEY written to {output.path} (mode 0600); the old one no longer works")
     if result.removed_slots:

@@ -170,6 +170,9 @@ def cmd_init(args: argparse.Namespace) -> int:
                 "--object-lock-days"
             )
     passphrase = secrets_input.new_passphrase(None, secret_sources(args))
+    # Asked before anything is written: once the repository exists, nothing may stand between
+    # it and showing its recovery key (an interrupted prompt would lose the key).
+    baa = _baa_acknowledgement(args, storage.local_root() is not None)
     output = recovery_key.RecoveryKeyOutput(args, json_output=bool(opt(args, "json")))
     try:
         repo, recovery = Repository.init(
@@ -178,12 +181,12 @@ def cmd_init(args: argparse.Namespace) -> int:
     except BaseException:
         output.abandon()
         raise
+    output.deliver(recovery, RECOVERY_HEADING)  # first: the only copy there will ever be
     try:
         versioning = storage.versioning()
     except StorageError:
         versioning = "unknown"  # credentials that may not ask; the erase certificate will say
     capabilities = storage.capabilities()
-    baa = _baa_acknowledgement(args, storage.local_root() is not None)
     record_audit(
         repo,
         "init",
@@ -193,12 +196,11 @@ def cmd_init(args: argparse.Namespace) -> int:
             "versioning": versioning,
             "storage": capabilities,
             "baa_acknowledged": baa,
-            "slot": repo.slot_id,
-            "signing_public": signing.public_key(repo, repo.slot_id),
+            **signing.introduce(repo, repo.slot_id),
+            **signing.introduce_recovery(repo),
         },
     )
     if opt(args, "json"):
-        output.deliver(recovery, RECOVERY_HEADING)
         emit_json(
             {
                 "repository_id": repo.config.repository_id,
@@ -225,8 +227,6 @@ def cmd_init(args: argparse.Namespace) -> int:
             "erase (`vault key rotate --reencrypt`) deletes the old versions of the keyring and "
             "key slots where it may, and its certificate names any it could not"
         )
-    print()
-    output.deliver(recovery, RECOVERY_HEADING)
     if output.path:
         print(f"RECOVERY KEY written to {output.path} (mode 0600): print it, store it off-site,")
         print("then delete the file.")

@@ -431,7 +431,8 @@ def history(repo: Repository, *, verify: bool = False) -> chain.ChainReport:
     if verify:
         events = chain.read(repo, layout.AUDIT, sealing.Kind.AUDIT, "audit event").records
         keys = signing.known_keys(repo, events)
-        report.problems += signing.problems("drill record", report.records, keys)
+        legacy = signing.legacy_slots(repo, events) | signing.legacy_slots(repo, report.records)
+        report.problems += signing.problems("drill record", report.records, keys, legacy)
     return report
 
 

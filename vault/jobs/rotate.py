@@ -207,10 +207,11 @@ def rotate_master(repo: Repository, secret: Secret) -> MasterRotation:
     new slots first, then config and keyring under the new master, then old slots removed."""
     repo.refresh_keyring()
     old_slots = repo.slots()
+    caller_name = repo.slot_info(repo.slot_id).get("name", "")  # the new slot keeps it
     unusable = [slot_id for slot_id, _ in repo.unusable_slots()]  # they go too
     new_master = crypto.random_key()
     repo.keyring.master_key = new_master
-    caller = repo.add_slot(secret)
+    caller = repo.add_slot(secret, name=caller_name)
     recovery_text, recovery_material = new_recovery_key()
     repo.add_slot(Secret("recovery", recovery_material))
     repo.save_config()

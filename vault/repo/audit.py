@@ -118,7 +118,9 @@ def read_log(repo: Repository, *, verify: bool = False) -> AuditReport:
     )
     if verify:
         keys = signing.known_keys(repo, found.records)
-        report.problems += signing.problems("audit event", found.records, keys)
+        legacy = signing.legacy_slots(repo, found.records)
+        report.problems += signing.mismatches(repo, keys)
+        report.problems += signing.problems("audit event", found.records, keys, legacy)
     for doc in found.records:
         try:
             report.events.append(AuditEvent(**doc))

@@ -60,7 +60,7 @@ def append(
     repo: Repository, prefix: str, kind: sealing.Kind, build: Callable[[int, str], dict[str, Any]]
 ) -> dict[str, Any]:
     """Append the record `build(seq, prev)` returns; retried on a concurrent append."""
-    seen_seq, _ = repo.seen.chain_head(prefix)
+    seen_seq, seen_digest = repo.seen.chain_head(prefix)
     for _ in range(_APPEND_ATTEMPTS):
         listed = sorted((s, i) for i in repo.storage.list(prefix) if (s := seq_of(i.key)))
         if listed and sealing.is_torn(listed[-1][1].size):
@@ -80,6 +80,16 @@ def append(
                 f"{seen_seq}: the newest records were deleted, so nothing is appended over them",
                 key=prefix,
             )
+        if seen_seq and head >= seen_seq:
+            # The record this machine saw must still be the one there: linking onto a replaced
+            # one would make the replacement look like history.
+            _, seen_payload = load(repo, kind, key_of(prefix, seen_seq))
+            if hashlib.sha256(seen_payload).hexdigest() != seen_digest:
+                raise IntegrityError(
+                    f"{key_of(prefix, seen_seq)} is not the record this machine saw there "
+                    "(replaced): nothing is appended over it (`vault audit --verify`)",
+                    key=key_of(prefix, seen_seq),
+                )
         prev = hashlib.sha256(load(repo, kind, key_of(prefix, head))[1]).hexdigest() if head else ""
         doc = build(head + 1, prev)
         key = key_of(prefix, head + 1)

@@ -47,27 +47,82 @@ def public_key(repo: Repository, slot_id: str) -> str:
 
 
 def known_keys(repo: Repository, audit_events: Iterable[dict[str, Any]]) -> dict[str, bytes]:
-    """Slot id -> public signing key, from the slots and the events that introduced slots."""
-    keys = {slot.id: slot.signing_public for slot in repo.slots() if slot.signing_public}
+    """Slot id -> public signing key, as the hash-chained event that introduced the slot
+    recorded it. That record is authoritative: the key in the clear slot object can be swapped
+    by whoever writes to the storage (`mismatches` reports such a slot)."""
+    keys: dict[str, bytes] = {}
     for event in audit_events:
         details = event.get("details") or {}
-        if event.get("action") in INTRODUCING and details.get("signing_public"):
+        if event.get("action") not in INTRODUCING:
+            continue
+        for slot_field, key_field in (
+            ("slot", "signing_public"),
+            ("recovery_slot", "recovery_signing_public"),  # init and master rotation make one
+        ):
             try:
-                keys.setdefault(str(details["slot"]), base64.b64decode(details["signing_public"]))
+                if details.get(key_field):
+                    keys.setdefault(
+                        str(details[slot_field]), base64.b64decode(details[key_field])
+                    )
             except (KeyError, ValueError):
                 continue
     return keys
 
 
-def problems(noun: str, records: Iterable[dict[str, Any]], keys: dict[str, bytes]) -> list[str]:
-    """A record naming a slot whose key is known must be signed by it."""
+def introduce(repo: Repository, slot_id: str) -> dict[str, str]:
+    """The details an introducing event records for a new slot: its id and public key."""
+    return {"slot": slot_id, "signing_public": public_key(repo, slot_id)}
+
+
+def introduce_recovery(repo: Repository) -> dict[str, str]:
+    """The same for the recovery slot that init and master rotation make."""
+    recovery = [s for s in repo.slots() if s.kind == "recovery"]
+    if len(recovery) != 1:
+        return {}
+    slot = recovery[0]
+    return {
+        "recovery_slot": slot.id,
+        "recovery_signing_public": base64.b64encode(slot.signing_public).decode(),
+    }
+
+
+def legacy_slots(repo: Repository, records: Iterable[dict[str, Any]]) -> set[str]:
+    """Slots that sign nothing because they were made before signing existed: current slots
+    without a signing key, and those naming events before the first signed one."""
+    legacy = {slot.id for slot in repo.slots() if not slot.signing_public}
+    for doc in records:
+        if doc.get("signature"):
+            break
+        legacy.add(str(doc.get("slot") or ""))
+    return legacy
+
+
+def mismatches(repo: Repository, keys: dict[str, bytes]) -> list[str]:
+    """Slots whose clear public key is not the one their introducing event recorded."""
+    return [
+        f"keys/{slot.id} carries a signing key other than the one its audit event recorded "
+        "(replaced)"
+        for slot in repo.slots()
+        if slot.id in keys and slot.signing_public and slot.signing_public != keys[slot.id]
+    ]
+
+
+def problems(
+    noun: str, records: Iterable[dict[str, Any]], keys: dict[str, bytes], legacy: set[str]
+) -> list[str]:
+    """A record naming a slot whose key is known must be signed by it; once signing has begun,
+    a record naming no known slot (or none at all) was not written by vault."""
     found = []
+    signing_began = False
     for doc in records:
         slot, seq = str(doc.get("slot") or ""), doc.get("seq")
-        public = keys.get(slot)
-        if not slot or public is None:
-            continue  # written before signing existed, by a slot that never had a key
         signature = str(doc.get("signature") or "")
+        signing_began = signing_began or bool(signature)
+        public = keys.get(slot)
+        if public is None:
+            if signing_began and slot not in legacy:
+                found.append(f"{noun} {seq} names no key slot this repository knows (forged?)")
+            continue
         if not signature:
             found.append(f"{noun} {seq} names slot {slot[:8]} but is not signed by it (forged?)")
             continue

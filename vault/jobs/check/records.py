@@ -40,9 +40,12 @@ def check_records(repo: Repository, snapshots: list[Snapshot]) -> list[Problem]:
     problems += _vanished_snapshots(report.events, {s.id for s in snapshots}, repo)
     drills = chain.read(repo, layout.DRILLS, sealing.Kind.DRILL, "drill record", verify=True)
     problems += [(layout.DRILLS, p, set()) for p in drills.problems]
-    keys = signing.known_keys(repo, [asdict(e) for e in report.events])
+    events = [asdict(e) for e in report.events]
+    keys = signing.known_keys(repo, events)
+    legacy = signing.legacy_slots(repo, events) | signing.legacy_slots(repo, drills.records)
     problems += [
-        (layout.DRILLS, p, set()) for p in signing.problems("drill record", drills.records, keys)
+        (layout.DRILLS, p, set())
+        for p in signing.problems("drill record", drills.records, keys, legacy)
     ]
     problems += _slots(repo) + _deleted_slots(repo)
     for prefix, kind in (

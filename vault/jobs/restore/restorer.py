@@ -232,12 +232,15 @@ class _Outputs:
                     del self.fds[number]
                 os.close(fd)
 
-    def finish(self) -> dict[int, FileId]:
-        """Close what is still open; create every file no chunk reached (empty files, and
-        files whose chunks failed: they exist at their size, and are reported)."""
+    def close(self) -> None:
         for fd in list(self.fds.values()):
             os.close(fd)
         self.fds.clear()
+
+    def finish(self) -> dict[int, FileId]:
+        """Close what is still open; create every file no chunk reached (empty files, and
+        files whose chunks failed: they exist at their size, and are reported)."""
+        self.close()
         for number in range(len(self.rels)):
             if number not in self.file_ids:
                 os.close(self._open(number))
@@ -318,9 +321,10 @@ def _fetch_and_write(
             for failures in pool.map(fetch_pack, sorted(plan)):
                 for number, message in failures:
                     result.problems.append((display(files[number].path), message))
-    finally:
-        file_ids = outputs.finish()
-    return file_ids
+    except BaseException:
+        outputs.close()  # stop here: no more files made in a target that proved unsafe
+        raise
+    return outputs.finish()
 
 
 def _ranges(entries: list[Location]) -> Iterator[list[Location]]:

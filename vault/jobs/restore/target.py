@@ -54,6 +54,7 @@ class Target:
         self._root = os.fsencode(root)
         self._root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         self._dirs: OrderedDict[bytes, int] = OrderedDict()
+        self._links: dict[bytes, FileId] = {}  # symlinks this restore made, by inode
         self._lock = threading.RLock()
 
     def __enter__(self) -> Target:
@@ -205,6 +206,8 @@ class Target:
             if overwrite:
                 self._clear(parent_fd, name, rel)
             os.symlink(link_target, name, dir_fd=parent_fd)
+            st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
+            self._links[rel] = (st.st_dev, st.st_ino)
 
     # -- metadata ------------------------------------------------------------------------------
 
@@ -216,6 +219,13 @@ class Target:
                 parent_fd, name = self._parent(rel, create=False)
                 if parent_fd is None:
                     return
+                # Still the link this restore made? A hard link swapped in at its name would
+                # take the owner and times meant for the link.
+                st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
+                if not stat.S_ISLNK(st.st_mode) or (st.st_dev, st.st_ino) != self._links.get(rel):
+                    raise UnsafeTarget(
+                        f"restore target: {self.where(rel)} was replaced during the restore"
+                    )
                 _chown(name, node, dir_fd=parent_fd)
                 os.utime(
                     name,
