@@ -49,7 +49,8 @@ def public_key(repo: Repository, slot_id: str) -> str:
 def known_keys(repo: Repository, audit_events: Iterable[dict[str, Any]]) -> dict[str, bytes]:
     """Slot id -> public signing key, as the hash-chained event that introduced the slot
     recorded it. That record is authoritative: the key in the clear slot object can be swapped
-    by whoever writes to the storage (`mismatches` reports such a slot)."""
+    by whoever writes to the storage (`mismatches` reports such a slot); the slot's own key is
+    used only for a slot no event introduced."""
     keys: dict[str, bytes] = {}
     for event in audit_events:
         details = event.get("details") or {}
@@ -66,6 +67,12 @@ def known_keys(repo: Repository, audit_events: Iterable[dict[str, Any]]) -> dict
                     )
             except (KeyError, ValueError):
                 continue
+    # A slot no event introduced (its init event could not be written, or a program made the
+    # repository through the API): its own clear key is all there is. Weaker — whoever writes
+    # to the storage could swap it — but refusing its genuine events would be worse.
+    for slot in repo.slots():
+        if slot.signing_public:
+            keys.setdefault(slot.id, slot.signing_public)
     return keys
 
 
