@@ -11,10 +11,8 @@ import contextlib
 import ctypes
 import functools
 import hashlib
-import itertools
 import json
 import socket
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -26,7 +24,6 @@ from vault.errors import (
     RepositoryNotFound,
     UsageError,
     VaultError,
-    WrongKey,
 )
 from vault.format import crypto, layout, sealing
 from vault.format.chunker import Chunker, ChunkerParams
@@ -46,14 +43,13 @@ from vault.repo.keys import (
     KeySlot,
     MasterKeyOnly,
     Secret,
-    kdf_cost,
     kdf_params_for_new_slots,
     make_slot_with_signer,
     new_recovery_key,
-    unlock_slot,
 )
 from vault.repo.packcache import TreePacks
 from vault.repo.seen import LastSlots, Seen
+from vault.repo.unlock import open_config, open_master_object, unlock_slots
 from vault.storage import Storage
 
 # Loading millions of index entries leaves freed heap pages that glibc keeps (~15 bytes per
@@ -172,15 +168,15 @@ class Repository:
         # slot: the old master does not open the keyring, so the next slot is tried.
         opened: list[tuple[bytes, str]] = []
         signers: dict[str, bytes] = {}
-        candidates = _unlock(storage, secret, last_slots.get(storage.location()), signers)
+        candidates = unlock_slots(storage, secret, last_slots.get(storage.location()), signers)
         for master, slot_id in candidates:
             opened.append((master, slot_id))
             try:
-                keyring_payload = _open_master_object(master, sealing.Kind.KEYRING, keyring_blob)
+                keyring_payload = open_master_object(master, sealing.Kind.KEYRING, keyring_blob)
             except IntegrityError:
                 continue
             keyring = Keyring.from_bytes(master, keyring_payload)
-            config = Config.from_bytes(_open_config(opened, master, config_blob, candidates))
+            config = Config.from_bytes(open_config(opened, master, config_blob, candidates))
             repo = cls(storage, keyring, config, slot_id)
             repo.slot_kind = secret.kind
             repo.signing_key = signers.get(slot_id, b"")
@@ -328,7 +324,7 @@ class Repository:
     def refresh_keyring(self) -> None:
         """Re-read the keyring (after taking a lock): a rotation may have finished since open,
         and nothing may be written under an epoch that was destroyed meanwhile."""
-        payload = _open_master_object(
+        payload = open_master_object(
             self.keyring.master_key, sealing.Kind.KEYRING, self.storage.get(layout.KEYRING)
         )
         keyring = Keyring.from_bytes(self.keyring.master_key, payload)
@@ -520,73 +516,6 @@ class Repository:
 
     def program_version(self) -> str:
         return __version__
-
-
-def _open_master_object(master: bytes, kind: sealing.Kind, blob: bytes) -> bytes:
-    name = layout.KEYRING if kind == sealing.Kind.KEYRING else layout.CONFIG
-    return sealing.open_sealed(MasterKeyOnly(master), kind, name, blob, name=name)
-
-
-def _open_config(
-    masters: list[tuple[bytes, str]],
-    first: bytes,
-    blob: bytes,
-    more: Iterator[tuple[bytes, str]],
-) -> bytes:
-    """The config payload: under the keyring's master normally; after a master-key rotation
-    killed between config and keyring, under another slot's master (unlocked only then)."""
-    ordered = [first] + [m for m, _ in masters if m != first]
-    failure: IntegrityError | None = None
-    for master in itertools.chain(ordered, (m for m, _ in more)):
-        try:
-            return _open_master_object(master, sealing.Kind.CONFIG, blob)
-        except IntegrityError as exc:
-            failure = exc
-    assert failure is not None
-    raise failure
-
-
-def _unlock(
-    storage: Storage, secret: Secret, preferred: str, signers: dict[str, bytes]
-) -> Iterator[tuple[bytes, str]]:
-    """(master key, slot id) of each slot `secret` opens, one KDF at a time, as the caller
-    asks for more: `preferred` first, then the cheapest derivations first, so slots an
-    attacker planted with costly parameters are reached only after the real ones. WrongKey
-    when none opens."""
-    # A damaged or unknown slot (KDF parameters beyond the cap included) must not lock out the
-    # holders of the other slots.
-    damaged = 0
-    slots = []
-    for info in storage.list(layout.KEYS):
-        try:
-            slot = KeySlot.from_bytes(layout.id_of(info.key), storage.get(info.key))
-        except (IntegrityError, ObjectNotFound, KeyError, ValueError, TypeError):
-            damaged += 1
-            continue
-        if slot.kind == secret.kind:
-            slots.append(slot)
-    slots.sort(key=lambda s: (s.id != preferred, kdf_cost(s.kdf)))
-    opened = False
-    for slot in slots:
-        try:
-            unlocked = unlock_slot(slot, secret)
-        except (IntegrityError, KeyError, ValueError, TypeError):
-            damaged += 1
-            continue
-        if unlocked is not None:
-            master, signers[slot.id] = unlocked
-            opened = True
-            yield master, slot.id
-    if opened:
-        return
-    what = {
-        "passphrase": "passphrase",
-        "recovery": "recovery key",
-        "keyfile": "key file",
-        "two-factor": "key file and passphrase",
-    }.get(secret.kind, secret.kind)
-    note = f" ({damaged} key slot(s) could not be read)" if damaged else ""
-    raise WrongKey(f"the {what} given does not open the repository at {storage.location()}{note}")
 
 
 def _no_version(storage: Storage) -> RepositoryNotFound:
