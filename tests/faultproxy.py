@@ -15,6 +15,10 @@ that miscounts), "before" (call `before(path)` — say, delete the object for re
 forward: an object that vanishes between a list and a get), "delay" (hold the request up to
 `seconds`, or until `release()`, then forward). `down = True` refuses every request (the
 server disappeared).
+
+`strip_headers({"if-none-match"}, credentials)` makes the proxy a middlebox that drops those
+request headers (so the server never sees a conditional write) and signs the request again with
+the test credentials, so the server accepts it: a server that ignores If-None-Match, exactly.
 """
 
 from __future__ import annotations
@@ -26,6 +30,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from botocore.auth import S3SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
 
 from tests.waiting import RequestChanges
 
@@ -64,6 +72,9 @@ class FaultProxy:
         self._rules: list[_Rule] = []
         self._lock = threading.Lock()
         self.down = False
+        self._stripped: set[str] = set()
+        self._signer: S3SigV4Auth | None = None
+        self.headers_stripped = 0
         self.requests = 0
         self.faults_injected = 0
         self.changes = RequestChanges()  # tests wait on this instead of sleeping
@@ -107,6 +118,12 @@ class FaultProxy:
         """Apply `fault` to `times` matching requests, after letting `after` of them pass."""
         with self._lock:
             self._rules.append(_Rule(fault, times, method, path_contains, after))
+
+    def strip_headers(
+        self, names: set[str], credentials: tuple[str, str], region: str = "us-east-1"
+    ) -> None:
+        self._stripped = {n.lower() for n in names}
+        self._signer = S3SigV4Auth(Credentials(*credentials), "s3", region)
 
     def clear(self) -> None:
         with self._lock:
@@ -194,7 +211,7 @@ class FaultProxy:
             connection.putrequest(
                 handler.command, handler.path, skip_host=True, skip_accept_encoding=True
             )
-            for name, value in handler.headers.items():
+            for name, value in self._headers_to_send(handler, body):
                 if name.lower() not in _HOP_BY_HOP:
                     connection.putheader(name, value)
             connection.endheaders(body)
@@ -204,6 +221,25 @@ class FaultProxy:
             return response.status, headers, payload
         finally:
             connection.close()
+
+
+    def _headers_to_send(
+        self, handler: BaseHTTPRequestHandler, body: bytes
+    ) -> list[tuple[str, str]]:
+        headers = list(handler.headers.items())
+        if not any(n.lower() in self._stripped for n, _ in headers) or self._signer is None:
+            return headers
+        with self._lock:
+            self.headers_stripped += 1
+        dropped = self._stripped | {"authorization", "x-amz-date"}
+        request = AWSRequest(
+            method=handler.command,
+            url=f"http://{handler.headers['Host']}{handler.path}",
+            data=body,
+            headers={n: v for n, v in headers if n.lower() not in dropped},
+        )
+        self._signer.add_auth(request)
+        return list(request.headers.items())
 
 
 def _error(handler: BaseHTTPRequestHandler, status: int, code: str) -> None:

@@ -48,7 +48,7 @@ from vault.errors import StorageError, UsageError, VaultError
 from vault.format.config import ObjectLockPolicy
 from vault.jobs.check.checker import CheckResult, check
 from vault.jobs.objectlock import extend_retention
-from vault.repo import jobstate, keys, lock, signing
+from vault.repo import append_guard, jobstate, keys, lock, signing
 from vault.repo.repository import Repository
 from vault.units import human_bytes
 
@@ -186,7 +186,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         versioning = storage.versioning()
     except StorageError:
         versioning = "unknown"  # credentials that may not ask; the erase certificate will say
-    capabilities = storage.capabilities()
+    capabilities = append_guard.capabilities(repo)
     record_audit(
         repo,
         "init",

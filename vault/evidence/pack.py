@@ -29,7 +29,7 @@ from vault.policy.files import (
     load_roles_policy,
     load_schedule_policy,
 )
-from vault.repo import audit, chain
+from vault.repo import append_guard, audit, chain
 from vault.repo.repository import Repository
 from vault.units import human_bytes
 
@@ -139,7 +139,7 @@ def _storage_section(repo: Repository, events: list[audit.AuditEvent]) -> Sectio
     164.308(b), 164.312(e)): what the storage reports now, and what init recorded."""
     section = Section("Storage and its provider")
     section.facts.append(("Location", repo.storage.location()))
-    for name, value in repo.storage.capabilities().items():
+    for name, value in append_guard.capabilities(repo).items():
         section.facts.append((name[:1].upper() + name[1:], value))
     lock = repo.config.object_lock
     section.facts.append(

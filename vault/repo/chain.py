@@ -3,6 +3,8 @@
 Record n is the sealed object `<prefix><n, 12 digits>`; its JSON payload carries `prev`, the
 SHA-256 (hex) of record n-1's payload. Appends are put-if-absent on the next number, so two
 writers cannot both extend the chain from the same record; the loser retries on the new head.
+Where the server does not enforce put-if-absent, appends hold the chain's append lock instead
+(vault.repo.append_guard).
 Reading with verification reports gaps (deleted records), records that fail authentication
 (edited bytes) and broken links (a record replaced by another authentic one).
 
@@ -25,6 +27,7 @@ from typing import Any
 
 from vault.errors import DAMAGE, IntegrityError, ObjectExists, VaultError
 from vault.format import layout, sealing
+from vault.repo import append_guard
 from vault.repo.repository import Repository
 
 SEQ_DIGITS = 12
@@ -60,6 +63,13 @@ def append(
     repo: Repository, prefix: str, kind: sealing.Kind, build: Callable[[int, str], dict[str, Any]]
 ) -> dict[str, Any]:
     """Append the record `build(seq, prev)` returns; retried on a concurrent append."""
+    with append_guard.serialised(repo, prefix, operation=f"{prefix.rstrip('/')} append"):
+        return _append(repo, prefix, kind, build)
+
+
+def _append(
+    repo: Repository, prefix: str, kind: sealing.Kind, build: Callable[[int, str], dict[str, Any]]
+) -> dict[str, Any]:
     seen_seq, seen_digest = repo.seen.chain_head(prefix)
     for _ in range(_APPEND_ATTEMPTS):
         listed = sorted((s, i) for i in repo.storage.list(prefix) if (s := seq_of(i.key)))

@@ -4,7 +4,15 @@ A lock is a sealed object locks/<random id> naming host, pid, kind and refresh t
 refreshed every REFRESH while held. A lock is stale when it has not been refreshed for STALE,
 or when it names this host and a process that no longer exists (so a backup killed with
 SIGKILL never blocks the next run on the same machine). Acquisition writes the lock, then
-re-reads all locks and backs out on conflict: two clients racing both see each other.
+re-reads all locks and backs out on conflict: two clients racing both see each other. This
+needs no conditional write (every lock has its own random name), which is why it can stand in
+for one.
+
+A scoped lock (scope = a chain prefix such as "audit/") is exclusive among locks of the same
+scope only and invisible to repository locks: it serialises appends to one chain on a server
+that ignores If-None-Match, without waiting for a backup's shared lock to end. It lives seconds,
+so it is refreshed every SCOPED_REFRESH and stale after SCOPED_STALE. Clients that predate
+scopes read it as an exclusive lock and back off for those seconds, the safe misreading.
 """
 
 from __future__ import annotations
@@ -27,6 +35,8 @@ from vault.storage import Storage
 
 REFRESH = timedelta(minutes=5)
 STALE = timedelta(minutes=30)
+SCOPED_REFRESH = timedelta(seconds=15)
+SCOPED_STALE = timedelta(minutes=2)
 
 
 @dataclass(frozen=True)
@@ -37,14 +47,17 @@ class LockInfo:
     exclusive: bool
     time: datetime
     operation: str
+    scope: str = ""  # a chain prefix for an append lock; "" for a repository lock
 
     def is_stale(self, now: datetime, this_host: str) -> bool:
-        if now - self.time > STALE:
+        if now - self.time > (SCOPED_STALE if self.scope else STALE):
             return True
         return self.host == this_host and not _process_alive(self.pid)
 
     def describe(self, now: datetime) -> str:
         kind = "exclusive" if self.exclusive else "shared"
+        if self.scope:
+            kind = f"{self.scope.rstrip('/')} append"
         return (
             f"{kind} lock {ids.short(self.id)} ({self.operation}) held by pid {self.pid} "
             f"on {self.host}, refreshed {self.age(now)} ago"
@@ -70,7 +83,13 @@ def _process_alive(pid: int) -> bool:
 
 
 def list_locks(storage: Storage, keys: sealing.EpochKeys) -> list[LockInfo]:
-    found = []
+    return _read_locks(storage, keys)[0]
+
+
+def _read_locks(storage: Storage, keys: sealing.EpochKeys) -> tuple[list[LockInfo], list[str]]:
+    """(locks, probe objects): a conditional-write probe (vault.repo.append_guard) lives under
+    locks/ for milliseconds, or longer when its delete failed; it is no lock."""
+    found, probes = [], []
     for info in storage.list(layout.LOCKS):
         lock_id = layout.id_of(info.key)
         try:
@@ -80,11 +99,14 @@ def list_locks(storage: Storage, keys: sealing.EpochKeys) -> list[LockInfo]:
             )
         except (ObjectNotFound, IntegrityError, ValueError):
             continue  # vanished, or not ours to read: neither blocks nor is removed here
+        if isinstance(doc, dict) and "probe" in doc:
+            probes.append(info.key)
+            continue
         try:
             found.append(_parse_lock(lock_id, doc))
         except (KeyError, ValueError, TypeError):
             continue  # malformed: ignored like an unreadable lock
-    return found
+    return found, probes
 
 
 def _parse_lock(lock_id: str, doc: dict[str, Any]) -> LockInfo:
@@ -97,6 +119,7 @@ def _parse_lock(lock_id: str, doc: dict[str, Any]) -> LockInfo:
         bool(doc["exclusive"]),
         datetime.fromisoformat(doc["time"]),
         str(doc.get("operation", "")),
+        str(doc.get("scope", "")),
     )
 
 
@@ -110,12 +133,14 @@ class Lock:
         *,
         exclusive: bool,
         operation: str,
+        scope: str = "",
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._storage = storage
         self._keys = keys
-        self.exclusive = exclusive
+        self.exclusive = exclusive or bool(scope)
         self.operation = operation
+        self.scope = scope
         self._now = now
         self.id = ids.new_id()
         self.host = socket.gethostname()
@@ -132,12 +157,18 @@ class Lock:
             "time": self._now().isoformat(),
             "operation": self.operation,
         }
+        if self.scope:
+            doc["scope"] = self.scope
         blob = sealing.seal(self._keys, sealing.Kind.LOCK, self.id, json.dumps(doc).encode())
         self._storage.put(layout.lock(self.id), blob)
 
     def _conflicts(self) -> list[LockInfo]:
         now = self._now()
-        others = [lk for lk in list_locks(self._storage, self._keys) if lk.id != self.id]
+        others = [
+            lk
+            for lk in list_locks(self._storage, self._keys)
+            if lk.id != self.id and lk.scope == self.scope
+        ]
         # Kept for the caller: a stale lock means a run was killed (a backup then adopts the
         # packs it left), learned here without listing the locks again.
         self.stale_seen = [lk for lk in others if lk.is_stale(now, self.host)]
@@ -169,7 +200,8 @@ class Lock:
         self._write()
 
     def _refresh_loop(self) -> None:
-        while not self._stop.wait(REFRESH.total_seconds()):
+        every = SCOPED_REFRESH if self.scope else REFRESH
+        while not self._stop.wait(every.total_seconds()):
             try:
                 self._write()
             except Exception:  # a missed refresh is retried; staleness takes 30 minutes
@@ -207,10 +239,15 @@ class Lock:
 def remove_stale_locks(
     storage: Storage, keys: sealing.EpochKeys, *, force: bool, now: datetime
 ) -> tuple[list[LockInfo], list[LockInfo]]:
-    """(removed, kept): stale locks are removed; live ones too only when forced."""
+    """(removed, kept): stale locks are removed; live ones too only when forced. Probe objects
+    left behind are removed too (one deleted mid-probe only makes that probe answer "not
+    enforced", the safe answer)."""
     host = socket.gethostname()
     removed, kept = [], []
-    for lock in list_locks(storage, keys):
+    locks, probes = _read_locks(storage, keys)
+    for key in probes:
+        storage.delete(key)
+    for lock in locks:
         if force or lock.is_stale(now, host):
             storage.delete(layout.lock(lock.id))
             removed.append(lock)

@@ -93,6 +93,12 @@ class Storage(Protocol):
         """VERSIONS_KEPT, VERSIONS_SUSPENDED (old versions made before stay) or VERSIONS_NONE."""
         ...
 
+    def atomic_if_absent(self) -> bool:
+        """Whether put(if_absent=True) is one conditional request the backend enforces (False
+        where it falls back to check-then-write). A server may also accept the condition and
+        ignore it; only a probe can tell (vault.repo.append_guard)."""
+        ...
+
     def capabilities(self) -> dict[str, str]:
         """What the backend offers, in words for people (init's report, the evidence pack):
         backend, transport, conditional writes, versioning, Object Lock."""

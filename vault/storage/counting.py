@@ -68,6 +68,9 @@ class CountingStorage:
         self._count("versioning")
         return self.inner.versioning()
 
+    def atomic_if_absent(self) -> bool:
+        return self.inner.atomic_if_absent()
+
     def capabilities(self) -> dict[str, str]:
         return self.inner.capabilities()
 

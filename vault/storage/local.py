@@ -41,6 +41,9 @@ class LocalStorage:
     def versioning(self) -> str:
         return VERSIONS_NONE
 
+    def atomic_if_absent(self) -> bool:
+        return True
+
     def capabilities(self) -> dict[str, str]:
         return {
             "backend": "local directory",

@@ -81,6 +81,9 @@ class MemoryStorage:
     def versioning(self) -> str:
         return VERSIONS_NONE
 
+    def atomic_if_absent(self) -> bool:
+        return True
+
     def capabilities(self) -> dict[str, str]:
         return {"backend": "memory (tests)", "object lock": str(self._object_lock)}
 

@@ -355,6 +355,9 @@ class S3Storage:
         known = {"Enabled": VERSIONS_KEPT, "Suspended": VERSIONS_SUSPENDED}
         return known.get(doc.get("Status", ""), VERSIONS_NONE)
 
+    def atomic_if_absent(self) -> bool:
+        return self._conditional_put
+
     def capabilities(self) -> dict[str, str]:
         parts = urlsplit(str(self._client.meta.endpoint_url))
         transport = (
@@ -366,7 +369,7 @@ class S3Storage:
         )
         found = {"backend": "S3", "transport": transport}
         found["conditional writes"] = (
-            "yes (If-None-Match)"
+            "If-None-Match sent (whether the server enforces it is tested at the first append)"
             if self._conditional_put
             else "no: the server rejects If-None-Match, so vault checks, then writes"
         )
