@@ -15,14 +15,12 @@ from hypothesis import strategies as st
 from vault.errors import IntegrityError, UsageError, WrongKey
 from vault.format import crypto
 from vault.repo import keys
+from vault.repo.keyring import Epoch, Keyring, MasterKeyOnly
 from vault.repo.keys import (
     KEYFILE,
     PASSPHRASE,
     RECOVERY,
-    Epoch,
-    Keyring,
     KeySlot,
-    MasterKeyOnly,
     Secret,
     make_slot,
     make_slot_with_signer,
@@ -271,7 +269,13 @@ def test_slot_json_reveals_neither_master_key_nor_secret(kind: str) -> None:
         assert leaked not in data
     doc = json.loads(data)
     assert set(doc) == {
-        "version", "kind", "created", "kdf", "nonce", "wrapped_master_key", "signing"
+        "version",
+        "kind",
+        "created",
+        "kdf",
+        "nonce",
+        "wrapped_master_key",
+        "signing",
     }
     assert set(doc["signing"]) == {"public", "nonce", "wrapped_private"}
 
@@ -359,10 +363,53 @@ def test_damaged_passphrase_slot_does_not_lock_out_the_recovery_key() -> None:
 
 def test_keyring_survives_serialization() -> None:
     ring = Keyring.create(MASTER)
-    ring.epochs.append(Epoch(2, crypto.random_key(), "2026-01-01T00:00:00+00:00", "active"))
-    restored = Keyring.from_bytes(MASTER, ring.to_bytes())
+    ring.epochs.append(Epoch(2, crypto.random_key(), "2026-01-01T00:00:00+00:00", "deactivated"))
+    ring.mark_compromised({2}, "2026-02-01T00:00:00+00:00")
+    ring.replace_master(crypto.random_key(), compromised=True)
+    restored = Keyring.from_bytes(ring.master_key, ring.to_bytes())
     assert restored == ring
     assert restored.epoch_keys() == ring.epoch_keys()
+
+
+def test_a_keyring_from_before_the_sp_800_57_names_reads_as_it_meant() -> None:
+    """Round-1 keyrings call a deactivated epoch "active" and hold no master records: the
+    first reads as deactivated, the master key's age is inferred from the first epoch."""
+    doc = json.loads(Keyring.create(MASTER).to_bytes())
+    doc["epochs"].append(
+        {
+            "id": 2,
+            "created": "2026-03-01T00:00:00+00:00",
+            "state": "current",
+            "key": base64.b64encode(crypto.random_key()).decode(),
+        }
+    )
+    doc["epochs"][0]["state"] = "active"
+    doc["epochs"][0]["created"] = "2025-01-01T00:00:00+00:00"
+    del doc["masters"]
+    ring = Keyring.from_bytes(MASTER, json.dumps(doc).encode())
+    assert ring.epoch(1).state == "deactivated"
+    (master,) = ring.masters
+    assert master.created == "2025-01-01T00:00:00+00:00" and master.inferred
+    again = Keyring.from_bytes(MASTER, ring.to_bytes())
+    assert again.masters[0].inferred
+
+
+def test_a_compromised_current_epoch_is_rotated_away_first() -> None:
+    ring = Keyring.create(MASTER)
+    ring.mark_compromised({1}, "2026-05-05T10:00:00+00:00")
+    assert ring.epoch(1).state == "compromised" and ring.current_epoch == 2
+    ring.set_state({1}, "retiring")
+    ring.destroy({1})
+    # The reason for the erase stays on the record.
+    assert ring.epoch(1).state == "destroyed"
+    assert ring.epoch(1).compromised == "2026-05-05T10:00:00+00:00"
+
+
+def test_an_unknown_epoch_state_is_a_malformed_keyring() -> None:
+    doc = json.loads(Keyring.create(MASTER).to_bytes())
+    doc["epochs"][0]["state"] = "maybe"
+    with pytest.raises(IntegrityError, match="malformed"):
+        Keyring.from_bytes(MASTER, json.dumps(doc).encode())
 
 
 def test_serialized_keyring_does_not_contain_the_master_key() -> None:
@@ -429,4 +476,3 @@ def test_any_unicode_passphrase_opens_its_slot(passphrase: str) -> None:
     secret = Secret.from_passphrase(passphrase)
     slot = make_slot(SLOT_ID, secret, MASTER)
     assert open_slot(KeySlot.from_bytes(SLOT_ID, slot.to_bytes()), secret) == MASTER
-

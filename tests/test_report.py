@@ -61,7 +61,8 @@ def test_evidence_pack_covers_backups_keys_retention_checks_and_drills_without_p
     assert "Backup runs, last 30 days:** 1 (1 successful, 0 failed, 0 missed): 100%" in text
     assert "since the repository was created on" in text
     assert "AES-256-GCM" in text and "Argon2id" in text
-    assert "| 1 |" in text and "| 2 |" in text  # both key epochs with their dates
+    assert "| data-key epoch 1 |" in text and "| data-key epoch 2 |" in text  # with their dates
+    assert "| master key 1 |" in text and "days old (usage period: 365 days)" in text
     assert "monthly 24" in text and "legal-hold" in text
     assert "hash chain intact" in text and "PASS" in text
     assert "every day at 01:30" in text

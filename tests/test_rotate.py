@@ -19,7 +19,7 @@ from tests.waiting import Changes, wait_until
 from vault.errors import IntegrityError
 from vault.format import crypto, layout, sealing
 from vault.format.pack import parse_header, read_trailer
-from vault.repo.keys import DESTROYED
+from vault.repo.keyring import DESTROYED
 from vault.repo.keyusage import SEALED_PREFIXES, sealed_epoch_of
 from vault.repo.lock import Lock
 
@@ -99,7 +99,7 @@ def test_rotation_seals_new_objects_under_the_new_epoch_and_both_snapshots_resto
     assert epochs == {1, 2}
     listing = vault("key", "list", "-r", repo, "--json").json()
     by_id = {e["id"]: e for e in listing["epochs"]}
-    assert by_id[1]["state"] == "active" and by_id[2]["state"] == "current"
+    assert by_id[1]["state"] == "deactivated" and by_id[2]["state"] == "current"
     assert by_id[1]["packs"] >= 1 and by_id[2]["packs"] >= 1
     out = tmp_path / "second"
     assert vault("restore", second, "-r", repo, "--target", out, "--verify").code == 0

@@ -3,37 +3,42 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from vault import ids
-from vault.cli import recovery_key, secrets_input
+from vault.cli import compromise, recovery_key, secrets_input
+from vault.cli.key_workflows import (
+    CERTIFICATE_HELP,
+    erase_json,
+    exclusive,
+    key_command_repo,
+    master_json,
+    print_erase,
+    print_master_rotation,
+    require_second_factor,
+    run_master_rotation,
+    run_reencrypt,
+)
 from vault.cli.output import emit_json, table
 from vault.cli.support import (
     open_repo,
     open_with_secret,
     opt,
-    progress_for,
     record_audit,
     usage,
 )
 from vault.errors import UsageError
-from vault.evidence import erase_certificate
-from vault.jobs.rotate import reencrypt, rotate_epoch, rotate_master
-from vault.policy.files import load_key_policy, policy_dir
+from vault.jobs.rotate import rotate_epoch
 from vault.repo import keys, signing
-from vault.repo.keys import Epoch
+from vault.repo.keyring import Epoch
 from vault.repo.keyusage import EpochUsage, epoch_usage
-from vault.repo.lock import Lock
 from vault.repo.repository import Repository
 from vault.repo.seen import LastSlots
 from vault.units import human_bytes
-from vault.whoami import os_user
 
 
 def add_key_parsers(
@@ -108,12 +113,8 @@ def add_key_parsers(
     )
     kp.add_argument("epoch", type=int, metavar="ID", help="the data-key epoch to retire")
     kp.add_argument("--certificate", metavar="FILE", help=CERTIFICATE_HELP)
-
-
-CERTIFICATE_HELP = (
-    "with an erase: also write the erase certificate (JSON, NIST SP 800-88) to FILE; it is "
-    "always recorded in the audit log"
-)
+    kp = key_command("compromised", compromise.HELP, compromise.cmd_key_compromised)
+    compromise.add_arguments(kp, CERTIFICATE_HELP, recovery_key.OPTION_HELP)
 
 
 def _age_days(created: str, now: datetime) -> int:
@@ -137,6 +138,7 @@ def cmd_key_list(args: argparse.Namespace) -> int:
             "created": e.created,
             "age_seconds": int((now - datetime.fromisoformat(e.created)).total_seconds()),
             "destroyed": e.retired or None,
+            "compromised": e.compromised or None,
             "packs": used.packs,
             "pack_bytes": used.pack_bytes,
             "other_objects": used.objects,
@@ -160,6 +162,17 @@ def cmd_key_list(args: argparse.Namespace) -> int:
                     for s in slots
                 ],
                 "epochs": [epoch_doc(e) for e in epochs],
+                "master_keys": [
+                    {
+                        "id": m.id,
+                        "state": m.state,
+                        "created": m.created,
+                        "created_inferred": m.inferred,
+                        "deactivated": m.deactivated or None,
+                        "compromised": m.compromised or None,
+                    }
+                    for m in repo.keyring.masters
+                ],
                 "unusable_slots": [{"id": i, "problem": p} for i, p in unusable],
             }
         )
@@ -184,7 +197,7 @@ def cmd_key_list(args: argparse.Namespace) -> int:
         rows.append(
             [
                 str(e.id),
-                e.state,
+                e.state + (f" (compromised {e.compromised[:10]})" if e.compromised else ""),
                 e.created,
                 f"{_age_days(e.created, now)} d",
                 str(doc["packs"]),
@@ -193,6 +206,18 @@ def cmd_key_list(args: argparse.Namespace) -> int:
             ]
         )
     print(table(["EPOCH", "STATE", "CREATED", "AGE", "PACKS", "PACK BYTES", "OTHER OBJECTS"], rows))
+    print()
+    rows = [
+        [
+            str(m.id),
+            m.state + (f" (compromised {m.compromised[:10]})" if m.compromised else ""),
+            m.created + (" (inferred)" if m.inferred else ""),
+            f"{_age_days(m.created, now)} d",
+            m.deactivated or "-",
+        ]
+        for m in repo.keyring.masters
+    ]
+    print(table(["MASTER KEY", "STATE", "CREATED", "AGE", "DEACTIVATED"], rows))
     weak = [s for s in slots if keys.weak_slot(s)]
     if weak:
         print(
@@ -215,9 +240,7 @@ def cmd_key_add(args: argparse.Namespace) -> int:
     if two_factor and not args.new_key_file:
         raise UsageError("a two-factor slot needs --new-key-file FILE (on removable media)")
     if args.new_key_file and args.new_password_file and not two_factor:
-        raise UsageError(
-            "give --new-key-file or --new-password-file (both: add --new-two-factor)"
-        )
+        raise UsageError("give --new-key-file or --new-password-file (both: add --new-two-factor)")
     repo = key_command_repo(args)
     if two_factor:
         # The new slot's passphrase first: a weak one must not leave a key file behind.
@@ -327,30 +350,6 @@ def cmd_key_passwd(args: argparse.Namespace) -> int:
     return 0
 
 
-def key_command_repo(args: argparse.Namespace) -> Repository:
-    """The repository opened for a key command, refused when keys.toml asks for a second
-    factor and the slot that opened it has none (the recovery key is accepted: break-glass)."""
-    repo = open_repo(args)
-    _require_second_factor(args, repo)
-    return repo
-
-
-def _require_second_factor(args: argparse.Namespace, repo: Repository) -> None:
-    policy = load_key_policy(policy_dir(opt(args, "policy_dir")))
-    if policy.require_two_factor_for_key_commands and repo.slot_kind not in (
-        keys.TWO_FACTOR,
-        keys.RECOVERY,
-    ):
-        raise UsageError(
-            "keys.toml requires a two-factor slot for key commands: open with --key-file FILE "
-            "--two-factor (the key file on its removable media, and its passphrase)"
-        )
-
-
-def _exclusive(repo: Repository, operation: str) -> Lock:
-    return Lock(repo.storage, repo.keyring, exclusive=True, operation=operation)
-
-
 def cmd_key_rotate(args: argparse.Namespace) -> int:
     if args.epoch is not None and not args.reencrypt:
         raise UsageError("--epoch goes with --reencrypt (or use `vault key retire ID`)")
@@ -359,7 +358,7 @@ def cmd_key_rotate(args: argparse.Namespace) -> int:
     if args.reencrypt:
         return _reencrypt(args, args.epoch)
     repo = key_command_repo(args)
-    with _exclusive(repo, "key rotate"):
+    with exclusive(repo, "key rotate"):
         new = rotate_epoch(repo)
     record_audit(repo, "key-rotate", result="PASS", details={"current_epoch": new.id})
     if opt(args, "json"):
@@ -378,116 +377,21 @@ def cmd_key_retire(args: argparse.Namespace) -> int:
 
 def _reencrypt(args: argparse.Namespace, epoch: int | None) -> int:
     repo = key_command_repo(args)
-    started = datetime.now(UTC)
-    with _exclusive(repo, "key re-encrypt") as held:
-        result = reencrypt(repo, epoch=epoch, progress=progress_for(args), held_lock=held)
-    seconds = (datetime.now(UTC) - started).total_seconds()
-    cert = erase_certificate.certificate(
-        result,
-        repository_id=repo.config.repository_id,
-        location=repo.storage.location(),
-        operator=os_user(),
-        when=datetime.now(UTC),
-    )
-    record_audit(repo, "key-erase", result="PASS", details={"certificate": cert})
-    if getattr(args, "certificate", None):
-        Path(args.certificate).write_text(json.dumps(cert, indent=2) + "\n", encoding="utf-8")
+    with exclusive(repo, "key re-encrypt") as held:
+        erase = run_reencrypt(args, repo, None if epoch is None else {epoch}, held=held)
     if opt(args, "json"):
-        emit_json(
-            {
-                "erase_certificate": cert,
-                "destroyed_epochs": result.retired,
-                "current_epoch": result.current,
-                "resumed": result.resumed,
-                "packs_rewritten": result.packs_rewritten,
-                "blobs_rewritten": result.blobs_rewritten,
-                "bytes_read": result.bytes_read,
-                "bytes_written": result.bytes_written,
-                "objects_resealed": result.objects_resealed,
-                "index_objects_replaced": result.index_objects_replaced,
-                "packs_deleted": result.packs_deleted,
-                "duration_seconds": round(seconds, 3),
-            }
-        )
-        return 0
-    if result.resumed:
-        print("resumed an interrupted re-encryption")
-    print(
-        f"re-encrypted {result.packs_rewritten} packs ({human_bytes(result.bytes_read)} read, "
-        f"{human_bytes(result.bytes_written)} written) and {result.objects_resealed} other "
-        f"objects under epoch {result.current} in {seconds:.1f}s"
-    )
-    _print_erase(cert, args)
-    return 0
-
-
-def _print_erase(cert: dict[str, Any], args: argparse.Namespace) -> None:
-    epochs = ", ".join(str(e["id"]) for e in cert["epochs_destroyed"])
-    checked = cert["locations_checked"]
-    if cert["verdict"] == "complete":
-        print(
-            f"destroyed the keys of epoch(s) {epochs}; old versions of the keyring and key "
-            f"slots deleted: {checked['old_versions_deleted']} (storage versioning: "
-            f"{checked['storage_versioning']}). What only those epochs sealed can no longer be "
-            "decrypted from this repository (cryptographic erase)"
-        )
+        emit_json(erase_json(erase))
     else:
-        print(
-            f"vault: warning: the erase is INCOMPLETE: the keys of epoch(s) {epochs} are gone "
-            f"from the current keyring, but {len(cert['not_erased'])} old version(s) that hold "
-            f"them remain (first: {cert['not_erased'][0]['object']}: "
-            f"{cert['not_erased'][0]['reason']}); run the erase again once they can be deleted",
-            file=sys.stderr,
-        )
-    for outside in cert["outside_vault_view"]:
-        print(f"not checked: {outside}")
-    where = f" and in {args.certificate}" if getattr(args, "certificate", None) else ""
-    print(f"erase certificate {cert['certificate_id']} recorded in the audit log{where}")
+        print_erase(erase, args)
+    return 0
 
 
 def _rotate_master(args: argparse.Namespace) -> int:
     repo, secret = open_with_secret(args)
-    _require_second_factor(args, repo)
-    output = recovery_key.RecoveryKeyOutput(args, json_output=bool(opt(args, "json")))
-    try:
-        with _exclusive(repo, "key rotate --master"):
-            result = rotate_master(repo, secret)
-    except BaseException:
-        output.abandon()
-        raise
-    heading = "NEW RECOVERY KEY (the old one no longer works; print this and store it off-site):"
-    output.deliver(result.recovery_key, heading)  # before any other I/O: the only copy
-    record_audit(
-        repo,
-        "key-rotate-master",
-        result="PASS",
-        details={
-            "slot": result.new_slot,
-            "replaced": result.replaced_slot,
-            "removed_slots": [i for i, _ in result.removed_slots],
-            **signing.introduce(repo, result.new_slot),
-            **signing.introduce_recovery(repo),
-        },
-    )
+    require_second_factor(args, repo)
+    result, path = run_master_rotation(args, repo, secret)
     if opt(args, "json"):
-        emit_json(
-            {
-                "slot_in_use": result.new_slot,
-                "replaced_slot": result.replaced_slot,
-                "recovery_key_file": str(output.path) if output.path else None,
-                "removed_slots": [{"id": i, "kind": k} for i, k in result.removed_slots],
-            }
-        )
-        return 0
-    print(
-        f"new master key in place; your slot {ids.short(result.replaced_slot)} is now "
-        f"{ids.short(result.new_slot)}"
-    )
-    if output.path:
-        print(f"NEW RECOVERY KEY written to {output.path} (mode 0600); the old one no longer works")
-    if result.removed_slots:
-        print(f"removed {len(result.removed_slots)} other slot(s) that wrapped the old master key:")
-        for slot_id, kind in result.removed_slots:
-            print(f"  {ids.short(slot_id)}  {kind}")
-        print("re-add every other person or machine that needs access with `vault key add`")
+        emit_json(master_json(result, path))
+    else:
+        print_master_rotation(result, path)
     return 0

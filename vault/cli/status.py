@@ -90,6 +90,13 @@ def status_document(st: Status, now: datetime, key_policy: dict[str, Any]) -> di
             "destroyed_epochs": k.destroyed_epochs,
             "slots": k.slots,
             "weak_slots": k.weak_slots,
+            "compromised_epochs": k.compromised_epochs,
+            "master_key": {
+                "id": k.master_id,
+                "created": k.master_created,
+                "age_days": k.master_age_days,
+                "rotation": k.master_rotation,
+            },
             "policy": key_policy,
         },
         "space": {
@@ -137,7 +144,10 @@ def _print_page(st: Status, now: datetime) -> None:
     k = st.keys
     print(
         f"data key     epoch {k.current_epoch}, {k.epoch_age_seconds // 86400} days old, "
-        f"{k.epoch_objects} objects: rotation {k.rotation}"
+        f"{k.epoch_objects:,} objects: rotation {k.rotation}"
+    )
+    print(
+        f"master key   {k.master_id}, {k.master_age_days} days old: rotation {k.master_rotation}"
     )
     slots = ", ".join(f"{n} {kind}" for kind, n in sorted(k.slots.items()))
     print(f"key slots    {slots}")

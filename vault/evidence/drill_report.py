@@ -75,8 +75,11 @@ def as_markdown(records: list[dict[str, Any]], chain_head: str = "") -> str:
     lines = [
         "# Restore drill evidence",
         "",
-        *([f"Drill record chain head: {chain_head} (keep this copy: it anchors the chain)", ""]
-          if chain_head else []),
+        *(
+            [f"Drill record chain head: {chain_head} (keep this copy: it anchors the chain)", ""]
+            if chain_head
+            else []
+        ),
         f"Drills: {s['drills']}, passed: {s['passed']}"
         + (f" ({s['pass_rate']:.0%})" if s["pass_rate"] is not None else ""),
         f"Single-study restore time: median {_seconds(s['median_single_study_rto_seconds'])}, "
@@ -294,8 +297,14 @@ def _record_html(r: dict[str, Any]) -> str:
         for o in r["objectives"]
     ]
     items = [
-        [str(i["id"]), str(i["category"]), str(i["files"]), _mb(i["bytes"]),
-         _seconds(i["seconds"]), str(i["result"])]
+        [
+            str(i["id"]),
+            str(i["category"]),
+            str(i["files"]),
+            _mb(i["bytes"]),
+            _seconds(i["seconds"]),
+            str(i["result"]),
+        ]
         for i in r["items"]
     ]
     reasons = "".join(f"<li>{html.escape(f)}</li>" for f in r["failure_reasons"])

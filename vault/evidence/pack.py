@@ -185,12 +185,44 @@ def _crypto_section(repo: Repository, st: Status, key_policy: KeyPolicy) -> Sect
                 f"{key_policy.max_objects_per_epoch:,} objects; now: {k.rotation}",
             ),
         ],
-        headers=["epoch", "created (UTC)", "state", "key destroyed (UTC)"],
+        headers=["key", "created (UTC)", "state", "reported compromised", "ended (UTC)"],
         rows=[
-            [str(e.id), _day(e.created), e.state, _day(e.retired) if e.retired else "-"]
+            [
+                f"data-key epoch {e.id}",
+                _day(e.created),
+                e.state,
+                _day(e.compromised) if e.compromised else "-",
+                _day(e.retired) if e.retired else "-",
+            ]
             for e in repo.keyring.epochs
+        ]
+        + [
+            [
+                f"master key {m.id}",
+                _day(m.created) + (" (inferred)" if m.inferred else ""),
+                m.state,
+                _day(m.compromised) if m.compromised else "-",
+                _day(m.deactivated) if m.deactivated else "-",
+            ]
+            for m in repo.keyring.masters
         ],
     )
+    master = repo.keyring.current_master
+    section.facts.append(
+        (
+            "Master key",
+            f"{master.id}, {k.master_age_days} days old (usage period: "
+            f"{key_policy.max_master_age_days} days): rotation {k.master_rotation}",
+        )
+    )
+    if k.compromised_epochs:
+        section.facts.append(
+            (
+                "Compromised keys still in use",
+                ", ".join(f"epoch {e}" for e in k.compromised_epochs)
+                + ": the compromise workflow was interrupted",
+            )
+        )
     return section
 
 

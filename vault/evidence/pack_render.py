@@ -17,9 +17,10 @@ def _md_cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def as_markdown(pack: EvidencePack) -> str:
-    out = [f"# {pack.title}", "", f"Generated {pack.generated}.", "", INTRO, ""]
-    out += [f"**Overall status: {pack.level}**", ""]
+def as_markdown(pack: EvidencePack, intro: str = INTRO) -> str:
+    out = [f"# {pack.title}", "", f"Generated {pack.generated}.", "", intro, ""]
+    if pack.level:
+        out += [f"**Overall status: {pack.level}**", ""]
     for section in pack.sections:
         out += [f"## {section.title}", ""]
         out += [f"- **{k}:** {v}" for k, v in section.facts]
@@ -58,9 +59,14 @@ def _html_section(section: Section) -> str:
     return "\n".join(parts)
 
 
-def as_html(pack: EvidencePack) -> str:
+def as_html(pack: EvidencePack, intro: str = INTRO) -> str:
     sections = "\n".join(_html_section(s) for s in pack.sections)
     level = html.escape(pack.level)
+    status = (
+        f'<p>Overall status: <span class="level {level.lower()}">{level}</span></p>'
+        if level
+        else ""
+    )
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(pack.title)}</title>
 <style>
@@ -76,8 +82,8 @@ dt {{ font-weight: bold; }} dd {{ margin: 0; overflow-wrap: anywhere; }}
 </style></head><body>
 <h1>{html.escape(pack.title)}</h1>
 <p>Generated {html.escape(pack.generated)}.</p>
-<p>{html.escape(INTRO)}</p>
-<p>Overall status: <span class="level {level.lower()}">{level}</span></p>
+<p>{html.escape(intro)}</p>
+{status}
 {sections}
 </body></html>
 """

@@ -21,7 +21,8 @@ from vault.format.pack import BlobType
 from vault.format.snapshot import Snapshot
 from vault.policy.files import DrillPolicy, KeyPolicy
 from vault.repo import chain, jobstate
-from vault.repo.keys import DESTROYED, weak_slot
+from vault.repo.keyring import COMPROMISED, DESTROYED
+from vault.repo.keys import weak_slot
 from vault.repo.keyusage import epoch_usage
 from vault.repo.lock import LockInfo, list_locks
 from vault.repo.repository import Repository
@@ -47,6 +48,13 @@ class KeyStatus:
     destroyed_epochs: list[int] = field(default_factory=list)
     slots: dict[str, int] = field(default_factory=dict)
     weak_slots: list[str] = field(default_factory=list)  # ids of test-strength passphrase slots
+    # Reported compromised and not yet re-encrypted away (an interrupted `key compromised`).
+    compromised_epochs: list[int] = field(default_factory=list)
+    master_id: int = 1
+    master_created: str = ""
+    master_age_days: int = 0
+    master_rotation: str = OK  # ok | due soon | overdue (a WARN: see docs/status.md)
+    master_max_days: int = 365
 
 
 @dataclass(frozen=True)
@@ -129,7 +137,20 @@ def key_status(repo: Repository, policy: KeyPolicy, now: datetime) -> KeyStatus:
         reasons.append(
             f"epoch {current.id} seals {objects} objects (policy: {policy.max_objects_per_epoch})"
         )
+    master = repo.keyring.current_master
+    master_age = max(0, (now - datetime.fromisoformat(master.created)).days)
+    master_rotation = OK
+    if master_age >= policy.max_master_age_days:
+        master_rotation = OVERDUE
+    elif master_age >= policy.max_master_age_days - policy.warn_days:
+        master_rotation = DUE_SOON
     return KeyStatus(
+        compromised_epochs=[e.id for e in repo.keyring.epochs if e.state == COMPROMISED],
+        master_id=master.id,
+        master_created=master.created,
+        master_age_days=master_age,
+        master_rotation=master_rotation,
+        master_max_days=policy.max_master_age_days,
         current_epoch=current.id,
         epoch_created=current.created,
         epoch_age_seconds=age,
@@ -280,6 +301,26 @@ def _judge(st: Status, now: datetime, frequency_days: int) -> list[Finding]:
         level = LEVEL_FAIL if st.keys.rotation == OVERDUE else LEVEL_WARN
         for reason in st.keys.reasons:
             found.append(Finding("keys", level, f"{reason}: run `vault key rotate`"))
+    for epoch in st.keys.compromised_epochs:
+        found.append(
+            Finding(
+                "keys",
+                LEVEL_FAIL,
+                f"key epoch {epoch} was reported compromised and still seals data (the workflow "
+                "was interrupted): finish it with `vault key rotate --reencrypt`",
+            )
+        )
+    if st.keys.master_rotation != OK:
+        # A WARN, not a FAIL: replacing the master key removes every other slot, so it is a
+        # planned change, which monitoring should announce but not page about.
+        found.append(
+            Finding(
+                "keys",
+                LEVEL_WARN,
+                f"the master key is {st.keys.master_age_days} days old (policy: "
+                f"{st.keys.master_max_days}): plan `vault key rotate --master`",
+            )
+        )
     for lk, stale in st.locks:
         if stale:
             found.append(
@@ -329,9 +370,7 @@ def status(
         break_glass=list((jobstate.load(repo, jobstate.BREAK_GLASS) or {}).get("pending", [])),
         space=space(repo, snapshots),
         object_lock=repo.config.object_lock,
-        chain_problems=chain.anchor_problems(
-            repo, layout.AUDIT, sealing.Kind.AUDIT, "audit event"
-        )
+        chain_problems=chain.anchor_problems(repo, layout.AUDIT, sealing.Kind.AUDIT, "audit event")
         + chain.anchor_problems(repo, layout.DRILLS, sealing.Kind.DRILL, "drill record"),
     )
     result.findings = _judge(result, now, drill_policy.frequency_days)

@@ -30,7 +30,8 @@ from vault.progress import NoProgress, Progress
 from vault.repo import index_store
 from vault.repo.coverage import incomplete, prove_indexed
 from vault.repo.key_history import KeyHistory, purge_key_history
-from vault.repo.keys import ACTIVE, CURRENT, DESTROYED, RETIRING, Epoch, Secret, new_recovery_key
+from vault.repo.keyring import COMPROMISED, CURRENT, DEACTIVATED, DESTROYED, RETIRING, Epoch
+from vault.repo.keys import Secret, new_recovery_key
 from vault.repo.keyusage import sealed_objects
 from vault.repo.lock import Lock
 from vault.repo.repository import Repository
@@ -62,21 +63,22 @@ class ReencryptResult:
     key_history: KeyHistory | None = None  # old versions that held the keys, and what remains
 
 
-def _choose_targets(repo: Repository, epoch: int | None) -> tuple[set[int], bool]:
+def _choose_targets(repo: Repository, epochs: set[int] | None) -> tuple[set[int], bool]:
     """The epochs to retire and whether this resumes an interrupted run."""
     keyring = repo.keyring
     retiring = {e.id for e in keyring.epochs if e.state == RETIRING}
-    if retiring and epoch is None:
+    if retiring and epochs is None:
         return retiring, True
-    if epoch is not None:
-        try:
-            chosen = keyring.epoch(epoch)
-        except KeyError:
-            raise UsageError(f"there is no key epoch {epoch}") from None
-        if chosen.state == DESTROYED:
-            raise UsageError(f"key epoch {epoch} was already destroyed on {chosen.retired}")
-        return retiring | {epoch}, bool(retiring)
-    old = {e.id for e in keyring.epochs if e.state in (ACTIVE, CURRENT)}
+    if epochs is not None:
+        for epoch in epochs:
+            try:
+                chosen = keyring.epoch(epoch)
+            except KeyError:
+                raise UsageError(f"there is no key epoch {epoch}") from None
+            if chosen.state == DESTROYED:
+                raise UsageError(f"key epoch {epoch} was already destroyed on {chosen.retired}")
+        return retiring | epochs, bool(retiring)
+    old = {e.id for e in keyring.epochs if e.state in (DEACTIVATED, COMPROMISED, CURRENT)}
     return old, False
 
 
@@ -84,14 +86,17 @@ def reencrypt(
     repo: Repository,
     *,
     epoch: int | None = None,
+    epochs: set[int] | None = None,
     progress: Progress | None = None,
     held_lock: Lock | None = None,
 ) -> ReencryptResult:
-    """Retire `epoch` (default: every epoch, after rotating to a fresh one). Callers hold an
-    exclusive lock, passed as `held_lock` so it is resealed under the new epoch too."""
+    """Retire `epoch` or `epochs` (default: every epoch, after rotating to a fresh one).
+    Callers hold an exclusive lock, passed as `held_lock` so it is resealed under the new
+    epoch too."""
     progress = progress or NoProgress()
     repo.refresh_keyring()
-    targets, resumed = _choose_targets(repo, epoch)
+    chosen = epochs if epochs is not None else ({epoch} if epoch is not None else None)
+    targets, resumed = _choose_targets(repo, chosen)
     _prove_indexed(repo)
     result = ReencryptResult(resumed=resumed)
     # Step 1: a fresh current epoch outside the targets, and the targets marked retiring.
@@ -202,15 +207,15 @@ class MasterRotation:
     removed_slots: list[tuple[str, str]]  # (slot id, kind) of everyone else: to be re-added
 
 
-def rotate_master(repo: Repository, secret: Secret) -> MasterRotation:
+def rotate_master(repo: Repository, secret: Secret, *, compromised: bool = False) -> MasterRotation:
     """Callers hold an exclusive lock. The order keeps the repository openable at every step:
-    new slots first, then config and keyring under the new master, then old slots removed."""
+    new slots first, then config and keyring under the new master, then old slots removed.
+    `compromised` records why the old master key ended (vault.jobs.compromise)."""
     repo.refresh_keyring()
     old_slots = repo.slots()
     caller_name = repo.slot_info(repo.slot_id).get("name", "")  # the new slot keeps it
     unusable = [slot_id for slot_id, _ in repo.unusable_slots()]  # they go too
-    new_master = crypto.random_key()
-    repo.keyring.master_key = new_master
+    repo.keyring.replace_master(crypto.random_key(), compromised=compromised)
     caller = repo.add_slot(secret, name=caller_name)
     recovery_text, recovery_material = new_recovery_key()
     repo.add_slot(Secret("recovery", recovery_material))

@@ -23,6 +23,8 @@ POLICY_DIR_ENV = "VAULT_POLICY_DIR"
 @dataclass(frozen=True)
 class KeyPolicy:
     max_epoch_age_days: int = 365
+    # The master key's usage period (SP 800-57: a key-wrapping key's is up to two years).
+    max_master_age_days: int = 365
     max_objects_per_epoch: int = 1_000_000
     warn_days: int = 30
     # Key commands (add, remove, passwd, rotate, retire) only for someone who opened the
@@ -124,6 +126,8 @@ def load_key_policy(directory: Path | None) -> KeyPolicy:
             return None if isinstance(value, bool) else "must be true or false"
         if key == "max_epoch_age_days" and _whole(value, 1) and value > 730:
             return "must be at most 730: a data key's usage period is two years at most"
+        if key == "max_master_age_days" and _whole(value, 1) and value > 730:
+            return "must be at most 730: the master key's usage period is two years at most"
         return None if _whole(value, 1) else "must be a whole number of at least 1"
 
     return KeyPolicy(**_load_policy(directory, "keys.toml", "keys", KeyPolicy(), check))

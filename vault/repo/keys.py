@@ -1,10 +1,11 @@
-"""Key slots and the keyring: who can open the repository, and the keys it seals with.
+"""Key slots: who can open the repository.
 
 Two levels (docs/format.md, "Keys"): each slot wraps the random 256-bit master key under a key
 derived from a passphrase (Argon2id), a recovery key or a key file (HKDF; both already carry 256
-bits of entropy). The master key seals the keyring, which holds the chunk-id MAC key, the
-chunker seed and the data-key epochs. Slots are plaintext JSON by necessity (they are what you
-open first); they hold no host names or anything else about the practice.
+bits of entropy). The master key seals the keyring (vault.repo.keyring), which holds the
+chunk-id MAC key, the chunker seed and the data-key epochs. Slots are plaintext JSON by
+necessity (they are what you open first); they hold no host names or anything else about the
+practice.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import json
 import os
 import secrets
 import unicodedata
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -283,9 +284,7 @@ def make_slot(slot_id: str, secret: Secret, master_key: bytes) -> KeySlot:
     return make_slot_with_signer(slot_id, secret, master_key)[0]
 
 
-def make_slot_with_signer(
-    slot_id: str, secret: Secret, master_key: bytes
-) -> tuple[KeySlot, bytes]:
+def make_slot_with_signer(slot_id: str, secret: Secret, master_key: bytes) -> tuple[KeySlot, bytes]:
     """A new slot, and its signing private key (which the slot holds only wrapped)."""
     salt = crypto.random_bytes(crypto.SALT_BYTES)
     kdf: dict[str, Any]
@@ -340,171 +339,3 @@ def unlock_slot(slot: KeySlot, secret: Secret) -> tuple[bytes, bytes] | None:
         except crypto.AuthenticationFailed:
             signing = b""  # a damaged signing key costs signatures, never the repository
     return master, signing
-
-
-# -- keyring ----------------------------------------------------------------------------------
-
-
-CURRENT = "current"  # seals everything written now
-ACTIVE = "active"  # still opens what it sealed; no longer used for new objects
-RETIRING = "retiring"  # re-encryption under way: its objects are being rewritten
-DESTROYED = "destroyed"  # key erased; the record stays as evidence (SP 800-57 states)
-
-
-@dataclass(frozen=True)
-class Epoch:
-    id: int
-    key: bytes  # empty once destroyed
-    created: str
-    state: str
-    retired: str = ""  # when the key was destroyed
-
-
-@dataclass
-class Keyring:
-    master_key: bytes
-    mac_key: bytes
-    chunker_seed: int
-    epochs: list[Epoch] = field(default_factory=list)
-    extra: dict[str, Any] = field(default_factory=dict)  # fields a newer writer added: kept
-    # Incremented by every save: a keyring put back from an older copy has a lower one, which
-    # clients (vault.repo.seen) and snapshots (keyring_generation) remember.
-    generation: int = 0
-
-    @classmethod
-    def create(cls, master_key: bytes) -> Keyring:
-        return cls(
-            master_key=master_key,
-            mac_key=crypto.random_key(),
-            chunker_seed=int.from_bytes(crypto.random_bytes(8), "big") or 1,
-            epochs=[Epoch(1, crypto.random_key(), _now(), CURRENT)],
-        )
-
-    @property
-    def current_epoch(self) -> int:
-        return max(e.id for e in self.epochs if e.state == CURRENT)
-
-    def epoch(self, epoch_id: int) -> Epoch:
-        for e in self.epochs:
-            if e.id == epoch_id:
-                return e
-        raise KeyError(epoch_id)
-
-    def epoch_key(self, epoch: int) -> bytes:
-        if epoch == 0:
-            return self.master_key
-        found = self.epoch(epoch)
-        if found.state == DESTROYED:
-            raise KeyError(epoch)
-        return found.key
-
-    def missing_epoch(self, epoch: int) -> str:
-        newest = max(e.id for e in self.epochs)
-        if epoch > newest:
-            return (
-                f"newer than every epoch this keyring holds (up to {newest}): the keyring was "
-                "rolled back to an old copy"
-            )
-        return "which this keyring no longer holds (destroyed by re-encryption)"
-
-    def live_epochs(self) -> list[Epoch]:
-        return [e for e in self.epochs if e.state != DESTROYED]
-
-    def rotate(self) -> Epoch:
-        """A new current epoch; the previous current one stays readable."""
-        new = Epoch(max(e.id for e in self.epochs) + 1, crypto.random_key(), _now(), CURRENT)
-        self.epochs = [
-            Epoch(e.id, e.key, e.created, ACTIVE) if e.state == CURRENT else e for e in self.epochs
-        ] + [new]
-        return new
-
-    def set_state(self, epoch_ids: set[int], state: str) -> None:
-        self.epochs = [
-            Epoch(e.id, e.key, e.created, state, e.retired) if e.id in epoch_ids else e
-            for e in self.epochs
-        ]
-
-    def destroy(self, epoch_ids: set[int]) -> None:
-        """Cryptographic erase: forget the keys, keep the record."""
-        now = _now()
-        self.epochs = [
-            Epoch(e.id, b"", e.created, DESTROYED, now) if e.id in epoch_ids else e
-            for e in self.epochs
-        ]
-
-    def blob_id_key(self, blob_type: int) -> bytes:
-        """MAC key for blob ids: the keyring's MAC key for data chunks (type 0), a subkey
-        derived from it for every other blob type."""
-        if blob_type == 0:
-            return self.mac_key
-        return crypto.subkey(self.mac_key, b"", b"vault/v1/blob-id/%d" % blob_type)
-
-    def epoch_keys(self) -> dict[int, bytes]:
-        return {e.id: e.key for e in self.live_epochs()}
-
-    def to_bytes(self) -> bytes:
-        doc = dict(self.extra)
-        doc.update(
-            {
-                "version": 1,
-                "mac_key": _b64(self.mac_key),
-                "chunker_seed": self.chunker_seed,
-                "epochs": [_epoch_json(e) for e in self.epochs],
-                "generation": self.generation,
-            }
-        )
-        return json.dumps(doc, sort_keys=True).encode()
-
-    @classmethod
-    def from_bytes(cls, master_key: bytes, data: bytes) -> Keyring:
-        try:
-            doc = json.loads(data)
-            if doc.get("version") != 1:
-                raise IntegrityError("keyring has an unsupported version", key="keyring")
-            known = {"version", "mac_key", "chunker_seed", "epochs", "generation"}
-            return cls(
-                master_key=master_key,
-                mac_key=_unb64(doc["mac_key"]),
-                chunker_seed=int(doc["chunker_seed"]),
-                epochs=[
-                    Epoch(
-                        int(e["id"]),
-                        _unb64(e["key"]) if e.get("key") else b"",
-                        e["created"],
-                        e["state"],
-                        e.get("retired", ""),
-                    )
-                    for e in doc["epochs"]
-                ],
-                extra={k: v for k, v in doc.items() if k not in known},
-                generation=int(doc.get("generation", 0)),
-            )
-        except (ValueError, KeyError, TypeError, AttributeError):
-            raise IntegrityError("keyring is malformed", key="keyring") from None
-
-
-def _epoch_json(e: Epoch) -> dict[str, Any]:
-    doc: dict[str, Any] = {"id": e.id, "created": e.created, "state": e.state}
-    doc["key"] = _b64(e.key) if e.key else None
-    if e.retired:
-        doc["retired"] = e.retired
-    return doc
-
-
-class MasterKeyOnly:
-    """EpochKeys for the objects sealed directly under the master key (config, keyring)."""
-
-    def __init__(self, master_key: bytes) -> None:
-        self._master_key = master_key
-
-    @property
-    def current_epoch(self) -> int:
-        return 0
-
-    def epoch_key(self, epoch: int) -> bytes:
-        if epoch != 0:
-            raise KeyError(epoch)
-        return self._master_key
-
-    def missing_epoch(self, epoch: int) -> str:
-        return "but this object must be sealed under the master key (epoch 0)"

@@ -38,10 +38,9 @@ from vault.format.index import Index, Location, decode
 from vault.format.pack import BlobType, open_blob, pack_key
 from vault.format.snapshot import Snapshot
 from vault.format.tree import Tree
+from vault.repo.keyring import Keyring, MasterKeyOnly
 from vault.repo.keys import (
-    Keyring,
     KeySlot,
-    MasterKeyOnly,
     Secret,
     kdf_params_for_new_slots,
     make_slot_with_signer,

@@ -62,9 +62,7 @@ def known_keys(repo: Repository, audit_events: Iterable[dict[str, Any]]) -> dict
         ):
             try:
                 if details.get(key_field):
-                    keys.setdefault(
-                        str(details[slot_field]), base64.b64decode(details[key_field])
-                    )
+                    keys.setdefault(str(details[slot_field]), base64.b64decode(details[key_field]))
             except (KeyError, ValueError):
                 continue
     # A slot no event introduced (its init event could not be written, or a program made the

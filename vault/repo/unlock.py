@@ -8,7 +8,8 @@ from collections.abc import Iterator
 
 from vault.errors import IntegrityError, ObjectNotFound, WrongKey
 from vault.format import layout, sealing
-from vault.repo.keys import KeySlot, MasterKeyOnly, Secret, kdf_cost, unlock_slot
+from vault.repo.keyring import MasterKeyOnly
+from vault.repo.keys import KeySlot, Secret, kdf_cost, unlock_slot
 from vault.storage import Storage
 
 
