@@ -75,3 +75,25 @@ def test_an_open_corrective_action_warns_until_a_reviewer_approves_it(
     assert approved.code == 0, approved.err
     _, findings = _level(vault, repo)
     assert not any("open corrective action" in f["message"] for f in findings)
+
+
+@pytest.mark.parametrize("scenario", ["--full", "--sample=3"])
+def test_a_drill_whose_restore_failed_meets_no_recovery_time_objective(
+    repo: RepoHandle, vault: RunCli, archive: Path, tmp_path: Path, scenario: str
+) -> None:
+    """Every pack flipped: nothing restores, so nothing was timed. The record must say the
+    recovery times were not met (or not measured), never "< 1 ms PASS"."""
+    assert vault("backup", "-r", repo, archive).code == 0
+    for key in repo.keys("data/"):
+        repo.flip(key, repo.size(key) // 2)
+    target = tmp_path / "drill"
+    result = vault("drill", "-r", repo, "--target", target, scenario, "--json")
+    assert result.code == 1
+    objectives = {o["name"]: o for o in result.json()["objectives"]}
+    timed = [o for name, o in objectives.items() if "RTO" in name]
+    assert timed and all(o["result"] != "PASS" for o in timed), timed
+    assert all(o["measured_seconds"] is None for o in timed)
+    report = tmp_path / "drills.html"
+    assert vault("drill", "report", "-r", repo, "--out", report).code == 0
+    text = report.read_text()
+    assert "< 1 ms" not in text

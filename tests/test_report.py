@@ -77,7 +77,9 @@ def test_evidence_pack_covers_backups_keys_retention_checks_and_drills_without_p
     assert "<h2>Restore drills</h2>" in document
 
     for rendered in (text, document):
-        assert str(archive) not in rendered
+        # The backed-up root is named (what is backed up, from the snapshots); nothing inside it.
+        assert str(archive) in rendered
+        assert not [p for p in archive.rglob("*") if str(p) in rendered]
         assert not [i for i in _identifiers(archive) if i in rendered]
 
 

@@ -125,12 +125,18 @@ def cmd_drill(args: argparse.Namespace) -> int:
         print(
             f"  {stored['scenario']}: {len(stored['items'])} item(s), {v['files']} files, "
             f"{v['bytes'] / 1e6:.1f} MB in {stored['timing']['total_seconds']:.1f}s "
-            f"({v['throughput_bytes_per_second'] / 1e6:.1f} MB/s), every file verified"
+            f"({v['throughput_bytes_per_second'] / 1e6:.1f} MB/s)"
+            + (", every file verified" if stored["result"] == "PASS" else "")
         )
         for o in stored["objectives"]:
             print(
-                f"  {o['name']}: {o['measured_seconds']:.1f}s (target {o['target_seconds']:.0f}s) "
-                f"{o['result']}"
+                f"  {o['name']}: "
+                + (
+                    f"{o['measured_seconds']:.1f}s"
+                    if o["measured_seconds"] is not None
+                    else o.get("note", "-")
+                )
+                + f" (target {o['target_seconds']:.0f}s) {o['result']}"
             )
         for reason in stored["failure_reasons"]:
             print(f"  FAIL: {reason}")

@@ -146,9 +146,7 @@ def _print_page(st: Status, now: datetime) -> None:
         f"data key     epoch {k.current_epoch}, {k.epoch_age_seconds // 86400} days old, "
         f"{k.epoch_objects:,} objects: rotation {k.rotation}"
     )
-    print(
-        f"master key   {k.master_id}, {k.master_age_days} days old: rotation {k.master_rotation}"
-    )
+    print(f"master key   {k.master_id}, {k.master_age_days} days old: rotation {k.master_rotation}")
     slots = ", ".join(f"{n} {kind}" for kind, n in sorted(k.slots.items()))
     print(f"key slots    {slots}")
     sp = st.space

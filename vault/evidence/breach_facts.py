@@ -103,10 +103,7 @@ def fact_sheet(
             "objects they sealed.",
         ],
         headers=["slot", "kind", "held by", "created (UTC)"],
-        rows=[
-            [s["id"][:12], s["kind"], _holder(s), _day(s["created"])]
-            for s in facts.slots
-        ],
+        rows=[[s["id"][:12], s["kind"], _holder(s), _day(s["created"])] for s in facts.slots],
     )
     done = Section("What vault did", facts=_actions(facts, erase, new_epoch))
     return EvidencePack(

@@ -260,25 +260,35 @@ def run_drill(
     archive_bytes = snapshot.stats.bytes
     projected = archive_bytes / throughput if throughput else None
     age = (started_at - snapshot.time).total_seconds()
-    study_times = [r["seconds"] for r in results if r["kind"] == "study"]
+    # A recovery time is met only by a restore that succeeded: a failed or missing restore
+    # measured nothing, and must never read as "< 1 ms PASS".
+    studies = [r for r in results if r["kind"] == "study"]
+    studies_failed = any(r["result"] == "FAIL" for r in studies)
+    complete = bool(results) and not failures
     objectives = [
         _objective(
             "single-study RTO",
-            max(study_times, default=0.0),
+            max((r["seconds"] for r in studies), default=None) if not studies_failed else None,
             policy.single_study_rto_minutes * 60.0,
+            unmet="a study restore failed" if studies_failed else "",
+            unmeasured="" if studies else "no study in the sample",
         ),
         _objective(
             "full-restore RTO" + ("" if options.full else " (projected)"),
-            wall if options.full else (projected or 0.0),
+            (wall if complete else None) if options.full else (projected if complete else None),
             policy.full_restore_rto_hours * 3600.0,
+            unmet="the restore did not complete" if options.full and not complete else "",
+            unmeasured="" if complete else "nothing restored completely to project from",
         ),
         _objective("RPO (snapshot age)", age, policy.rpo_hours * 3600.0),
     ]
     for objective in objectives:
         if objective["result"] == "FAIL":
+            measured = objective["measured_seconds"]
             failures.append(
-                f"{objective['name']}: measured {objective['measured_seconds']:.0f} s, "
-                f"target {objective['target_seconds']:.0f} s"
+                f"{objective['name']}: "
+                + (f"measured {measured:.0f} s" if measured is not None else objective["note"])
+                + f", target {objective['target_seconds']:.0f} s"
             )
     key_check = None
     if options.recovery_secret is not None:
@@ -340,7 +350,20 @@ def run_drill(
     }
 
 
-def _objective(name: str, measured: float, target: float) -> dict[str, Any]:
+NOT_MEASURED = "NOT MEASURED"
+
+
+def _objective(
+    name: str, measured: float | None, target: float, *, unmet: str = "", unmeasured: str = ""
+) -> dict[str, Any]:
+    """PASS or FAIL against the target; FAIL with `unmet` when the restore it times failed;
+    NOT MEASURED (which fails nothing by itself) when there was nothing to time."""
+    if unmet:
+        return {"name": name, "measured_seconds": None, "target_seconds": target,
+                "result": "FAIL", "note": unmet}  # fmt: skip
+    if measured is None:
+        return {"name": name, "measured_seconds": None, "target_seconds": target,
+                "result": NOT_MEASURED, "note": unmeasured}  # fmt: skip
     return {
         "name": name,
         "measured_seconds": round(measured, 3),

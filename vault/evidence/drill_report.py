@@ -32,7 +32,7 @@ def summary(records: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _single_rto(record: dict[str, Any]) -> float | None:
     for objective in record["objectives"]:
-        if objective["name"] == "single-study RTO":
+        if objective["name"] == "single-study RTO" and objective["measured_seconds"] is not None:
             return float(objective["measured_seconds"])
     return None
 
@@ -47,6 +47,12 @@ def _target(record: dict[str, Any]) -> float | None:
 def as_json(records: list[dict[str, Any]], chain_head: str = "") -> str:
     doc = {"summary": summary(records), "chain_head": chain_head or None, "drills": records}
     return json.dumps(doc, indent=2) + "\n"
+
+
+def _measured(objective: dict[str, Any]) -> str:
+    if objective["measured_seconds"] is None:
+        return str(objective.get("note") or "-")
+    return _seconds(objective["measured_seconds"])
 
 
 def _seconds(value: float | None) -> str:
@@ -109,8 +115,7 @@ def as_markdown(records: list[dict[str, Any]], chain_head: str = "") -> str:
             lines.append(f"- Recovery-key check: {r['key_check']['result']}")
         lines += ["", "| objective | measured | target | result |", "|---|---|---|---|"]
         lines += [
-            f"| {o['name']} | {_seconds(o['measured_seconds'])} | {_seconds(o['target_seconds'])} "
-            f"| {o['result']} |"
+            f"| {o['name']} | {_measured(o)} | {_seconds(o['target_seconds'])} | {o['result']} |"
             for o in r["objectives"]
         ]
         lines += [
@@ -265,6 +270,21 @@ def _review(r: dict[str, Any], key: str, empty: str) -> str:
     return f"{shown} ({when})" if when else shown
 
 
+def review_summary(r: dict[str, Any]) -> str:
+    """Who reviewed a drill and whether it was approved, with dates, in one line."""
+    if not r.get("reviewer") and not r.get("approved"):
+        return "not reviewed"
+    parts = [f"by {_review(r, 'reviewer', '(reviewer not named)')}"]
+    parts.append(
+        f"approved {str(r.get('approved_at', ''))[:10]}".rstrip()
+        if r.get("approved")
+        else "not approved"
+    )
+    if r.get("witness"):
+        parts.append(f"witness {r['witness']}")
+    return ", ".join(parts)
+
+
 def _record_html(r: dict[str, Any]) -> str:
     facts = [
         ["When (UTC)", f"{r['started'][:19]} to {r['finished'][:19]}"],
@@ -293,7 +313,7 @@ def _record_html(r: dict[str, Any]) -> str:
         ["Approved", _review(r, "approved", "no")],
     ]
     objectives = [
-        [o["name"], _seconds(o["measured_seconds"]), _seconds(o["target_seconds"]), o["result"]]
+        [o["name"], _measured(o), _seconds(o["target_seconds"]), o["result"]]
         for o in r["objectives"]
     ]
     items = [

@@ -314,7 +314,7 @@ def _drill_section(records: list[dict[str, Any]], history: chain.ChainReport) ->
                 f"record #{history.head_seq}, SHA-256 {history.head_sha256} (chain {intact})",
             )
         )
-    section.headers = ["drill", "started (UTC)", "scenario", "items", "result", "reviewed"]
+    section.headers = ["drill", "started (UTC)", "scenario", "items", "result", "review"]
     section.rows = [
         [
             str(r["drill_id"])[:8],
@@ -322,7 +322,7 @@ def _drill_section(records: list[dict[str, Any]], history: chain.ChainReport) ->
             str(r["scenario"]),
             str(r["sample"]["items"]),
             str(r["result"]),
-            "yes" if r.get("approved") else "no",
+            drill_report.review_summary(r),
         ]
         for r in records[-12:]
     ]
@@ -350,7 +350,17 @@ def _scope_section(
     backup = load_backup_policy(directory) if directory else None
     sources = ", ".join(backup.sources) if backup and backup.sources else "(no backup.toml given)"
     section.facts.append(("Sources (backup.toml)", sources))
-    hosts = sorted({s.host for s in repo.snapshots()})
+    snapshots = repo.snapshots()
+    # What the snapshots really hold, beside what the policy file says they should: a source
+    # missing from the snapshots (or one no policy names) is for the reader to see.
+    backed = sorted({(s.host, p) for s in snapshots for p in s.paths})
+    section.facts.append(
+        (
+            "Backed up (from the snapshots)",
+            "; ".join(f"{host}:{path}" for host, path in backed) or "nothing yet",
+        )
+    )
+    hosts = sorted({s.host for s in snapshots})
     section.facts.append(("Hosts backed up", ", ".join(hosts) or "none yet"))
     section.facts.append(
         ("Backup schedule", f"daily at {schedule.backup_at}" if schedule else "(no schedule.toml)")

@@ -35,7 +35,7 @@ APPEND_LOCK_WAIT = 150.0
 
 _probed: weakref.WeakKeyDictionary[Storage, bool] = weakref.WeakKeyDictionary()
 
-CONDITIONAL_ENFORCED = "yes (If-None-Match, enforced: tested by writing an object twice)"
+ENFORCED = "enforced: tested by writing an object twice"
 CONDITIONAL_MISSING = (
     "no: the server does not enforce If-None-Match, so audit and drill appends take a "
     "lock scoped to their chain instead"
@@ -77,7 +77,13 @@ def capabilities(repo: Repository) -> dict[str, str]:
     except StorageError as exc:  # credentials that may only read: say so, do not fail a report
         found["conditional writes"] = f"unknown: the probe could not write ({exc})"
         return found
-    found["conditional writes"] = CONDITIONAL_ENFORCED if holds else CONDITIONAL_MISSING
+    if not holds:
+        found["conditional writes"] = CONDITIONAL_MISSING
+        return found
+    # The backend's own words for how (exclusive create; If-None-Match), then the proof.
+    how = found.get("conditional writes", "")
+    how = how if how.startswith("yes") else "yes (If-None-Match)"
+    found["conditional writes"] = f"{how}, {ENFORCED}"
     return found
 
 
