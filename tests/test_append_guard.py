@@ -12,6 +12,7 @@ import pytest
 
 from tests.conftest import PASSWORD, RunCli, fresh_s3_url
 from tests.faultproxy import Fault, FaultProxy
+from tests.repos import RepoHandle
 from tests.s3server import ADMIN, S3Server
 from vault.errors import ObjectExists
 from vault.format import layout
@@ -22,6 +23,10 @@ from vault.storage import open_storage
 
 APPENDERS = 3
 EACH = 4
+
+
+def _open_local(repo: RepoHandle) -> Repository:
+    return repo.open(PASSWORD)
 
 
 def _open(url: str) -> Repository:
@@ -96,3 +101,74 @@ def test_racing_appenders_lose_no_record_when_the_server_ignores_if_none_match(
     assert len(log.events) == before + APPENDERS * EACH
     # The append locks are gone once the appends are done.
     assert not list(repos[0].storage.list(layout.LOCKS))
+
+
+def _foreign_append_lock(repo: Repository, *, minutes_old: float) -> str:
+    """An append lock written by a client on another host whose clock is `minutes_old` behind
+    (or which stopped refreshing that long ago): what a waiting appender meets."""
+    import json
+    from datetime import UTC, datetime, timedelta
+
+    from vault import ids
+    from vault.format import sealing
+
+    lock_id = ids.new_id()
+    doc = {
+        "version": 1, "host": "another-host", "pid": 4242, "exclusive": True,
+        "time": (datetime.now(UTC) - timedelta(minutes=minutes_old)).isoformat(),
+        "operation": "audit append", "scope": layout.AUDIT,
+    }  # fmt: skip
+    blob = sealing.seal(repo.keyring, sealing.Kind.LOCK, lock_id, json.dumps(doc).encode())
+    repo.storage.put(layout.lock(lock_id), blob)
+    return lock_id
+
+
+def test_an_append_lock_is_never_judged_stale_by_another_host_s_clock(
+    repo: RepoHandle, vault: RunCli
+) -> None:
+    from datetime import UTC, datetime
+    from socket import gethostname
+
+    from vault.repo.lock import list_locks
+
+    opened = _open_local(repo)
+    _foreign_append_lock(opened, minutes_old=3)
+    (held,) = list_locks(opened.storage, opened.keyring)
+    assert held.scope == layout.AUDIT
+    assert not held.is_stale(datetime.now(UTC), gethostname())
+
+
+def test_an_append_lock_that_stops_changing_is_removed_and_the_append_goes_on(
+    repo: RepoHandle, vault: RunCli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every client takes the append lock once the repository says so; a lock whose holder
+    died on another host (never refreshed again) stops blocking after SCOPED_STALE of the
+    waiting client's own time (shortened here)."""
+    from datetime import timedelta
+
+    from vault.repo import jobstate
+
+    opened = _open_local(repo)
+    jobstate.save(opened, jobstate.APPEND_LOCK, {"found": "test"})
+    dead = _foreign_append_lock(opened, minutes_old=0)
+    monkeypatch.setattr(append_guard, "SCOPED_STALE", timedelta(seconds=0.3))
+    event = audit.record(opened, "test-append", result="PASS")
+    assert event.seq >= 1
+    assert layout.lock(dead) not in repo.keys(layout.LOCKS)
+    assert repo.keys(layout.LOCKS) == []
+
+
+def test_re_encryption_keeps_a_live_append_lock_readable(repo: RepoHandle, vault: RunCli) -> None:
+    """The exclusive repository lock of a re-encryption does not exclude appends, so a live
+    append lock sealed under the epoch being destroyed is resealed, not deleted."""
+    from vault.repo.lock import Lock, list_locks
+
+    opened = _open_local(repo)
+    held = Lock(opened.storage, opened.keyring, exclusive=True, operation="t", scope=layout.AUDIT)
+    held.acquire()
+    try:
+        assert vault("key", "rotate", "--reencrypt", "-r", repo).code == 0
+        after = _open_local(repo)
+        assert [lk.id for lk in list_locks(after.storage, after.keyring)] == [held.id]
+    finally:
+        held.release()

@@ -134,9 +134,12 @@ def test_a_compromised_master_key_replaces_it_every_slot_and_every_data_key(
     assert vault("key", "add", "-r", repo, "--new-password-file", colleague).code == 0
     assert vault("backup", "-r", repo, archive).code == 0
     new_recovery_file = tmp_path / "new-recovery.txt"
+    new_passphrase = tmp_path / "new-pw"
+    new_passphrase.write_text("a brand new passphrase nobody saw 91\n")
+    new_passphrase.chmod(0o600)
     done = vault(
         "key", "compromised", "--master", "-r", repo, "--json",
-        "--recovery-key-file", new_recovery_file,
+        "--recovery-key-file", new_recovery_file, "--new-password-file", new_passphrase,
     )  # fmt: skip
     assert done.code == 0, done.err
     assert done.json()["facts"]["scope"] == "master"
@@ -146,14 +149,56 @@ def test_a_compromised_master_key_replaces_it_every_slot_and_every_data_key(
     assert vault("snapshots", "-r", repo, password=old_recovery).code == 12
     assert vault("snapshots", "-r", repo, password="a colleague's long passphrase 7").code == 12
     assert vault("snapshots", "-r", repo, password=new_recovery).code == 0
-    listing = vault("key", "list", "-r", repo, "--json").json()
+    # The secret that reported it may be the leaked one: it opens nothing any more.
+    assert vault("snapshots", "-r", repo).code == 12
+    new = "a brand new passphrase nobody saw 91"
+    assert vault("snapshots", "-r", repo, password=new).code == 0
+    listing = vault("key", "list", "-r", repo, "--json", password=new).json()
     masters = listing["master_keys"]
     assert [(m["id"], m["state"]) for m in masters] == [(1, "compromised"), (2, "current")]
     assert masters[0]["compromised"] and masters[0]["deactivated"]
     assert [e["state"] for e in listing["epochs"]] == ["destroyed", "current"]
     out = tmp_path / "out"
-    assert vault("restore", "latest", "-r", repo, "--target", out, "--verify").code == 0
+    restored = vault("restore", "latest", "-r", repo, "--target", out, "--verify", password=new)
+    assert restored.code == 0
     assert describe_tree(out / archive.relative_to("/")) == describe_tree(archive)
+
+
+def test_a_workflow_interrupted_at_any_step_stays_a_fail_until_finished(
+    repo: RepoHandle, vault: RunCli, archive: Path
+) -> None:
+    """Killed after the marking, during the re-encryption (epochs `retiring`), or with
+    --master after the master key was replaced but before the marking: status names the
+    command that finishes it, and that command clears the FAIL."""
+    assert vault("backup", "-r", repo, archive).code == 0
+    opened = repo.open(PASSWORD)
+    compromise.mark_compromised(opened, {1}, datetime.now(UTC).isoformat(timespec="seconds"))
+    opened.keyring.set_state({1}, "retiring")  # the state re-encryption's first step saves
+    opened.save_keyring()
+    doc = vault("status", "-r", repo, "--json").json()
+    (finding,) = [f for f in doc["findings"] if "reported compromised" in f["message"]]
+    assert finding["level"] == "FAIL" and "vault key rotate --reencrypt" in finding["message"]
+    assert vault("key", "rotate", "--reencrypt", "-r", repo).code == 0
+    assert not any(
+        "compromised" in f["message"]
+        for f in vault("status", "-r", repo, "--json").json()["findings"]
+    )
+
+
+def test_a_master_rotation_for_a_compromise_flags_every_older_epoch(
+    repo: RepoHandle, vault: RunCli, archive: Path
+) -> None:
+    from vault.jobs.rotate import rotate_master
+    from vault.repo.keys import Secret
+
+    assert vault("backup", "-r", repo, archive).code == 0
+    opened = repo.open(PASSWORD)
+    rotate_master(opened, Secret.from_passphrase(PASSWORD), compromised=True)
+    doc = vault("status", "-r", repo, "--json").json()
+    assert doc["keys"]["compromised_epochs"] == [1]
+    assert any("vault key retire 1" in f["message"] for f in doc["findings"])
+    assert vault("key", "retire", "1", "-r", repo).code == 0
+    assert vault("status", "-r", repo, "--json").json()["keys"]["compromised_epochs"] == []
 
 
 def test_the_compromised_key_must_be_named_and_still_exist(repo: RepoHandle, vault: RunCli) -> None:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import socket
 import sys
 from pathlib import Path
 
+from vault.cli import secrets_input
 from vault.cli.key_workflows import (
     Erase,
     exclusive,
@@ -17,10 +19,11 @@ from vault.cli.key_workflows import (
     run_reencrypt,
 )
 from vault.cli.output import emit_json
-from vault.cli.support import open_with_secret, opt, record_audit
+from vault.cli.support import open_repo, opt, record_audit
 from vault.errors import UsageError
 from vault.evidence import breach_facts, pack_render
 from vault.jobs import compromise
+from vault.repo.keys import Secret
 from vault.whoami import os_user
 
 HELP = (
@@ -50,6 +53,12 @@ def add_arguments(kp: argparse.ArgumentParser, certificate_help: str, recovery_h
         help="write the breach-assessment fact sheet to FILE (HTML; Markdown if FILE ends in "
         ".md); it is always recorded in the audit log",
     )
+    kp.add_argument(
+        "--new-password-file",
+        metavar="FILE",
+        help="with --master: the new passphrase for your slot (asked for when not given); the "
+        "secret you opened with may be the leaked one, so it is not kept",
+    )
     kp.add_argument("--certificate", metavar="FILE", help=certificate_help)
     kp.add_argument("--recovery-key-file", metavar="FILE", help="with --master: " + recovery_help)
 
@@ -59,19 +68,26 @@ def cmd_key_compromised(args: argparse.Namespace) -> int:
         raise UsageError(
             "name the compromised key: a data-key EPOCH (`vault key list`), or --master"
         )
-    if args.recovery_key_file and not args.master:
+    if (args.recovery_key_file or args.new_password_file) and not args.master:
         raise UsageError(
-            "--recovery-key-file goes with --master (only it issues a new recovery key)"
+            "--recovery-key-file and --new-password-file go with --master (only it replaces "
+            "every secret)"
         )
-    repo, secret = open_with_secret(args)
+    _check_writable(args.fact_sheet)
+    repo = open_repo(args)
     require_second_factor(args, repo)
+    new_secret = None
+    if args.master:
+        # Every secret that opened the old master key may be the leaked one, the caller's too.
+        new_secret = Secret.from_passphrase(secrets_input.new_passphrase(args.new_password_file))
     with exclusive(repo, "key compromised") as held:
         epochs = compromise.epochs_to_report(repo, args.epoch, master=args.master)
         facts = compromise.assess(repo, epochs, master=args.master)
         rotation = None
         if args.master:
             # First, so that the epoch the marking starts is kept only under the new master key.
-            rotation = run_master_rotation(args, repo, secret, compromised=True, held=held)
+            assert new_secret is not None
+            rotation = run_master_rotation(args, repo, new_secret, compromised=True, held=held)
         compromise.mark_compromised(repo, epochs, facts.reported)
         held.reseal(repo.keyring)
         record_audit(
@@ -127,3 +143,14 @@ def cmd_key_compromised(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 0
+
+
+def _check_writable(fact_sheet: str | None) -> None:
+    """Refuse a fact-sheet path that cannot be written before the workflow starts, not after
+    an hour of re-encryption."""
+    if not fact_sheet:
+        return
+    path = Path(fact_sheet)
+    parent = path.parent if str(path.parent) else Path(".")
+    if path.is_dir() or not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise UsageError(f"cannot write the fact sheet to {path}: no such writable directory")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import stat
 import sys
 from pathlib import Path
 from typing import TextIO
@@ -65,6 +66,12 @@ class RecoveryKeyOutput:
         assert self.stream is not None
         for line in (heading, "", f"    {key}", ""):
             print(line, file=self.stream)
+        # Out of the process now: hours of work (a re-encryption) may follow, and a kill or a
+        # power cut must not take the only copy with it. A redirect to a file is synced too.
+        self.stream.flush()
+        with contextlib.suppress(OSError, ValueError):
+            if stat.S_ISREG(os.fstat(self.stream.fileno()).st_mode):
+                os.fsync(self.stream.fileno())
 
     def abandon(self) -> None:
         """The key was never made: remove the empty file."""

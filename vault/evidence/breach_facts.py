@@ -88,6 +88,11 @@ def fact_sheet(
             for s in facts.snapshots
         ],
     )
+    if facts.unreadable_catalogs:
+        sealed.text.append(
+            "The study catalogs of these snapshots cannot be read (damaged), so their studies "
+            "are not counted above: " + ", ".join(s[:12] for s in facts.unreadable_catalogs)
+        )
     if facts.study_catalog_ids:
         sealed.text.append(
             "Study catalog ids (resolve them with `vault studies` under the practice's access "
@@ -134,18 +139,28 @@ def _actions(
         steps.append(
             (
                 "Master key",
-                "replaced; every key slot was removed and a new recovery key issued, so the old "
-                "passphrases, key files and recovery key open nothing",
+                "replaced; every key slot was removed, the reporter's own re-made with a new "
+                "passphrase, and a new recovery key issued, so the old passphrases, key files and "
+                "recovery key open nothing. The chunk-id MAC key and chunker seed in the keyring "
+                "are not replaced: with the old master key one can still tell whether known file "
+                "contents are stored (from object names), but not read them",
             )
         )
     if erase is None:
         steps.append(("Re-encryption", "not run yet: run `vault key rotate --reencrypt`"))
         return steps
+    complete = erase["verdict"] == "complete"
     steps.append(
         (
             "Re-encryption and erase",
             f"erase certificate {erase['certificate_id']}, verdict {erase['verdict']}: everything "
-            "the key sealed was rewritten under the new epoch and the key destroyed",
+            "the key sealed was rewritten under the new epoch and the key destroyed"
+            + (
+                ""
+                if complete
+                else "; but copies that still hold the key remain in the storage (below), so "
+                "the erase is not complete"
+            ),
         )
     )
     for item in erase.get("not_erased", []):

@@ -271,14 +271,16 @@ def run_drill(
             max((r["seconds"] for r in studies), default=None) if not studies_failed else None,
             policy.single_study_rto_minutes * 60.0,
             unmet="a study restore failed" if studies_failed else "",
-            unmeasured="" if studies else "no study in the sample",
+            unmeasured="no study in the sample" if results else "nothing was restored",
         ),
         _objective(
             "full-restore RTO" + ("" if options.full else " (projected)"),
             (wall if complete else None) if options.full else (projected if complete else None),
             policy.full_restore_rto_hours * 3600.0,
             unmet="the restore did not complete" if options.full and not complete else "",
-            unmeasured="" if complete else "nothing restored completely to project from",
+            unmeasured="no data restored to project from"
+            if complete
+            else "nothing restored completely to project from",
         ),
         _objective("RPO (snapshot age)", age, policy.rpo_hours * 3600.0),
     ]

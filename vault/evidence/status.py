@@ -21,7 +21,7 @@ from vault.format.pack import BlobType
 from vault.format.snapshot import Snapshot
 from vault.policy.files import DrillPolicy, KeyPolicy
 from vault.repo import chain, jobstate
-from vault.repo.keyring import COMPROMISED, DESTROYED
+from vault.repo.keyring import DESTROYED, RETIRING
 from vault.repo.keys import weak_slot
 from vault.repo.keyusage import epoch_usage
 from vault.repo.lock import LockInfo, list_locks
@@ -50,11 +50,13 @@ class KeyStatus:
     weak_slots: list[str] = field(default_factory=list)  # ids of test-strength passphrase slots
     # Reported compromised and not yet re-encrypted away (an interrupted `key compromised`).
     compromised_epochs: list[int] = field(default_factory=list)
+    retiring: bool = False  # a re-encryption was interrupted
     master_id: int = 1
     master_created: str = ""
     master_age_days: int = 0
     master_rotation: str = OK  # ok | due soon | overdue (a WARN: see docs/status.md)
     master_max_days: int = 365
+    master_inferred: bool = False  # created before vault recorded master keys: age is a bound
 
 
 @dataclass(frozen=True)
@@ -145,12 +147,14 @@ def key_status(repo: Repository, policy: KeyPolicy, now: datetime) -> KeyStatus:
     elif master_age >= policy.max_master_age_days - policy.warn_days:
         master_rotation = DUE_SOON
     return KeyStatus(
-        compromised_epochs=[e.id for e in repo.keyring.epochs if e.state == COMPROMISED],
+        compromised_epochs=[e.id for e in repo.keyring.exposed_epochs()],
+        retiring=any(e.state == RETIRING for e in repo.keyring.epochs),
         master_id=master.id,
         master_created=master.created,
         master_age_days=master_age,
         master_rotation=master_rotation,
         master_max_days=policy.max_master_age_days,
+        master_inferred=master.inferred,
         current_epoch=current.id,
         epoch_created=current.created,
         epoch_age_seconds=age,
@@ -302,12 +306,17 @@ def _judge(st: Status, now: datetime, frequency_days: int) -> list[Finding]:
         for reason in st.keys.reasons:
             found.append(Finding("keys", level, f"{reason}: run `vault key rotate`"))
     for epoch in st.keys.compromised_epochs:
+        finish = (
+            "`vault key rotate --reencrypt` resumes the interrupted re-encryption"
+            if st.keys.retiring
+            else f"finish it with `vault key retire {epoch}`"
+        )
         found.append(
             Finding(
                 "keys",
                 LEVEL_FAIL,
-                f"key epoch {epoch} was reported compromised and still seals data (the workflow "
-                "was interrupted): finish it with `vault key rotate --reencrypt`",
+                f"key epoch {epoch} was reported compromised (itself or with the master key) and "
+                f"still exists: {finish}",
             )
         )
     if st.keys.master_rotation != OK:
@@ -317,8 +326,14 @@ def _judge(st: Status, now: datetime, frequency_days: int) -> list[Finding]:
             Finding(
                 "keys",
                 LEVEL_WARN,
-                f"the master key is {st.keys.master_age_days} days old (policy: "
-                f"{st.keys.master_max_days}): plan `vault key rotate --master`",
+                f"the master key is {'up to ' if st.keys.master_inferred else ''}"
+                f"{st.keys.master_age_days} days old (policy: {st.keys.master_max_days}"
+                + (
+                    "; its creation was not recorded, so this counts from the first data key"
+                    if st.keys.master_inferred
+                    else ""
+                )
+                + "): plan `vault key rotate --master`",
             )
         )
     for lk, stale in st.locks:

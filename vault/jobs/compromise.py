@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from vault.errors import UsageError
+from vault.errors import DAMAGE, IntegrityError, ObjectNotFound, UsageError
 from vault.format import layout, sealing
 from vault.format.tree import DIR, FILE
 from vault.repo.keyring import DESTROYED
@@ -54,6 +54,7 @@ class ExposureFacts:
     slots: list[dict[str, str]] = field(default_factory=list)
     first_snapshot: str = ""
     last_snapshot: str = ""
+    unreadable_catalogs: list[str] = field(default_factory=list)  # snapshots: studies unknown
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -69,6 +70,7 @@ class ExposureFacts:
             "slots": self.slots,
             "first_snapshot": self.first_snapshot,
             "last_snapshot": self.last_snapshot,
+            "unreadable_catalogs": self.unreadable_catalogs,
         }
 
 
@@ -116,12 +118,21 @@ def assess(repo: Repository, epoch_ids: set[int], *, master: bool) -> ExposureFa
                 sealed_snapshots.add(layout.id_of(key))
     facts.objects = dict(sorted(kinds.items()))
     studies: set[str] = set()
+    memo: dict[str, bool] = {}  # tree id -> holds exposed data (trees are shared by snapshots)
     for snapshot in repo.snapshots():
         reasons = []
         if snapshot.id in sealed_snapshots:
             reasons.append("snapshot record")
-        if _holds_data_in(repo, snapshot.tree, exposed_packs):
-            reasons.append("file data or directory listings")
+        try:
+            if _holds_data_in(repo, snapshot.tree, exposed_packs, memo):
+                reasons.append("file data or directory listings")
+        except (
+            IntegrityError,
+            ObjectNotFound,
+            RecursionError,
+        ):  # RecursionError: a hostile tree nested past the stack
+            # A damaged repository is where a compromise is reported: a fact, not a stop.
+            reasons.append("unknown: its trees cannot be read (damaged), so it may hold data")
         if not reasons:
             continue
         facts.snapshots.append(
@@ -133,7 +144,11 @@ def assess(repo: Repository, epoch_ids: set[int], *, master: bool) -> ExposureFa
                 "sealed": reasons,
             }
         )
-        catalog = repo.load_catalog(snapshot)
+        try:
+            catalog = repo.load_catalog(snapshot)
+        except DAMAGE:
+            facts.unreadable_catalogs.append(snapshot.id)
+            continue
         if catalog is not None:
             studies.update(s.catalog_id for s in catalog.studies.values())
     facts.study_catalog_ids = sorted(studies)
@@ -151,28 +166,29 @@ def assess(repo: Repository, epoch_ids: set[int], *, master: bool) -> ExposureFa
     return facts
 
 
-def _holds_data_in(repo: Repository, root: str, packs: set[str]) -> bool:
-    """Whether any tree or chunk reachable from `root` lives in one of `packs`."""
+def _holds_data_in(repo: Repository, tree_id: str, packs: set[str], memo: dict[str, bool]) -> bool:
+    """Whether the tree or anything reachable from it lives in one of `packs`; each tree is
+    judged once however many snapshots share it (`memo`)."""
     if not packs:
         return False
-    pending, seen = [root], set()
-    while pending:
-        tree_id = pending.pop()
-        if tree_id in seen:
-            continue
-        seen.add(tree_id)
-        location = repo.index.lookup(bytes.fromhex(tree_id))
-        if location is not None and location.pack.id in packs:
-            return True
-        for node in repo.load_tree(tree_id).nodes:
-            if node.type == DIR and node.subtree:
-                pending.append(node.subtree)
-            elif node.type == FILE:
-                for chunk in node.chunks:
-                    found = repo.index.lookup(bytes.fromhex(chunk))
-                    if found is not None and found.pack.id in packs:
-                        return True
-    return False
+    known = memo.get(tree_id)
+    if known is not None:
+        return known
+    location = repo.index.lookup(bytes.fromhex(tree_id))
+    found = location is not None and location.pack.id in packs
+    nodes = [] if found else repo.load_tree(tree_id).nodes
+    for node in nodes:
+        if node.type == DIR and node.subtree:
+            found = _holds_data_in(repo, node.subtree, packs, memo)
+        elif node.type == FILE:
+            found = any(
+                (hit := repo.index.lookup(bytes.fromhex(c))) is not None and hit.pack.id in packs
+                for c in node.chunks
+            )
+        if found:
+            break
+    memo[tree_id] = found
+    return found
 
 
 def mark_compromised(repo: Repository, epoch_ids: set[int], when: str) -> None:

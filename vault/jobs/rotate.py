@@ -20,9 +20,10 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
-from vault.errors import DAMAGE, IntegrityError, UsageError
+from vault.errors import DAMAGE, IntegrityError, ObjectNotFound, UsageError
 from vault.format import crypto, layout, sealing
 from vault.format.index import PackInfo
 from vault.format.pack import PackEntry, parse_header
@@ -175,12 +176,27 @@ def _reseal_objects(repo: Repository, targets: set[int], result: ReencryptResult
         if epoch not in targets:
             continue
         if key.startswith(layout.LOCKS):
-            repo.storage.delete(key)  # we hold the exclusive lock: any other lock is stale
+            _reseal_or_drop_lock(repo, key)
             continue
         payload = repo.open_object(sealing.Kind(kind), key)
         level = repo.config.zstd_level if kind == sealing.Kind.SNAPSHOT else 0
         repo.put(key, repo.seal(sealing.Kind(kind), layout.id_of(key), payload, level))
         result.objects_resealed += 1
+
+
+def _reseal_or_drop_lock(repo: Repository, key: str) -> None:
+    """A lock under a retiring epoch: we hold the exclusive lock, so any repository lock is
+    stale and goes. An append lock (vault.repo.append_guard) is not excluded by ours and may be
+    live: it is resealed under the current epoch, so other appenders can still read it."""
+    try:
+        payload = repo.open_object(sealing.Kind.LOCK, key)
+        scoped = bool(json.loads(payload).get("scope"))
+    except (IntegrityError, ObjectNotFound, ValueError, AttributeError):
+        scoped = False
+    if scoped:
+        repo.storage.put(key, repo.seal(sealing.Kind.LOCK, layout.id_of(key), payload))
+    else:
+        repo.storage.delete(key)
 
 
 def _delete_retired_packs(repo: Repository, targets: set[int], result: ReencryptResult) -> None:

@@ -11,6 +11,13 @@ if_absent, writes it again with if_absent, and deletes it. A second write that s
 backend that says it checks then writes, means appends must be serialised another way: by a
 lock scoped to the chain (vault.repo.lock), which needs no conditional write. The probe costs
 three requests once per process and storage; its payload is not a lock, so lock readers skip it.
+A client that finds the condition ignored records that in the repository (state/append-lock),
+and every client then takes the lock, whatever its own probe says: clients may reach the server
+by different paths (one through a proxy that strips the header).
+
+What this cannot cover: vault clients older than this scheme (they neither probe nor lock), and
+a server that accepts the condition but enforces it non-atomically (the probe's two sequential
+writes cannot tell that from a correct one).
 """
 
 from __future__ import annotations
@@ -21,11 +28,13 @@ import random
 import time
 import weakref
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 from vault import ids
 from vault.errors import ObjectExists, RepositoryLocked, StorageError, VaultError
 from vault.format import layout, sealing
-from vault.repo.lock import Lock
+from vault.repo import jobstate
+from vault.repo.lock import SCOPED_STALE, Lock
 from vault.repo.repository import Repository
 from vault.storage import Storage
 
@@ -56,7 +65,8 @@ def _probe(repo: Repository) -> bool:
     key = layout.lock(probe_id)
     payload = json.dumps({"probe": "conditional write"}).encode()
     blob = sealing.seal(repo.keyring, sealing.Kind.LOCK, probe_id, payload)
-    repo.storage.put(key, blob, if_absent=True)
+    with contextlib.suppress(ObjectExists):  # a retried first write that had landed
+        repo.storage.put(key, blob, if_absent=True)
     try:
         try:
             repo.storage.put(key, blob, if_absent=True)
@@ -67,6 +77,19 @@ def _probe(repo: Repository) -> bool:
         # The answer stands even if the delete fails; `vault unlock` removes a probe left over.
         with contextlib.suppress(StorageError):
             repo.storage.delete(key)
+
+
+def _needs_lock(repo: Repository) -> bool:
+    if not conditional_writes_hold(repo):
+        if jobstate.load(repo, jobstate.APPEND_LOCK) is None:
+            with contextlib.suppress(VaultError):  # the lock is taken anyway; others learn later
+                jobstate.save(repo, jobstate.APPEND_LOCK, {"found": _now()})
+        return True
+    return jobstate.load(repo, jobstate.APPEND_LOCK) is not None
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def capabilities(repo: Repository) -> dict[str, str]:
@@ -91,17 +114,28 @@ def capabilities(repo: Repository) -> dict[str, str]:
 def serialised(repo: Repository, prefix: str, *, operation: str) -> Iterator[None]:
     """Hold what makes an append to `prefix` safe: nothing where the server enforces
     put-if-absent, otherwise the chain's append lock (waiting for another client's)."""
-    if conditional_writes_hold(repo):
+    if not _needs_lock(repo):
         yield
         return
     deadline = time.monotonic() + APPEND_LOCK_WAIT
     delay = 0.05
+    # When each blocking lock was first seen in the state it is in: one that never changes
+    # (its holder stopped refreshing it) is stale after SCOPED_STALE of this machine's time.
+    first_seen: dict[tuple[str, datetime], float] = {}
     while True:
         lock = Lock(repo.storage, repo.keyring, exclusive=True, operation=operation, scope=prefix)
         try:
             lock.acquire()
             break
         except RepositoryLocked as busy:
+            now = time.monotonic()
+            for other in lock.blocking:
+                seen = first_seen.setdefault((other.id, other.time), now)
+                if now - seen >= SCOPED_STALE.total_seconds():
+                    # Unchanged for longer than any refresh interval: its holder is gone.
+                    with contextlib.suppress(StorageError):
+                        repo.storage.delete(layout.lock(other.id))
+                    delay = 0.0
             if time.monotonic() >= deadline:
                 raise VaultError(
                     f"could not append to {prefix.rstrip('/')}: another client has held its "
@@ -113,4 +147,7 @@ def serialised(repo: Repository, prefix: str, *, operation: str) -> Iterator[Non
     try:
         yield
     finally:
-        lock.release()
+        # The append is done (or failed for its own reason, which must not be masked): a lock
+        # that cannot be removed now is removed by `vault unlock`, or seen as stale.
+        with contextlib.suppress(VaultError):
+            lock.release()

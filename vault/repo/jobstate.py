@@ -21,6 +21,10 @@ CHECK = "check"  # the last `vault check`: time, outcome, and where the data rot
 BREAK_GLASS = "break-glass"
 # The policy files the scheduler last ran with (name -> SHA-256): a change is an audit event.
 POLICIES = "policies"
+# Set once a client found that the storage does not enforce put-if-absent: from then on every
+# client serialises chain appends with the append lock, even one whose own probe passed (it may
+# reach the server by another path than the client that found it).
+APPEND_LOCK = "append-lock"
 
 
 def load(repo: Repository, name: str) -> dict[str, Any] | None:

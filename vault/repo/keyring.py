@@ -33,7 +33,9 @@ DEACTIVATED = "deactivated"
 RETIRING = "retiring"
 COMPROMISED = "compromised"
 DESTROYED = "destroyed"
-# Written by vault before the SP 800-57 names: read as what it always meant.
+# "deactivated" is stored under the name vault used before the SP 800-57 names, "active": a
+# reader that predates them then still counts those epochs in a re-encryption.
+_STORED_STATES = {DEACTIVATED: "active"}
 _LEGACY_STATES = {"active": DEACTIVATED}
 EPOCH_STATES = (CURRENT, DEACTIVATED, RETIRING, COMPROMISED, DESTROYED)
 
@@ -131,6 +133,15 @@ class Keyring:
             )
         return "which this keyring no longer holds (destroyed by re-encryption)"
 
+    def exposed_epochs(self) -> list[Epoch]:
+        """Keys reported compromised that still exist: marked compromised (or already retiring
+        for it), or held in a keyring sealed under a compromised master key, which exposed
+        every epoch it held. An interrupted compromise workflow leaves these."""
+        ends = [m.compromised for m in self.masters if m.compromised]
+        return [
+            e for e in self.live_epochs() if e.compromised or any(e.created < end for end in ends)
+        ]
+
     def live_epochs(self) -> list[Epoch]:
         return [e for e in self.epochs if e.state != DESTROYED]
 
@@ -214,6 +225,8 @@ class Keyring:
             masters = [_master_from(m) for m in doc.get("masters", [])] or [
                 MasterRecord(1, min(e.created for e in epochs), CURRENT, inferred=True)
             ]
+            if sum(m.state == CURRENT for m in masters) != 1:
+                raise ValueError("not exactly one current master key")
             return cls(
                 master_key=master_key,
                 mac_key=_unb64(doc["mac_key"]),
@@ -242,7 +255,11 @@ def _epoch_from(e: dict[str, Any]) -> Epoch:
 
 
 def _epoch_json(e: Epoch) -> dict[str, Any]:
-    doc: dict[str, Any] = {"id": e.id, "created": e.created, "state": e.state}
+    doc: dict[str, Any] = {
+        "id": e.id,
+        "created": e.created,
+        "state": _STORED_STATES.get(e.state, e.state),
+    }
     doc["key"] = _b64(e.key) if e.key else None
     if e.retired:
         doc["retired"] = e.retired

@@ -11,7 +11,9 @@ for one.
 A scoped lock (scope = a chain prefix such as "audit/") is exclusive among locks of the same
 scope only and invisible to repository locks: it serialises appends to one chain on a server
 that ignores If-None-Match, without waiting for a backup's shared lock to end. It lives seconds,
-so it is refreshed every SCOPED_REFRESH and stale after SCOPED_STALE. Clients that predate
+so it is refreshed every SCOPED_REFRESH; it is stale when its holder is known dead on this host,
+or once a waiting client has seen it unchanged for SCOPED_STALE by its own clock (never by the
+holder's timestamp, which another host's clock skew would make wrong). Clients that predate
 scopes read it as an exclusive lock and back off for those seconds, the safe misreading.
 """
 
@@ -50,7 +52,10 @@ class LockInfo:
     scope: str = ""  # a chain prefix for an append lock; "" for a repository lock
 
     def is_stale(self, now: datetime, this_host: str) -> bool:
-        if now - self.time > (SCOPED_STALE if self.scope else STALE):
+        # An append lock lives seconds: judged by its age, a few minutes of clock skew between
+        # hosts would let a second appender in. It is stale only when its holder is known dead
+        # here, or (vault.repo.append_guard) when it stopped changing for SCOPED_STALE.
+        if not self.scope and now - self.time > STALE:
             return True
         return self.host == this_host and not _process_alive(self.pid)
 
@@ -147,6 +152,7 @@ class Lock:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.stale_seen: list[LockInfo] = []
+        self.blocking: list[LockInfo] = []  # the live conflicting locks the last acquire met
 
     def _write(self) -> None:
         doc = {
@@ -185,6 +191,7 @@ class Lock:
             blocking = self._conflicts()
             if blocking:
                 self._storage.delete(layout.lock(self.id))
+        self.blocking = blocking
         if blocking:
             raise RepositoryLocked(
                 f"repository is locked: {blocking[0].describe(self._now())}; "
