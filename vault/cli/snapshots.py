@@ -30,7 +30,7 @@ from vault.format.snapshot import Snapshot
 from vault.format.tree import DIR, FILE, SYMLINK
 from vault.jobs.backup import BackupOptions, BackupResult, backup
 from vault.jobs.restore.restorer import RestoreOptions, restore, walk
-from vault.jobs.studies import StudyFilter, parse_date, select_studies
+from vault.jobs.studies import StudyFilter, file_sets_of, parse_date, select_studies
 from vault.policy.files import KeyPolicy, load_key_policy, policy_dir
 from vault.repo import lock
 from vault.repo.repository import Repository
@@ -182,9 +182,10 @@ def _report_backup(
         )
     catalog = result.catalog
     for path in catalog.unparseable if catalog else []:
+        assert catalog is not None
+        why = catalog.unparseable_reasons.get(path, "its header cannot be parsed")
         print(
-            f"vault: warning: {path} looks like DICOM but its header cannot be read; "
-            "saved byte for byte, but it is in no study",
+            f"vault: warning: {path} is DICOM but {why}: saved byte for byte, in no study",
             file=sys.stderr,
         )
     if opt(args, "json"):
@@ -204,7 +205,12 @@ def _report_backup(
                 "errors": [asdict(p) for p in result.errors],
                 "changed_during_read": [asdict(p) for p in result.unstable],
                 "studies": len(catalog.studies) if catalog else 0,
-                "unparseable_dicom": list(catalog.unparseable) if catalog else [],
+                "unparseable_dicom": [
+                    {"path": p, "reason": catalog.unparseable_reasons.get(p, "")}
+                    for p in catalog.unparseable
+                ]
+                if catalog
+                else [],
                 "requests": requests,
                 "outcome": "FAIL" if result.errors else "PASS",
             }
@@ -216,8 +222,13 @@ def _report_backup(
             f"  resumed: {result.packs_adopted} pack(s) uploaded by an interrupted run were "
             "indexed instead of sent again"
         )
-    if catalog and catalog.studies:
-        print(f"  DICOM studies: {len(catalog.studies)} (vault studies lists them)")
+    if catalog and (catalog.studies or catalog.unparseable):
+        unread = (
+            f"; {len(catalog.unparseable)} DICOM file(s) in no study (warnings above)"
+            if catalog.unparseable
+            else ""
+        )
+        print(f"  DICOM studies: {len(catalog.studies)} (vault studies lists them){unread}")
     print(
         f"  files: {st.files} ({st.files_new} new, {st.files_changed} changed, "
         f"{st.files_unchanged} unchanged), {st.dirs} directories, {human_bytes(st.bytes)}"
@@ -356,7 +367,12 @@ def cmd_restore(args: argparse.Namespace) -> int:
     repo = open_repo(args)
     snapshot = repo.find_snapshot(args.snapshot)
     studies = select_studies(repo, snapshot, args.study, query) if args.study or query else []
-    includes = tuple(args.include) + tuple(path for s in studies for path in s.files)
+    catalog = repo.load_catalog(snapshot) if studies else None
+    with_sets, left_out = file_sets_of(catalog, studies) if catalog else ([], [])
+    left_out = [p for p in left_out if p not in args.include]
+    includes = (
+        tuple(args.include) + tuple(path for s in studies for path in s.files) + tuple(with_sets)
+    )
     verify = args.verify or bool(studies)
     options = RestoreOptions(Path(args.target), includes, args.overwrite, verify)
     started = datetime.now(UTC)
@@ -385,6 +401,14 @@ def cmd_restore(args: argparse.Namespace) -> int:
     seconds = max((datetime.now(UTC) - started).total_seconds(), 1e-9)
     for path, reason in result.problems:
         print(f"vault: error: {path}: {reason}", file=sys.stderr)
+    if left_out and not opt(args, "json"):
+        print(
+            f"vault: note: left out {len(left_out)} DICOMDIR file(s) ({left_out[0]}"
+            + (", …" if len(left_out) > 1 else "")
+            + "): it lists studies not restored, so it would name missing files; "
+            "`--include PATH` restores it anyway",
+            file=sys.stderr,
+        )
     if opt(args, "json"):
         emit_json(
             {
@@ -400,6 +424,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
                 "verified_files": result.verified if verify else None,
                 "duration_seconds": round(seconds, 3),
                 "problems": [{"path": p, "reason": r} for p, r in result.problems],
+                "file_sets_left_out": left_out,
                 "storage_requests": request_stats(repo),
                 "outcome": "FAIL" if result.problems else "PASS",
             }

@@ -1,10 +1,11 @@
 """The DICOM study catalog of a snapshot: which studies the backup holds, from headers only.
 
-A file is DICOM when its content says so (128-byte preamble then "DICM"), whatever its name.
-Only the header is parsed (pydicom, stopping before pixel data, from the first block the backup
-reads anyway), so cataloguing costs no extra I/O. A DICOMDIR joins every study it references,
-so restoring a study from a file-set keeps the file-set valid. Files that look like DICOM but do
-not parse are still backed up byte for byte and listed as unparseable.
+A file is DICOM when its content says so, whatever its name (vault.dicom.header reads it from
+the blocks the backup reads anyway, so cataloguing costs no extra I/O). A DICOMDIR is a
+file-set directory, not a study: each study it lists records it among its `file_sets`, and a
+one-study restore leaves it out (it would list files that were not restored). Files marked DICOM
+whose header does not parse are still backed up byte for byte and listed as unparseable, with
+the reason; a catalog never fails a backup.
 
 Every study gets a random catalog id the first time it is seen and keeps it in later snapshots;
 drill records and audit events name studies only by that id. The catalog is sealed (it holds
@@ -14,125 +15,14 @@ home of pydicom for reading; it does no storage I/O.
 
 from __future__ import annotations
 
-import functools
-import io
 import json
-import logging
 import secrets
-import warnings
 from dataclasses import asdict, dataclass, field, fields
-from types import ModuleType
 from typing import Any
 
-from vault.dicom.scan import scan
+from vault.dicom.header import FileHeader, Unparseable
 
-
-@functools.cache
-def _pydicom() -> ModuleType:
-    """pydicom, imported on first use: most headers never need it (vault.dicom.scan), and its
-    import (with numpy when installed) costs more than a nightly backup's whole walk."""
-    import pydicom
-    import pydicom.config
-
-    # Reading a header must never print: pydicom's validation warnings quote element values,
-    # and those can be patient identifiers. Values are taken as they are; nothing validates.
-    pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
-    logging.getLogger("pydicom").setLevel(logging.CRITICAL)
-    return pydicom
-
-
-DICM_OFFSET = 128
 CATALOG_ID_BYTES = 8  # 16 hex characters: unique per repository, meaningless outside it
-
-_STUDY_TAGS = [
-    "StudyInstanceUID",
-    "PatientID",
-    "PatientName",
-    "PatientBirthDate",
-    "StudyDate",
-    "Modality",
-    "AccessionNumber",
-    "StudyDescription",
-]
-
-
-def looks_like_dicom(head: bytes) -> bool:
-    return len(head) >= DICM_OFFSET + 4 and head[DICM_OFFSET : DICM_OFFSET + 4] == b"DICM"
-
-
-@dataclass(frozen=True)
-class FileHeader:
-    """What one DICOM file says about its study (or, for a DICOMDIR, the studies it lists)."""
-
-    study_uid: str = ""
-    patient_id: str = ""
-    patient_name: str = ""
-    birth_date: str = ""
-    study_date: str = ""
-    modality: str = ""
-    accession: str = ""
-    description: str = ""
-    dicomdir_studies: tuple[str, ...] = ()
-
-
-def read_header(head: bytes) -> FileHeader | None:
-    """Parse the header in `head` (the first bytes of a file). None when not DICOM; raises
-    ValueError when it claims to be DICOM but cannot be parsed."""
-    if not looks_like_dicom(head):
-        return None
-    fast = scan(head)
-    if fast is not None:
-        return FileHeader(
-            study_uid=fast["study_uid"],
-            patient_id=fast.get("patient_id", ""),
-            patient_name=fast.get("patient_name", ""),
-            birth_date=fast.get("birth_date", ""),
-            study_date=fast.get("study_date", ""),
-            modality=fast.get("modality", ""),
-            accession=fast.get("accession", ""),
-            description=fast.get("description", ""),
-        )
-    return parse_with_pydicom(head)
-
-
-def parse_with_pydicom(head: bytes) -> FileHeader:
-    """The general path (and the fast path's oracle in tests): any header pydicom reads."""
-    pydicom = _pydicom()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            ds = pydicom.dcmread(io.BytesIO(head), stop_before_pixels=True)
-    except (
-        pydicom.errors.InvalidDicomError,
-        EOFError,
-        OSError,
-        ValueError,
-        KeyError,
-        TypeError,
-    ) as exc:
-        raise ValueError(f"unparseable DICOM header ({exc.__class__.__name__})") from None
-    if "DirectoryRecordSequence" in ds:
-        uids = sorted(
-            {
-                str(rec.get("StudyInstanceUID", ""))
-                for rec in ds.DirectoryRecordSequence
-                if rec.get("DirectoryRecordType") == "STUDY" and rec.get("StudyInstanceUID")
-            }
-        )
-        return FileHeader(dicomdir_studies=tuple(uids))
-    uid = str(ds.get("StudyInstanceUID", "") or "")
-    if not uid:
-        raise ValueError("DICOM file without a StudyInstanceUID")
-    return FileHeader(
-        study_uid=uid,
-        patient_id=str(ds.get("PatientID", "") or ""),
-        patient_name=str(ds.get("PatientName", "") or ""),
-        birth_date=str(ds.get("PatientBirthDate", "") or ""),
-        study_date=str(ds.get("StudyDate", "") or ""),
-        modality=str(ds.get("Modality", "") or ""),
-        accession=str(ds.get("AccessionNumber", "") or ""),
-        description=str(ds.get("StudyDescription", "") or ""),
-    )
 
 
 @dataclass
@@ -148,6 +38,10 @@ class Study:
     description: str = ""
     files: list[str] = field(default_factory=list)  # snapshot paths
     bytes: int = 0
+    # DICOMDIRs that list this study. Not among `files`: a DICOMDIR lists other studies too,
+    # and one restored beside a single study would name files that are not there (an invalid
+    # file-set). Catalogs before 0.3 put them in `files`.
+    file_sets: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -156,6 +50,8 @@ class Catalog:
     # Per file, so the next backup can reuse an unchanged file's entry without reading it.
     file_headers: dict[str, FileHeader] = field(default_factory=dict)
     unparseable: list[str] = field(default_factory=list)
+    # Why each unparseable file did not parse, in words that quote nothing from the file.
+    unparseable_reasons: dict[str, str] = field(default_factory=dict)
 
     def to_bytes(self) -> bytes:
         doc = {
@@ -165,6 +61,7 @@ class Catalog:
             ],
             "files": {path: _header_json(h) for path, h in sorted(self.file_headers.items())},
             "unparseable": sorted(self.unparseable),
+            "unparseable_reasons": dict(sorted(self.unparseable_reasons.items())),
         }
         return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
 
@@ -178,7 +75,12 @@ class Catalog:
             path: FileHeader(**{**h, "dicomdir_studies": tuple(h.get("dicomdir_studies", ()))})
             for path, h in doc["files"].items()
         }
-        return cls(studies, headers, list(doc.get("unparseable", ())))
+        return cls(
+            studies,
+            headers,
+            list(doc.get("unparseable", ())),
+            dict(doc.get("unparseable_reasons", {})),
+        )
 
     def find(self, ref: str) -> Study | None:
         """A study by StudyInstanceUID or catalog id."""
@@ -208,16 +110,13 @@ class CatalogBuilder:
     def __init__(self, parent: Catalog | None) -> None:
         self.parent = parent
         self._files: dict[str, tuple[FileHeader, int]] = {}
-        self._unparseable: list[str] = []
+        self._unparseable: dict[str, str] = {}
 
-    def add_read(self, path: str, head: bytes, size: int) -> None:
-        """A file the backup read: parse its first bytes."""
-        try:
-            header = read_header(head)
-        except ValueError:
-            self._unparseable.append(path)
-            return
-        if header is not None:
+    def add_read(self, path: str, header: FileHeader | Unparseable | None, size: int) -> None:
+        """A file the backup read, with what vault.dicom.header made of it."""
+        if isinstance(header, Unparseable):
+            self._unparseable[path] = header.reason
+        elif header is not None:
             self._files[path] = (header, size)
 
     def add_unchanged(self, path: str, size: int) -> None:
@@ -228,18 +127,24 @@ class CatalogBuilder:
         if header is not None:
             self._files[path] = (header, size)
         elif path in self.parent.unparseable:
-            self._unparseable.append(path)
+            self._unparseable[path] = self.parent.unparseable_reasons.get(
+                path, "its header cannot be parsed"
+            )
 
     def build(self) -> Catalog:
         known = {
             uid: s.catalog_id for uid, s in (self.parent.studies if self.parent else {}).items()
         }
-        catalog = Catalog(unparseable=sorted(self._unparseable))
+        catalog = Catalog(
+            unparseable=sorted(self._unparseable), unparseable_reasons=dict(self._unparseable)
+        )
         dicomdirs: list[tuple[str, FileHeader, int]] = []
         for path, (header, size) in sorted(self._files.items()):
             catalog.file_headers[path] = header
-            if header.dicomdir_studies:
-                dicomdirs.append((path, header, size))
+            if header.is_dicomdir or header.dicomdir_studies:
+                dicomdirs.append((path, header, size))  # a file-set directory, not a study
+                continue
+            if not header.study_uid:
                 continue
             study = catalog.studies.get(header.study_uid)
             if study is None:
@@ -257,10 +162,9 @@ class CatalogBuilder:
                 study.modalities.append(header.modality)
             study.files.append(path)
             study.bytes += size
-        for path, header, size in dicomdirs:
+        for path, header, _size in dicomdirs:
             for uid in header.dicomdir_studies:
                 study = catalog.studies.get(uid)
                 if study is not None:
-                    study.files.append(path)
-                    study.bytes += size
+                    study.file_sets.append(path)
         return catalog

@@ -30,7 +30,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from vault import ids
-from vault.dicom.catalog import Catalog, CatalogBuilder, looks_like_dicom
+from vault.dicom.catalog import Catalog, CatalogBuilder
+from vault.dicom.header import HeaderCollector
 from vault.errors import DAMAGE, Interrupted
 from vault.format.pack import BlobType
 from vault.format.snapshot import Snapshot, SnapshotStats
@@ -47,9 +48,6 @@ from vault.whoami import os_user
 # hashing, cutting, parsing DICOM headers) never waits on one slow chunk, few enough that
 # memory stays bounded by the pipeline, not the file size (~1 MiB each).
 IN_FLIGHT_PER_WORKER = 4
-# How much of a DICOM file's start the catalog may parse: enhanced multi-frame headers with
-# per-frame groups for thousands of frames exceed one read block (2 MiB).
-HEADER_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -309,15 +307,13 @@ class _Job:
             opened = os.fstat(handle.fileno())
 
             total = 0
-            head = b""
+            header = HeaderCollector()
 
             def read(n: int) -> bytes:
-                nonlocal total, head
+                nonlocal total
                 block = handle.read(n) or b""
-                if not total:
-                    head = block  # the first block holds any DICOM header …
-                elif len(head) < HEADER_BYTES and looks_like_dicom(head):
-                    head += block[: HEADER_BYTES - len(head)]  # … unless it is a very long one
+                if header.wants_more or not total:
+                    header.feed(block)  # keeps only what a DICOM header needs
                 sha.update(block)
                 total += len(block)
                 self.counters.bytes_read += len(block)
@@ -337,7 +333,7 @@ class _Job:
         )
         if unstable:
             self.unstable.append(Problem(os.fsdecode(path), "changed while it was being read"))
-        self.catalog.add_read(os.fsdecode(path), head, total)
+        self.catalog.add_read(os.fsdecode(path), header.result(), total)
         node = Node(
             type=FILE,
             size=total,

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import date
 
 from vault.dicom.catalog import Catalog, Study
+from vault.dicom.header import normalise_date
 from vault.errors import UsageError
 from vault.format.snapshot import Snapshot
 from vault.repo.repository import Repository
@@ -25,11 +26,13 @@ class StudyFilter:
     def matches(self, study: Study) -> bool:
         if self.patient_id is not None and study.patient_id != self.patient_id:
             return False
-        if self.name is not None and self.name.casefold() not in _readable(study).casefold():
+        if self.name is not None and name_key(self.name) not in name_key(study.patient_name):
             return False
-        if self.since is not None and (not study.study_date or study.study_date < self.since):
+        # Catalogs before 0.3 kept dates as written (1994.11.05): normalised here too.
+        day = normalise_date(study.study_date)
+        if self.since is not None and (not day or day < self.since):
             return False
-        if self.until is not None and (not study.study_date or study.study_date > self.until):
+        if self.until is not None and (not day or day > self.until):
             return False
         return self.modality is None or self.modality.upper() in study.modalities
 
@@ -39,15 +42,18 @@ class StudyFilter:
         return self.patient_id is not None or self.name is not None
 
 
-def _readable(study: Study) -> str:
-    return study.patient_name.replace("^", " ")
+def name_key(text: str) -> str:
+    """A person name for matching: components (^) and groups (=: alphabetic, ideographic,
+    phonetic) as words, case folded, so "WANG^XIAODONG", "wang xiaodong" and "Xiaodong" all
+    find "Wang^XiaoDong=王^小东"."""
+    return " ".join(text.replace("^", " ").replace("=", " ").split()).casefold()
 
 
 def parse_date(text: str | None, option: str) -> str | None:
-    """YYYY-MM-DD or YYYYMMDD as DICOM's YYYYMMDD."""
+    """YYYY-MM-DD, YYYYMMDD or the old dotted YYYY.MM.DD as DICOM's YYYYMMDD."""
     if text is None:
         return None
-    compact = text.replace("-", "")
+    compact = text.replace("-", "").replace(".", "")
     try:
         date(int(compact[:4]), int(compact[4:6]), int(compact[6:8]))
     except ValueError:
@@ -116,3 +122,17 @@ def select_studies(
         for study in matching:
             chosen[study.catalog_id] = study
     return sorted(chosen.values(), key=lambda s: s.catalog_id)
+
+
+def file_sets_of(catalog: Catalog, studies: list[Study]) -> tuple[list[str], list[str]]:
+    """(DICOMDIRs to restore with `studies`, DICOMDIRs left out). A DICOMDIR comes along only
+    when every study it lists is restored: then all the files it names are there and the
+    file-set stays valid; one that lists other studies too would name missing files."""
+    chosen = {s.study_uid for s in studies}
+    keep: list[str] = []
+    leave: list[str] = []
+    for path in sorted({p for s in studies for p in s.file_sets}):
+        header = catalog.file_headers.get(path)
+        listed = set(header.dicomdir_studies) if header else set()
+        (keep if listed and listed <= chosen else leave).append(path)
+    return keep, leave
