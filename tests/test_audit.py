@@ -3,6 +3,7 @@ that shows an edited or deleted event."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -103,3 +104,19 @@ def test_an_empty_final_record_from_a_killed_append_is_replaced(
     vault("restore", "latest", "-r", audited, "--study", studies[0]["catalog_id"], "--target", out)
     doc = _events(vault, audited)  # the listing's event took the empty record's place
     assert doc["code"] == 0 and [e["seq"] for e in doc["events"]] == list(range(1, head + 3))
+
+
+def test_a_restore_target_naming_a_patient_is_kept_only_as_a_keyed_token(
+    tmp_path: Path, repo: RepoHandle, vault: RunCli, archive: Path
+) -> None:
+    assert vault("backup", "-r", repo, archive).code == 0
+    target = tmp_path / "SMITH_JOHN_1.2.826.0.1.3680043.8.498.1"
+    assert vault("restore", "latest", "-r", repo, "--target", target).code == 0
+    events = vault("audit", "-r", repo, "--json").json()["events"]
+    restore = next(e for e in events if e["action"] == "restore")
+    assert "SMITH" not in json.dumps(events) and "3680043" not in json.dumps(events)
+    assert restore["target"].startswith("path-token:")
+    found = vault("audit", "-r", repo, "--target", target, "--json").json()["events"]
+    assert [e["seq"] for e in found] == [restore["seq"]]
+    other = vault("audit", "-r", repo, "--target", tmp_path / "elsewhere", "--json").json()
+    assert other["events"] == []

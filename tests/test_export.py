@@ -3,6 +3,7 @@ UIDs are replaced consistently, dates are removed or shifted, photos are left ou
 
 from __future__ import annotations
 
+import json
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -89,7 +90,8 @@ def test_export_leaves_no_identifier_in_any_element(
     exported: tuple[dict[str, Any], Path, list[Path]],
 ) -> None:
     doc, target, sources = exported
-    files = sorted(target.iterdir())
+    files = sorted(target.glob("*.dcm"))
+    assert (target / "MANIFEST.json").exists()
     assert doc["files"] == len(files) == len(sources) > 5
     texts, uids = _identifiers(sources)
     assert any(t.startswith("DEMO^") for t in texts) and len(uids) > len(sources)
@@ -115,7 +117,7 @@ def test_export_leaves_no_identifier_in_any_element(
 def test_pixel_data_is_unchanged(exported: tuple[dict[str, Any], Path, list[Path]]) -> None:
     _, target, sources = exported
     source_pixels = {pydicom.dcmread(p).PixelData for p in sources}
-    exported_pixels = {pydicom.dcmread(p).PixelData for p in target.iterdir()}
+    exported_pixels = {pydicom.dcmread(p).PixelData for p in target.glob("*.dcm")}
     assert exported_pixels == source_pixels
 
 
@@ -145,7 +147,7 @@ def test_dates_can_be_shifted_and_photos_are_left_out(
         "--json",
     ).json()
     assert doc["files"] == 3 and doc["skipped_photos"] == 1
-    ds = pydicom.dcmread(next(target.iterdir()))
+    ds = pydicom.dcmread(next(target.glob("*.dcm")))
     assert ds.StudyDate == (date(2024, 1, 5) - timedelta(days=30)).strftime("%Y%m%d")
     assert ds.LongitudinalTemporalInformationModified == "MODIFIED"
     events = vault("audit", "-r", repo, "--json").json()["events"]
@@ -157,3 +159,99 @@ def test_export_without_deidentify_is_refused(
 ) -> None:
     result = vault("export", "-r", repo, "--study", "x", "--target", tmp_path / "o")
     assert result.code == 2 and "restore --study" in result.err
+
+
+def _study_with(share: Path, uid: str, **attributes: str) -> None:
+    for i in range(2):
+        ds = _ct_slice(share / f"img{i}.dcm", uid, "DEMO-0088", i)
+        for keyword, value in attributes.items():
+            setattr(ds, keyword, value)
+        ds.save_as(share / f"img{i}.dcm", enforce_file_format=True)
+
+
+@pytest.mark.parametrize(
+    "attributes",
+    [{"BurnedInAnnotation": "YES"}, {"Modality": "PX"}, {"Modality": "US"}],
+    ids=["flag-yes", "pan-without-flag", "ultrasound-without-flag"],
+)
+def test_pixels_that_may_show_patient_text_are_refused_unless_allowed(
+    tmp_path: Path, repo: RepoHandle, vault: RunCli, attributes: dict[str, str]
+) -> None:
+    share = tmp_path / "share"
+    uid = "1.2.826.0.1.3680043.8.498.5151"
+    _study_with(share, uid, **attributes)
+    assert vault("backup", "-r", repo, share).code == 0
+    (study,) = vault("studies", "-r", repo, "--json").json()
+    target = tmp_path / "out"
+    refused = vault("export", "-r", repo, "--study", uid, "--deidentify", "--target", target)
+    assert refused.code == 2 and study["catalog_id"] in refused.err
+    assert "--allow-burned-in" in refused.err
+    assert not list(target.glob("*.dcm"))  # nothing written before the refusal
+    allowed = vault(
+        "export", "-r", repo, "--study", uid, "--deidentify", "--target", tmp_path / "ok",
+        "--allow-burned-in", "--json",
+    )  # fmt: skip
+    assert allowed.code == 0, allowed.err
+    assert allowed.json()["burned_in_exported"] == 2
+    manifest = json.loads((tmp_path / "ok" / "MANIFEST.json").read_text())
+    assert all(f["burned_in_text"]["suspected"] for f in manifest["files"])
+    assert "DEMO" not in json.dumps(manifest) and study["catalog_id"] not in json.dumps(manifest)
+    for path in (tmp_path / "ok").glob("*.dcm"):
+        assert pydicom.dcmread(path).PatientIdentityRemoved == "NO"  # never claimed removed
+
+
+def test_a_flag_saying_no_burned_in_text_exports_a_pan(
+    tmp_path: Path, repo: RepoHandle, vault: RunCli
+) -> None:
+    share = tmp_path / "share"
+    uid = "1.2.826.0.1.3680043.8.498.5252"
+    _study_with(share, uid, Modality="PX", BurnedInAnnotation="NO")
+    assert vault("backup", "-r", repo, share).code == 0
+    done = vault("export", "-r", repo, "--study", uid, "--deidentify", "--target", tmp_path / "o")
+    assert done.code == 0, done.err
+
+
+def test_export_never_prints_header_values_in_pydicom_warnings(
+    tmp_path: Path, repo: RepoHandle, vault: RunCli, recwarn: pytest.WarningsRecorder
+) -> None:
+    """Values invalid for their VR make pydicom warn, quoting them: not one may surface."""
+    share = tmp_path / "share"
+    uid = "1.2.826.0.1.3680043.8.498.5353"
+    _study_with(share, uid, PatientBirthDate="SMITH-BORN-1970", InstitutionName="X" * 80)
+    assert vault("backup", "-r", repo, share).code == 0
+    done = vault("export", "-r", repo, "--study", uid, "--deidentify", "--target", tmp_path / "o")
+    assert done.code == 0, done.err
+    assert "SMITH-BORN" not in done.out + done.err and "XXXXXXXX" not in done.out + done.err
+    assert not [w for w in recwarn if "SMITH" in str(w.message) or "XXXX" in str(w.message)]
+
+
+def test_real_structured_reports_and_rt_objects_export_valid(
+    tmp_path: Path, repo: RepoHandle, vault: RunCli
+) -> None:
+    """SR and RT files of pydicom's corpus: the export reads back, keeps its content tree."""
+    from tests.test_dicom_corpus import CORPUS
+
+    share = tmp_path / "share"
+    share.mkdir()
+    picked = [p for p in CORPUS if p.name in ("test-SR.dcm", "rtplan.dcm", "rtstruct.dcm")]
+    assert picked
+    for path in picked:
+        (share / path.name).write_bytes(path.read_bytes())
+    assert vault("backup", "-r", repo, share).code == 0
+    for study in vault("studies", "-r", repo, "--json").json():
+        target = tmp_path / study["catalog_id"]
+        done = vault(
+            "export", "-r", repo, "--study", study["catalog_id"], "--deidentify",
+            "--target", target, "--allow-burned-in",
+        )  # fmt: skip
+        assert done.code == 0, done.err
+        for path in target.glob("*.dcm"):
+            out = pydicom.dcmread(path)
+            source = next(
+                pydicom.dcmread(p, force=True)
+                for p in share.iterdir()
+                if pydicom.dcmread(p, force=True).SOPClassUID == out.SOPClassUID
+            )
+            if "ContentSequence" in source:
+                assert len(out.ContentSequence) == len(source.ContentSequence)
+                assert all("ValueType" in item for item in out.ContentSequence)

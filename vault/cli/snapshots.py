@@ -32,7 +32,7 @@ from vault.jobs.backup import BackupOptions, BackupResult, backup
 from vault.jobs.restore.restorer import RestoreOptions, restore, walk
 from vault.jobs.studies import StudyFilter, file_sets_of, parse_date, select_studies
 from vault.policy.files import KeyPolicy, load_key_policy, policy_dir
-from vault.repo import lock
+from vault.repo import audit, lock
 from vault.repo.repository import Repository
 from vault.units import human_bytes
 
@@ -386,7 +386,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
                 result="FAIL",
                 snapshot=snapshot.id,
                 catalog_ids=[s.catalog_id for s in studies],
-                target=str(Path(args.target).absolute()),
+                target=audit.target_token(repo, args.target),
             )
             raise
         record_audit(
@@ -395,7 +395,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
             result="FAIL" if result.problems else "PASS",
             snapshot=snapshot.id,
             catalog_ids=[s.catalog_id for s in studies],
-            target=str(Path(args.target).absolute()),
+            target=audit.target_token(repo, args.target),
             details={"files": result.files, "bytes": result.bytes, "whole": not includes},
         )
     seconds = max((datetime.now(UTC) - started).total_seconds(), 1e-9)

@@ -47,6 +47,13 @@ def add_study_parsers(command: Callable[..., argparse.ArgumentParser]) -> None:
         help="shift every date by DAYS instead of removing dates (keeps intervals)",
     )
     p.add_argument("--include-photos", action="store_true", help="also export photographs (faces!)")
+    p.add_argument(
+        "--allow-burned-in",
+        action="store_true",
+        help="export files whose pixels may show patient text (BurnedInAnnotation YES, or absent "
+        "on US, photos, secondary captures, pans); they are marked PatientIdentityRemoved NO "
+        "and listed in MANIFEST.json",
+    )
 
     p = command(
         "audit",
@@ -56,6 +63,12 @@ def add_study_parsers(command: Callable[..., argparse.ArgumentParser]) -> None:
         cmd_audit,
     )
     p.add_argument("--since", metavar="DATE", help="only events on or after DATE (YYYY-MM-DD)")
+    p.add_argument(
+        "--target",
+        metavar="PATH",
+        help="only restores and exports to PATH (the log keeps a keyed token of each target, "
+        "never the path, which can name a patient)",
+    )
     p.add_argument(
         "--verify", action="store_true", help="check the hash chain (exit 1 if it is broken)"
     )
@@ -185,6 +198,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             target,
             shift_days=args.shift_dates,
             include_photos=args.include_photos,
+            allow_burned_in=args.allow_burned_in,
         )
     except VaultError:
         record_audit(
@@ -193,7 +207,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             result="FAIL",
             snapshot=snapshot.id,
             catalog_ids=[study.catalog_id],
-            target=str(target),
+            target=audit.target_token(repo, str(target)),
         )
         raise
     record_audit(
@@ -202,8 +216,12 @@ def cmd_export(args: argparse.Namespace) -> int:
         result="PASS",
         snapshot=snapshot.id,
         catalog_ids=[study.catalog_id],
-        target=str(target),
-        details={"files": result.files, "dates_shifted": bool(args.shift_dates)},
+        target=audit.target_token(repo, str(target)),
+        details={
+            "files": result.files,
+            "dates_shifted": args.shift_dates is not None,
+            "burned_in_allowed": result.burned_in,
+        },
     )
     print(f"vault: warning: {PIXEL_WARNING}", file=sys.stderr)
     if opt(args, "json"):
@@ -214,7 +232,10 @@ def cmd_export(args: argparse.Namespace) -> int:
                 "files": result.files,
                 "skipped_non_dicom": result.skipped_non_dicom,
                 "skipped_photos": result.skipped_photos,
-                "profile": "DICOM PS3.15 Basic Application Level Confidentiality Profile",
+                "burned_in_exported": result.burned_in,
+                "manifest": str(target / "MANIFEST.json"),
+                "profile": "DICOM PS3.15 Basic Application Level Confidentiality Profile "
+                "(Table E.1-1)",
                 "dates": "shifted" if args.shift_dates is not None else "removed",
                 "pixel_data": "unchanged (burned-in text and faces are not removed)",
                 "outcome": "PASS",
@@ -230,7 +251,14 @@ def cmd_export(args: argparse.Namespace) -> int:
                 if result.skipped_non_dicom
                 else ""
             )
+            + "; MANIFEST.json lists what was done"
         )
+        if result.burned_in:
+            print(
+                f"vault: warning: {result.burned_in} exported file(s) may show patient text in "
+                "their pixels (marked PatientIdentityRemoved NO in the file and the manifest)",
+                file=sys.stderr,
+            )
     return 0
 
 
@@ -299,6 +327,9 @@ def cmd_audit(args: argparse.Namespace) -> int:
         return 0
     report = audit.read_log(repo, verify=args.verify)
     events = [e for e in report.events if since is None or e.time[:10].replace("-", "") >= since]
+    if args.target:
+        token = audit.target_token(repo, args.target)
+        events = [e for e in events if e.target == token]
     if opt(args, "json"):
         emit_json(
             {

@@ -11,21 +11,39 @@ Each event names who did it: the OS user as the system reports it (not the envir
 host, and the key slot that opened the repository — its id, kind and the name it was given at
 `vault key add --name` — so a restore is attributable to a person's slot, and an open with the
 recovery key (kind `recovery`) is visibly break-glass.
+
+Restore and export targets are paths the operator typed, and a path can hold a patient's name
+or a UID (/srv/restore/SMITH_JOHN). So the log keeps a keyed token of the path instead
+(`target_token`): the same path always gives the same token in this repository, nobody without
+its keys can test guesses against it, and `vault audit --target PATH` finds the events for a
+path the auditor names.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import socket
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from vault.errors import IntegrityError
-from vault.format import layout, sealing
+from vault.format import crypto, layout, sealing
 from vault.repo import chain, signing
 from vault.repo.repository import Repository
 from vault.whoami import os_user
+
+TARGET_PREFIX = "path-token:"
+
+
+def target_token(repo: Repository, path: str) -> str:
+    """A keyed, one-way token of an absolute path for the audit log (no name or UID in it)."""
+    key = crypto.subkey(repo.keyring.mac_key, b"", b"vault/v1/audit-target")
+    absolute = os.path.abspath(path)
+    digest = hashlib.blake2b(absolute.encode("utf-8", "surrogateescape"), key=key, digest_size=12)
+    return TARGET_PREFIX + digest.hexdigest()
 
 
 @dataclass(frozen=True)

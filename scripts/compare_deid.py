@@ -1,0 +1,134 @@
+#!/usr/bin/env python3
+"""vault's de-identification beside dicognito's on the same real files, row by row of Table E.1-1.
+
+For every DICOM file of pydicom's corpus (its bundled test files and pydicom-data), both tools
+de-identify a copy; then for every attribute of PS3.15 Table E.1-1 that the original holds with a
+non-empty value (at any nesting level), the script records whether each tool's output still
+holds that same value somewhere at the same tag: a leak by the table's rules (the row says the
+value must go or change; K rows are not counted). It also counts outputs pydicom cannot read
+back. dicognito must be installed (`pip install dicognito`); it is not a vault dependency.
+
+    python scripts/compare_deid.py            # summary
+    python scripts/compare_deid.py --rows     # and every leaking row
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import logging
+import sys
+import warnings
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import pydicom
+
+from vault.dicom.deidentify import Deidentifier
+from vault.dicom.profile import KEEP, table
+
+logging.getLogger("pydicom").setLevel(logging.CRITICAL)
+logging.getLogger("dicognito").setLevel(logging.CRITICAL)
+
+
+def _corpus() -> list[Path]:
+    roots = [Path(pydicom.__file__).parent / "data" / "test_files"]
+    try:
+        import data_store
+
+        roots.append(Path(data_store.__file__).parent / "data")
+    except ImportError:
+        pass
+    return sorted(p for r in roots for p in r.rglob("*") if p.is_file())
+
+
+def _values(ds: Any) -> dict[int, set[str]]:
+    """Every non-empty value per tag, at every nesting level."""
+    found: dict[int, set[str]] = {}
+    for element in ds.iterall():
+        if element.VR == "SQ" or element.value in (None, "", b""):
+            continue
+        found.setdefault(int(element.tag), set()).add(repr(element.value))
+    return found
+
+
+def _roundtrip(ds: Any) -> bool:
+    try:
+        out = io.BytesIO()
+        ds.save_as(out, enforce_file_format=True)
+        pydicom.dcmread(io.BytesIO(out.getvalue()))
+        return True
+    except Exception:
+        return False
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", action="store_true", help="list every leaking row")
+    args = parser.parse_args()
+    try:
+        from dicognito.anonymizer import Anonymizer
+    except ImportError:
+        print("dicognito is not installed: pip install dicognito", file=sys.stderr)
+        return 2
+    rules = table()
+    leaks: dict[str, Counter[str]] = {"vault": Counter(), "dicognito": Counter()}
+    unreadable: Counter[str] = Counter()
+    files = checked = 0
+    for path in _corpus():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                original = pydicom.dcmread(path)
+            except Exception:
+                continue
+            if (
+                "SOPClassUID" not in original
+                or ("PixelData" not in original
+                and ("DirectoryRecordSequence" in original))
+            ):
+                continue
+            files += 1
+            before = _values(original)
+            outputs = {}
+            ours = pydicom.dcmread(path)
+            Deidentifier().apply(ours)
+            outputs["vault"] = ours
+            theirs = pydicom.dcmread(path)
+            try:
+                Anonymizer(seed="compare").anonymize(theirs)
+                outputs["dicognito"] = theirs
+            except Exception:
+                unreadable["dicognito (raised)"] += 1
+            for tool, ds in outputs.items():
+                if not _roundtrip(ds):
+                    unreadable[tool] += 1
+                after = _values(ds)
+                for tag, values in before.items():
+                    rule = rules.rule(tag)
+                    if rule is None or rule.action == KEEP:
+                        continue
+                    checked += tool == "vault"
+                    if values & after.get(tag, set()):
+                        leaks[tool][f"{rule.tag} {rule.name.splitlines()[0]}"] += 1
+    print(
+        f"{files} DICOM files; {checked} (file, Table E.1-1 attribute) values to remove or change"
+    )
+    for tool, counter in leaks.items():
+        print(
+            f"{tool:10} values kept where the table says remove/replace: {sum(counter.values())}"
+            f" in {len(counter)} rows; outputs pydicom cannot read back: {unreadable[tool]}"
+        )
+        if args.rows:
+            for row, n in counter.most_common():
+                print(f"    {n:4}  {row}")
+    if unreadable["dicognito (raised)"]:
+        print(f"dicognito raised on {unreadable['dicognito (raised)']} file(s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

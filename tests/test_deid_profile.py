@@ -1,0 +1,241 @@
+"""De-identification to the whole Basic Profile: every row of PS3.15 Table E.1-1 (shipped as
+data) is applied, at the top level and nested in a sequence, with the action the table gives;
+SR content trees stay valid; coded terms stay intact; the nested patient identity goes too."""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from typing import Any
+
+import pydicom
+import pytest
+from pydicom.datadict import dictionary_VR
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sequence import Sequence
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from vault.dicom import profile
+from vault.dicom.deidentify import Deidentifier
+
+TABLE = profile.table()
+RAW = json.loads(
+    resources.files("vault.dicom").joinpath("data", profile.TABLE_FILE).read_text("utf-8")
+)
+# A sequence the table does not name: where nested copies of every attribute are put.
+HOLDER = 0x00540016  # Radiopharmaceutical Information Sequence
+assert TABLE.rule(HOLDER) is None
+
+
+def test_the_shipped_table_is_table_e1_1_whole() -> None:
+    """Every row parses, and the rows the audit found kept are there with their actions."""
+    assert len(RAW) >= 450 and len(TABLE.rules) == len(RAW)
+    wanted = {
+        0x00080201: "X",  # Timezone Offset From UTC
+        0x001021C0: "X",  # Pregnancy Status
+        0x00324000: "X",  # Study Comments
+        0x00880200: "X",  # Icon Image Sequence
+        0xFFFCFFFC: "X",  # Data Set Trailing Padding
+        0x0040A027: "D",  # Verifying Organization
+        0x00120060: "Z",  # Clinical Trial Coordinating Center Name
+    }
+    for tag, basic in wanted.items():
+        rule = TABLE.rule(tag)
+        assert rule is not None and basic in rule.basic.split("/"), (hex(tag), rule)
+    for tag in (0x00180010, 0x00400555, 0x300A0002, 0x300A0003, 0x300A0016, 0x300A00B2):
+        assert TABLE.rule(tag) is not None, hex(tag)
+    assert TABLE.rule(0x0008010C) is None  # Coding Scheme UID: not in Annex E, kept
+    assert TABLE.rule(0x00091001) is not None  # private: the odd-group row
+
+
+def _example_tag(rule: profile.Rule) -> int:
+    if rule.private:
+        return 0x00091010
+    if rule.mask == 0xFFFFFFFF:
+        return rule.value
+    return rule.value | (0x00001000 & ~rule.mask & 0xFFFF)  # e.g. (50XX,XXXX) -> (5000,1000)
+
+
+def _vr(tag: int) -> str:
+    if (tag >> 16) & 1:
+        return "LO"
+    try:
+        return str(dictionary_VR(tag)).split(" or ")[0]
+    except KeyError:
+        return "LO"
+
+
+def _value(vr: str, n: int) -> Any:
+    texts = {
+        "DA": "20200102",
+        "DT": "20200102030405",
+        "TM": "030405",
+        "AS": "042Y",
+        "DS": "7.5",
+        "IS": "7",
+        "UI": f"1.2.826.0.1.3680043.8.498.{n}",
+        "CS": "SECRET",
+        "AE": "SECRETAE",
+        "UR": "http://secret.example/x",
+        "PN": "SECRET^PERSON",
+    }
+    if vr in texts:
+        return texts[vr]
+    if vr in ("FL", "FD"):
+        return 7.5
+    if vr in ("SL", "SS", "UL", "US", "SV", "UV"):
+        return 7
+    if vr == "AT":
+        return 0x00100010
+    if vr in ("OB", "OW", "OF", "OD", "OL", "OV", "UN"):
+        return b"SECRETBYTES\x00"
+    if vr == "SQ":
+        item = Dataset()
+        item.PatientName = "SECRET^NESTED"
+        return Sequence([item])
+    return f"SECRET-{n}"
+
+
+def _dataset(elements: list[tuple[int, str, Any]]) -> pydicom.FileDataset:
+    ds = Dataset()
+    for tag, vr, value in elements:
+        ds.add_new(tag, vr, value)
+    holder = Dataset()
+    for tag, vr, value in elements:
+        holder.add_new(tag, vr, value)
+    ds.add_new(HOLDER, "SQ", Sequence([holder]))
+    meta = FileMetaDataset()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.file_meta = meta
+    return ds  # type: ignore[return-value]
+
+
+CASES = [(rule, _example_tag(rule)) for rule in TABLE.rules]
+
+
+@pytest.mark.parametrize("rule,tag", CASES, ids=[r.tag for r, _ in CASES])
+def test_every_row_of_the_table_gets_its_action_at_every_level(
+    rule: profile.Rule, tag: int
+) -> None:
+    vr = _vr(tag)
+    if tag >> 16 & 1:  # a private element needs its creator
+        elements = [(0x00090010, "LO", "VENDOR"), (tag, vr, _value(vr, 1))]
+    else:
+        elements = [(tag, vr, _value(vr, 1))]
+    ds = _dataset(elements)
+    original = _value(vr, 1)
+    Deidentifier().apply(ds)
+    for level in (ds, ds[HOLDER].value[0]):
+        _assert_action(rule, level, tag, vr, original)
+
+
+def _assert_action(rule: profile.Rule, ds: Dataset, tag: int, vr: str, original: Any) -> None:
+    action = rule.action
+    present = tag in ds
+    if action == profile.REMOVE:
+        assert not present, f"{rule.tag} {rule.name}: X but kept"
+        return
+    assert present, f"{rule.tag} {rule.name}: {action} but removed"
+    value = ds[tag].value
+    if action == profile.KEEP:
+        assert value == original
+    elif vr == "SQ":
+        # Z empties a sequence; D and U* keep it with every item cleaned by the same rules.
+        names = [str(item.get("PatientName", "")) for item in value]
+        assert "SECRET^NESTED" not in names
+    elif action == profile.ZERO:
+        assert value in ("", None, b"", "ANONYMOUS") or str(value).startswith("DEID-")
+    elif action in (profile.DUMMY, profile.UID, profile.UID_ALL):
+        assert value not in ("", None) or vr in ("OB", "OW", "OF", "OD", "OL", "OV", "UN", "UR")
+        assert value != original, f"{rule.tag} {rule.name}: {action} kept the original"
+
+
+def test_uids_are_replaced_consistently_and_coded_terms_stay_intact() -> None:
+    uid = "1.2.826.0.1.3680043.8.498.77"
+    code = Dataset()
+    code.CodeValue = "T-11170"
+    code.CodingSchemeDesignator = "SRT"
+    code.CodingSchemeUID = "2.16.840.1.113883.6.96"
+    code.CodeMeaning = "Mandible"
+    ds = _dataset([(0x0020000D, "UI", uid)])
+    ds.AnatomicRegionSequence = Sequence([code])
+    ref = Dataset()
+    ref.ReferencedSOPInstanceUID = uid
+    ds.ReferencedImageSequence = Sequence([ref])
+    deid = Deidentifier()
+    deid.apply(ds)
+    new = ds.StudyInstanceUID
+    assert new != uid and ds[HOLDER].value[0].StudyInstanceUID == new
+    assert ds.ReferencedImageSequence[0].ReferencedSOPInstanceUID == new
+    kept = ds.AnatomicRegionSequence[0]
+    assert (kept.CodeValue, kept.CodingSchemeUID, kept.CodeMeaning) == (
+        "T-11170",
+        "2.16.840.1.113883.6.96",
+        "Mandible",
+    )
+
+
+def test_a_structured_report_keeps_a_valid_content_tree() -> None:
+    def item(value_type: str, **values: Any) -> Dataset:
+        it = Dataset()
+        it.RelationshipType = "CONTAINS"
+        it.ValueType = value_type
+        concept = Dataset()
+        concept.CodeValue, concept.CodingSchemeDesignator = "121071", "DCM"
+        concept.CodeMeaning = "Finding"
+        it.ConceptNameCodeSequence = Sequence([concept])
+        for keyword, value in values.items():
+            setattr(it, keyword, value)
+        return it
+
+    report = _dataset([(0x00100010, "PN", "SMITH^JOHN")])
+    nested = item("CONTAINER", ContinuityOfContent="SEPARATE")
+    nested.ContentSequence = Sequence([item("TEXT", TextValue="John Smith, 3 Elm St")])
+    report.ContentSequence = Sequence(
+        [
+            item("TEXT", TextValue="Patient John Smith reports pain"),
+            item("PNAME", PersonName="SMITH^JOHN"),
+            item("DATE", Date="20200102"),
+            item("UIDREF", UID="1.2.826.0.1.3680043.8.498.99"),
+            nested,
+        ]
+    )
+    Deidentifier().apply(report)
+    tree = report.ContentSequence
+    assert [i.ValueType for i in tree] == ["TEXT", "PNAME", "DATE", "UIDREF", "CONTAINER"]
+    assert tree[0].TextValue and "Smith" not in tree[0].TextValue  # dummied, not removed
+    assert tree[1].PersonName and "SMITH" not in str(tree[1].PersonName)
+    assert tree[2].Date and tree[2].Date != "20200102"
+    assert tree[3].UID != "1.2.826.0.1.3680043.8.498.99"
+    assert "Smith" not in tree[4].ContentSequence[0].TextValue
+    assert tree[0].ConceptNameCodeSequence[0].CodeMeaning == "Finding"
+
+
+def test_the_nested_patient_identity_goes_too() -> None:
+    ds = _dataset([(0x00100010, "PN", "SMITH^JOHN"), (0x00100020, "LO", "MRN-12345")])
+    source = Dataset()
+    source.PatientName = "SMITH^JOHN"
+    source.PatientID = "MRN-12345"
+    ds.SourcePatientGroupIdentificationSequence = Sequence([source])
+    Deidentifier().apply(ds)
+    values = [str(e.value) for e in ds.iterall() if e.VR != "SQ"]
+    assert not any("SMITH" in v or "MRN-12345" in v for v in values)
+
+
+def test_dates_shift_under_the_modified_dates_option() -> None:
+    ds = _dataset([(0x00080020, "DA", "20200110"), (0x00080030, "TM", "101500")])
+    Deidentifier(shift_days=-10).apply(ds)
+    assert ds.StudyDate == "20191231" and ds.StudyTime == "101500"
+    assert ds.DeidentificationMethodCodeSequence[1].CodeValue == "113107"
+
+
+def test_the_shipped_table_is_the_copy_its_source_note_names() -> None:
+    """The table is data from the standard, never edited here: its hash is the one SOURCE.md
+    records, so a change to it is a deliberate update of the edition."""
+    import hashlib
+
+    data = resources.files("vault.dicom").joinpath("data", profile.TABLE_FILE).read_bytes()
+    note = resources.files("vault.dicom").joinpath("data", "SOURCE.md").read_text("utf-8")
+    assert hashlib.sha256(data).hexdigest() in note
