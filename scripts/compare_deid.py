@@ -35,7 +35,8 @@ logging.getLogger("dicognito").setLevel(logging.CRITICAL)
 
 
 def _corpus() -> list[Path]:
-    roots = [Path(pydicom.__file__).parent / "data" / "test_files"]
+    bundled = Path(pydicom.__file__).parent / "data"
+    roots = [bundled / "test_files", bundled / "charset_files"]
     try:
         import data_store
 

@@ -31,7 +31,8 @@ logging.getLogger("pydicom").setLevel(logging.CRITICAL)
 
 
 def _corpus_roots() -> list[Path]:
-    roots = [Path(pydicom.__file__).parent / "data" / "test_files"]
+    bundled = Path(pydicom.__file__).parent / "data"
+    roots = [bundled / "test_files", bundled / "charset_files"]
     try:
         import data_store  # pydicom-data
 
@@ -187,6 +188,11 @@ def test_a_deflated_file_larger_than_any_header_window_is_catalogued(
     # The old dotted date compares as a date.
     found = vault("studies", "-r", repo, "--since", "1994-11-01", "--until", "1994-11-30", "--json")
     assert len(found.json()) == 1
+    # DICOM ranges, in any of the date forms.
+    for ranged, hits in (("1994.11.01-1994.11.30", 1), ("-19941104", 0), ("19941105-", 1)):
+        assert len(vault("studies", "-r", repo, "--date", ranged, "--json").json()) == hits
+    bad = vault("studies", "-r", repo, "--date", "19941130-19941101")
+    assert bad.code == 2 and "ends before it starts" in bad.err
 
 
 def _dicomdir(path: Path, studies: int, records_per_study: int) -> list[str]:
@@ -290,3 +296,20 @@ def test_a_backup_of_damaged_dicom_always_completes_and_restores_byte_identical(
     assert vault("restore", snapshot, "-r", repo, "--target", out, "--verify").code == 0
     for n, data in enumerate(files):
         assert (out / source.relative_to("/") / f"IMG{n:04d}").read_bytes() == data
+
+
+def test_names_in_any_character_set_are_found_with_or_without_carets(
+    repo: RepoHandle, vault: RunCli, tmp_path: Path
+) -> None:
+    source = tmp_path / "charsets"
+    source.mkdir()
+    for path in CORPUS:
+        if path.parent.name == "charset_files":
+            shutil.copyfile(path, source / path.name)
+    assert vault("backup", "-r", repo, source).code == 0
+    studies = vault("studies", "-r", repo, "--json").json()
+    names = {s["patient_name"] for s in studies}
+    assert "Wang^XiaoDong=王^小东" in names and not any(n.endswith("=") for n in names)
+    for query, at_least in (("WANG^XIAODONG", 2), ("wang xiaodong", 2), ("山田", 2), ("jérôme", 1)):
+        found = vault("studies", "-r", repo, "--name", query, "--json").json()
+        assert len(found) >= at_least, (query, found)

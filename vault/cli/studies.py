@@ -14,7 +14,13 @@ from vault import ids
 from vault.cli.output import emit_json, table
 from vault.cli.support import open_repo, opt, record_audit
 from vault.errors import UsageError, VaultError
-from vault.jobs.studies import StudyFilter, find_studies, parse_date, select_studies
+from vault.jobs.studies import (
+    StudyFilter,
+    find_studies,
+    parse_date,
+    parse_date_range,
+    select_studies,
+)
 from vault.repo import audit, jobstate
 from vault.repo.repository import Repository
 from vault.units import human_bytes
@@ -26,6 +32,12 @@ def add_study_parsers(command: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument("--name", metavar="TEXT", help="only patients whose name contains TEXT")
     p.add_argument("--since", metavar="DATE", help="only studies on or after DATE (YYYY-MM-DD)")
     p.add_argument("--until", metavar="DATE", help="only studies on or before DATE")
+    p.add_argument(
+        "--date",
+        metavar="RANGE",
+        help="a DICOM date or range: 20240301, 20240301-20240331, -20240331, 20240301- "
+        "(dashes and the old dotted form accepted in each date)",
+    )
     p.add_argument("--modality", metavar="M", help="only studies with modality M (CT, PX, IO…)")
     p.add_argument("--snapshot", metavar="S", help="only this snapshot (id, prefix or latest)")
 
@@ -96,11 +108,17 @@ def add_study_parsers(command: Callable[..., argparse.ArgumentParser]) -> None:
 
 
 def study_filter(args: argparse.Namespace) -> StudyFilter:
+    since = parse_date(opt(args, "since"), "--since")
+    until = parse_date(opt(args, "until"), "--until")
+    if opt(args, "date"):
+        if since or until:
+            raise UsageError("--date goes alone, without --since or --until")
+        since, until = parse_date_range(args.date)
     return StudyFilter(
         patient_id=opt(args, "patient"),
         name=opt(args, "name"),
-        since=parse_date(opt(args, "since"), "--since"),
-        until=parse_date(opt(args, "until"), "--until"),
+        since=since,
+        until=until,
         modality=opt(args, "modality"),
     )
 

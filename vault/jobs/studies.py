@@ -5,6 +5,7 @@ storage (which sees only GETs of sealed catalog objects)."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import date
 
@@ -61,6 +62,29 @@ def parse_date(text: str | None, option: str) -> str | None:
     if len(compact) != 8:
         raise UsageError(f"{option} {text!r} is not a date (YYYY-MM-DD)")
     return compact
+
+
+_DATE = r"\d{4}-\d{2}-\d{2}|\d{4}\.\d{2}\.\d{2}|\d{8}"
+_RANGE = re.compile(rf"(?P<first>{_DATE})?(?P<dash>-)?(?P<second>{_DATE})?")
+
+
+def parse_date_range(text: str) -> tuple[str | None, str | None]:
+    """A DICOM date range (PS3.4 C.2.2.2.5): "D", "D1-D2", "-D2" or "D1-", each date as
+    YYYYMMDD, YYYY-MM-DD or the old dotted YYYY.MM.DD. Returns (since, until)."""
+    found = _RANGE.fullmatch(text.strip())
+    if found is None or not (found["first"] or found["second"]):
+        raise UsageError(f"--date {text!r} is not a date or a range (20240301-20240331)")
+    first, second = found["first"], found["second"]
+    if not found["dash"]:
+        if second:
+            raise UsageError(f"--date {text!r} is not a date or a range (20240301-20240331)")
+        day = parse_date(first, "--date")
+        return day, day
+    since = parse_date(first, "--date") if first else None
+    until = parse_date(second, "--date") if second else None
+    if since and until and since > until:
+        raise UsageError(f"--date {text!r} ends before it starts")
+    return since, until
 
 
 @dataclass
