@@ -77,6 +77,8 @@ class MasterRecord:
     # True when the keyring predates master records: `created` is then the first epoch's
     # creation, which init made together with the first master key.
     inferred: bool = False
+    # For a compromised master key: the epochs its keyring held then, every one exposed.
+    exposed_epochs: tuple[int, ...] = ()
 
 
 @dataclass
@@ -137,10 +139,8 @@ class Keyring:
         """Keys reported compromised that still exist: marked compromised (or already retiring
         for it), or held in a keyring sealed under a compromised master key, which exposed
         every epoch it held. An interrupted compromise workflow leaves these."""
-        ends = [m.compromised for m in self.masters if m.compromised]
-        return [
-            e for e in self.live_epochs() if e.compromised or any(e.created < end for end in ends)
-        ]
+        exposed = {i for m in self.masters for i in m.exposed_epochs}
+        return [e for e in self.live_epochs() if e.compromised or e.id in exposed]
 
     def live_epochs(self) -> list[Epoch]:
         return [e for e in self.epochs if e.state != DESTROYED]
@@ -181,7 +181,13 @@ class Keyring:
         now = _now()
         old = self.current_master
         ended = (
-            replace(old, state=COMPROMISED, deactivated=now, compromised=now)
+            replace(
+                old,
+                state=COMPROMISED,
+                deactivated=now,
+                compromised=now,
+                exposed_epochs=tuple(e.id for e in self.live_epochs()),
+            )
             if compromised
             else replace(old, state=DEACTIVATED, deactivated=now)
         )
@@ -278,6 +284,7 @@ def _master_from(m: dict[str, Any]) -> MasterRecord:
         str(m.get("deactivated", "")),
         str(m.get("compromised", "")),
         bool(m.get("inferred", False)),
+        tuple(int(i) for i in m.get("exposed_epochs", ())),
     )
 
 
@@ -289,6 +296,8 @@ def _master_json(m: MasterRecord) -> dict[str, Any]:
         doc["compromised"] = m.compromised
     if m.inferred:
         doc["inferred"] = True
+    if m.exposed_epochs:
+        doc["exposed_epochs"] = list(m.exposed_epochs)
     return doc
 
 
