@@ -56,6 +56,25 @@ def _values(ds: Any) -> dict[int, set[str]]:
     return found
 
 
+# Kinds of value that identify whatever the edition of the table: names, dates and times,
+# AE titles, free text. Counted for attributes the shipped table does not list.
+_IDENTIFYING_VRS = {"PN", "DA", "DT", "TM", "AE", "ST", "LT", "UT"}
+
+
+def _unlisted_identifying(ds: Any, rules: Any) -> dict[int, set[str]]:
+    found: dict[int, set[str]] = {}
+    for element in ds.iterall():
+        tag = int(element.tag)
+        if element.VR not in _IDENTIFYING_VRS or element.value in (None, "", b""):
+            continue
+        if rules.rule(tag) is None and element.keyword not in _SET_BY_DEIDENTIFIERS:
+            found.setdefault(tag, set()).add(repr(element.value))
+    return found
+
+
+_SET_BY_DEIDENTIFIERS = {"DeidentificationMethod"}
+
+
 def _roundtrip(ds: Any) -> bool:
     try:
         out = io.BytesIO()
@@ -77,6 +96,7 @@ def main() -> int:
         return 2
     rules = table()
     leaks: dict[str, Counter[str]] = {"vault": Counter(), "dicognito": Counter()}
+    beyond: dict[str, Counter[str]] = {"vault": Counter(), "dicognito": Counter()}
     unreadable: Counter[str] = Counter()
     files = checked = 0
     for path in _corpus():
@@ -86,14 +106,13 @@ def main() -> int:
                 original = pydicom.dcmread(path)
             except Exception:
                 continue
-            if (
-                "SOPClassUID" not in original
-                or ("PixelData" not in original
-                and ("DirectoryRecordSequence" in original))
+            if "SOPClassUID" not in original or (
+                "PixelData" not in original and ("DirectoryRecordSequence" in original)
             ):
                 continue
             files += 1
             before = _values(original)
+            unlisted = _unlisted_identifying(original, rules)
             outputs = {}
             ours = pydicom.dcmread(path)
             Deidentifier().apply(ours)
@@ -115,6 +134,9 @@ def main() -> int:
                     checked += tool == "vault"
                     if values & after.get(tag, set()):
                         leaks[tool][f"{rule.tag} {rule.name.splitlines()[0]}"] += 1
+                for tag, values in unlisted.items():
+                    if values & after.get(tag, set()):
+                        beyond[tool][pydicom.datadict.keyword_for_tag(tag) or hex(tag)] += 1
     print(
         f"{files} DICOM files; {checked} (file, Table E.1-1 attribute) values to remove or change"
     )
@@ -126,6 +148,11 @@ def main() -> int:
         if args.rows:
             for row, n in counter.most_common():
                 print(f"    {n:4}  {row}")
+    print("names, dates, times, AE titles and free text in attributes the shipped table does not")
+    print("list (rows of later editions, e.g. Instance Creation Date), still in the output:")
+    for tool, counter in beyond.items():
+        top = ", ".join(f"{k} {n}" for k, n in counter.most_common(6))
+        print(f"  {tool:10} {sum(counter.values())}" + (f" ({top})" if top else ""))
     if unreadable["dicognito (raised)"]:
         print(f"dicognito raised on {unreadable['dicognito (raised)']} file(s)")
     return 0

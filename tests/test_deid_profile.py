@@ -239,3 +239,82 @@ def test_the_shipped_table_is_the_copy_its_source_note_names() -> None:
     data = resources.files("vault.dicom").joinpath("data", profile.TABLE_FILE).read_bytes()
     note = resources.files("vault.dicom").joinpath("data", "SOURCE.md").read_text("utf-8")
     assert hashlib.sha256(data).hexdigest() in note
+
+
+def test_the_file_meta_group_is_rebuilt_without_ae_titles_or_private_information() -> None:
+    ds = _dataset([(0x00100010, "PN", "SMITH^JOHN")])
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    ds.SOPInstanceUID = "1.2.826.0.1.3680043.8.498.42"
+    ds.file_meta.SourceApplicationEntityTitle = "SMITHPAN"
+    ds.file_meta.add_new(0x00020100, "UI", "1.2.3.4")  # Private Information Creator UID
+    ds.file_meta.add_new(0x00020102, "OB", b"SMITH JOHN 1970")
+    Deidentifier().apply(ds)
+    meta = ds.file_meta
+    assert "SourceApplicationEntityTitle" not in meta and 0x00020102 not in meta
+    assert meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID != "1.2.826.0.1.3680043.8.498.42"
+
+
+def test_a_dummy_sequence_keeps_no_code_meaning_or_person_id() -> None:
+    code = Dataset()
+    code.CodeValue, code.CodingSchemeDesignator = "CLINIC-7", "L"
+    code.CodeMeaning = "Smile Dental Clinic, Springfield"
+    ds = _dataset([])
+    ds.InstitutionCodeSequence = Sequence([code])  # X/Z/D: a dummy
+    Deidentifier().apply(ds)
+    text = str(ds)
+    assert "Smile" not in text and "CLINIC-7" not in text
+
+
+def test_attributes_newer_than_the_shipped_table_still_go() -> None:
+    """Instance Creation Date, Station AE Title, a text object's value, an acquisition UID:
+    rows later editions of Table E.1-1 add. Dates, AE titles, names and free text go, instance
+    UIDs are replaced; coded terms and class UIDs stay."""
+    ds = _dataset(
+        [
+            (0x00080012, "DA", "20200102"),  # Instance Creation Date
+            (0x00080013, "TM", "101500"),  # Instance Creation Time
+            (0x00080017, "UI", "1.2.826.0.1.3680043.8.498.4711"),  # Acquisition UID
+            (0x00080055, "AE", "SMITHPAN"),  # Station AE Title
+            (0x00700006, "ST", "SMITH JOHN"),  # Unformatted Text Value
+            (0x00080016, "UI", "1.2.840.10008.5.1.4.1.1.2"),  # SOP Class UID
+        ]
+    )
+    Deidentifier().apply(ds)
+    for level in (ds, ds[HOLDER].value[0]):
+        assert level.get(0x00080012).value in ("", None)
+        assert level.get(0x00080055).value in ("", None)
+        assert level.get(0x00700006).value in ("", None)
+        assert level[0x00080017].value != "1.2.826.0.1.3680043.8.498.4711"
+        assert level[0x00080016].value == "1.2.840.10008.5.1.4.1.1.2"
+
+
+@pytest.mark.parametrize(
+    "attributes",
+    [
+        {"BurnedInAnnotation": ["NO", "YES"]},
+        {"BurnedInAnnotation": "yes "},
+        {"RecognizableVisualFeatures": "YES", "BurnedInAnnotation": "NO"},
+        {"SOPClassUID": "1.2.840.10008.5.1.4.1.1.104.1"},  # an encapsulated PDF
+    ],
+)
+def test_burned_in_text_is_judged_closed(attributes: dict[str, Any]) -> None:
+    from vault.dicom.deidentify import burned_in
+
+    ds = Dataset()
+    ds.Modality = "CT"
+    for keyword, value in attributes.items():
+        setattr(ds, keyword, value)
+    assert burned_in(ds).suspected
+
+
+def test_an_overlay_goes_whole() -> None:
+    ds = _dataset(
+        [
+            (0x60000010, "US", 16),  # Overlay Rows
+            (0x60000022, "LO", "SMITH JOHN L side"),  # Overlay Description
+            (0x60001500, "LO", "SMITH"),  # Overlay Label
+            (0x60003000, "OW", b"\x01\x00" * 8),  # Overlay Data
+        ]
+    )
+    Deidentifier().apply(ds)
+    assert not [e for e in ds.iterall() if 0x6000 <= e.tag.group <= 0x601E]

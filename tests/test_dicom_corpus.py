@@ -10,6 +10,7 @@ import io
 import logging
 import random
 import shutil
+import struct
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -313,3 +314,79 @@ def test_names_in_any_character_set_are_found_with_or_without_carets(
     for query, at_least in (("WANG^XIAODONG", 2), ("wang xiaodong", 2), ("山田", 2), ("jérôme", 1)):
         found = vault("studies", "-r", repo, "--name", query, "--json").json()
         assert len(found) >= at_least, (query, found)
+
+
+# -- hostile shapes the review found -------------------------------------------------------
+
+
+def _meta(syntax: str, *, padding: int = 0) -> bytes:
+    """A preamble, DICM and a file meta group naming `syntax`, with an optional large
+    private-information element (a meta group larger than any fixed window)."""
+
+    def element(group: int, elem: int, vr: bytes, value: bytes) -> bytes:
+        if len(value) % 2:
+            value += b"\0"
+        if vr in (b"OB", b"UN"):
+            return struct.pack("<HH2sHI", group, elem, vr, 0, len(value)) + value
+        return struct.pack("<HH2sH", group, elem, vr, len(value)) + value
+
+    body = element(2, 0x0001, b"OB", b"\0\1")
+    body += element(2, 0x0002, b"UI", CTImageStorage.encode())
+    body += element(2, 0x0003, b"UI", b"1.2.826.0.1.3680043.8.498.1")
+    body += element(2, 0x0010, b"UI", syntax.encode())
+    if padding:
+        body += element(2, 0x0102, b"OB", b"p" * padding)
+    return b"\0" * 128 + b"DICM" + element(2, 0x0000, b"UL", struct.pack("<I", len(body))) + body
+
+
+def test_a_deflate_bomb_is_inflated_only_as_far_as_a_header_needs() -> None:
+    import tracemalloc
+    import zlib
+
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    bomb = compressor.compress(b"\0" * (512 * 1024 * 1024)) + compressor.flush()
+    for padding in (0, 100_000):  # and behind a meta group larger than 64 KiB
+        data = _meta(DeflatedExplicitVRLittleEndian, padding=padding) + bomb
+        tracemalloc.start()
+        found = header.read_header(data)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert isinstance(found, header.Unparseable), found
+        assert peak < 200 * 1024 * 1024, peak  # bounded, never the 512 MiB it inflates to
+
+
+def test_a_deflated_file_without_preamble_is_catalogued(tmp_path: Path) -> None:
+    path = tmp_path / "deflated.dcm"
+    uid = _deflated(path, 5 * 1024 * 1024)
+    found = header.read_header(path.read_bytes()[132:])  # the same file, meta group first
+    assert isinstance(found, FileHeader) and found.study_uid == uid
+
+
+def test_zero_bytes_after_the_meta_group_are_corrupt_not_a_long_parse() -> None:
+    found = header.read_header(_meta("1.2.840.10008.1.2.1") + b"\0" * (16 * 1024 * 1024))
+    assert isinstance(found, header.Unparseable) and "zero bytes" in found.reason
+
+
+def test_a_file_cut_inside_its_study_uid_is_not_a_study(tmp_path: Path) -> None:
+    path = tmp_path / "cut.dcm"
+    _deflated(path, 1024)  # any valid file; rewritten below as explicit VR little endian
+    ds = pydicom.dcmread(path)
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.1"
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    data = out.getvalue()
+    at = data.index(str(ds.StudyInstanceUID).encode())
+    for cut in range(at + 3, at + len(str(ds.StudyInstanceUID)) - 1, 7):
+        found = header.read_header(data[:cut])
+        assert not isinstance(found, FileHeader), (cut, found)
+
+
+def test_a_first_read_shorter_than_the_preamble_still_finds_dicom(tmp_path: Path) -> None:
+    path = tmp_path / "small-reads.dcm"
+    uid = _deflated(path, 1024)
+    data = path.read_bytes()
+    collector = header.HeaderCollector()
+    for start in range(0, len(data), 50):  # 50-byte reads, as a slow network mount gives
+        collector.feed(data[start : start + 50])
+    found = collector.result()
+    assert isinstance(found, FileHeader) and found.study_uid == uid

@@ -41,9 +41,11 @@ from typing import Any
 
 import pydicom
 import pydicom.config
+import pydicom.datadict
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
+from pydicom.uid import UID as UIDValue
 from pydicom.uid import (
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
@@ -73,7 +75,7 @@ CONTENT_SEQUENCE = 0x0040A730
 # Values of an SR content item: required by the item's value type, so dummied, never removed.
 _CONTENT_VALUES = {0x0040A160, 0x0040A123, 0x0040A121, 0x0040A122, 0x0040A120, 0x0040A124}
 _CONTENT_UID = 0x0040A124
-_CONTENT_DATES = {0x0040A121, 0x0040A120}  # Date, DateTime (Time is kept when shifting)
+_CONTENT_DATES = {0x0040A121, 0x0040A120}  # Date, DateTime: shifted when dates are shifted
 _PATIENT_NAME, _PATIENT_ID = 0x00100010, 0x00100020
 _DATE_OPTION = "rtnLongModifDatesOpt"
 
@@ -112,6 +114,7 @@ _DUMMIES: dict[str, Any] = {
 # panoramic radiographs of some dental vendors.
 BURN_IN_MODALITIES = {"US", "XC", "SC", "OT", "PX", "ES", "VL", "OP"}
 _SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
+_ENCAPSULATED_DOCUMENT = "1.2.840.10008.5.1.4.1.1.104."
 
 
 @dataclass(frozen=True)
@@ -123,13 +126,19 @@ class BurnIn:
 
 
 def burned_in(ds: Dataset) -> BurnIn:
-    flag = str(ds.get("BurnedInAnnotation", "") or "").strip().upper()
-    if flag == "YES":
-        return BurnIn(True, "BurnedInAnnotation is YES")
-    if flag == "NO":
-        return BurnIn(False, "BurnedInAnnotation is NO")
-    modality = str(ds.get("Modality", "") or "")
+    """Fails closed: only a plain NO clears a file; an odd value counts as YES."""
     sop_class = str(ds.get("SOPClassUID", "") or "")
+    if sop_class.startswith(_ENCAPSULATED_DOCUMENT):
+        return BurnIn(True, "an encapsulated document (PDF, CDA, …): its content is not cleaned")
+    faces = ds.get("RecognizableVisualFeatures")
+    if faces is not None and str(faces).strip().upper() != "NO":
+        return BurnIn(True, "RecognizableVisualFeatures is not NO")
+    if "BurnedInAnnotation" in ds:
+        flag = ds.BurnedInAnnotation
+        if isinstance(flag, str) and flag.strip().upper() == "NO":
+            return BurnIn(False, "BurnedInAnnotation is NO")
+        return BurnIn(True, "BurnedInAnnotation is not NO")
+    modality = str(ds.get("Modality", "") or "")
     if modality in BURN_IN_MODALITIES:
         return BurnIn(True, f"BurnedInAnnotation is absent and modality {modality} often burns in")
     if sop_class.startswith(_SECONDARY_CAPTURE):
@@ -156,9 +165,7 @@ class Deidentifier:
 
     def apply(self, ds: pydicom.FileDataset, *, identity_removed: bool = True) -> None:
         self._clean(ds, in_content=False, all_uids=False)
-        meta = getattr(ds, "file_meta", None)
-        if meta is not None and "MediaStorageSOPInstanceUID" in meta:
-            meta.MediaStorageSOPInstanceUID = self.uid(str(meta.MediaStorageSOPInstanceUID))
+        ds.file_meta = self._fresh_meta(ds)
         # What the profile asks a de-identifier to record (PS3.15 E.1.1, PS3.3 C.7.1.1).
         ds.PatientIdentityRemoved = "YES" if identity_removed else "NO"
         method = f"vault {__version__} PS3.15 Table E.1-1, header only"  # LO: <= 64 chars
@@ -175,6 +182,21 @@ class Deidentifier:
             "MODIFIED" if self.shift_days is not None else "REMOVED"
         )
 
+    def _fresh_meta(self, ds: pydicom.FileDataset) -> FileMetaDataset:
+        """A new file meta group with only what a file needs: the original's names the sending
+        and receiving AE titles and can carry private information (0002,0102)."""
+        old = getattr(ds, "file_meta", None)
+        meta = FileMetaDataset()
+        syntax = old.get("TransferSyntaxUID") if old is not None else None
+        if syntax:
+            meta.TransferSyntaxUID = syntax
+        sop_class = str(ds.get("SOPClassUID", "") or "")
+        if not sop_class and old is not None:
+            sop_class = str(old.get("MediaStorageSOPClassUID", "") or "")
+        meta.MediaStorageSOPClassUID = UIDValue(sop_class)
+        meta.MediaStorageSOPInstanceUID = UIDValue(str(ds.get("SOPInstanceUID", "") or ""))
+        return meta
+
     # -- the walk ---------------------------------------------------------------------------
 
     def _clean(self, ds: Dataset, *, in_content: bool, all_uids: bool) -> None:
@@ -188,10 +210,15 @@ class Deidentifier:
             if element.VR == "SQ":
                 if action == ZERO:
                     element.value = Sequence()
-                    continue
-                inside = tag == CONTENT_SEQUENCE or in_content
-                for item in element.value:
-                    self._clean(item, in_content=inside, all_uids=all_uids or action == UID_ALL)
+                elif action == DUMMY and tag != CONTENT_SEQUENCE:
+                    # A dummy sequence: one neutral code item. Cleaning its items instead would
+                    # keep code meanings and texts the table does not list (an institution's
+                    # name in its code, a person's ID).
+                    element.value = Sequence([_code("DEID", "De-identified", "99VAULT")])
+                else:
+                    inside = tag == CONTENT_SEQUENCE or in_content
+                    for item in element.value:
+                        self._clean(item, in_content=inside, all_uids=all_uids or action == UID_ALL)
                 continue
             if action == ZERO:
                 self._zero(element)
@@ -204,6 +231,11 @@ class Deidentifier:
             # "shift" on any other VR (times, a timezone offset): kept, as the option says
 
     def _action(self, rule: Rule | None, tag: int, in_content: bool) -> str:
+        if 0x6000 <= tag >> 16 <= 0x601E and not (tag >> 16) & 1:
+            # An overlay: the table removes its data and comments; the rest of the group goes
+            # too, or the file keeps an Overlay Plane without its Type 1 data (invalid) and its
+            # free-text label and description.
+            return REMOVE
         if in_content and tag in _CONTENT_VALUES:
             # The Content Sequence is D: its items' values get dummies (kept present, as the
             # item's value type requires); UIDs are replaced, dates shifted when asked.
@@ -213,10 +245,27 @@ class Deidentifier:
                 return "shift"
             return DUMMY
         if rule is None:
-            return KEEP
+            return self._unlisted(tag)
         if self.shift_days is not None and rule.options.get(_DATE_OPTION) == CLEAN:
             return "shift"  # dates shifted, times kept: the option's "C"
         return rule.action
+
+    def _unlisted(self, tag: int) -> str:
+        """What the shipped edition of the table does not name. Later editions add rows
+        (instance creation dates, AE titles, acquisition UIDs, text objects); rather than keep
+        them, vault applies what the table does to their kind: names, dates and times, AE
+        titles and free text go, instance UIDs are replaced. Coded terms, measurements and
+        class UIDs stay (docs/dicom.md, "Beyond the table's edition")."""
+        vr = _vr_of(tag)
+        if vr in ("PN", "DA", "DT", "TM", "ST", "LT", "UT", "AE"):
+            if vr in ("DA", "DT") and self.shift_days is not None:
+                return "shift"
+            if vr == "TM" and self.shift_days is not None:
+                return KEEP
+            return ZERO
+        if vr == "UI" and not _is_class_or_scheme_uid(tag):
+            return UID
+        return KEEP
 
     def _zero(self, element: DataElement) -> None:
         tag = int(element.tag)
@@ -261,12 +310,40 @@ def _map(value: object, change: Callable[[str], str]) -> object:
     return change(str(value)) if value not in (None, "") else value
 
 
-def _code(value: str, meaning: str) -> Dataset:
+def _code(value: str, meaning: str, scheme: str = "DCM") -> Dataset:
     item = Dataset()
     item.CodeValue = value
-    item.CodingSchemeDesignator = "DCM"
+    item.CodingSchemeDesignator = scheme
     item.CodeMeaning = meaning
     return item
+
+
+def _vr_of(tag: int) -> str:
+    if (tag >> 16) & 1:
+        return ""  # private: the table's private row decides
+    try:
+        return str(pydicom.datadict.dictionary_VR(tag)).split(" or ")[0]
+    except KeyError:
+        return ""
+
+
+def _is_class_or_scheme_uid(tag: int) -> bool:
+    """UIDs that name a kind of thing, not an instance: kept (coded terms, SOP classes)."""
+    try:
+        keyword = pydicom.datadict.keyword_for_tag(tag)
+    except KeyError:
+        return True
+    return keyword.endswith("ClassUID") or any(
+        part in keyword
+        for part in (
+            "CodingScheme",
+            "ContextGroup",
+            "MappingResource",
+            "TransferSyntax",
+            "Implementation",
+            "Private",
+        )
+    )
 
 
 def is_photo(ds: Dataset) -> bool:

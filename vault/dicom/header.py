@@ -35,7 +35,8 @@ from vault.dicom.scan import scan
 DICM_OFFSET = 128
 # More than any header needs: a DICOMDIR of a CBCT CD is a few MiB, an enhanced multi-frame
 # header with per-frame groups for thousands of frames a few more (only the part before
-# StudyInstanceUID is read). Memory per file in flight stays bounded by this.
+# StudyInstanceUID is read). Memory per file in flight stays bounded by this (a Deflated data
+# set is inflated into at most this much, never handed to pydicom whole).
 MAX_HEADER_BYTES = 64 * 1024 * 1024
 # A file that only starts like a bare data set is given less room before it is taken for
 # something else: most files are not DICOM, and a guess must not hold 64 MiB per file.
@@ -141,14 +142,19 @@ class HeaderCollector:
         # Parse attempts at doubling sizes: a header that needs many blocks (a large DICOMDIR)
         # costs a few parses, not one per block.
         self._next_attempt = 0
+        self._head = b""  # a first read shorter than the preamble waits for the next
+        self._meta_known = False  # the file meta group was read, or there is none
 
     @property
     def wants_more(self) -> bool:
-        return self._kind in ("marked", "bare")
+        return self._kind in ("", "marked", "bare")
 
     def feed(self, block: bytes) -> None:
         if self._kind == "":
-            self._start(block)
+            self._head += block
+            if len(self._head) >= DICM_OFFSET + 4 or not block:
+                head, self._head = self._head, b""
+                self._start(head)
             return
         if not self.wants_more:
             return
@@ -161,6 +167,9 @@ class HeaderCollector:
     def result(self) -> FileHeader | Unparseable | None:
         """The header, Unparseable for a DICOM-marked file that does not parse, or None for a
         file that is not DICOM. Call once the whole file was fed."""
+        if self._kind == "":
+            head, self._head = self._head, b""
+            self._start(head)
         if self.wants_more:
             self._attempt(complete=not self._too_long)
             if self.wants_more:  # more was needed than MAX_HEADER_BYTES
@@ -200,16 +209,28 @@ class HeaderCollector:
         if len(block) > room:
             self._too_long = True
         self._buffer += block[: max(room, 0)]
-        if self._kind == "marked" and not self._dataset_start:
-            meta = _meta_group(bytes(self._buffer[: 64 * 1024]), DICM_OFFSET + 4)
-            if meta is not None:
-                syntax, end = meta
-                self._dataset_start = end
-                if syntax == _DEFLATED:
-                    self._inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-                    tail = bytes(self._buffer[end:])
-                    del self._buffer[end:]
-                    self._inflate(tail)
+        if not self._meta_known:
+            self._read_meta()
+
+    def _read_meta(self) -> None:
+        """Find the file meta group (after the preamble, or at the start of a file without
+        one) and, for the Deflated transfer syntax, switch to inflating what follows."""
+        start = DICM_OFFSET + 4 if self._kind == "marked" else 0
+        data = bytes(self._buffer)
+        if len(data) >= start + 4 and struct.unpack_from("<H", data, start)[0] != 0x0002:
+            self._meta_known = True  # no meta group: a bare data set
+            return
+        meta = _meta_group(data, start)
+        if meta is None:
+            return  # not all of it here yet
+        self._meta_known = True
+        syntax, end = meta
+        self._dataset_start = end
+        if syntax == _DEFLATED:
+            self._inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+            tail = bytes(self._buffer[end:])
+            del self._buffer[end:]
+            self._inflate(tail)
 
     def _inflate(self, data: bytes) -> None:
         room = MAX_HEADER_BYTES - len(self._inflated)
@@ -227,6 +248,16 @@ class HeaderCollector:
     def _attempt(self, *, complete: bool) -> None:
         if self._inflater is not None:
             found = _parse_inflated(bytes(self._inflated), complete=complete)
+        elif not self._meta_known:
+            # pydicom must never meet a Deflated data set whose meta group vault could not
+            # read: it would inflate the whole stream at once (a few KiB can inflate to GiB).
+            if not complete:
+                return
+            found = Unparseable("its file meta group cannot be read")
+        elif self._buffer[self._dataset_start : self._dataset_start + 4] == b"\0\0\0\0":
+            # A (0000,0000) element where the data set should start: pydicom would read a run
+            # of zero bytes as millions of command elements. No file holds that.
+            found = Unparseable("its data set is corrupt (zero bytes where elements should be)")
         else:
             found = _parse(bytes(self._buffer), complete=complete)
         if found is None:
@@ -262,9 +293,15 @@ def _fast(block: bytes) -> FileHeader | None:
 
 def _meta_group(head: bytes, pos: int) -> tuple[str, int] | None:
     """(transfer syntax, end of the file meta group) from explicit VR little endian group 0002
-    elements starting at `pos`; None when they cannot be read from `head`."""
+    elements starting at `pos`; None until `head` holds all of the group. The group's end is
+    its declared length (0002,0000) when given, else the first element of another group."""
     syntax = ""
-    while pos + 8 <= len(head):
+    group_end: int | None = None
+    while True:
+        if group_end is not None and pos >= group_end:
+            break
+        if pos + 8 > len(head):
+            return None  # the group may go on in bytes not read yet
         group, elem = struct.unpack_from("<HH", head, pos)
         if group != 0x0002:
             break
@@ -277,6 +314,8 @@ def _meta_group(head: bytes, pos: int) -> tuple[str, int] | None:
             length, at = struct.unpack_from("<H", head, pos + 6)[0], pos + 8
         if length == 0xFFFFFFFF or at + length > len(head):
             return None
+        if elem == 0x0000 and length == 4 and group_end is None:
+            group_end = at + 4 + struct.unpack_from("<I", head, at)[0]
         if elem == 0x0010:
             syntax = head[at : at + length].rstrip(b"\0 ").decode("ascii", "replace")
         pos = at + length
@@ -289,9 +328,16 @@ class _Stopped:
 
     def __init__(self) -> None:
         self.reached = False
+        self.disordered = False  # a zero tag in the data set: corrupt, stop at once
 
     def __call__(self, tag: Any, vr: Any, length: int) -> bool:
-        if int(tag) > _STUDY_UID:
+        number = int(tag)
+        if number == 0:
+            # Runs of zero bytes read as endless (0000,0000) elements: nothing more is worth
+            # parsing. (Tags out of order are tolerated: real files have them.)
+            self.disordered = True
+            return True
+        if number > _STUDY_UID:
             self.reached = True
             return True
         return False
@@ -312,6 +358,8 @@ def _parse(data: bytes, *, complete: bool) -> FileHeader | Unparseable | None:
 
 
 def _parse_inflated(data: bytes, *, complete: bool) -> FileHeader | Unparseable | None:
+    if data[:4] == b"\0\0\0\0":
+        return Unparseable("its data set is corrupt (zero bytes where elements should be)")
     pydicom = _pydicom()
     stop = _Stopped()
     try:
@@ -331,6 +379,8 @@ def _judged(
 ) -> FileHeader | Unparseable | None:
     # Parsed only up to a cut: what was read may end inside an element. Trust it once the
     # parse passed StudyInstanceUID, or the bytes are the whole file.
+    if stop.disordered and not stop.reached:
+        return Unparseable("its data set is corrupt (zero bytes where elements should be)")
     if not complete and not stop.reached:
         return None
     return header
@@ -362,6 +412,13 @@ def _from_dataset(ds: Any, *, media_dicomdir: bool) -> FileHeader | Unparseable:
             }
         )
         return FileHeader(dicomdir_studies=tuple(uids), is_dicomdir=True)
+    # Judged on the raw element, before reading its value converts it: a file cut inside the
+    # UID holds fewer bytes than the element declares, and "1.2." is no study.
+    raw = ds.get_item(0x0020000D) if 0x0020000D in ds else None
+    declared = getattr(raw, "length", None)
+    stored = getattr(raw, "value", None)
+    if isinstance(stored, bytes) and isinstance(declared, int) and len(stored) < declared:
+        return Unparseable("its header is cut short (inside StudyInstanceUID)")
     uid = _text(ds, "StudyInstanceUID").strip("\0 ")
     if not uid:
         return Unparseable("it has no StudyInstanceUID")
