@@ -257,3 +257,25 @@ def test_a_header_longer_than_one_read_block_is_still_catalogued(
     vault("backup", "-r", repo, source)
     studies = vault("studies", "-r", repo, "--json").json()
     assert [s["study_instance_uid"] for s in studies] == [str(ds.StudyInstanceUID)]
+
+
+def test_a_dicomdir_naming_a_file_in_no_study_is_left_out_of_a_study_restore(
+    tmp_path: Path, repo: RepoHandle, vault: RunCli
+) -> None:
+    """Every study the DICOMDIR lists is restored, but one file it names is unreadable (in no
+    study): restored beside the study it would name a missing file, so it is left out."""
+    staging = tmp_path / "staging"
+    uid = generate_uid()
+    fileset = FileSet()
+    for i in range(3):
+        fileset.add(_ct_slice(staging / f"s{i}.dcm", uid, "DEMO-0043", i + 1))
+    share = tmp_path / "share"
+    fileset.write(share / "cd")
+    images = sorted(p for p in (share / "cd").rglob("*") if p.is_file() and p.name != "DICOMDIR")
+    images[0].write_bytes(b"\0" * 128 + b"DICM" + b"\xff" * 64)  # still named by the DICOMDIR
+    assert vault("backup", "-r", repo, share).code == 0
+    out = tmp_path / "out"
+    done = vault("restore", "latest", "-r", repo, "--study", uid, "--target", out)
+    assert done.code == 0, done.err
+    assert "left out 1 DICOMDIR" in done.err
+    assert not (out / share.relative_to("/") / "cd" / "DICOMDIR").exists()

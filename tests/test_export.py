@@ -255,3 +255,48 @@ def test_real_structured_reports_and_rt_objects_export_valid(
             if "ContentSequence" in source:
                 assert len(out.ContentSequence) == len(source.ContentSequence)
                 assert all("ValueType" in item for item in out.ContentSequence)
+
+
+def test_descriptors_a_person_approved_are_kept_and_nothing_else(
+    tmp_path: Path, repo: RepoHandle, vault: RunCli
+) -> None:
+    """The Clean Descriptors option done by review: list the values, delete the identifying
+    ones, export with the rest."""
+    share = tmp_path / "share"
+    uid = "1.2.826.0.1.3680043.8.498.5454"
+    _study_with(
+        share, uid, SeriesDescription="CBCT 8x8 FOV, 0.2 mm", StudyDescription="Smith recall\tx"
+    )
+    assert vault("backup", "-r", repo, share).code == 0
+    listing = tmp_path / "descriptors.txt"
+    listed = vault(
+        "export", "-r", repo, "--study", uid, "--deidentify", "--target", tmp_path / "no",
+        "--list-descriptors", listing,
+    )  # fmt: skip
+    assert listed.code == 0, listed.err
+    assert listing.stat().st_mode & 0o777 == 0o600
+    assert not (tmp_path / "no").exists() or not list((tmp_path / "no").glob("*.dcm"))
+    lines = [line for line in listing.read_text().splitlines() if not line.startswith("#")]
+    assert "SeriesDescription\tCBCT 8x8 FOV, 0.2 mm" in lines
+    assert "StudyDescription\tSmith recall\\tx" in lines  # a tab written escaped, one line
+    # The reviewer deletes the line that names the patient.
+    listing.write_text("\n".join(line for line in lines if "Smith" not in line) + "\n")
+    target = tmp_path / "teaching"
+    done = vault(
+        "export", "-r", repo, "--study", uid, "--deidentify", "--target", target,
+        "--keep-descriptors", listing,
+    )  # fmt: skip
+    assert done.code == 0, done.err
+    for path in target.glob("*.dcm"):
+        ds = pydicom.dcmread(path)
+        assert ds.SeriesDescription == "CBCT 8x8 FOV, 0.2 mm"
+        assert "StudyDescription" not in ds or "Smith" not in str(ds.StudyDescription)
+        assert "113105" in [c.CodeValue for c in ds.DeidentificationMethodCodeSequence]
+    manifest = json.loads((target / "MANIFEST.json").read_text())
+    assert manifest["options"]["clean_descriptors_by_review"] is True
+    actions = [e["action"] for e in vault("audit", "-r", repo, "--json").json()["events"]]
+    assert "export-descriptors-listed" in actions
+    # Without a reviewed list, descriptors go as the Basic Profile says.
+    plain = tmp_path / "plain"
+    assert vault("export", "-r", repo, "--study", uid, "--deidentify", "--target", plain).code == 0
+    assert all("SeriesDescription" not in pydicom.dcmread(p) for p in plain.glob("*.dcm"))

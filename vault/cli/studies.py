@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from vault import ids
 from vault.cli.output import emit_json, table
@@ -59,6 +61,20 @@ def add_study_parsers(command: Callable[..., argparse.ArgumentParser]) -> None:
         help="shift every date by DAYS instead of removing dates (keeps intervals)",
     )
     p.add_argument("--include-photos", action="store_true", help="also export photographs (faces!)")
+    descriptors = p.add_mutually_exclusive_group()
+    descriptors.add_argument(
+        "--list-descriptors",
+        metavar="FILE",
+        help="export nothing: write the study's descriptor values (descriptions, protocol "
+        "names, …) to FILE (mode 0600) for a person to review; delete the lines that identify "
+        "anyone and pass the file to --keep-descriptors",
+    )
+    descriptors.add_argument(
+        "--keep-descriptors",
+        metavar="FILE",
+        help="the Clean Descriptors option: keep descriptor values listed in FILE (approved by a "
+        "person, one KEYWORD<TAB>VALUE per line, as --list-descriptors writes); all others go",
+    )
     p.add_argument(
         "--allow-burned-in",
         action="store_true",
@@ -208,6 +224,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     snapshot = repo.find_snapshot(args.snapshot)
     (study,) = select_studies(repo, snapshot, [args.study], None)
     target = Path(args.target).absolute()
+    if args.list_descriptors:
+        return _list_descriptors(args, repo, snapshot, study, target)
+    approved = _approved(args.keep_descriptors) if args.keep_descriptors else None
     try:
         result = export_study(
             repo,
@@ -217,6 +236,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             shift_days=args.shift_dates,
             include_photos=args.include_photos,
             allow_burned_in=args.allow_burned_in,
+            approved_descriptors=approved,
         )
     except VaultError:
         record_audit(
@@ -278,6 +298,81 @@ def cmd_export(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
     return 0
+
+
+DESCRIPTORS_HEADER = (
+    "# Descriptor values of one study, for review before a de-identified export. Delete every\n"
+    "# line whose value could identify a person (a name, a date, an ID, a place); keep the\n"
+    "# rest, then: vault export ... --deidentify --keep-descriptors THIS_FILE\n"
+)
+
+
+def _list_descriptors(
+    args: argparse.Namespace, repo: Repository, snapshot: Any, study: Any, target: Path
+) -> int:
+    from vault.jobs.export import study_descriptors
+
+    pairs = study_descriptors(repo, snapshot, study, target.parent, include_photos=True)
+    path = Path(args.list_descriptors)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except FileExistsError:
+        raise UsageError(f"{path} exists; the descriptor list goes to a new file") from None
+    except OSError as exc:
+        raise UsageError(f"cannot create {path}: {exc.strerror or exc}") from None
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(DESCRIPTORS_HEADER)
+        for keyword, value in pairs:
+            handle.write(f"{keyword}\t{_one_line(value)}\n")
+    record_audit(
+        repo,
+        "export-descriptors-listed",
+        result="PASS",
+        snapshot=snapshot.id,
+        catalog_ids=[study.catalog_id],
+        details={"values": len(pairs)},
+    )
+    if opt(args, "json"):
+        emit_json({"catalog_id": study.catalog_id, "file": str(path), "values": len(pairs)})
+    else:
+        print(f"wrote {len(pairs)} descriptor value(s) of study {study.catalog_id} to {path}")
+    return 0
+
+
+def _one_line(value: str) -> str:
+    return (
+        value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+    )
+
+
+def _approved(file: str) -> set[str]:
+    """The values a person approved: the VALUE column of a --list-descriptors file."""
+    try:
+        text = Path(file).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot read {file}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{file} is not UTF-8 text (write it with --list-descriptors)") from None
+    approved = set()
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        _keyword, tab, value = line.partition("\t")
+        if not tab:
+            raise UsageError(f"{file}, line {number}: not KEYWORD<TAB>VALUE")
+        approved.add(_unescape(value))
+    return approved
+
+
+def _unescape(value: str) -> str:
+    out, chars = [], iter(value)
+    for ch in chars:
+        if ch != "\\":
+            out.append(ch)
+            continue
+        nxt = next(chars, "")
+        out.append({"t": "\t", "n": "\n", "r": "\r", "\\": "\\"}.get(nxt, "\\" + nxt))
+    return "".join(out)
 
 
 def _slot_label(event: audit.AuditEvent) -> str:

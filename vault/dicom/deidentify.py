@@ -78,6 +78,7 @@ _CONTENT_UID = 0x0040A124
 _CONTENT_DATES = {0x0040A121, 0x0040A120}  # Date, DateTime: shifted when dates are shifted
 _PATIENT_NAME, _PATIENT_ID = 0x00100010, 0x00100020
 _DATE_OPTION = "rtnLongModifDatesOpt"
+DESCRIPTOR_OPTION = "cleanDescOpt"
 
 # A dummy per VR (PS3.15 E.1.1: "a non-zero length value that may be a dummy value and
 # consistent with the VR"); dates are the earliest a DA can say, recognisable as not real.
@@ -149,8 +150,13 @@ def burned_in(ds: Dataset) -> BurnIn:
 class Deidentifier:
     """One export's de-identification: consistent UID replacements and one patient pseudonym."""
 
-    def __init__(self, *, shift_days: int | None = None) -> None:
+    def __init__(
+        self, *, shift_days: int | None = None, approved_descriptors: set[str] | None = None
+    ) -> None:
         self.shift_days = shift_days
+        # The Clean Descriptors option, done the one way that is sure: a person reviewed the
+        # descriptor values (`descriptors`) and approved these exact ones as not identifying.
+        self.approved = approved_descriptors
         self._salt = secrets.token_hex(16)
         self._uids: dict[str, str] = {}
         self.patient_pseudonym = "DEID-" + secrets.token_hex(4).upper()
@@ -171,12 +177,16 @@ class Deidentifier:
         method = f"vault {__version__} PS3.15 Table E.1-1, header only"  # LO: <= 64 chars
         if self.shift_days is not None:
             method += ", dates shifted"
+        if self.approved is not None:
+            method += ", reviewed descriptors"
         ds.DeidentificationMethod = method
         codes = [("113100", "Basic Application Confidentiality Profile")]
         if self.shift_days is not None:
             codes.append(
                 ("113107", "Retain Longitudinal Temporal Information Modified Dates Option")
             )
+        if self.approved is not None:
+            codes.append(("113105", "Clean Descriptors Option"))
         ds.DeidentificationMethodCodeSequence = Sequence([_code(v, m) for v, m in codes])
         ds.LongitudinalTemporalInformationModified = (
             "MODIFIED" if self.shift_days is not None else "REMOVED"
@@ -204,6 +214,8 @@ class Deidentifier:
             tag = int(element.tag)
             rule = self._table.rule(tag)
             action = self._action(rule, tag, in_content)
+            if self._approved_descriptor(rule, element):
+                continue  # kept: a person approved this exact value
             if action == REMOVE:
                 del ds[element.tag]
                 continue
@@ -249,6 +261,13 @@ class Deidentifier:
         if self.shift_days is not None and rule.options.get(_DATE_OPTION) == CLEAN:
             return "shift"  # dates shifted, times kept: the option's "C"
         return rule.action
+
+    def _approved_descriptor(self, rule: Rule | None, element: DataElement) -> bool:
+        if self.approved is None or rule is None or element.VR == "SQ":
+            return False
+        if rule.options.get(DESCRIPTOR_OPTION) != CLEAN:
+            return False
+        return _text(element.value) in self.approved
 
     def _unlisted(self, tag: int) -> str:
         """What the shipped edition of the table does not name. Later editions add rows
@@ -380,3 +399,24 @@ def write(ds: pydicom.FileDataset, path: str) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ds.save_as(path, enforce_file_format=True)
+
+
+def _text(value: object) -> str:
+    if isinstance(value, list | pydicom.multival.MultiValue):
+        return "\\".join(str(v) for v in value)
+    return "" if value is None else str(value)
+
+
+def descriptors(ds: Dataset) -> list[tuple[str, str]]:
+    """(keyword, value) of every non-empty descriptor the Clean Descriptors option may keep
+    (Table E.1-1 rows whose cleanDescOpt column says C), at every level: for a person's review."""
+    rules = table()
+    found = []
+    for element in ds.iterall():
+        rule = rules.rule(int(element.tag))
+        if element.VR == "SQ" or rule is None or rule.options.get(DESCRIPTOR_OPTION) != CLEAN:
+            continue
+        value = _text(element.value)
+        if value.strip():
+            found.append((element.keyword or str(element.tag), value))
+    return found

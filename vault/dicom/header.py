@@ -83,6 +83,7 @@ class FileHeader:
     description: str = ""
     dicomdir_studies: tuple[str, ...] = ()
     is_dicomdir: bool = False
+    dicomdir_files: int = 0  # records naming a file (ReferencedFileID): all must come back
 
 
 @dataclass(frozen=True)
@@ -411,7 +412,8 @@ def _from_dataset(ds: Any, *, media_dicomdir: bool) -> FileHeader | Unparseable:
                 if rec.get("DirectoryRecordType") == "STUDY" and rec.get("StudyInstanceUID")
             }
         )
-        return FileHeader(dicomdir_studies=tuple(uids), is_dicomdir=True)
+        files = sum(1 for rec in ds.get("DirectoryRecordSequence", []) if "ReferencedFileID" in rec)
+        return FileHeader(dicomdir_studies=tuple(uids), is_dicomdir=True, dicomdir_files=files)
     # Judged on the raw element, before reading its value converts it: a file cut inside the
     # UID holds fewer bytes than the element declares, and "1.2." is no study.
     raw = ds.get_item(0x0020000D) if 0x0020000D in ds else None

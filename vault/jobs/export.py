@@ -17,9 +17,10 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from vault.dicom.catalog import Study
-from vault.dicom.deidentify import Deidentifier, burned_in, is_photo, read, write
+from vault.dicom.deidentify import Deidentifier, burned_in, descriptors, is_photo, read, write
 from vault.errors import UsageError, VaultError
 from vault.format.snapshot import Snapshot
 from vault.jobs.restore.restorer import RestoreOptions, restore
@@ -53,33 +54,16 @@ def export_study(
     shift_days: int | None = None,
     include_photos: bool = False,
     allow_burned_in: bool = False,
+    approved_descriptors: set[str] | None = None,
 ) -> ExportResult:
     target = target.absolute()
     if target.exists() and any(target.iterdir()):
         raise UsageError(f"export target {target} is not empty")
     target.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=".vault-export-", dir=target.parent))
-    os.chmod(scratch, 0o700)
+    scratch = _scratch(target.parent)
     result = ExportResult()
     try:
-        restored = restore(repo, snapshot, RestoreOptions(scratch, tuple(study.files), verify=True))
-        if restored.problems:
-            raise VaultError(f"{len(restored.problems)} file(s) of the study failed to restore")
-        chosen = []
-        for path in sorted(study.files):
-            source = os.fsencode(scratch) + os.fsencode(path)
-            try:
-                ds = read(os.fsdecode(source))
-            except Exception:
-                result.skipped_non_dicom += 1
-                continue
-            if "DirectoryRecordSequence" in ds:
-                result.skipped_non_dicom += 1  # a DICOMDIR names the original files: left out
-                continue
-            if is_photo(ds) and not include_photos:
-                result.skipped_photos += 1
-                continue
-            chosen.append(ds)
+        chosen = _read_study(repo, snapshot, study, scratch, include_photos, result)
         # Judged on every file before any is written: a refused export leaves nothing behind.
         suspects = [burned_in(ds) for ds in chosen]
         flagged = [s for s in suspects if s.suspected]
@@ -89,7 +73,7 @@ def export_study(
                 f"file(s) may show patient text burned into the pixels ({flagged[0].reason}); "
                 "review the images and pass --allow-burned-in to export them anyway"
             )
-        deid = Deidentifier(shift_days=shift_days)
+        deid = Deidentifier(shift_days=shift_days, approved_descriptors=approved_descriptors)
         entries = []
         for number, (ds, suspect) in enumerate(zip(chosen, suspects, strict=True), start=1):
             modality = str(ds.get("Modality", "") or "")
@@ -108,14 +92,66 @@ def export_study(
             )
         result.files = len(entries)
         result.burned_in = len(flagged)
-        _write_manifest(target, entries, shift_days=shift_days)
+        _write_manifest(
+            target, entries, shift_days=shift_days, reviewed=approved_descriptors is not None
+        )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return result
 
 
+def study_descriptors(
+    repo: Repository, snapshot: Snapshot, study: Study, near: Path, *, include_photos: bool
+) -> list[tuple[str, str]]:
+    """The distinct descriptor values of a study's DICOM files (what `--keep-descriptors` may
+    keep once a person approved them), sorted; read from a private scratch copy."""
+    scratch = _scratch(near)
+    try:
+        chosen = _read_study(repo, snapshot, study, scratch, include_photos, ExportResult())
+        return sorted({pair for ds in chosen for pair in descriptors(ds)})
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _scratch(near: Path) -> Path:
+    near.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=".vault-export-", dir=near))
+    os.chmod(scratch, 0o700)
+    return scratch
+
+
+def _read_study(
+    repo: Repository,
+    snapshot: Snapshot,
+    study: Study,
+    scratch: Path,
+    include_photos: bool,
+    result: ExportResult,
+) -> list[Any]:
+    """The study's DICOM files, restored (verified) into `scratch` and read."""
+    restored = restore(repo, snapshot, RestoreOptions(scratch, tuple(study.files), verify=True))
+    if restored.problems:
+        raise VaultError(f"{len(restored.problems)} file(s) of the study failed to restore")
+    chosen = []
+    for path in sorted(study.files):
+        source = os.fsencode(scratch) + os.fsencode(path)
+        try:
+            ds = read(os.fsdecode(source))
+        except Exception:
+            result.skipped_non_dicom += 1
+            continue
+        if "DirectoryRecordSequence" in ds:
+            result.skipped_non_dicom += 1  # a DICOMDIR names the original files: left out
+            continue
+        if is_photo(ds) and not include_photos:
+            result.skipped_photos += 1
+            continue
+        chosen.append(ds)
+    return chosen
+
+
 def _write_manifest(
-    target: Path, entries: list[dict[str, object]], *, shift_days: int | None
+    target: Path, entries: list[dict[str, object]], *, shift_days: int | None, reviewed: bool
 ) -> None:
     from vault import __version__
     from vault.dicom.profile import TABLE_EDITION
@@ -123,7 +159,10 @@ def _write_manifest(
     doc = {
         "tool": f"vault {__version__}",
         "profile": f"DICOM PS3.15 Annex E, Table E.1-1 ({TABLE_EDITION}), header only",
-        "options": {"retain_longitudinal_temporal_modified_dates": shift_days is not None},
+        "options": {
+            "retain_longitudinal_temporal_modified_dates": shift_days is not None,
+            "clean_descriptors_by_review": reviewed,
+        },
         "pixel_data": PIXEL_WARNING,
         "files": entries,
     }

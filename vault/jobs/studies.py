@@ -153,10 +153,18 @@ def file_sets_of(catalog: Catalog, studies: list[Study]) -> tuple[list[str], lis
     when every study it lists is restored: then all the files it names are there and the
     file-set stays valid; one that lists other studies too would name missing files."""
     chosen = {s.study_uid for s in studies}
+    restored = [f for s in studies for f in s.files]
     keep: list[str] = []
     leave: list[str] = []
     for path in sorted({p for s in studies for p in s.file_sets}):
         header = catalog.file_headers.get(path)
         listed = set(header.dicomdir_studies) if header else set()
-        (keep if listed and listed <= chosen else leave).append(path)
+        # And every file it names comes back: a file-set can name files in no study
+        # (unreadable ones), which a one-study restore would not bring.
+        folder = path.rsplit("/", 1)[0] + "/"
+        under = sum(1 for f in restored if f.startswith(folder))
+        complete = header is not None and (
+            not header.dicomdir_files or under >= header.dicomdir_files
+        )
+        (keep if listed and listed <= chosen and complete else leave).append(path)
     return keep, leave
