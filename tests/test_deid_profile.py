@@ -29,7 +29,10 @@ assert TABLE.rule(HOLDER) is None
 
 def test_the_shipped_table_is_table_e1_1_whole() -> None:
     """Every row parses, and the rows the audit found kept are there with their actions."""
-    assert len(RAW) >= 450 and len(TABLE.rules) == len(RAW)
+    additions = json.loads(
+        resources.files("vault.dicom").joinpath("data", profile.ADDITIONS_FILE).read_text("utf-8")
+    )
+    assert len(RAW) >= 450 and len(TABLE.rules) == len(RAW) + len(additions) >= 620
     wanted = {
         0x00080201: "X",  # Timezone Offset From UTC
         0x001021C0: "X",  # Pregnancy Status
@@ -236,9 +239,10 @@ def test_the_shipped_table_is_the_copy_its_source_note_names() -> None:
     records, so a change to it is a deliberate update of the edition."""
     import hashlib
 
-    data = resources.files("vault.dicom").joinpath("data", profile.TABLE_FILE).read_bytes()
     note = resources.files("vault.dicom").joinpath("data", "SOURCE.md").read_text("utf-8")
-    assert hashlib.sha256(data).hexdigest() in note
+    for name in (profile.TABLE_FILE, profile.ADDITIONS_FILE):
+        data = resources.files("vault.dicom").joinpath("data", name).read_bytes()
+        assert hashlib.sha256(data).hexdigest() in note, name
 
 
 def test_the_file_meta_group_is_rebuilt_without_ae_titles_or_private_information() -> None:
@@ -265,27 +269,54 @@ def test_a_dummy_sequence_keeps_no_code_meaning_or_person_id() -> None:
     assert "Smile" not in text and "CLINIC-7" not in text
 
 
-def test_attributes_newer_than_the_shipped_table_still_go() -> None:
+def test_attributes_of_newer_editions_still_go() -> None:
     """Instance Creation Date, Station AE Title, a text object's value, an acquisition UID:
-    rows later editions of Table E.1-1 add. Dates, AE titles, names and free text go, instance
-    UIDs are replaced; coded terms and class UIDs stay."""
-    ds = _dataset(
-        [
-            (0x00080012, "DA", "20200102"),  # Instance Creation Date
-            (0x00080013, "TM", "101500"),  # Instance Creation Time
-            (0x00080017, "UI", "1.2.826.0.1.3680043.8.498.4711"),  # Acquisition UID
-            (0x00080055, "AE", "SMITHPAN"),  # Station AE Title
-            (0x00700006, "ST", "SMITH JOHN"),  # Unformatted Text Value
-            (0x00080016, "UI", "1.2.840.10008.5.1.4.1.1.2"),  # SOP Class UID
-        ]
-    )
+    rows that editions newer than the base copy add (the additions file), applied like the
+    rest; an SOP Class UID stays."""
+    originals = {
+        0x00080012: ("DA", "20200102"),  # Instance Creation Date
+        0x00080017: ("UI", "1.2.826.0.1.3680043.8.498.4711"),  # Acquisition UID
+        0x00080055: ("AE", "SMITHPAN"),  # Station AE Title
+        0x00700006: ("ST", "SMITH JOHN"),  # Unformatted Text Value
+    }
+    ds = _dataset([(tag, vr, value) for tag, (vr, value) in originals.items()]
+                  + [(0x00080016, "UI", "1.2.840.10008.5.1.4.1.1.2")])  # fmt: skip
     Deidentifier().apply(ds)
     for level in (ds, ds[HOLDER].value[0]):
-        assert level.get(0x00080012).value in ("", None)
-        assert level.get(0x00080055).value in ("", None)
-        assert level.get(0x00700006).value in ("", None)
-        assert level[0x00080017].value != "1.2.826.0.1.3680043.8.498.4711"
+        for tag, (_vr, value) in originals.items():
+            assert tag not in level or level[tag].value != value, hex(tag)
         assert level[0x00080016].value == "1.2.840.10008.5.1.4.1.1.2"
+
+
+def _unlisted(vr: str) -> int:
+    """A standard attribute of VR `vr` that neither table names."""
+    from pydicom.datadict import DicomDictionary
+
+    for tag, entry in sorted(DicomDictionary.items()):
+        if entry[0] == vr and TABLE.rule(tag) is None and entry[4] and "Retired" not in entry[3]:
+            return int(tag)
+    raise AssertionError(f"no unlisted {vr} attribute")
+
+
+def test_attributes_no_edition_names_are_treated_by_their_kind() -> None:
+    """What no table names: names, dates, AE titles and free text go, instance UIDs are
+    replaced, codes stay (the safety net under the data)."""
+    cases = {vr: _unlisted(vr) for vr in ("PN", "DA", "AE", "LT", "UI")}
+    ds = _dataset([(tag, vr, _value(vr, 9)) for vr, tag in cases.items()])
+    Deidentifier().apply(ds)
+    for vr, tag in cases.items():
+        value = ds[tag].value if tag in ds else None
+        if vr == "UI" and not _class_uid(tag):
+            assert value != _value(vr, 9)
+        elif vr != "UI":
+            assert value in ("", None), (vr, hex(tag), value)
+
+
+def _class_uid(tag: int) -> bool:
+    from pydicom.datadict import keyword_for_tag
+
+    keyword = keyword_for_tag(tag)
+    return keyword.endswith("ClassUID") or "CodingScheme" in keyword
 
 
 @pytest.mark.parametrize(

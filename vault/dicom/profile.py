@@ -28,8 +28,10 @@ UID_ALL = "U*"  # keep the sequence, replace every UID inside it
 _PREFERENCE = (DUMMY, UID_ALL, UID, ZERO, REMOVE, KEEP, CLEAN)
 
 TABLE_FILE = "confidentiality_profile_attributes.json"
+# Rows of a newer edition that TABLE_FILE's edition lacks (scripts/update_deid_table.py).
+ADDITIONS_FILE = "confidentiality_profile_additions.json"
 # The edition the shipped copy was made from (vault/dicom/data/SOURCE.md).
-TABLE_EDITION = "PS3.15 as published in innolitics/dicom-standard at 0d01bf1"
+TABLE_EDITION = "innolitics/dicom-standard 0d01bf1, with the rows PS3.15 2026c adds"
 _TAG = re.compile(r"^\(([0-9A-Fx]{4}),([0-9A-Fx]{4})\)$", re.IGNORECASE)
 
 
@@ -118,5 +120,8 @@ def parse(entries: list[dict[str, str]]) -> Table:
 
 @functools.cache
 def table() -> Table:
-    text = resources.files("vault.dicom").joinpath("data", TABLE_FILE).read_text("utf-8")
-    return parse(json.loads(text))
+    data = resources.files("vault.dicom").joinpath("data")
+    base = json.loads(data.joinpath(TABLE_FILE).read_text("utf-8"))
+    additions = json.loads(data.joinpath(ADDITIONS_FILE).read_text("utf-8"))
+    known = {row["tag"].upper() for row in base}
+    return parse(base + [row for row in additions if row["tag"].upper() not in known])
