@@ -279,3 +279,21 @@ def test_a_dicomdir_naming_a_file_in_no_study_is_left_out_of_a_study_restore(
     assert done.code == 0, done.err
     assert "left out 1 DICOMDIR" in done.err
     assert not (out / share.relative_to("/") / "cd" / "DICOMDIR").exists()
+
+
+def test_the_backup_says_why_a_dicom_file_is_in_no_study(
+    tmp_path: Path, repo: RepoHandle, vault: RunCli
+) -> None:
+    share = tmp_path / "share"
+    ds = _ct_slice(share / "no-uid.dcm", generate_uid(), "DEMO-0044", 1)
+    del ds.StudyInstanceUID
+    ds.save_as(share / "no-uid.dcm", enforce_file_format=True)
+    (share / "cut.dcm").write_bytes((share / "no-uid.dcm").read_bytes()[:150])
+    backed = vault("backup", "-r", repo, share, "--json")
+    assert backed.code == 0
+    reasons = {Path(u["path"]).name: u["reason"] for u in backed.json()["unparseable_dicom"]}
+    assert reasons["no-uid.dcm"] == "it has no StudyInstanceUID"
+    assert "no-uid.dcm" in backed.err and "it has no StudyInstanceUID" in backed.err
+    assert "cut.dcm" in reasons and reasons["cut.dcm"] != "it has no StudyInstanceUID"
+    summary = vault("backup", "-r", repo, share)  # the text summary counts them too
+    assert "2 DICOM file(s) in no study" in summary.out
