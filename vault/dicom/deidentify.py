@@ -2,10 +2,11 @@
 
 Every element at every nesting level is looked up in the table (vault.dicom.profile) and gets
 the table's action: removed (X), emptied (Z), a dummy value of its VR (D), its UID replaced by
-one consistent throughout the export (U), kept (K). Elements the table does not name are kept:
-the profile lists what identifies. Private elements (odd groups), curves and overlays are in the
-table too. PatientName and PatientID get the dummies Z allows ("ANONYMOUS" and one pseudonym
-per export), so the exported instances still belong together.
+one consistent throughout the export (U), kept (K). Private elements (odd groups) and curves are
+in the table too; a whole overlay group goes. Elements no edition of the table names are
+treated by their kind (`_unlisted`). PatientName and PatientID get the dummies Z allows
+("ANONYMOUS" and one pseudonym per export), so the exported instances still belong together.
+The file meta group is rebuilt from scratch (AE titles, private information).
 
 Validity for the IOD (the issue the table alone does not settle):
 - where the table allows several actions, the one valid for any attribute type (see profile);
@@ -17,12 +18,15 @@ Validity for the IOD (the issue the table alone does not settle):
 
 Options of the profile: Retain Longitudinal Temporal Information with Modified Dates
 (`shift_days`): every attribute whose option column says C is shifted (dates, date-times) or
-kept (times), instead of the Basic Profile action. The method and its codes are recorded in the
-file (DeidentificationMethodCodeSequence: 113100, and 113107 with shifted dates).
+kept (times), instead of the Basic Profile action. Clean Descriptors (`approved_descriptors`):
+descriptor values a person reviewed and approved are kept, every other one goes. The method and
+its codes are recorded in the file (DeidentificationMethodCodeSequence: 113100, 113107 with
+shifted dates, 113105 with reviewed descriptors).
 
-Pixel data is not touched. A file whose pixels may carry burned-in text (BurnedInAnnotation
-YES, or absent on modalities that often burn in) is refused by the export unless allowed, and
-then PatientIdentityRemoved says NO. pydicom never prints here: its warnings quote values.
+Pixel data is not touched. A file whose pixels may carry burned-in text (`burned_in`: the flag
+anything but NO, recognizable features, an encapsulated document, or the flag absent on
+modalities that often burn in) is refused by the export unless allowed, and then
+PatientIdentityRemoved says NO. pydicom never prints here: its warnings quote values.
 
 Why not dicognito (MIT, well kept): it replaces names, IDs, dates and UIDs with realistic fakes
 and keeps the rest, so it is not a Basic Profile implementation (scripts/compare_deid.py counts
@@ -270,11 +274,10 @@ class Deidentifier:
         return _text(element.value) in self.approved
 
     def _unlisted(self, tag: int) -> str:
-        """What the shipped edition of the table does not name. Later editions add rows
-        (instance creation dates, AE titles, acquisition UIDs, text objects); rather than keep
-        them, vault applies what the table does to their kind: names, dates and times, AE
-        titles and free text go, instance UIDs are replaced. Coded terms, measurements and
-        class UIDs stay (docs/dicom.md, "Beyond the table's edition")."""
+        """What no shipped edition of the table names (a newer edition's rows, a vendor's use
+        of a standard tag): rather than keep it, vault does what the table does to its kind:
+        names, dates and times, AE titles and free text go, instance UIDs are replaced. Coded
+        terms, measurements and class UIDs stay (docs/dicom.md, "Beyond the table")."""
         vr = _vr_of(tag)
         if vr in ("PN", "DA", "DT", "TM", "ST", "LT", "UT", "AE"):
             if vr in ("DA", "DT") and self.shift_days is not None:
