@@ -86,6 +86,13 @@ def add_snapshot_parsers(command: Callable[..., argparse.ArgumentParser]) -> Non
     )
     p.add_argument("--overwrite", action="store_true", help="replace files that already exist")
     p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted restore into the same target: files already there are "
+        "checked chunk by chunk against the snapshot and only what is missing or wrong is "
+        "fetched (anything else in the way is replaced)",
+    )
+    p.add_argument(
         "--verify", action="store_true", help="re-read every restored file and compare its SHA-256"
     )
     p.add_argument(
@@ -374,7 +381,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
         tuple(args.include) + tuple(path for s in studies for path in s.files) + tuple(with_sets)
     )
     verify = args.verify or bool(studies)
-    options = RestoreOptions(Path(args.target), includes, args.overwrite, verify)
+    options = RestoreOptions(Path(args.target), includes, args.overwrite, verify, args.resume)
     started = datetime.now(UTC)
     with lock.Lock(repo.storage, repo.keyring, exclusive=False, operation="restore"):
         try:
@@ -419,6 +426,9 @@ def cmd_restore(args: argparse.Namespace) -> int:
                 "symlinks": result.symlinks,
                 "bytes": result.bytes,
                 "bytes_downloaded": result.bytes_downloaded,
+                "resumed": args.resume,
+                "bytes_kept": result.bytes_kept,
+                "files_kept": result.files_kept,
                 "requests": result.requests,
                 "studies": [s.catalog_id for s in studies],
                 "verified_files": result.verified if verify else None,
@@ -431,6 +441,12 @@ def cmd_restore(args: argparse.Namespace) -> int:
         )
     else:
         verified = f", {result.verified} verified against SHA-256" if verify else ""
+        if args.resume:
+            print(
+                f"resumed: {human_bytes(result.bytes_kept)} already in the target were checked "
+                f"and kept ({result.files_kept} files complete); "
+                f"{human_bytes(result.bytes_downloaded)} fetched"
+            )
         print(
             f"restored {result.files} files, {result.dirs} directories, {result.symlinks} "
             f"symlinks ({human_bytes(result.bytes)}) from snapshot {ids.short(snapshot.id)} "

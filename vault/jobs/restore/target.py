@@ -177,6 +177,15 @@ class Target:
             raise
         return fd, (st.st_dev, st.st_ino)
 
+    def resumable_file(self, rel: bytes, size: int) -> FileId | None:
+        """A regular file already at `rel` that a resumed restore may complete in place: the
+        right size (a restore makes files at full size first), and one link only, so writing
+        into it can never change a file outside the target through a planted hard link."""
+        st = self.lstat(rel)
+        if st is None or not stat.S_ISREG(st.st_mode) or st.st_nlink != 1 or st.st_size != size:
+            return None
+        return (st.st_dev, st.st_ino)
+
     def reopen_file(self, rel: bytes, file_id: FileId, flags: int = os.O_WRONLY) -> int:
         """The file the restore created at `rel`, opened again; refused if it was replaced."""
         with self._lock:
