@@ -107,3 +107,23 @@ def test_resume_fetches_what_was_damaged_and_replaces_what_does_not_belong(
     assert doc["files_kept"] == FILES - 3
     # The flipped file costs about one chunk, the cut and the linked ones their whole size.
     assert doc["bytes_downloaded"] < 3 * FILE_SIZE
+
+
+def test_resume_rewrites_zeros_over_foreign_bytes(
+    tmp_path: Path, repo: RepoHandle, vault: RunCli
+) -> None:
+    """A fresh restore leaves zero chunks as holes; a file completed in place may hold other
+    bytes where the snapshot has zeros, and those must become zeros again."""
+    source = tmp_path / "src"
+    source.mkdir()
+    # Zeros longer than the largest chunk: whole chunks of zeros, which a fresh restore skips.
+    (source / "sparse.raw").write_bytes(b"\0" * (40 * 1024 * 1024) + random.randbytes(4096))
+    assert vault("backup", "-r", repo, source).code == 0
+    target = tmp_path / "restored"
+    assert vault("restore", "latest", "-r", repo, "--target", target).code == 0
+    restored = target / source.relative_to("/") / "sparse.raw"
+    with restored.open("r+b") as handle:
+        handle.write(b"\xaa" * 100_000)
+    done = vault("restore", "latest", "-r", repo, "--target", target, "--resume", "--verify")
+    assert done.code == 0, done.err
+    assert restored.read_bytes() == (source / "sparse.raw").read_bytes()

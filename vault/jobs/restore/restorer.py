@@ -201,6 +201,7 @@ class _Outputs:
         # Files to complete in place (a resumed restore) start here, so they are reopened,
         # never created again.
         self.file_ids: dict[int, FileId] = {}
+        self.in_place: set[int] = set()
         self._locks = [threading.Lock() for _ in range(64)]
         self._table = threading.Lock()
 
@@ -233,7 +234,9 @@ class _Outputs:
                 fd = self._open(number)
                 with self._table:
                     self.fds[number] = fd
-            if not _all_zero(data):  # the file was made at full size: zeros stay a hole
+            # A file this restore made at full size: zeros stay a hole. One completed in place
+            # (resume) may hold other bytes there, so its zeros are written.
+            if number in self.in_place or not _all_zero(data):
                 _pwrite(fd, data, offset)
             self.remaining[number] -= 1
             if self.remaining[number] == 0 or len(self.fds) > self.MAX_OPEN:
@@ -292,6 +295,7 @@ def _fetch_and_write(
         if present is not None:
             present.close()
             outputs.file_ids[number] = present.file_id
+            outputs.in_place.add(number)
             if present.complete:
                 result.files_kept += 1
     for wanted in plan.values():
