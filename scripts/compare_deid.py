@@ -27,23 +27,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import pydicom
 
+from tests.corpus import corpus_files
 from vault.dicom.deidentify import Deidentifier
 from vault.dicom.profile import KEEP, table
 
 logging.getLogger("pydicom").setLevel(logging.CRITICAL)
 logging.getLogger("dicognito").setLevel(logging.CRITICAL)
-
-
-def _corpus() -> list[Path]:
-    bundled = Path(pydicom.__file__).parent / "data"
-    roots = [bundled / "test_files", bundled / "charset_files"]
-    try:
-        import data_store
-
-        roots.append(Path(data_store.__file__).parent / "data")
-    except ImportError:
-        pass
-    return sorted(p for r in roots for p in r.rglob("*") if p.is_file())
 
 
 def _values(ds: Any) -> dict[int, set[str]]:
@@ -99,7 +88,7 @@ def main() -> int:
     beyond: dict[str, Counter[str]] = {"vault": Counter(), "dicognito": Counter()}
     unreadable: Counter[str] = Counter()
     files = checked = 0
-    for path in _corpus():
+    for path in corpus_files():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:

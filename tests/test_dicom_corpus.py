@@ -24,6 +24,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, DeflatedExplicitVRLittleEndian, generate_uid
 
 from tests.conftest import PASSWORD, RunCli
+from tests.corpus import corpus_files
 from tests.repos import RepoHandle
 from vault.dicom import header
 from vault.dicom.header import FileHeader, normalise_date, normalise_name
@@ -31,19 +32,7 @@ from vault.dicom.header import FileHeader, normalise_date, normalise_name
 logging.getLogger("pydicom").setLevel(logging.CRITICAL)
 
 
-def _corpus_roots() -> list[Path]:
-    bundled = Path(pydicom.__file__).parent / "data"
-    roots = [bundled / "test_files", bundled / "charset_files"]
-    try:
-        import data_store  # pydicom-data
-
-        roots.append(Path(data_store.__file__).parent / "data")
-    except ImportError:
-        pass
-    return roots
-
-
-CORPUS = sorted(p for root in _corpus_roots() for p in root.rglob("*") if p.is_file())
+CORPUS = corpus_files()
 
 
 def _pydicom_view(path: Path | bytes) -> dict[str, Any] | None:

@@ -373,8 +373,10 @@ def cmd_restore(args: argparse.Namespace) -> int:
     )
     repo = open_repo(args)
     snapshot = repo.find_snapshot(args.snapshot)
-    studies = select_studies(repo, snapshot, args.study, query) if args.study or query else []
-    catalog = repo.load_catalog(snapshot) if studies else None
+    catalog = repo.load_catalog(snapshot) if args.study or query else None
+    studies = (
+        select_studies(repo, snapshot, args.study, query, catalog) if args.study or query else []
+    )
     with_sets, left_out = file_sets_of(catalog, studies) if catalog else ([], [])
     left_out = [p for p in left_out if p not in args.include]
     includes = (

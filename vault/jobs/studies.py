@@ -122,9 +122,11 @@ def select_studies(
     snapshot: Snapshot,
     refs: list[str],
     query: StudyFilter | None,
+    catalog: Catalog | None = None,
 ) -> list[Study]:
-    """The studies of `snapshot` named by UID or catalog id, or matching `query`."""
-    catalog = repo.load_catalog(snapshot)
+    """The studies of `snapshot` named by UID or catalog id, or matching `query` (`catalog`:
+    the snapshot's, when the caller has read it already)."""
+    catalog = catalog or repo.load_catalog(snapshot)
     if catalog is None:
         raise UsageError(f"snapshot {snapshot.id[:8]} has no study catalog (made before 0.2)")
     chosen: dict[str, Study] = {}
