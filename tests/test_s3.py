@@ -15,7 +15,8 @@ from tests.faultproxy import Fault, FaultProxy
 from tests.s3server import ADMIN, READONLY, SCOPED, SCOPED_BUCKET, S3Server
 from tests.treecompare import describe_tree
 from vault.errors import UsageError
-from vault.storage.s3 import S3Settings, S3Storage
+from vault.storage.s3 import S3Storage
+from vault.storage.s3_settings import S3Settings
 
 
 def _use(monkeypatch: pytest.MonkeyPatch, server: S3Server, creds: tuple[str, str]) -> None:

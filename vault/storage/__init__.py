@@ -22,7 +22,8 @@ def open_storage(url: str, *, allow_insecure_http: bool = False) -> Storage:
     is a local directory."""
     if url.startswith("s3://"):
         # Imported here so that local-only use never pays boto3's import time (~0.3 s).
-        from vault.storage.s3 import S3Settings, S3Storage
+        from vault.storage.s3 import S3Storage
+        from vault.storage.s3_settings import S3Settings
 
         return S3Storage(S3Settings.from_url(url, allow_insecure_http=allow_insecure_http))
     if "://" in url and not url.startswith("file://"):

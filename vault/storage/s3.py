@@ -16,15 +16,13 @@ If-None-Match: * where the server supports it and fall back to HEAD-then-PUT whe
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import os
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any, TypeVar
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 import boto3
 import botocore.exceptions as bex
@@ -45,6 +43,13 @@ from vault.storage.base import (
     OldVersion,
     Retention,
 )
+from vault.storage.s3_settings import (
+    S3Settings,
+    attempts_from_env,
+    is_loopback,
+    range_length,
+    timeout_from_env,
+)
 
 T = TypeVar("T")
 
@@ -62,61 +67,6 @@ _BROKEN_BODY = (
     bex.ConnectionClosedError,
 )
 _CONNECTION = (bex.ConnectionError, bex.ConnectTimeoutError, bex.ReadTimeoutError)
-MAX_ATTEMPTS_ENV = "VAULT_S3_MAX_ATTEMPTS"
-# How long a request may wait for the server's next byte before it is retried: long enough for
-# a slow endpoint, short enough that a stalled connection does not hang a nightly job.
-READ_TIMEOUT_ENV = "VAULT_S3_READ_TIMEOUT"
-
-
-@dataclass(frozen=True)
-class S3Settings:
-    bucket: str
-    prefix: str = ""
-    allow_insecure_http: bool = False
-    storage_class: str | None = None
-    sse: str | None = None  # "AES256" or "aws:kms" — in addition to vault's own encryption
-    sse_kms_key_id: str | None = None
-    addressing_style: str | None = None  # "path" | "virtual"; default: path for custom endpoints
-    max_attempts: int = 0  # per request, inside botocore; 0: $VAULT_S3_MAX_ATTEMPTS or 8
-    outer_attempts: int = 4  # whole operations whose body broke off, around botocore
-    retry_base_seconds: float = 0.5
-    connections: int = 16
-    connect_timeout: float = 10.0
-    read_timeout: float = 60.0
-
-    @classmethod
-    def from_url(cls, url: str, *, allow_insecure_http: bool = False) -> S3Settings:
-        """s3://bucket/prefix?storage_class=STANDARD_IA&sse=AES256&addressing=path"""
-        parts = urlsplit(url)
-        if parts.scheme != "s3" or not parts.netloc:
-            raise UsageError(f"not an S3 repository URL: {url} (expected s3://bucket/prefix)")
-        known = {"storage_class", "sse", "sse_kms_key_id", "addressing"}
-        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-        unknown = set(query) - known
-        if unknown:
-            raise UsageError(f"unknown S3 option {sorted(unknown)[0]!r} in the repository URL")
-        if query.get("sse") not in (None, "AES256", "aws:kms"):
-            raise UsageError("sse must be AES256 or aws:kms")
-        if query.get("addressing") not in (None, "path", "virtual"):
-            raise UsageError("addressing must be path or virtual")
-        return cls(
-            bucket=parts.netloc,
-            prefix=parts.path.strip("/"),
-            allow_insecure_http=allow_insecure_http,
-            storage_class=query.get("storage_class"),
-            sse=query.get("sse"),
-            sse_kms_key_id=query.get("sse_kms_key_id"),
-            addressing_style=query.get("addressing"),
-        )
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 class S3Storage:
@@ -137,12 +87,12 @@ class S3Storage:
             session = boto3.session.Session()
             endpoint = _configured_endpoint(session)
             style = s.addressing_style or ("path" if endpoint else "auto")
-            attempts = s.max_attempts or _attempts_from_env()
+            attempts = s.max_attempts or attempts_from_env()
             config = Config(
                 retries={"mode": "adaptive", "max_attempts": attempts},
                 max_pool_connections=s.connections,
                 connect_timeout=s.connect_timeout,
-                read_timeout=_timeout_from_env() or s.read_timeout,
+                read_timeout=timeout_from_env() or s.read_timeout,
                 s3={"addressing_style": style},
                 # Many S3-compatible servers reject the newer trailing-checksum uploads; every
                 # byte we store is authenticated by AES-GCM anyway.
@@ -168,7 +118,7 @@ class S3Storage:
         url = str(self._client.meta.endpoint_url)
         parts = urlsplit(url)
         if parts.scheme == "http" and not (
-            _is_loopback(parts.hostname or "") or self.settings.allow_insecure_http
+            is_loopback(parts.hostname or "") or self.settings.allow_insecure_http
         ):
             raise UsageError(
                 f"refusing the plain-http endpoint {parts.scheme}://{parts.netloc}: S3 traffic "
@@ -279,7 +229,7 @@ class S3Storage:
                     return b""  # a range past the end (or an empty object): nothing there
                 raise
             body: bytes = response["Body"].read()
-            expected = _range_length(response.get("ContentRange"), response.get("ContentLength"))
+            expected = range_length(response.get("ContentRange"), response.get("ContentLength"))
             if expected is not None and len(body) != expected:
                 raise bex.IncompleteReadError(actual_bytes=len(body), expected_bytes=expected)
             return body
@@ -364,7 +314,7 @@ class S3Storage:
             f"TLS to {parts.netloc}, certificate verified"
             if parts.scheme == "https"
             else f"plain http to {parts.netloc} ("
-            + ("loopback" if _is_loopback(parts.hostname or "") else "allowed explicitly")
+            + ("loopback" if is_loopback(parts.hostname or "") else "allowed explicitly")
             + ")"
         )
         found = {"backend": "S3", "transport": transport}
@@ -496,33 +446,8 @@ class S3Storage:
         return 1 + int(exc.response.get("ResponseMetadata", {}).get("RetryAttempts", 0))
 
 
-def _attempts_from_env() -> int:
-    text = os.environ.get(MAX_ATTEMPTS_ENV, "")
-    return int(text) if text.isdigit() and 1 <= int(text) <= 50 else 8
-
-
-def _timeout_from_env() -> float:
-    try:
-        seconds = float(os.environ.get(READ_TIMEOUT_ENV, ""))
-    except ValueError:
-        return 0.0
-    return seconds if 0 < seconds <= 3600 else 0.0
-
-
 class _Unsupported(Exception):
     """The server does not implement conditional writes."""
-
-
-def _range_length(content_range: str | None, content_length: int | None) -> int | None:
-    """How many bytes the answer must hold: from "bytes first-last/size" when the server sent
-    it (a server may ignore Range and answer 200 with the whole object: Content-Length then)."""
-    if content_range:
-        unit, _, spec = content_range.partition(" ")
-        span = spec.split("/", 1)[0]
-        first, _, last = span.partition("-")
-        if unit == "bytes" and first.isdigit() and last.isdigit():
-            return int(last) - int(first) + 1
-    return content_length
 
 
 def _code(exc: bex.ClientError) -> str:
