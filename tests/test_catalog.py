@@ -216,7 +216,7 @@ def test_restoring_one_study_downloads_little_more_than_that_study(
     assert catalog is not None
     study_files = set(catalog.studies[target].files)
     # The study's stored size: the sealed length of every distinct chunk of its files.
-    from vault.jobs.restore.restorer import walk
+    from vault.jobs.restore.entries import walk
 
     chunks: set[str] = set()
     for item in walk(r, r.snapshots()[-1], []):

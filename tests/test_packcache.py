@@ -10,7 +10,7 @@ import pytest
 from tests.conftest import BOTH_BACKENDS, PASSWORD, RunCli
 from tests.repos import RepoHandle
 from vault.errors import IntegrityError
-from vault.jobs.restore.restorer import walk
+from vault.jobs.restore.entries import walk
 from vault.repo.keys import Secret
 from vault.repo.repository import Repository
 from vault.storage import CountingStorage

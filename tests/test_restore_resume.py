@@ -38,10 +38,25 @@ def _written(target: Path) -> int:
     return sum(p.stat().st_blocks * 512 for p in target.rglob("*") if p.is_file())
 
 
+def _kill_point() -> tuple[float, int]:
+    """Where to kill: a fraction of the restore drawn at random each run (the seed is in every
+    failure message; VAULT_TEST_SEED replays one)."""
+    seed = int(os.environ.get("VAULT_TEST_SEED") or random.SystemRandom().randrange(1 << 30))
+    return random.Random(seed).uniform(0.1, 0.75), seed
+
+
 @BOTH_BACKENDS
+@pytest.mark.parametrize("ordered", [False, True], ids=["tree-order", "priority"])
 def test_a_killed_restore_resumes_byte_identical_refetching_under_5_percent(
-    tmp_path: Path, repo: RepoHandle, vault: RunCli, big_source: Path
+    tmp_path: Path, repo: RepoHandle, vault: RunCli, big_source: Path, ordered: bool
 ) -> None:
+    fraction, seed = (0.25, 0) if not ordered else _kill_point()
+    why = f"killed at {fraction:.0%} (VAULT_TEST_SEED={seed})"
+    priority: list[str | Path] = []
+    if ordered:
+        policy = tmp_path / "restore.toml"
+        policy.write_text('[[tier]]\nname = "second half"\npaths = ["volume1*"]\n')
+        priority = ["--priority", policy]
     assert vault("backup", "-r", repo, big_source).code == 0
     target = tmp_path / "restored"
     # The directories exist first, so every one is watched before the restore writes into it
@@ -51,32 +66,36 @@ def test_a_killed_restore_resumes_byte_identical_refetching_under_5_percent(
     env = dict({**os.environ, **repo.env}, VAULT_PASSWORD=PASSWORD)
     process = subprocess.Popen(
         [sys.executable, "-m", "vault", "restore", "latest", "-r", str(repo), "--target",
-         str(target)],
+         str(target), *map(str, priority)],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
     total = FILES * FILE_SIZE
-    wait_until(lambda: _written(target) >= total // 4, changes, timeout=120, process=process)
+    wait_until(lambda: _written(target) >= total * fraction, changes, timeout=120,
+               process=process)  # fmt: skip
     process.send_signal(signal.SIGKILL)
     process.wait()
     changes.close()
-    assert process.returncode == -signal.SIGKILL, "the restore finished before it was killed"
+    assert process.returncode == -signal.SIGKILL, f"the restore finished before it was {why}"
     written = _written(target)
-    assert 0 < written < total
+    assert 0 < written < total, why
 
     # Without --resume the files in the way are refused, as before.
     refused = vault("restore", "latest", "-r", repo, "--target", target)
     assert refused.code == 2 and "--overwrite" in refused.err
     resumed = vault("restore", "latest", "-r", repo, "--target", target, "--resume", "--verify",
-                    "--json")  # fmt: skip
-    assert resumed.code == 0, resumed.err
+                    "--json", *priority)  # fmt: skip
+    assert resumed.code == 0, (why, resumed.err)
     doc = resumed.json()
-    assert describe_tree(target / big_source.relative_to("/")) == describe_tree(big_source)
+    assert describe_tree(target / big_source.relative_to("/")) == describe_tree(big_source), why
     assert doc["verified_files"] == FILES
     kept = doc["bytes_kept"]
     # What the killed run wrote, minus writes torn by the kill, is kept, never fetched again.
-    assert kept >= written - 4 * FILE_SIZE and kept > 0
+    assert kept >= written - 4 * FILE_SIZE and kept > 0, why
     refetched = doc["bytes_downloaded"] - (total - kept)
-    assert refetched <= 0.05 * kept, (refetched, kept)
+    assert refetched <= 0.05 * kept, (why, refetched, kept)
+    if ordered:
+        assert [t["name"] for t in doc["tiers"]] == ["second half", "everything else"]
+        assert sum(t["bytes_kept"] for t in doc["tiers"]) == kept
 
 
 def test_resume_fetches_what_was_damaged_and_replaces_what_does_not_belong(

@@ -1,4 +1,4 @@
-"""Sizes for people: one formatting of byte counts for every page, table and report."""
+"""Sizes and durations for people: one formatting for every page, table and report."""
 
 from __future__ import annotations
 
@@ -9,3 +9,18 @@ def human_bytes(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} TiB"
+
+
+def human_seconds(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value < 1:
+        # Restores of one small study take milliseconds: "0.00 s" would read as nothing.
+        return f"{value * 1000:.0f} ms" if value >= 0.001 else "< 1 ms"
+    if value < 10:
+        return f"{value:.2f} s"
+    if value < 120:
+        return f"{value:.1f} s"
+    if value < 7200:
+        return f"{value / 60:.1f} min"
+    return f"{value / 3600:.1f} h"

@@ -37,6 +37,12 @@ def add_drill_parsers(
         help="also compare restored files with unchanged live source files",
     )
     p.add_argument(
+        "--source-root",
+        metavar="DIR",
+        help="with --compare-source: compare with the files under DIR (e.g. a whole restore on "
+        "a new machine) instead of the live paths",
+    )
+    p.add_argument(
         "--key-check",
         action="store_true",
         help="also open the repository with the recovery key (break-glass); reads it from "
@@ -82,6 +88,10 @@ def cmd_drill(args: argparse.Namespace) -> int:
     policy = load_drill_policy(policy_dir(args.policy_dir))
     if args.sample is not None and args.sample < 1:
         raise UsageError("--sample must be at least 1")
+    if args.source_root and not args.compare_source:
+        raise UsageError("--source-root goes with --compare-source")
+    if args.source_root and not Path(args.source_root).is_dir():
+        raise UsageError(f"--source-root {args.source_root} is not a directory")
     recovery = _recovery_secret() if args.key_check else None
     repo = open_repo(args)
     snapshot = repo.find_snapshot(args.snapshot)
@@ -93,6 +103,7 @@ def cmd_drill(args: argparse.Namespace) -> int:
         operator=args.operator or "",
         objective=args.objective or "",
         compare_source=args.compare_source,
+        source_root=Path(args.source_root) if args.source_root else None,
         recovery_secret=recovery,
     )
     # Drills only read: a shared lock, and nothing in the backup can change.

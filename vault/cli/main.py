@@ -25,6 +25,7 @@ from vault.cli.keys import add_key_parsers
 from vault.cli.maintenance import add_maintenance_parsers
 from vault.cli.output import emit_json
 from vault.cli.repair import add_repair_parsers
+from vault.cli.restore import add_restore_parser
 from vault.cli.schedule import add_schedule_parsers
 from vault.cli.snapshots import add_snapshot_parsers
 from vault.cli.status import add_status_parsers
@@ -116,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     lp.add_argument("--dry-run", action="store_true", help="only report what would change")
 
     add_snapshot_parsers(command)
+    add_restore_parser(command)
 
     add_study_parsers(command)
     add_drill_parsers(common, command)

@@ -1,4 +1,4 @@
-"""The snapshot commands: `vault backup`, `snapshots`, `ls` and `restore`."""
+"""The snapshot commands: `vault backup`, `snapshots`, `tag` and `ls` (restore: cli/restore.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import threading
 from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from vault import ids
@@ -29,10 +28,9 @@ from vault.format.paths import display, inside_include, normalize
 from vault.format.snapshot import Snapshot
 from vault.format.tree import DIR, FILE, SYMLINK
 from vault.jobs.backup import BackupOptions, BackupResult, backup
-from vault.jobs.restore.restorer import RestoreOptions, restore, walk
-from vault.jobs.studies import StudyFilter, file_sets_of, parse_date, select_studies
+from vault.jobs.restore.restorer import walk
 from vault.policy.files import KeyPolicy, load_key_policy, policy_dir
-from vault.repo import audit, lock
+from vault.repo import lock
 from vault.repo.repository import Repository
 from vault.units import human_bytes
 
@@ -73,37 +71,6 @@ def add_snapshot_parsers(command: Callable[..., argparse.ArgumentParser]) -> Non
     p = command("ls", "list the files in a snapshot", cmd_ls)
     p.add_argument("snapshot", metavar="SNAPSHOT", help="snapshot id, id prefix, or 'latest'")
     p.add_argument("path", nargs="?", metavar="PATH", help="only this path and what is under it")
-
-    p = command("restore", "restore a snapshot (or part of it) into a directory", cmd_restore)
-    p.add_argument("snapshot", metavar="SNAPSHOT", help="snapshot id, id prefix, or 'latest'")
-    p.add_argument("--target", required=True, metavar="DIR", help="directory to restore into")
-    p.add_argument(
-        "--include",
-        action="append",
-        default=[],
-        metavar="PATH",
-        help="restore only this snapshot path (repeatable)",
-    )
-    p.add_argument("--overwrite", action="store_true", help="replace files that already exist")
-    p.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue an interrupted restore into the same target: files already there are "
-        "checked chunk by chunk against the snapshot and only what is missing or wrong is "
-        "fetched (anything else in the way is replaced)",
-    )
-    p.add_argument(
-        "--verify", action="store_true", help="re-read every restored file and compare its SHA-256"
-    )
-    p.add_argument(
-        "--study",
-        action="append",
-        default=[],
-        metavar="UID|CATALOG_ID",
-        help="restore this DICOM study (repeatable); always verified",
-    )
-    p.add_argument("--patient", metavar="ID", help="restore every study of this PatientID")
-    p.add_argument("--since", metavar="DATE", help="with --patient: studies on or after DATE")
 
 
 def _parse_time(text: str | None) -> datetime | None:
@@ -361,99 +328,3 @@ def cmd_ls(args: argparse.Namespace) -> int:
     for path, reason in problems:
         print(f"vault: warning: {path}: {reason}", file=sys.stderr)
     return 1 if problems else 0
-
-
-def cmd_restore(args: argparse.Namespace) -> int:
-    if args.since and not args.patient:
-        raise UsageError("--since goes with --patient")
-    query = (
-        StudyFilter(patient_id=args.patient, since=parse_date(args.since, "--since"))
-        if args.patient
-        else None
-    )
-    repo = open_repo(args)
-    snapshot = repo.find_snapshot(args.snapshot)
-    catalog = repo.load_catalog(snapshot) if args.study or query else None
-    studies = (
-        select_studies(repo, snapshot, args.study, query, catalog) if args.study or query else []
-    )
-    with_sets, left_out = file_sets_of(catalog, studies) if catalog else ([], [])
-    left_out = [p for p in left_out if p not in args.include]
-    includes = (
-        tuple(args.include) + tuple(path for s in studies for path in s.files) + tuple(with_sets)
-    )
-    verify = args.verify or bool(studies)
-    options = RestoreOptions(Path(args.target), includes, args.overwrite, verify, args.resume)
-    started = datetime.now(UTC)
-    with lock.Lock(repo.storage, repo.keyring, exclusive=False, operation="restore"):
-        try:
-            result = restore(repo, snapshot, options, progress_for(args))
-        except VaultError:
-            record_audit(
-                repo,
-                "restore",
-                result="FAIL",
-                snapshot=snapshot.id,
-                catalog_ids=[s.catalog_id for s in studies],
-                target=audit.target_token(repo, args.target),
-            )
-            raise
-        record_audit(
-            repo,
-            "restore",
-            result="FAIL" if result.problems else "PASS",
-            snapshot=snapshot.id,
-            catalog_ids=[s.catalog_id for s in studies],
-            target=audit.target_token(repo, args.target),
-            details={"files": result.files, "bytes": result.bytes, "whole": not includes},
-        )
-    seconds = max((datetime.now(UTC) - started).total_seconds(), 1e-9)
-    for path, reason in result.problems:
-        print(f"vault: error: {path}: {reason}", file=sys.stderr)
-    if left_out and not opt(args, "json"):
-        print(
-            f"vault: note: left out {len(left_out)} DICOMDIR file(s) ({left_out[0]}"
-            + (", …" if len(left_out) > 1 else "")
-            + "): it lists studies not restored, so it would name missing files; "
-            "`--include PATH` restores it anyway",
-            file=sys.stderr,
-        )
-    if opt(args, "json"):
-        emit_json(
-            {
-                "snapshot_id": snapshot.id,
-                "target": str(Path(args.target).absolute()),
-                "files": result.files,
-                "dirs": result.dirs,
-                "symlinks": result.symlinks,
-                "bytes": result.bytes,
-                "bytes_downloaded": result.bytes_downloaded,
-                "resumed": args.resume,
-                "bytes_kept": result.bytes_kept,
-                "files_kept": result.files_kept,
-                "requests": result.requests,
-                "studies": [s.catalog_id for s in studies],
-                "verified_files": result.verified if verify else None,
-                "duration_seconds": round(seconds, 3),
-                "problems": [{"path": p, "reason": r} for p, r in result.problems],
-                "file_sets_left_out": left_out,
-                "storage_requests": request_stats(repo),
-                "outcome": "FAIL" if result.problems else "PASS",
-            }
-        )
-    else:
-        verified = f", {result.verified} verified against SHA-256" if verify else ""
-        if args.resume:
-            print(
-                f"resumed: {human_bytes(result.bytes_kept)} already in the target were checked "
-                f"and kept ({result.files_kept} files complete); "
-                f"{human_bytes(result.bytes_downloaded)} fetched"
-            )
-        print(
-            f"restored {result.files} files, {result.dirs} directories, {result.symlinks} "
-            f"symlinks ({human_bytes(result.bytes)}) from snapshot {ids.short(snapshot.id)} "
-            f"to {args.target} in {seconds:.1f}s{verified}"
-        )
-    if result.problems:
-        raise VaultError(f"{len(result.problems)} file(s) could not be restored correctly")
-    return 0

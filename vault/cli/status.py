@@ -18,7 +18,7 @@ from vault.evidence import metrics, pack_render
 from vault.evidence.pack import gather
 from vault.evidence.status import Status, status
 from vault.policy.files import load_drill_policy, load_key_policy, policy_dir
-from vault.units import human_bytes
+from vault.units import human_bytes, human_seconds
 
 
 def add_status_parsers(command: Callable[..., argparse.ArgumentParser]) -> None:
@@ -80,6 +80,15 @@ def status_document(st: Status, now: datetime, key_policy: dict[str, Any]) -> di
         if drill
         else None,
         "drill_overdue": st.drill_overdue,
+        "projected_full_restore": {
+            "seconds": round(st.restore_projection.seconds, 1),
+            "bytes": st.restore_projection.bytes,
+            "throughput_bytes_per_second": round(st.restore_projection.throughput_bytes_per_second),
+            "from_drill": st.restore_projection.drill_id,
+            "rto_seconds": st.full_restore_rto_hours * 3600,
+        }
+        if st.restore_projection
+        else None,
         "keys": {
             "current_epoch": k.current_epoch,
             "epoch_created": k.epoch_created,
@@ -141,6 +150,13 @@ def _print_page(st: Status, now: datetime) -> None:
         )
     else:
         print("last drill   none yet")
+    projected = st.restore_projection
+    if projected:
+        print(
+            f"full restore projected {human_seconds(projected.seconds)} for "
+            f"{human_bytes(projected.bytes)} at {projected.throughput_bytes_per_second / 1e6:.1f} "
+            f"MB/s (drill {projected.drill_id[:8]}); RTO {st.full_restore_rto_hours} h"
+        )
     k = st.keys
     print(
         f"data key     epoch {k.current_epoch}, {k.epoch_age_seconds // 86400} days old, "

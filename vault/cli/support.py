@@ -43,7 +43,7 @@ def common_options() -> argparse.ArgumentParser:
         "-r",
         "--repo",
         default=s,
-        help="repository: a directory, file://PATH (default: $VAULT_REPO)",
+        help="repository: a directory, file://PATH or s3://BUCKET/PREFIX (default: $VAULT_REPO)",
     )
     p.add_argument(
         "--password-file",

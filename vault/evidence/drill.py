@@ -53,6 +53,9 @@ class DrillOptions:
     operator: str = ""
     objective: str = ""
     compare_source: bool = False
+    # With compare_source: compare with this tree instead of the live paths (a whole restore on
+    # a new machine, checked against fresh restores of a sample straight from the repository).
+    source_root: Path | None = None
     recovery_secret: Secret | None = None  # --key-check: the break-glass path
 
 
@@ -238,7 +241,10 @@ def run_drill(
             if options.compare_source and not problems:
                 verdicts = [
                     _compare_with_source(
-                        p, target / p.lstrip("/"), nodes[p].size, nodes[p].mtime_ns
+                        str(options.source_root / p.lstrip("/")) if options.source_root else p,
+                        target / p.lstrip("/"),
+                        nodes[p].size,
+                        nodes[p].mtime_ns,
                     )
                     for p in item.paths
                     if p in nodes
@@ -309,6 +315,12 @@ def run_drill(
         "objective": options.objective
         or "Verify that backed-up imaging studies can be restored intact within the practice's "
         "recovery objectives (HIPAA 164.308(a)(7)(ii)(D); NIST SP 800-53 CP-9(2)).",
+        # What restored files were compared with, besides their recorded SHA-256 (never a path).
+        "compared_with": (
+            ("a restored tree" if options.source_root else "the live source files")
+            if options.compare_source
+            else None
+        ),
         "scenario": "full restore to an alternate location"
         if options.full
         else "sampled restore to an alternate location",

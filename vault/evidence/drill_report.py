@@ -9,6 +9,8 @@ import math
 import statistics
 from typing import Any
 
+from vault.units import human_seconds
+
 
 def summary(records: list[dict[str, Any]]) -> dict[str, Any]:
     passed = sum(1 for r in records if r["result"] == "PASS")
@@ -52,22 +54,7 @@ def as_json(records: list[dict[str, Any]], chain_head: str = "") -> str:
 def _measured(objective: dict[str, Any]) -> str:
     if objective["measured_seconds"] is None:
         return str(objective.get("note") or "-")
-    return _seconds(objective["measured_seconds"])
-
-
-def _seconds(value: float | None) -> str:
-    if value is None:
-        return "-"
-    if value < 1:
-        # Restores of one small study take milliseconds: "0.00 s" would read as nothing.
-        return f"{value * 1000:.0f} ms" if value >= 0.001 else "< 1 ms"
-    if value < 10:
-        return f"{value:.2f} s"
-    if value < 120:
-        return f"{value:.1f} s"
-    if value < 7200:
-        return f"{value / 60:.1f} min"
-    return f"{value / 3600:.1f} h"
+    return human_seconds(objective["measured_seconds"])
 
 
 def _mb(value: float) -> str:
@@ -88,9 +75,9 @@ def as_markdown(records: list[dict[str, Any]], chain_head: str = "") -> str:
         ),
         f"Drills: {s['drills']}, passed: {s['passed']}"
         + (f" ({s['pass_rate']:.0%})" if s["pass_rate"] is not None else ""),
-        f"Single-study restore time: median {_seconds(s['median_single_study_rto_seconds'])}, "
-        f"worst {_seconds(s['worst_single_study_rto_seconds'])}, target "
-        f"{_seconds(s['single_study_rto_target_seconds'])}",
+        f"Single-study restore time: median {human_seconds(s['median_single_study_rto_seconds'])}, "
+        f"worst {human_seconds(s['worst_single_study_rto_seconds'])}, target "
+        f"{human_seconds(s['single_study_rto_target_seconds'])}",
         f"Open corrective actions: {len(s['open_corrective_actions'])}",
         "",
     ]
@@ -105,17 +92,18 @@ def as_markdown(records: list[dict[str, Any]], chain_head: str = "") -> str:
             f"- Objective: {r['objective']}",
             f"- Sample: {r['sample']['method']} (seed {r['sample']['seed']})",
             f"- Restored {r['volume']['files']} files, {_mb(r['volume']['bytes'])} in "
-            f"{_seconds(r['timing']['total_seconds'])}; first byte after "
-            f"{_seconds(r['timing']['time_to_first_byte_seconds'])}; throughput "
+            f"{human_seconds(r['timing']['total_seconds'])}; first byte after "
+            f"{human_seconds(r['timing']['time_to_first_byte_seconds'])}; throughput "
             f"{_mb(r['volume']['throughput_bytes_per_second'])}/s; projected full restore "
-            f"{_seconds(r['volume']['projected_full_restore_seconds'])}",
+            f"{human_seconds(r['volume']['projected_full_restore_seconds'])}",
             f"- Scratch data deleted: {'yes' if r['scratch']['deleted'] else 'NO'}",
         ]
         if r.get("key_check"):
             lines.append(f"- Recovery-key check: {r['key_check']['result']}")
         lines += ["", "| objective | measured | target | result |", "|---|---|---|---|"]
         lines += [
-            f"| {o['name']} | {_measured(o)} | {_seconds(o['target_seconds'])} | {o['result']} |"
+            f"| {o['name']} | {_measured(o)} | {human_seconds(o['target_seconds'])} "
+            f"| {o['result']} |"
             for o in r["objectives"]
         ]
         lines += [
@@ -125,7 +113,7 @@ def as_markdown(records: list[dict[str, Any]], chain_head: str = "") -> str:
         ]
         lines += [
             f"| {i['id']} | {i['category']} | {i['files']} | {i['bytes']} | "
-            f"{_seconds(i['seconds'])} | {i['result']} |"
+            f"{human_seconds(i['seconds'])} | {i['result']} |"
             for i in r["items"]
         ]
         if r["failure_reasons"]:
@@ -215,7 +203,7 @@ def _log_chart(title: str, bars: list[tuple[str, float, str]], target: float | N
         parts.append(
             f'<line x1="{left}" y1="{y:.1f}" x2="{width - 10}" y2="{y:.1f}" stroke="#ddd"/>'
             f'<text x="{left - 4}" y="{y + 3:.1f}" font-size="9" text-anchor="end">'
-            f"{_seconds(tick)}</text>"
+            f"{human_seconds(tick)}</text>"
         )
         tick *= 10
     for n, (label, value, color) in enumerate(bars):
@@ -225,11 +213,11 @@ def _log_chart(title: str, bars: list[tuple[str, float, str]], target: float | N
         parts.append(
             f'<rect x="{x:.1f}" y="{y:.1f}" width="{step * 0.7:.1f}" '
             f'height="{height - bottom - y:.1f}" fill="{color}"><title>{html.escape(label)}: '
-            f"{_seconds(value)}{share}</title></rect>"
+            f"{human_seconds(value)}{share}</title></rect>"
             f'<text x="{x + step * 0.35:.1f}" y="{height - bottom + 14}" font-size="10" '
             f'text-anchor="middle">{html.escape(label)}</text>'
             f'<text x="{x + step * 0.35:.1f}" y="{y - 3:.1f}" font-size="10" '
-            f'text-anchor="middle">{_seconds(value)}</text>'
+            f'text-anchor="middle">{human_seconds(value)}</text>'
         )
     if target:
         y = y_of(target)
@@ -237,7 +225,7 @@ def _log_chart(title: str, bars: list[tuple[str, float, str]], target: float | N
             f'<line x1="{left}" y1="{y:.1f}" x2="{width - 10}" y2="{y:.1f}" stroke="#c00" '
             'stroke-dasharray="6,4"/>'
             f'<text x="{width - 12}" y="{y - 4:.1f}" font-size="10" fill="#c00" '
-            f'text-anchor="end">RTO target {_seconds(target)}</text>'
+            f'text-anchor="end">RTO target {human_seconds(target)}</text>'
         )
     parts.append(
         f'<text x="14" y="{(height - bottom) / 2:.0f}" font-size="10" '
@@ -296,10 +284,10 @@ def _record_html(r: dict[str, Any]) -> str:
         [
             "Restored",
             f"{r['volume']['files']} files, {_mb(r['volume']['bytes'])} in "
-            f"{_seconds(r['timing']['total_seconds'])} "
+            f"{human_seconds(r['timing']['total_seconds'])} "
             f"({_mb(r['volume']['throughput_bytes_per_second'])}/s)",
         ],
-        ["Projected full restore", _seconds(r["volume"]["projected_full_restore_seconds"])],
+        ["Projected full restore", human_seconds(r["volume"]["projected_full_restore_seconds"])],
         ["Scratch data deleted", "yes" if r["scratch"]["deleted"] else "NO"],
     ]
     if r.get("key_check"):
@@ -313,7 +301,7 @@ def _record_html(r: dict[str, Any]) -> str:
         ["Approved", _review(r, "approved", "no")],
     ]
     objectives = [
-        [o["name"], _measured(o), _seconds(o["target_seconds"]), o["result"]]
+        [o["name"], _measured(o), human_seconds(o["target_seconds"]), o["result"]]
         for o in r["objectives"]
     ]
     items = [
@@ -322,7 +310,7 @@ def _record_html(r: dict[str, Any]) -> str:
             str(i["category"]),
             str(i["files"]),
             _mb(i["bytes"]),
-            _seconds(i["seconds"]),
+            human_seconds(i["seconds"]),
             str(i["result"]),
         ]
         for i in r["items"]
@@ -368,7 +356,7 @@ def as_html(records: list[dict[str, Any]], chain_head: str = "") -> str:
                 r["started"][:19].replace("T", " "),
                 str(r["scenario"]),
                 str(r["sample"]["items"]),
-                _seconds(r["timing"]["total_seconds"]),
+                human_seconds(r["timing"]["total_seconds"]),
                 str(r["result"]),
                 _review(r, "approved", "no"),
             ]
@@ -377,8 +365,8 @@ def as_html(records: list[dict[str, Any]], chain_head: str = "") -> str:
         5,
     )
     rate = f"{s['pass_rate']:.0%}" if s["pass_rate"] is not None else "-"
-    median = _seconds(s["median_single_study_rto_seconds"])
-    worst = _seconds(s["worst_single_study_rto_seconds"])
+    median = human_seconds(s["median_single_study_rto_seconds"])
+    worst = human_seconds(s["worst_single_study_rto_seconds"])
     anchor = (
         f"<p class='anchor'>Drill record chain head: {html.escape(chain_head)} — keep this "
         "page: it anchors the chain.</p>"

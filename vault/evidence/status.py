@@ -81,6 +81,36 @@ class Space:
         return self.unique_bytes / self.stored_bytes if self.stored_bytes else 1.0
 
 
+@dataclass(frozen=True)
+class RestoreProjection:
+    seconds: float
+    bytes: int  # the latest snapshot's size
+    throughput_bytes_per_second: float
+    drill_id: str
+    drill_started: str
+
+
+def restore_projection(
+    records: list[dict[str, Any]], latest: Snapshot | None
+) -> RestoreProjection | None:
+    """The drill model (vault.evidence.drill): archive bytes / measured throughput, using the
+    newest drill that measured one. A failed drill's throughput still measures the path from
+    storage to disk; the drill's own result is judged elsewhere."""
+    if latest is None:
+        return None
+    for record in reversed(records):
+        rate = float((record.get("volume") or {}).get("throughput_bytes_per_second") or 0)
+        if rate > 0:
+            return RestoreProjection(
+                latest.stats.bytes / rate,
+                latest.stats.bytes,
+                rate,
+                str(record.get("drill_id", "")),
+                str(record.get("started", "")),
+            )
+    return None
+
+
 @dataclass
 class Status:
     location: str
@@ -104,6 +134,10 @@ class Status:
     # The audit log's and drill records' ends against what this machine saw (vault.repo.chain).
     chain_problems: list[str] = field(default_factory=list)
     break_glass: list[dict[str, Any]] = field(default_factory=list)  # unacknowledged opens
+    # The full restore of the latest snapshot, projected as drills project it: its size over
+    # the throughput the newest drill that restored anything measured (None: no such drill).
+    restore_projection: RestoreProjection | None = None
+    full_restore_rto_hours: int = 72
     findings: list[Finding] = field(default_factory=list)
 
     @property
@@ -271,6 +305,20 @@ def _judge(st: Status, now: datetime, frequency_days: int) -> list[Finding]:
             found.append(
                 Finding("drill", LEVEL_WARN, f"no drill in the last {frequency_days} days")
             )
+    projected = st.restore_projection
+    if projected and projected.seconds > st.full_restore_rto_hours * 3600:
+        found.append(
+            Finding(
+                "drill",
+                LEVEL_WARN,
+                f"a full restore of the latest snapshot is projected to take "
+                f"{projected.seconds / 3600:.1f} h at the "
+                f"{projected.throughput_bytes_per_second / 1e6:.1f} MB/s drill "
+                f"{projected.drill_id[:8]} measured, past the full-restore RTO of "
+                f"{st.full_restore_rto_hours} h (drill.toml): restore in priority order "
+                "(docs/disaster-recovery.md) or speed up the path from storage",
+            )
+        )
     for opened in st.break_glass:
         found.append(
             Finding(
@@ -381,6 +429,8 @@ def status(
         keys=key_status(repo, policy, now),
         locks=locks,
         rpo_hours=drill_policy.rpo_hours,
+        restore_projection=restore_projection(records, latest),
+        full_restore_rto_hours=drill_policy.full_restore_rto_hours,
         last_check=jobstate.load(repo, jobstate.CHECK),
         break_glass=list((jobstate.load(repo, jobstate.BREAK_GLASS) or {}).get("pending", [])),
         space=space(repo, snapshots),
