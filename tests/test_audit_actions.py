@@ -97,3 +97,20 @@ def test_a_recovery_key_open_is_break_glass_until_acknowledged(
     assert not [f for f in status["findings"] if "break-glass" in f["message"]]
     acked = vault("audit", "-r", repo, "--json").json()["events"][-1]
     assert acked["action"] == "break-glass-acknowledged" and acked["details"]["event"] == int(seq)
+
+    # A disaster recovery opens with the recovery key many times: `all` acknowledges each,
+    # one recorded acknowledgement per open, and never with the recovery key itself (that
+    # would be a new open, and the key holder clearing their own trace).
+    for _ in range(3):
+        assert vault("snapshots", "-r", repo, password=recovery).code == 0
+    refused = vault("audit", "-r", repo, "--acknowledge", "all", password=recovery)
+    assert refused.code == 2 and "not the recovery key" in refused.err
+    waiting = [f for f in vault("status", "-r", repo, "--json").json()["findings"]
+               if "break-glass" in f["message"]]  # fmt: skip
+    assert len(waiting) == 4  # three opens, and the refused acknowledgement's own open
+    done = vault("audit", "-r", repo, "--acknowledge", "all", "--note", "restore on a new server")
+    assert done.code == 0, done.err
+    assert not [f for f in vault("status", "-r", repo, "--json").json()["findings"]
+                if "break-glass" in f["message"]]  # fmt: skip
+    events = vault("audit", "-r", repo, "--json").json()["events"]
+    assert len([e for e in events if e["action"] == "break-glass-acknowledged"]) == 5

@@ -243,3 +243,28 @@ def test_the_key_check_fails_when_the_ordinary_passphrase_is_given_as_the_recove
     assert record["key_check"]["result"] == "FAIL"
     assert record["key_check"]["opened_with"] == "passphrase"
     assert any("not a recovery key" in r for r in record["failure_reasons"])
+
+
+def test_a_drill_against_a_restored_tree_fails_on_a_missing_or_changed_file(
+    tmp_path: Path, repo: RepoHandle, vault: RunCli, archive: Path
+) -> None:
+    """`--source-root`: a restored tree must be the snapshot exactly, so a file missing from
+    it, or of another size or time, fails the drill (against live files it is only skipped,
+    since live files may change after a backup)."""
+    assert vault("backup", "-r", repo, archive).code == 0
+    tree = tmp_path / "restored"
+    assert vault("restore", "latest", "-r", repo, "--target", tree).code == 0
+    compare = ("--full", "--compare-source", "--source-root", str(tree))
+    code, record = _drill(vault, repo, tmp_path, *compare)
+    assert code == 0 and record["compared_with"] == "a restored tree"
+    assert all(set(i["source_comparison"]) == {"PASS"} for i in record["items"])
+    victims = sorted(p for p in (tree / str(archive).lstrip("/")).rglob("*.dcm"))[:2]
+    victims[0].unlink()
+    victims[1].write_bytes(victims[1].read_bytes()[:-1])
+    code, record = _drill(vault, repo, tmp_path, *compare)
+    assert code == 1 and record["result"] == "FAIL"
+    failed = [i for i in record["items"] if i["source_comparison"].get("FAIL")]
+    assert sum(i["source_comparison"]["FAIL"] for i in failed) == 2
+    assert all("restored tree" in " ".join(i["problems"]) for i in failed)
+    # --source-root means nothing without --compare-source: refused, not ignored.
+    assert vault("drill", "-r", repo, "--source-root", str(tree)).code == 2

@@ -22,9 +22,17 @@ pytestmark = pytest.mark.parametrize("empty_repo", ["s3"], indirect=True)
 
 
 def _on_new_machine(home: Path, repo: RepoHandle, *args: str | Path) -> dict[str, Any]:
-    """Run vault as the admin on the new machine would: a login shell's PATH, a fresh HOME,
-    the bucket credentials and endpoint, and nothing else of vault's (no VAULT_* at all)."""
-    env = {"PATH": os.environ["PATH"], "HOME": str(home), "LANG": "C.UTF-8", **repo.env}
+    """Run vault as the admin on the new machine would (docs/disaster-recovery.md, step 2): a
+    login shell's PATH, a fresh HOME, the bucket credentials and endpoint, the repository and
+    the recovery key file, and nothing else of vault's."""
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(home),
+        "LANG": "C.UTF-8",
+        **repo.env,
+        "VAULT_REPO": repo.url,
+        "VAULT_PASSWORD_FILE": str(home / "recovery.txt"),
+    }
     done = subprocess.run(
         [sys.executable, "-m", "vault", *map(str, args)],
         env=env, cwd=home, capture_output=True, text=True, timeout=600,
@@ -54,7 +62,7 @@ def test_a_new_machine_restores_the_archive_with_only_the_bucket_and_the_recover
     key_file.write_text(recovery_key + "\n")
     key_file.chmod(0o600)
     target = tmp_path / "new-machine" / "restore"
-    repo = ("-r", empty_repo.url, "--password-file", key_file)
+    repo: tuple[str, ...] = ()
 
     priority = ("--priority", ROOT / "policies" / "restore.toml")
     dry = _on_new_machine(home, empty_repo, "restore", "latest", *repo, "--target", target,
@@ -86,9 +94,29 @@ def test_a_new_machine_restores_the_archive_with_only_the_bucket_and_the_recover
     compared = [i["source_comparison"] for i in record["items"]]
     assert compared and all(set(c) == {"PASS"} for c in compared)
 
+    # Step 7: the new machine's own passphrase, and the break-glass open acknowledged.
+    passphrase = home / "passphrase"
+    passphrase.write_text("a new long passphrase for the new imaging server\n")
+    passphrase.chmod(0o600)
+    added = _on_new_machine(home, empty_repo, "key", "add", "--new-password-file", passphrase,
+                            "--name", "new imaging server")  # fmt: skip
+    assert added["code"] == 0, added["err"]
+    # From here on the new passphrase, not the recovery key: acknowledging with the recovery
+    # key would be one more break-glass open.
+    (home / "recovery.txt").rename(home / "recovery.txt.safe")
+    (home / "recovery.txt").symlink_to(passphrase)
+    status = json.loads(_on_new_machine(home, empty_repo, "status", "--json")["out"])
+    pending = [f for f in status["findings"] if "RECOVERY KEY" in f["message"]]
+    assert len(pending) >= 4, "every break-glass open shows in status until acknowledged"
+    done = _on_new_machine(home, empty_repo, "audit", "--acknowledge", "all", "--note",
+                           "disaster recovery on a new server")  # fmt: skip
+    assert done["code"] == 0, done["err"]
+    status = json.loads(_on_new_machine(home, empty_repo, "status", "--json")["out"])
+    assert not any("RECOVERY KEY" in f["message"] for f in status["findings"])
+
     # The recovery key never appears in anything vault printed on the new machine.
-    for output in (dry, run, check, drill):
+    for output in (dry, run, check, drill, added):
         assert recovery_key not in output["out"] + output["err"]
     # And nothing of the old machine was needed: vault's own state is all the new home holds.
-    made = {p.relative_to(home).parts[0] for p in home.iterdir()} - {"recovery.txt"}
+    made = {p.name for p in home.iterdir()} - {"recovery.txt", "recovery.txt.safe", "passphrase"}
     assert made <= {".local", ".cache", ".config"}, made

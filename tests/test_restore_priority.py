@@ -16,6 +16,8 @@ from tests.conftest import BOTH_BACKENDS, PASSWORD, RunCli, sample_archive
 from tests.repos import RepoHandle
 from tests.treecompare import describe_tree
 from vault.cli.restore_progress import RateMeter, RestoreReport
+from vault.format import layout
+from vault.jobs.restore.entries import walk
 from vault.jobs.restore.restorer import RestoreOptions, TierResult, restore
 from vault.jobs.restore.tiers import TierPlan
 from vault.policy.restore_priority import load_restore_priority
@@ -26,7 +28,7 @@ SNAPSHOT_TIME = "2023-07-20 12:00:00"
 POLICY = """
 [[tier]]
 name = "practice database"
-paths = ["*.bak"]
+paths = ["*.bak", "*.sql"]
 
 [[tier]]
 name = "recent studies"
@@ -51,9 +53,15 @@ def practice(tmp_path: Path) -> tuple[Path, dict[str, Any]]:
     (software / "db").mkdir(parents=True)
     (software / "db" / "settings.ini").write_text("[viewer]\nlanguage=en\n")
     (software / "current").symlink_to("db")
-    (root / "notes").mkdir()
-    (root / "notes" / "readme.txt").write_text("the server's own notes\n")
-    os.chmod(root / "notes" / "readme.txt", 0o640)
+    notes = root / "notes"
+    notes.mkdir()
+    (notes / "readme.txt").write_text("the server's own notes\n")
+    os.chmod(notes / "readme.txt", 0o640)
+    (notes / "schedule.sql").write_text("-- tier 1, in a folder tier 5 also writes into\n")
+    # Two names that print the same: the byte 0xff, and the four characters backslash-x-f-f.
+    (notes / os.fsdecode(b"\xff")).write_bytes(b"undecodable name")
+    (notes / "\\xff").write_bytes(b"decodable name")
+    os.chmod(notes, 0o555)  # read-only: a later tier must still be able to write into it
     return root, manifest
 
 
@@ -78,13 +86,14 @@ def _expected_tiers(root: Path, manifest: dict[str, Any]) -> list[set[str]]:
     older = [s for s in studies if s["study_date"] < "20230421"]
     assert recent and older, "the sample archive no longer spans the 90-day line"
     files = [f for s in studies for f in s["files"]] + manifest["other_files"]
+    notes = {snap("notes/readme.txt"), snap("notes/" + os.fsdecode(b"\xff")), snap("notes/\\xff")}
     return [
-        {snap(p) for p in manifest["other_files"] if p.endswith(".bak")},
+        {snap(p) for p in manifest["other_files"] if p.endswith(".bak")}
+        | {snap("notes/schedule.sql")},
         {snap(f) for s in recent for f in s["files"] if dicom(f)},
         {snap("Sidexis4/db/settings.ini"), snap("Sidexis4/current")},
         {snap(f) for s in older for f in s["files"] if dicom(f)},
-        {snap("notes/readme.txt")}
-        | {snap(f) for f in files if not f.endswith(".bak") and not dicom(f)},
+        notes | {snap(f) for f in files if not f.endswith(".bak") and not dicom(f)},
     ]
 
 
@@ -122,8 +131,20 @@ class _Watcher:
                 state = self._state(entry.path)
                 if tier.number <= finished_through:
                     assert state == "done", (tier.name, entry.path, state)
+                    self._check_folders(entry.path)
                 elif tier.number > finished_through + 1:
                     assert state == "absent", (tier.name, entry.path, state)
+
+    def _check_folders(self, path: bytes) -> None:
+        """A finished tier is usable: the folders above it have their group and other
+        permissions (the owner's may be widened while a later tier writes there)."""
+        folder = Path(os.fsdecode(path)).parent
+        while folder != self.source.parent:
+            restored = self.target / str(folder).lstrip("/")
+            have, want = restored.stat().st_mode, folder.stat().st_mode
+            assert have & 0o077 == want & 0o077, (folder, oct(have), oct(want))
+            assert have & 0o700 >= want & 0o700, (folder, oct(have), oct(want))
+            folder = folder.parent
 
     def planned(self, tiers: list[TierPlan]) -> None:
         self.tiers = tiers
@@ -168,6 +189,7 @@ def test_tiers_come_back_in_order_each_verified_before_the_next_is_touched(
                             ("started", "verifying", "finished")]  # fmt: skip
     assert not result.problems
     assert result.verified == sum(len([p for p in t if not Path(p).is_symlink()]) for t in expected)
+    assert result.files == sum(1 for p in root.rglob("*") if p.is_file() and not p.is_symlink())
     assert all(t.verified == t.files and t.outcome == "PASS" for t in result.tiers)
     # Nothing is left out by the reordering: the whole tree, byte for byte, with metadata.
     assert describe_tree(target / root.relative_to("/")) == describe_tree(root)
@@ -225,9 +247,16 @@ def test_json_progress_gives_tiers_throughput_and_time_left(
     # Once the first tier is done it is measured: a speed and a time left for the rest.
     after_first = lines[kinds.index("tier_done") + 1]
     assert after_first["type"] == "progress" and after_first["throughput_bytes_per_second"] > 0
-    left = plan["bytes_total"] - after_first["bytes_done"]
+    # The time left is what remains to fetch at the fetch speed, plus what remains to verify
+    # at the speed verification was measured at.
+    fetch_left = plan["bytes_total"] - after_first["bytes_done"]
+    check_left = plan["bytes_total"] - after_first["bytes_verified"]
+    assert after_first["verify_bytes_per_second"] > 0
     assert after_first["eta_total_seconds"] == pytest.approx(
-        left / after_first["throughput_bytes_per_second"], rel=0.01, abs=0.002
+        fetch_left / after_first["throughput_bytes_per_second"]
+        + check_left / after_first["verify_bytes_per_second"],
+        rel=0.01,
+        abs=0.002,
     )
     assert progress[-1]["bytes_done"] == plan["bytes_total"]
     assert progress[-1]["eta_total_seconds"] == 0
@@ -325,7 +354,8 @@ BAD_POLICIES = [
     ("", "no [[tier]] tables"),
     ('[[tier]]\nname = "a"\n', "claims nothing"),
     ('[[tier]]\nname = "a"\npaths = ["x"]\nwithin_days = 9\n', "needs studies = true"),
-    ('[[tier]]\nname = "a"\nstudies = true\nwithin_days = 0\n', "at least 1"),
+    ('[[tier]]\nname = "a"\nstudies = true\nwithin_days = 0\n', "from 1 to 36500"),
+    ('[[tier]]\nname = "a"\nstudies = true\nwithin_days = 1000000\n', "from 1 to 36500"),
     ('[[tier]]\nname = "a"\npaths = "x"\n', "must be a list"),
     ('[[tier]]\nname = "a"\npaths = ["x"]\n\n[[tier]]\nname = "b"\nstudys = true\n',
      "line 7: tier 2: studys is not a tier key"),
@@ -375,11 +405,70 @@ def test_the_rate_is_measured_over_a_window_and_forgets_old_speed() -> None:
     assert meter.rate() == pytest.approx(1e6, rel=0.1)
 
 
-def test_bytes_a_resume_found_in_place_count_as_done_but_not_as_speed() -> None:
-    report = RestoreReport()
+def test_time_on_other_work_does_not_dilute_a_speed() -> None:
     clock = _Clock()
-    report.meter = RateMeter(clock)
-    tier = TierPlan(1, "everything", [])
+    meter = RateMeter(clock, running=False)
+    clock.now += 100  # planning: not fetching
+    meter.run()
+    for _ in range(10):
+        clock.now += 1
+        meter.add(10_000_000)
+    meter.pause()
+    clock.now += 300  # a long verification
+    assert meter.rate() == pytest.approx(10e6)
+    meter.run()
+    clock.now += 1
+    meter.add(10_000_000)
+    assert meter.rate() == pytest.approx(10e6)
+
+
+def _tier(number: int, size: int) -> TierPlan:
+    from vault.format.tree import FILE, Node
+    from vault.jobs.restore.entries import Entry
+
+    node = Node(name=b"f", type=FILE, mode=0o644, uid=0, gid=0, mtime_ns=0, size=size)
+    return TierPlan(number, f"tier {number}", [Entry(b"/f%d" % number, node)])
+
+
+def test_the_time_left_counts_fetching_and_verifying_each_at_its_own_speed() -> None:
+    clock = _Clock()
+    report = RestoreReport(verifies=True, clock=clock)
+    tiers = [_tier(1, 100_000_000), _tier(2, 100_000_000)]
+    report.planned(tiers)
+    assert report.snapshot()["eta_total_seconds"] is None  # nothing measured yet
+    clock.now += 50  # planning, not counted as speed
+    report.tier_started(tiers[0])
+    for _ in range(10):  # 100 MB fetched at 10 MB/s
+        clock.now += 1
+        report.advance(10_000_000)
+    # Left: 100 MB to fetch and 200 MB to verify, verification not timed yet: all at 10 MB/s.
+    assert report.snapshot()["eta_total_seconds"] == pytest.approx(30.0)
+    report.verifying(tiers[0])
+    for _ in range(2):  # 100 MB verified at 50 MB/s
+        clock.now += 1
+        report.advance(50_000_000)
+    report.tier_finished(TierResult(1, "tier 1", files=1, bytes=100_000_000, verified=1))
+    state = report.snapshot()
+    # 100 MB to fetch at 10 MB/s, 100 MB to verify at 50 MB/s: the pause to verify did not
+    # make fetching look slower.
+    assert state["eta_total_seconds"] == pytest.approx(12.0)
+    assert state["throughput_bytes_per_second"] == pytest.approx(10e6)
+    report.tier_started(tiers[1])
+    for _ in range(10):
+        clock.now += 1
+        report.advance(10_000_000)
+    report.verifying(tiers[1])
+    clock.now += 2
+    report.advance(100_000_000)
+    report.tier_finished(TierResult(2, "tier 2", files=1, bytes=100_000_000, verified=1))
+    assert report.snapshot()["eta_total_seconds"] == 0
+
+
+def test_bytes_a_resume_found_in_place_count_as_done_but_not_as_speed() -> None:
+    clock = _Clock()
+    report = RestoreReport(clock=clock)
+    tier = _tier(1, 910_000_000)
+    report.planned([tier])
     report.tier_started(tier)
     report.kept(900_000_000)  # a resume checked 900 MB already in place, in no time
     report.advance(900_000_000)
@@ -388,3 +477,76 @@ def test_bytes_a_resume_found_in_place_count_as_done_but_not_as_speed() -> None:
     state = report.snapshot()
     assert state["bytes_done"] == 910_000_000
     assert state["throughput_bytes_per_second"] == pytest.approx(1e6)
+    assert state["eta_total_seconds"] == 0
+
+
+def test_a_resume_that_finds_everything_in_place_ends_with_no_time_left() -> None:
+    report = RestoreReport(clock=_Clock())
+    tier = _tier(1, 1000)
+    report.planned([tier])
+    report.tier_started(tier)
+    report.kept(1000)
+    report.advance(1000)
+    report.tier_finished(TierResult(1, "tier 1", files=1, bytes=1000))
+    assert report.snapshot()["eta_total_seconds"] == 0
+
+
+def test_a_failed_tier_is_reported_and_the_later_tiers_still_come_back(
+    tmp_path: Path, repo: RepoHandle, vault: RunCli, practice: tuple[Path, dict[str, Any]]
+) -> None:
+    root, _ = practice
+    assert vault("backup", "-r", repo, root, "--time", SNAPSHOT_TIME).code == 0
+    r = repo.open(PASSWORD)
+    r.load_index()
+    dump = root / "exports" / "pms_dump.bak"
+    nodes = {os.fsdecode(e.path): e.node for e in walk(r, r.find_snapshot("latest"), [])}
+    location = r.index.lookup(bytes.fromhex(nodes[str(dump)].chunks[0]))
+    assert location is not None
+    # One flipped byte inside one chunk of the dump: that chunk, and only it, fails.
+    repo.flip(layout.pack(location.pack.id), location.entry.offset + location.entry.length // 2)
+    target = tmp_path / "t"
+    run = vault("restore", "latest", "-r", repo, "--target", target, "--priority",
+                _policy(tmp_path), "--json")  # fmt: skip
+    assert run.code == 1
+    doc = run.json()
+    outcomes = [(t["name"], t["outcome"], t["problems"]) for t in doc["tiers"]]
+    assert outcomes[0] == ("practice database", "FAIL", 1)  # one file, however many chunks
+    assert all(outcome == "PASS" for _, outcome, _ in outcomes[1:])
+    assert [p["path"] for p in doc["problems"]] == [str(dump)]
+    restored = target / str(dump).lstrip("/")
+    # The broken file does not pass for good: not the recorded time or mode.
+    assert restored.stat().st_mtime_ns != dump.stat().st_mtime_ns
+    assert restored.stat().st_mode & 0o077 == 0
+    others = [p for p in root.rglob("*") if p.is_file() and p != dump]
+    assert all((target / str(p).lstrip("/")).read_bytes() == p.read_bytes() for p in others)
+
+
+def test_priority_orders_what_include_selects_and_nothing_else(
+    tmp_path: Path, repo: RepoHandle, vault: RunCli, practice: tuple[Path, dict[str, Any]]
+) -> None:
+    root, _ = practice
+    assert vault("backup", "-r", repo, root, "--time", SNAPSHOT_TIME).code == 0
+    imaging = root / "imaging"
+    target = tmp_path / "t"
+    run = vault("restore", "latest", "-r", repo, "--target", target, "--priority",
+                _policy(tmp_path), "--include", imaging, "--json")  # fmt: skip
+    assert run.code == 0, run.err
+    tiers = {t["name"]: t for t in run.json()["tiers"]}
+    assert tiers["practice database"]["files"] == 0
+    assert tiers["practice database"]["note"] == "nothing in this restore matches it"
+    assert tiers["recent studies"]["files"] > 0 and tiers["older studies"]["files"] > 0
+    assert describe_tree(target / str(imaging).lstrip("/")) == describe_tree(imaging)
+    assert not (target / str(root / "exports").lstrip("/")).exists()
+
+
+def test_json_progress_ends_with_an_error_line_when_the_restore_cannot_go_on(
+    tmp_path: Path, repo: RepoHandle, vault: RunCli, practice: tuple[Path, dict[str, Any]]
+) -> None:
+    root, _ = practice
+    assert vault("backup", "-r", repo, root).code == 0
+    blocked = tmp_path / "t"
+    blocked.write_text("a file where the target directory should be")
+    run = vault("restore", "latest", "-r", repo, "--target", blocked, "--json-progress")
+    assert run.code == 2
+    last = _lines(run.out)[-1]
+    assert last["type"] == "error" and last["exit_code"] == 2 and str(blocked) in last["message"]

@@ -42,7 +42,7 @@ def _kill_point() -> tuple[float, int]:
     """Where to kill: a fraction of the restore drawn at random each run (the seed is in every
     failure message; VAULT_TEST_SEED replays one)."""
     seed = int(os.environ.get("VAULT_TEST_SEED") or random.SystemRandom().randrange(1 << 30))
-    return random.Random(seed).uniform(0.1, 0.75), seed
+    return random.Random(seed).uniform(0.1, 0.6), seed
 
 
 @BOTH_BACKENDS
@@ -78,6 +78,16 @@ def test_a_killed_restore_resumes_byte_identical_refetching_under_5_percent(
     assert process.returncode == -signal.SIGKILL, f"the restore finished before it was {why}"
     written = _written(target)
     assert 0 < written < total, why
+    if ordered:
+        # The kill caught the tiers in order: the second tier's files exist only once every
+        # file of the first was written whole (and verified: it is a tier).
+        base = target / big_source.relative_to("/")
+        first = [base / f"volume{i:02}.raw" for i in range(FILES // 2, FILES)]
+        later = [base / f"volume{i:02}.raw" for i in range(FILES // 2)]
+        if any(p.exists() for p in later):
+            assert all(p.read_bytes() == (big_source / p.name).read_bytes() for p in first), why
+        else:
+            assert written <= len(first) * FILE_SIZE, why
 
     # Without --resume the files in the way are refused, as before.
     refused = vault("restore", "latest", "-r", repo, "--target", target)
@@ -95,7 +105,6 @@ def test_a_killed_restore_resumes_byte_identical_refetching_under_5_percent(
     assert refetched <= 0.05 * kept, (why, refetched, kept)
     if ordered:
         assert [t["name"] for t in doc["tiers"]] == ["second half", "everything else"]
-        assert sum(t["bytes_kept"] for t in doc["tiers"]) == kept
 
 
 def test_resume_fetches_what_was_damaged_and_replaces_what_does_not_belong(

@@ -67,7 +67,7 @@ def add_restore_parser(command: Callable[..., argparse.ArgumentParser]) -> None:
         const=5.0,
         metavar="SECONDS",
         help="JSON lines on stdout as the restore goes: tiers, bytes, measured throughput and "
-        "time left, every SECONDS (default 5), then the result",
+        "time left, every SECONDS (default 5), then the result (or the error)",
     )
     p.add_argument(
         "--study",
@@ -112,16 +112,19 @@ def cmd_restore(args: argparse.Namespace) -> int:
         return _dry_run(args, repo, snapshot, options)
     report: RestoreReport
     if args.json_progress is not None:
-        report = JsonLines(args.json_progress)
+        report = JsonLines(args.json_progress, verifies=options.verifies)
     elif priority and not opt(args, "json"):
-        report = TierLines(progress_for(args))
+        report = TierLines(progress_for(args), verifies=options.verifies)
     else:
-        report = RestoreReport(progress_for(args))
+        report = RestoreReport(progress_for(args), verifies=options.verifies)
     started = datetime.now(UTC)
     with lock.Lock(repo.storage, repo.keyring, exclusive=False, operation="restore"):
         try:
             result = restore(repo, snapshot, options, report, report)
-        except VaultError:
+        except VaultError as exc:
+            if isinstance(report, JsonLines):
+                report.close()
+                report.emit("error", message=str(exc), exit_code=exc.exit_code)
             record_audit(
                 repo,
                 "restore",

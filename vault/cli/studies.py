@@ -24,6 +24,7 @@ from vault.jobs.studies import (
     select_studies,
 )
 from vault.repo import audit, jobstate
+from vault.repo.keys import RECOVERY
 from vault.repo.repository import Repository
 from vault.units import human_bytes
 
@@ -102,9 +103,9 @@ def add_study_parsers(command: Callable[..., argparse.ArgumentParser]) -> None:
     )
     p.add_argument(
         "--acknowledge",
-        type=int,
-        metavar="SEQ",
-        help="acknowledge the break-glass open recorded as event SEQ (status stops warning)",
+        metavar="SEQ|all",
+        help="acknowledge the break-glass open recorded as event SEQ, or every one waiting "
+        "(status stops warning); not with the recovery key itself",
     )
     p.add_argument("--note", metavar="TEXT", default="", help="with --acknowledge: why it was ok")
     p.add_argument(
@@ -402,22 +403,36 @@ def _record_policies(repo: Repository, directory: Path) -> int:
     return 0
 
 
-def _acknowledge(repo: Repository, seq: int, note: str) -> int:
+def _acknowledge(repo: Repository, which: str, note: str) -> int:
+    if repo.slot_kind == RECOVERY:
+        # Every open with the recovery key is itself a break-glass open: acknowledging with it
+        # would record a new one, and let the key holder clear their own trace.
+        raise UsageError(
+            "acknowledge break-glass opens with a passphrase or key file, not the recovery key "
+            "(add one with `vault key add` first)"
+        )
     state = jobstate.load(repo, jobstate.BREAK_GLASS) or {}
     pending = list(state.get("pending", []))
-    if not any(p.get("event") == seq for p in pending):
-        waiting = ", ".join(str(p.get("event")) for p in pending) or "none"
+    waiting = ", ".join(str(p.get("event")) for p in pending) or "none"
+    if which == "all":
+        chosen = [int(p["event"]) for p in pending if isinstance(p.get("event"), int)]
+        if not chosen:
+            raise UsageError("no break-glass open is waiting for acknowledgement")
+    elif which.isdigit() and any(p.get("event") == int(which) for p in pending):
+        chosen = [int(which)]
+    else:
         raise UsageError(
-            f"audit event {seq} is not a break-glass open waiting for acknowledgement "
+            f"audit event {which} is not a break-glass open waiting for acknowledgement "
             f"(waiting: {waiting})"
         )
-    record_audit(
-        repo, "break-glass-acknowledged", result="PASS", details={"event": seq, "note": note}
-    )
-    jobstate.save(
-        repo, jobstate.BREAK_GLASS, {"pending": [p for p in pending if p.get("event") != seq]}
-    )
-    print(f"acknowledged the break-glass open of audit event {seq}")
+    for seq in chosen:  # one recorded acknowledgement per open
+        record_audit(
+            repo, "break-glass-acknowledged", result="PASS", details={"event": seq, "note": note}
+        )
+    left = [p for p in pending if p.get("event") not in chosen]
+    jobstate.save(repo, jobstate.BREAK_GLASS, {"pending": left})
+    for seq in chosen:
+        print(f"acknowledged the break-glass open of audit event {seq}")
     return 0
 
 

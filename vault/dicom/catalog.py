@@ -70,7 +70,7 @@ class Catalog:
         doc = json.loads(data)
         if doc.get("version") != 1:
             raise ValueError(f"unsupported catalog version {doc.get('version')!r}")
-        studies = {s["study_uid"]: Study(**s) for s in doc["studies"]}
+        studies = {s["study_uid"]: _study(s) for s in doc["studies"]}
         headers = {
             path: FileHeader(**{**h, "dicomdir_studies": tuple(h.get("dicomdir_studies", ()))})
             for path, h in doc["files"].items()
@@ -87,6 +87,24 @@ class Catalog:
         if ref in self.studies:
             return self.studies[ref]
         return next((s for s in self.studies.values() if s.catalog_id == ref.lower()), None)
+
+
+def _study(doc: dict[str, Any]) -> Study:
+    """A study as stored, its field types checked: what a restore orders or a page prints is
+    never a number where a name should be (the catalog is authenticated, but a reader should
+    not trust a writer's bugs either)."""
+    study = Study(**doc)
+    for f in fields(Study):
+        value = getattr(study, f.name)
+        if f.name == "bytes":
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif isinstance(value, list):
+            ok = all(isinstance(v, str) for v in value)
+        else:
+            ok = isinstance(value, str)
+        if not ok:
+            raise ValueError(f"study field {f.name} has the wrong type")
+    return study
 
 
 _HEADER_TEXT_FIELDS = [f.name for f in fields(FileHeader) if f.name != "dicomdir_studies"]

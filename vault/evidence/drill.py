@@ -153,15 +153,19 @@ def _choose(
     return chosen, method
 
 
-def _compare_with_source(path: str, restored: Path, node_size: int, node_mtime: int) -> str:
-    """PASS/FAIL against the live file, or SKIPPED when it is gone or has changed since."""
+def _compare_with_source(
+    path: str, restored: Path, node_size: int, node_mtime: int, strict: bool = False
+) -> str:
+    """PASS/FAIL against the live file, or SKIPPED when it is gone or has changed since (a
+    live file may change after a backup). `strict` (a restored tree, which must be the
+    snapshot exactly): gone or changed is FAIL."""
     live = os.fsencode(path)
     try:
         st = os.stat(live)
     except OSError:
-        return "SKIPPED"
+        return "FAIL" if strict else "SKIPPED"
     if st.st_size != node_size or st.st_mtime_ns != node_mtime:
-        return "SKIPPED"
+        return "FAIL" if strict else "SKIPPED"
     with open(live, "rb") as a, open(restored, "rb") as b:
         while True:
             x, y = a.read(1 << 20), b.read(1 << 20)
@@ -245,6 +249,7 @@ def run_drill(
                         target / p.lstrip("/"),
                         nodes[p].size,
                         nodes[p].mtime_ns,
+                        strict=options.source_root is not None,
                     )
                     for p in item.paths
                     if p in nodes
@@ -252,7 +257,11 @@ def run_drill(
                 entry["source_comparison"] = {v: verdicts.count(v) for v in set(verdicts)}
                 if "FAIL" in verdicts:
                     entry["result"] = "FAIL"
-                    entry["problems"].append("restored bytes differ from the live source file")
+                    entry["problems"].append(
+                        "the restored tree lacks a file or holds different bytes, size or time"
+                        if options.source_root
+                        else "restored bytes differ from the live source file"
+                    )
             if entry["result"] == "FAIL":
                 failures.append(f"{item.kind} {item.ref}: " + "; ".join(entry["problems"]))
             total_bytes += entry["bytes"]

@@ -82,8 +82,8 @@ def _tier(path: Path, text: str, number: int, table: Any) -> RestoreTier:
         raise fail("studies", "must be true or false")
     within = table.get("within_days")
     if within is not None:
-        if not isinstance(within, int) or isinstance(within, bool) or within < 1:
-            raise fail("within_days", "must be a whole number of days, at least 1")
+        if not isinstance(within, int) or isinstance(within, bool) or not 1 <= within <= 36500:
+            raise fail("within_days", "must be a whole number of days, from 1 to 36500")
         if not studies:
             raise fail("within_days", "needs studies = true (it limits the studies by date)")
     if not paths and not studies:

@@ -18,7 +18,10 @@ class TierEstimate:
     files: int
     symlinks: int
     bytes: int  # content, as restored
-    fetch_bytes: int  # stored (compressed, encrypted) bytes of the distinct chunks to fetch
+    # Stored (compressed, encrypted) bytes of the tier's distinct chunks: what it fetches, less
+    # the gaps of up to 1 MiB a merged read spans (vault.jobs.restore.fetch.MERGE_GAP). A chunk
+    # two tiers share is fetched, and counted, in each.
+    fetch_bytes: int
     existing: int  # names already in the target (a real run needs --resume or --overwrite)
     note: str
 
@@ -26,12 +29,12 @@ class TierEstimate:
 def dry_run(repo: Repository, snapshot: Snapshot, options: RestoreOptions) -> list[TierEstimate]:
     plan = plan_restore(repo, snapshot, options)
     root = options.target.absolute()
-    fetched: set[bytes] = set()  # a chunk shared by two tiers is counted where it is first fetched
     estimates = []
     target = Target(root) if root.is_dir() else None
     try:
         for tier in plan.tiers:
             fetch = 0
+            fetched: set[bytes] = set()
             for entry in tier.files:
                 for chunk_hex in entry.node.chunks:
                     blob_id = bytes.fromhex(chunk_hex)

@@ -11,11 +11,11 @@ however long after that the restore runs.
 from __future__ import annotations
 
 import fnmatch
+import os
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
 from vault.dicom.catalog import Catalog, Study
-from vault.format.paths import display
 from vault.format.tree import FILE, SYMLINK
 from vault.jobs.restore.entries import Entry
 from vault.policy.restore_priority import REST_NAME, RestorePriority, RestoreTier
@@ -48,32 +48,41 @@ def plan_tiers(
     catalog: Catalog | None,
     snapshot_time: datetime,
 ) -> list[TierPlan]:
-    leaves = [e for e in entries if e.node.type in (FILE, SYMLINK)]
-    by_path = {display(e.path): e for e in leaves}
-    claimed: set[str] = set()
+    # Keyed by the raw path: names that are not UTF-8 are distinct bytes, whatever they print as.
+    leaves = {e.path: e for e in entries if e.node.type in (FILE, SYMLINK)}
+    claimed: set[bytes] = set()
     plans: list[TierPlan] = []
     for number, tier in enumerate(priority.tiers, start=1):
-        order: list[str] = []
+        order: list[bytes] = []
         note = ""
         if tier.studies:
             if catalog is None:
                 note = "the snapshot has no study catalog"
             else:
                 studies = _studies(catalog, tier, snapshot_time)
-                order += [path for study in studies for path in study.files]
+                # The catalog names files as backup decoded them (os.fsdecode); only names that
+                # are files of this restore count, so a catalog can reorder, never add.
+                order += [
+                    os.fsencode(path)
+                    for study in studies
+                    for path in study.files
+                    if isinstance(path, str)
+                ]
         if tier.paths:
-            order += [path for path in by_path if _claims(tier.paths, path)]
+            order += [path for path in leaves if _claims(tier.paths, os.fsdecode(path))]
         chosen = []
         for path in order:
-            if path in by_path and path not in claimed:
+            if path in leaves and path not in claimed:
                 claimed.add(path)
-                chosen.append(by_path[path])
+                chosen.append(leaves[path])
         if not chosen and not note:
-            note = "nothing in this snapshot matches it"
+            note = "nothing in this restore matches it"
         plans.append(TierPlan(number, tier.name, chosen, note))
-    rest = [e for path, e in by_path.items() if path not in claimed]
+    rest = [e for path, e in leaves.items() if path not in claimed]
     if rest:
         plans.append(TierPlan(len(plans) + 1, REST_NAME, rest))
+    if sum(len(p.entries) for p in plans) != len(leaves):  # every file once: never lose one
+        raise AssertionError("restore tiers do not cover every file exactly once")
     return plans
 
 
@@ -90,7 +99,7 @@ def _studies(catalog: Catalog, tier: RestoreTier, snapshot_time: datetime) -> li
 
 
 def _study_date(study: Study) -> date | None:
-    text = study.study_date.strip().replace("-", "").replace(".", "")
+    text = str(study.study_date).strip().replace("-", "").replace(".", "")
     try:
         return datetime.strptime(text[:8], "%Y%m%d").date() if len(text) >= 8 else None
     except ValueError:
