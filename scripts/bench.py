@@ -103,6 +103,46 @@ class Change:
         shutil.copy2(self.pristine, self.volume)
 
 
+def large_volume(path: Path, size_gb: float) -> Path:
+    """One multi-frame CBCT volume of about size_gb: 512x512 12-bit frames, a smooth phantom
+    with fresh noise in every frame (so nothing deduplicates and zstd gets about 2:1, as on the
+    archive), written once and reused."""
+    import numpy as np
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    volume = path / "volume.dcm"
+    if volume.exists():
+        return volume
+    path.mkdir(parents=True, exist_ok=True)
+    frames = max(1, int(size_gb * 1e9 / (512 * 512 * 2)))
+    rng = np.random.default_rng(2026)
+    y, x = np.mgrid[-1:1:512j, -1:1:512j]
+    phantom = (1800 * np.exp(-(x**2 + (y / 0.8) ** 2) * 3)).astype(np.int32)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2.1"  # Enhanced CT
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.PatientName, ds.PatientID, ds.Modality = "DEMO^LARGE", "DEMO-LARGE", "CT"
+    ds.StudyDate, ds.StudyDescription = "20261201", "CBCT volume, large (synthetic)"
+    ds.Rows = ds.Columns = 512
+    ds.NumberOfFrames = frames
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    pixels = bytearray()
+    for _ in range(frames):
+        noise = rng.normal(0, 40, (512, 512)).astype(np.int32)
+        pixels += np.clip(phantom + 1000 + noise, 0, 4095).astype("<u2").tobytes()
+    ds.PixelData = bytes(pixels)
+    ds.save_as(volume, enforce_file_format=True)
+    return volume
+
+
 def single_study(data: Path) -> str:
     """The largest one-file-per-slice CBCT series: what a dentist asks for first."""
     series = [p for p in data.glob("practice*/imaging/DEMO-0001/*_CT") if p.is_dir()]
@@ -129,6 +169,7 @@ def run_local(
     study: str,
     scratch: Path,
     results: dict[str, list[float]],
+    volume: Path | None = None,
 ) -> None:
     shutil.rmtree(repo, ignore_errors=True)
     tool.init()
@@ -156,6 +197,15 @@ def run_local(
     if dir_bytes(restored) != study_bytes:
         raise RuntimeError(f"{tool.name} restored {dir_bytes(restored)} of {study_bytes} bytes")
     shutil.rmtree(target)
+    if volume is not None:
+        # One large volume, backed up into the same repository and restored on its own: a
+        # file this size must be fetched in parallel, not one chunk at a time.
+        tool.backup(volume.parent)
+        size = volume.stat().st_size
+        _record(results, "volume_restore", tool.restore(target, include=str(volume)), size)
+        if (target / str(volume).lstrip("/")).stat().st_size != size:
+            raise RuntimeError(f"{tool.name} did not restore the large volume whole")
+        shutil.rmtree(target)
     _record(results, "check_read_data", tool.check_read_data())
     results["repository_bytes"].append(dir_bytes(repo))
 
@@ -236,6 +286,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tools", default="vault,restic,borg")
     parser.add_argument("--work", type=Path, default=Path("/var/tmp/vault-bench"))
     parser.add_argument("--no-s3", action="store_true")
+    parser.add_argument(
+        "--volume-gb",
+        type=float,
+        default=1.0,
+        help="size of the one large CBCT volume restored on its own (0: none)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
     parser.add_argument("--json", type=Path, help="also write every measurement here")
     args = parser.parse_args(argv)
@@ -249,6 +305,9 @@ def main(argv: list[str] | None = None) -> int:
     data = work / "data"
     change = Change(data, work / "staging")
     study = single_study(data)
+    volume = None
+    if args.volume_gb:
+        volume = large_volume(work / f"large-{args.volume_gb}", args.volume_gb)
     env = dict(os.environ)
     env.pop("VAULT_TEST_FAST_KDF", None)
     per_tool: dict[str, dict[str, list[float]]] = {n: defaultdict(list) for n in names}
@@ -260,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
             tool = TOOLS[name](str(repo), env)
             versions[name] = tool.version()
             print(f"round {r + 1}/{args.runs}: {name}", file=sys.stderr)
-            run_local(tool, repo, data, info, change, study, work, per_tool[name])
+            run_local(tool, repo, data, info, change, study, work, per_tool[name], volume)
             shutil.rmtree(repo)
     s3 = {} if args.no_s3 else run_s3(names, data, info, work, args.runs)
     prims = primitives(data)
@@ -270,7 +329,11 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine(),
         "versions": versions,
         "archive": info
-        | {"study_bytes": dir_bytes(Path(study)), "new_study_bytes": change.study_bytes},
+        | {
+            "study_bytes": dir_bytes(Path(study)),
+            "new_study_bytes": change.study_bytes,
+            "volume_bytes": volume.stat().st_size if volume else 0,
+        },
         "runs": args.runs,
         "local": medians,
         "raw": {n: dict(r) for n, r in per_tool.items()},

@@ -35,6 +35,8 @@ def test_benchmark_smoke_run_writes_the_comparison(tmp_path: Path) -> None:
             "--runs",
             "1",
             "--no-s3",
+            "--volume-gb",
+            "0.01",
             "--work",
             str(tmp_path / "work"),
             "--out",
@@ -51,6 +53,7 @@ def test_benchmark_smoke_run_writes_the_comparison(tmp_path: Path) -> None:
     text = out.read_text()
     assert "hand-written text" in text and "more text" in text and "\nold\n" not in text
     assert "| initial backup | MB/s |" in text and "vault vs restic" in text
+    assert "| one large CBCT volume restore | MB/s |" in text
     doc = json.loads((tmp_path / "r.json").read_text())
     assert set(doc["local"]) == {"vault", "restic", "borg"}
     for tool in doc["local"].values():

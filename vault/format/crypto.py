@@ -55,14 +55,14 @@ class Aead:
     def seal(self, nonce: bytes, plaintext: bytes, associated: bytes) -> bytes:
         return self._aesgcm.encrypt(nonce, plaintext, associated)
 
-    def open(self, nonce: bytes, ciphertext: bytes, associated: bytes) -> bytes:
+    def open(self, nonce: bytes, ciphertext: bytes | memoryview, associated: bytes) -> bytes:
         try:
             return self._aesgcm.decrypt(nonce, ciphertext, associated)
         except InvalidTag:
             raise AuthenticationFailed() from None
 
 
-def mac(key: bytes, data: bytes | memoryview) -> bytes:
+def mac(key: bytes, data: bytes | bytearray | memoryview) -> bytes:
     """HMAC-SHA256: the chunk id of `data` under the repository's MAC key."""
     return hmac.digest(key, data, hashlib.sha256)
 

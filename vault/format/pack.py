@@ -61,7 +61,9 @@ def seal_blob(
     return key.seal(_nonce(offset), bytes([encoding]) + body, bytes([blob_type]) + blob_id)
 
 
-def open_blob(key: crypto.Aead, entry: PackEntry, sealed: bytes, *, pack_name: str) -> bytes:
+def open_blob(
+    key: crypto.Aead, entry: PackEntry, sealed: bytes | memoryview, *, pack_name: str
+) -> bytes | bytearray:
     """The plaintext of one blob; IntegrityError naming the pack on any mismatch."""
     if len(sealed) != entry.length:
         raise IntegrityError(f"{pack_name} is truncated at offset {entry.offset}", key=pack_name)
@@ -73,7 +75,8 @@ def open_blob(key: crypto.Aead, entry: PackEntry, sealed: bytes, *, pack_name: s
             key=pack_name,
         ) from None
     try:
-        data = compression.decompress(plain[0], plain[1:], entry.raw_length)
+        # A view past the encoding byte: slicing would copy the whole payload once more.
+        data = compression.decompress(plain[0], memoryview(plain)[1:], entry.raw_length)
     except (ValueError, IndexError) as exc:
         raise IntegrityError(f"{pack_name}: blob at {entry.offset} undecodable: {exc}") from None
     if len(data) != entry.raw_length:

@@ -96,7 +96,7 @@ def open_sealed(keys: EpochKeys, kind: Kind, object_id: str, blob: bytes, *, nam
     if not plain:
         raise IntegrityError(f"{name} is empty after decryption", key=name)
     try:
-        return compression.decompress(plain[0], plain[1:], 1 << 31)
+        return bytes(compression.decompress(plain[0], plain[1:], 1 << 31))
     except ValueError as exc:
         raise IntegrityError(f"{name} cannot be decoded: {exc}", key=name) from None
 

@@ -343,7 +343,7 @@ class Repository:
     def chunker(self) -> Chunker:
         return Chunker(self.config.chunker, self.keyring.chunker_seed)
 
-    def blob_id(self, data: bytes | memoryview, blob_type: BlobType) -> bytes:
+    def blob_id(self, data: bytes | bytearray | memoryview, blob_type: BlobType) -> bytes:
         """The keyed id of a blob. Trees use a key derived for trees, so a file whose bytes
         happen to equal a tree's serialization can never be mistaken for (or deduplicated
         against) that tree."""
@@ -384,13 +384,13 @@ class Repository:
 
     # -- blobs ----------------------------------------------------------------------------------
 
-    def read_blob(self, blob_id: bytes) -> bytes:
+    def read_blob(self, blob_id: bytes) -> bytes | bytearray:
         location = self.index.lookup(blob_id)
         if location is None:
             raise IntegrityError(f"blob {blob_id.hex()} is not in the index")
         return self.read_located(location)
 
-    def read_located(self, location: Location) -> bytes:
+    def read_located(self, location: Location) -> bytes | bytearray:
         name = layout.pack(location.pack.id)
         entry = location.entry
         sealed = self.storage.get(name, offset=entry.offset, length=entry.length)
@@ -426,7 +426,7 @@ class Repository:
         if not crypto.constant_time_equal(self.blob_id(data, BlobType.TREE), blob_id):
             raise IntegrityError(f"tree {tree_id[:16]} does not match its id")
         try:
-            return Tree.from_bytes(data)
+            return Tree.from_bytes(bytes(data))
         except (ValueError, KeyError, TypeError) as exc:
             raise IntegrityError(f"tree {tree_id[:16]} is malformed: {exc}") from None
 

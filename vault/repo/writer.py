@@ -73,7 +73,10 @@ class BlobWriter:
             return blob_id in self._reserved or blob_id in self.index
 
     def add(
-        self, blob_type: BlobType, data: bytes | memoryview, blob_id: bytes | None = None
+        self,
+        blob_type: BlobType,
+        data: bytes | bytearray | memoryview,
+        blob_id: bytes | None = None,
     ) -> bytes:
         """Store `data` unless a blob with its id exists; returns the id. Thread-safe."""
         if blob_id is None:
