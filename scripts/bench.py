@@ -106,15 +106,29 @@ class Change:
 def large_volume(path: Path, size_gb: float) -> Path:
     """One multi-frame CBCT volume of about size_gb: 512x512 12-bit frames, a smooth phantom
     with fresh noise in every frame (so nothing deduplicates and zstd gets about 2:1, as on the
-    archive), written once and reused."""
+    archive), written once and reused. Made in a child process: the tools' peak memory is
+    measured by wait4, and a child forked from a bench process that once held the volume
+    would report the bench's memory as its own."""
+    import multiprocessing
+
+    volume = path / "volume.dcm"
+    if not volume.exists():
+        child = multiprocessing.get_context("spawn").Process(
+            target=_write_large_volume, args=(volume, size_gb)
+        )
+        child.start()
+        child.join()
+        if child.exitcode != 0 or not volume.exists():
+            raise RuntimeError(f"could not generate the large volume {volume}")
+    return volume
+
+
+def _write_large_volume(volume: Path, size_gb: float) -> None:
     import numpy as np
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-    volume = path / "volume.dcm"
-    if volume.exists():
-        return volume
-    path.mkdir(parents=True, exist_ok=True)
+    volume.parent.mkdir(parents=True, exist_ok=True)
     frames = max(1, int(size_gb * 1e9 / (512 * 512 * 2)))
     rng = np.random.default_rng(2026)
     y, x = np.mgrid[-1:1:512j, -1:1:512j]
@@ -139,8 +153,9 @@ def large_volume(path: Path, size_gb: float) -> Path:
         noise = rng.normal(0, 40, (512, 512)).astype(np.int32)
         pixels += np.clip(phantom + 1000 + noise, 0, 4095).astype("<u2").tobytes()
     ds.PixelData = bytes(pixels)
-    ds.save_as(volume, enforce_file_format=True)
-    return volume
+    partial = volume.with_suffix(".partial")
+    ds.save_as(partial, enforce_file_format=True)
+    partial.rename(volume)  # a killed run leaves no half volume to be reused
 
 
 def single_study(data: Path) -> str:

@@ -17,8 +17,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.skipif(
-    shutil.which("restic") is None or shutil.which("borg") is None,
-    reason="restic and borg are installed by scripts/test.sh on Debian; not here",
+    shutil.which("restic") is None
+    or shutil.which("borg") is None
+    or not Path("/usr/bin/time").exists(),
+    reason="restic, borg and GNU time are installed by scripts/test.sh on Debian; not here",
 )
 def test_benchmark_smoke_run_writes_the_comparison(tmp_path: Path) -> None:
     out = tmp_path / "benchmarks.md"
@@ -55,6 +57,10 @@ def test_benchmark_smoke_run_writes_the_comparison(tmp_path: Path) -> None:
     assert "| initial backup | MB/s |" in text and "vault vs restic" in text
     assert "| one large CBCT volume restore | MB/s |" in text
     doc = json.loads((tmp_path / "r.json").read_text())
+    # Peak memory is each tool's own: a bench that once held more must not show through (it
+    # did: every tool reported the bench's 2.9 GB). Tools on a tiny archive stay far below.
+    for name, tool in doc["local"].items():
+        assert 20e6 < tool["full_restore_peak_rss_bytes"] < 400e6, (name, tool)
     assert set(doc["local"]) == {"vault", "restic", "borg"}
     for tool in doc["local"].values():
         # The header edit and the new study were deduplicated by every tool: far less than the
