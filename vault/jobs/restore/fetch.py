@@ -31,6 +31,12 @@ from vault.progress import Progress
 from vault.repo.repository import Repository
 
 MERGE_GAP = 1 << 20  # fetch across gaps up to 1 MiB rather than issue another request
+# One request reads at most this much of a pack (one blob larger than it is read whole). Each
+# fetch thread holds its range while it opens the blobs in it: whole 16 MiB packs made a 3 GB
+# restore peak at 188 MiB, 8 MiB ranges at 146 MiB in the same time locally (223 requests
+# instead of 75) and about 5 % slower on S3 over loopback; 4 MiB saved 25 MiB more but cost
+# 10-15 % on S3.
+MAX_RANGE = 8 << 20
 FETCH_THREADS = 4
 
 
@@ -254,7 +260,9 @@ def _ranges(entries: list[Location]) -> Iterator[list[Location]]:
     for loc in entries:
         if run:
             last = run[-1].entry
-            if loc.entry.offset - (last.offset + last.length) > MERGE_GAP:
+            gap = loc.entry.offset - (last.offset + last.length)
+            span = loc.entry.offset + loc.entry.length - run[0].entry.offset
+            if gap > MERGE_GAP or span > MAX_RANGE:
                 yield run
                 run = []
         run.append(loc)
