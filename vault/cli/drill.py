@@ -13,7 +13,7 @@ from vault.cli.output import emit_json, table
 from vault.cli.secrets_input import prompt, read_secret_file
 from vault.cli.support import open_repo, opt, progress_for, record_audit, request_stats
 from vault.errors import UsageError
-from vault.evidence import drill, drill_report
+from vault.evidence import drill, drill_log, drill_report
 from vault.policy.files import load_drill_policy, policy_dir
 from vault.repo import lock
 from vault.repo.keys import KEYFILE, Secret, parse_key_file
@@ -116,9 +116,9 @@ def cmd_drill(args: argparse.Namespace) -> int:
             progress=progress_for(args),
             request_stats=lambda: request_stats(repo),
         )
-        stored = drill.store_record(repo, record)
-    local = drill.write_local_copy(
-        stored, Path(args.record_dir) if args.record_dir else drill.local_copy_dir()
+        stored = drill_log.store_record(repo, record)
+    local = drill_log.write_local_copy(
+        stored, Path(args.record_dir) if args.record_dir else drill_log.local_copy_dir()
     )
     record_audit(
         repo,
@@ -158,8 +158,8 @@ def cmd_drill(args: argparse.Namespace) -> int:
 
 def cmd_history(args: argparse.Namespace) -> int:
     repo = open_repo(args)
-    report = drill.history(repo, verify=args.verify)
-    records = drill.merged(report)
+    report = drill_log.history(repo, verify=args.verify)
+    records = drill_log.merged(report)
     if opt(args, "json"):
         emit_json(
             {
@@ -196,8 +196,8 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     repo = open_repo(args)
-    report = drill.history(repo, verify=True)
-    records = drill.merged(report)
+    report = drill_log.history(repo, verify=True)
+    records = drill_log.merged(report)
     if args.since:
         since = args.since.replace("-", "")
         records = [r for r in records if r["started"][:10].replace("-", "") >= since]
@@ -233,7 +233,7 @@ def cmd_annotate(args: argparse.Namespace) -> int:
             "--witness or --approved"
         )
     repo = open_repo(args)
-    note = drill.annotate(repo, args.drill_id, fields)
+    note = drill_log.annotate(repo, args.drill_id, fields)
     record_audit(
         repo,
         "drill-annotate",

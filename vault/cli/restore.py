@@ -248,6 +248,10 @@ def _dry_run(
     def eta(size: int) -> float | None:
         return size / rate if rate else None
 
+    def eta_json(size: int) -> float | None:
+        seconds = eta(size)
+        return None if seconds is None else round(seconds, 1)
+
     existing = sum(e.existing for e in estimates)
     if opt(args, "json"):
         emit_json(
@@ -266,16 +270,14 @@ def _dry_run(
                         "bytes": e.bytes,
                         "fetch_bytes": e.fetch_bytes,
                         "existing_in_target": e.existing,
-                        "estimated_seconds": round(eta(e.bytes) or 0, 1) if rate else None,
+                        "estimated_seconds": eta_json(e.bytes),
                         "note": e.note,
                     }
                     for e in estimates
                 ],
                 "bytes": sum(e.bytes for e in estimates),
                 "fetch_bytes": sum(e.fetch_bytes for e in estimates),
-                "estimated_seconds": round(sum(e.bytes for e in estimates) / rate, 1)
-                if rate
-                else None,
+                "estimated_seconds": eta_json(sum(e.bytes for e in estimates)),
                 "existing_in_target": existing,
             }
         )

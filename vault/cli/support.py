@@ -19,7 +19,8 @@ from vault.errors import UsageError, VaultError
 from vault.progress import NoProgress, Progress
 from vault.repo import audit, jobstate
 from vault.repo.keys import RECOVERY, Secret
-from vault.repo.repository import Repository, ensure_exists
+from vault.repo.location import ensure_exists
+from vault.repo.repository import Repository
 from vault.storage import CountingStorage, open_storage
 
 ENVIRONMENT = """environment:

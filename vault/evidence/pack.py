@@ -17,7 +17,7 @@ from typing import Any
 
 from vault import __version__, ids
 from vault.errors import UsageError
-from vault.evidence import drill, drill_report
+from vault.evidence import drill_log, drill_report
 from vault.evidence.status import Status, status
 from vault.policy.files import (
     DrillPolicy,
@@ -430,8 +430,8 @@ def gather(
 ) -> EvidencePack:
     st = status(repo, key_policy, now, drill_policy)
     audit_report = audit.read_log(repo, verify=True)
-    history = drill.history(repo, verify=True)
-    records = drill.merged(history)
+    history = drill_log.history(repo, verify=True)
+    records = drill_log.merged(history)
     schedule = load_schedule_policy(directory)[0] if directory else None
     return EvidencePack(
         title="Contingency evidence pack",

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from vault.evidence.drill import merged
+from vault.evidence.drill_log import merged
 from vault.format import layout, sealing
 from vault.format.config import ObjectLockPolicy
 from vault.format.pack import BlobType

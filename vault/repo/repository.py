@@ -21,7 +21,6 @@ from vault.dicom.catalog import Catalog
 from vault.errors import (
     IntegrityError,
     ObjectNotFound,
-    RepositoryNotFound,
     UsageError,
     VaultError,
 )
@@ -30,7 +29,6 @@ from vault.format.chunker import Chunker, ChunkerParams
 from vault.format.config import (
     DEFAULT_PACK_SIZE,
     DEFAULT_ZSTD_LEVEL,
-    LOCK_MODES,
     Config,
     ObjectLockPolicy,
 )
@@ -46,6 +44,7 @@ from vault.repo.keys import (
     make_slot_with_signer,
     new_recovery_key,
 )
+from vault.repo.location import check_new_location, not_found
 from vault.repo.packcache import TreePacks
 from vault.repo.seen import LastSlots, Seen
 from vault.repo.unlock import open_config, open_master_object, unlock_slots
@@ -59,16 +58,6 @@ _TRIM_AFTER_BLOBS = 1_000_000
 def _return_free_heap() -> None:
     with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to do
         ctypes.CDLL(None).malloc_trim(0)
-
-
-def _exists(storage: Storage) -> bool:
-    # A GET, not a HEAD: an S3 error to a HEAD has no body, so "wrong credentials" and
-    # "access denied" would look the same.
-    try:
-        storage.get(layout.VERSION)
-    except ObjectNotFound:
-        return False
-    return True
 
 
 class Repository:
@@ -100,23 +89,7 @@ class Repository:
     ) -> tuple[Repository, str]:
         """Create a repository; returns it and the recovery key text (shown once, never stored)."""
         kdf_params_for_new_slots()  # refuses a misplaced test hook before anything is written
-        if object_lock is not None:
-            if object_lock.mode not in LOCK_MODES or object_lock.days < 1:
-                raise UsageError(
-                    "object lock needs a mode (governance or compliance) and days >= 1"
-                )
-            if not storage.supports_object_lock():
-                raise UsageError(
-                    f"{storage.location()} cannot hold locked objects: Object Lock needs an S3 "
-                    "bucket created with Object Lock enabled"
-                )
-        if _exists(storage):
-            raise UsageError(f"a repository already exists at {storage.location()}")
-        if any(True for _ in storage.list("")):
-            raise UsageError(
-                f"{storage.location()} is not empty but holds no complete repository "
-                "(an interrupted init?); choose an empty location or empty this one"
-            )
+        check_new_location(storage, object_lock)
         master = crypto.random_key()
         keyring = Keyring.create(master)
         config = Config(
@@ -152,7 +125,7 @@ class Repository:
         try:
             version = storage.get(layout.VERSION)
         except ObjectNotFound:
-            raise _no_version(storage) from None
+            raise not_found(storage) from None
         if version != layout.VERSION_TEXT:
             raise VaultError(
                 f"the `version` object at {storage.location()} does not name a format this vault "
@@ -515,21 +488,3 @@ class Repository:
 
     def program_version(self) -> str:
         return __version__
-
-
-def _no_version(storage: Storage) -> RepositoryNotFound:
-    try:
-        storage.stat(layout.CONFIG)
-    except VaultError:
-        return RepositoryNotFound(
-            f"no vault repository at {storage.location()} (run `vault init` to create one)"
-        )
-    return RepositoryNotFound(
-        f"{storage.location()} holds a repository's config but no `version` object (deleted, "
-        f"or an interrupted init); it is the one line {layout.VERSION_TEXT.decode().strip()!r}"
-    )
-
-
-def ensure_exists(storage: Storage) -> None:
-    if not _exists(storage):
-        raise _no_version(storage)

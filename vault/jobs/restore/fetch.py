@@ -46,6 +46,7 @@ class Fetched:
 
     file_ids: dict[int, FileId] = field(default_factory=dict)  # by file number
     problems: list[tuple[str, str]] = field(default_factory=list)
+    failed: set[int] = field(default_factory=set)  # files (by number) with a problem
     bytes_downloaded: int = 0
     requests: int = 0
     # With resume: bytes found already written correctly, and files that were complete.
@@ -153,6 +154,7 @@ def write_contents(
                 result.problems.append(
                     (display(item.path), f"chunk {chunk_hex[:16]} is not in the index")
                 )
+                result.failed.add(number)
                 break
             locations[blob_id] = location
             length = location.entry.raw_length
@@ -219,6 +221,7 @@ def write_contents(
             for failures in pool.map(fetch_pack, order):
                 for number, message in failures:
                     result.problems.append((display(files[number].path), message))
+                    result.failed.add(number)
     except BaseException:
         outputs.close()  # stop here: no more files made in a target that proved unsafe
         raise

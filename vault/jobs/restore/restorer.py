@@ -249,8 +249,8 @@ def _restore_tier(
     links = [e for e in tier.entries if e.node.type == SYMLINK]
     for entry in links:
         target.symlink(entry.rel, entry.node.link_target, options.overwrite or options.resume)
-    failed = {p for p, _ in fetched.problems}
-    good = [(n, f) for n, f in enumerate(files) if display(f.path) not in failed]
+    # By number, not by printed path: two names that print alike are two files.
+    good = [(n, f) for n, f in enumerate(files) if n not in fetched.failed]
     mismatched: set[int] = set()
     if options.verifies and good:
         monitor.verifying(tier)
@@ -279,7 +279,7 @@ def _restore_tier(
     done.files = len(good)
     done.bytes = sum(f.node.size for _, f in good)
     done.symlinks = len(links)
-    done.problems = len(failed) + len(mismatched)  # files, not chunks
+    done.problems = len(fetched.failed) + len(mismatched)  # files, not chunks
     done.seconds = time.perf_counter() - started
     result.files += done.files
     result.bytes += done.bytes
