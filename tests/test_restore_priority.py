@@ -222,8 +222,9 @@ def test_json_progress_gives_tiers_throughput_and_time_left(
 ) -> None:
     root, _ = practice
     assert vault("backup", "-r", repo, root, "--time", SNAPSHOT_TIME).code == 0
-    run = vault("restore", "latest", "-r", repo, "--target", tmp_path / "t", "--priority",
-                _policy(tmp_path), "--json-progress", "0.05")  # fmt: skip
+    # The flag before the snapshot: it takes no value, so `latest` stays the snapshot.
+    run = vault("restore", "--json-progress", "latest", "-r", repo, "--target", tmp_path / "t",
+                "--priority", _policy(tmp_path), "--progress-interval", "0.05")  # fmt: skip
     assert run.code == 0, run.err
     lines = _lines(run.out)
     kinds = [line["type"] for line in lines]
@@ -548,5 +549,9 @@ def test_json_progress_ends_with_an_error_line_when_the_restore_cannot_go_on(
     blocked.write_text("a file where the target directory should be")
     run = vault("restore", "latest", "-r", repo, "--target", blocked, "--json-progress")
     assert run.code == 2
+    never = vault("restore", "latest", "-r", repo, "--target", tmp_path / "u", "--json-progress",
+                  "--progress-interval", "0")  # fmt: skip
+    assert never.code == 2 and "--progress-interval" in never.err
+    assert not (tmp_path / "u").exists()
     last = _lines(run.out)[-1]
     assert last["type"] == "error" and last["exit_code"] == 2 and str(blocked) in last["message"]

@@ -60,14 +60,20 @@ def add_restore_parser(command: Callable[..., argparse.ArgumentParser]) -> None:
         help="list what would be restored, per tier, with sizes and the time the last drill's "
         "measured throughput projects; writes nothing",
     )
+    # A flag and a separate interval, not an optional number: `--json-progress latest` read
+    # `latest` as the seconds.
     p.add_argument(
         "--json-progress",
-        nargs="?",
-        type=float,
-        const=5.0,
-        metavar="SECONDS",
+        action="store_true",
         help="JSON lines on stdout as the restore goes: tiers, bytes, measured throughput and "
-        "time left, every SECONDS (default 5), then the result (or the error)",
+        "time left, then the result (or the error)",
+    )
+    p.add_argument(
+        "--progress-interval",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="with --json-progress: a progress line every SECONDS (default 5)",
     )
     p.add_argument(
         "--study",
@@ -83,8 +89,8 @@ def add_restore_parser(command: Callable[..., argparse.ArgumentParser]) -> None:
 def cmd_restore(args: argparse.Namespace) -> int:
     if args.since and not args.patient:
         raise UsageError("--since goes with --patient")
-    if args.json_progress is not None and args.json_progress <= 0:
-        raise UsageError("--json-progress takes a number of seconds above 0")
+    if not args.progress_interval > 0:
+        raise UsageError("--progress-interval takes a number of seconds above 0")
     priority = load_restore_priority(Path(args.priority)) if args.priority else None
     if priority and (args.study or args.patient):
         raise UsageError("--priority orders a whole restore; it does not go with --study/--patient")
@@ -111,8 +117,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
     if args.dry_run:
         return _dry_run(args, repo, snapshot, options)
     report: RestoreReport
-    if args.json_progress is not None:
-        report = JsonLines(args.json_progress, verifies=options.verifies)
+    if args.json_progress:
+        report = JsonLines(args.progress_interval, verifies=options.verifies)
     elif priority and not opt(args, "json"):
         report = TierLines(progress_for(args), verifies=options.verifies)
     else:
@@ -154,7 +160,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
     seconds = max((datetime.now(UTC) - started).total_seconds(), 1e-9)
     for path, reason in result.problems:
         print(f"vault: error: {path}: {reason}", file=sys.stderr)
-    machine = opt(args, "json") or args.json_progress is not None
+    machine = opt(args, "json") or args.json_progress
     if left_out and not machine:
         print(
             f"vault: note: left out {len(left_out)} DICOMDIR file(s) ({left_out[0]}"
@@ -169,7 +175,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
             studies=[s.catalog_id for s in studies],
             file_sets_left_out=left_out,
         )
-        if args.json_progress is not None:
+        if args.json_progress:
             sys.stdout.write(json.dumps({"type": "result", **doc}) + "\n")
         else:
             emit_json(doc)

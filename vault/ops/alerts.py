@@ -14,15 +14,11 @@ import json
 import logging
 import re
 import shlex
-import smtplib
 import socket
-import ssl
 import subprocess
-import urllib.request
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from email.message import EmailMessage
 
 from vault.policy.files import AlertPolicy
 
@@ -104,6 +100,10 @@ class Alerter:
                 "no alert channel is configured (schedule.toml [alerts]): %s", alert.subject
             )
             return 0
+        # Imported when an alert goes out: ssl, smtplib and email are 6 MiB resident, and every
+        # command loads this module (a restore's peak memory is measured against restic's).
+        import smtplib
+
         delivered = 0
         for name, channel in (
             ("command", self._command),
@@ -143,6 +143,8 @@ class Alerter:
     def _webhook(self, alert: Alert) -> bool:
         if not self.policy.webhook_url:
             return False
+        import urllib.request
+
         payload = asdict(alert) | {"text": alert.text()}
         request = urllib.request.Request(
             self.policy.webhook_url,
@@ -159,6 +161,10 @@ class Alerter:
             return False
         if not p.smtp_host:
             raise ValueError("email_to is set but smtp_host is not")
+        import smtplib
+        import ssl
+        from email.message import EmailMessage
+
         message = EmailMessage()
         message["Subject"] = alert.subject
         message["From"] = p.email_from or f"vault@{alert.host}"
@@ -186,6 +192,8 @@ def _is_loopback(host: str) -> bool:
 
 def _failure(exc: BaseException) -> str:
     """Why a channel failed, without its text (which can hold the webhook URL or replies)."""
+    import ssl
+
     if isinstance(exc, ssl.SSLCertVerificationError):
         return (
             "the server's certificate did not verify (wrong host name, or a private CA that "

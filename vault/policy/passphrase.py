@@ -10,8 +10,6 @@ module is its only home. Pure: no storage, no terminal.
 
 from __future__ import annotations
 
-from zxcvbn import zxcvbn
-
 MIN_GUESSES_LOG10 = 12.0
 _ESTIMATED_CHARACTERS = 100  # zxcvbn is quadratic in length; longer passphrases are strong anyway
 
@@ -19,6 +17,10 @@ _ESTIMATED_CHARACTERS = 100  # zxcvbn is quadratic in length; longer passphrases
 def weakness(passphrase: str, context: tuple[str, ...] = ()) -> str | None:
     """None when `passphrase` is strong enough; else one sentence saying why it is not.
     `context` holds words an attacker would try first (host name, repository location)."""
+    # Imported here: its word lists are 13 MiB resident, and only commands that set a
+    # passphrase need them (a restore's peak memory is measured against restic's).
+    from zxcvbn import zxcvbn
+
     estimate = zxcvbn(passphrase[:_ESTIMATED_CHARACTERS], user_inputs=[c for c in context if c])
     guesses = float(estimate["guesses_log10"])
     if guesses >= MIN_GUESSES_LOG10:
