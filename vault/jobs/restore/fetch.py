@@ -32,11 +32,14 @@ from vault.repo.repository import Repository
 
 MERGE_GAP = 1 << 20  # fetch across gaps up to 1 MiB rather than issue another request
 # One request reads at most this much of a pack (one blob larger than it is read whole). Each
-# fetch thread holds its range while it opens the blobs in it: whole 16 MiB packs made a 3 GB
-# restore peak at 188 MiB, 8 MiB ranges at 146 MiB in the same time locally (223 requests
-# instead of 75) and about 5 % slower on S3 over loopback; 4 MiB saved 25 MiB more but cost
-# 10-15 % on S3.
+# fetch thread holds its range while it opens the blobs in it, so the range sets a restore's
+# memory. On S3, where a request costs a round trip, whole 16 MiB packs made a 3 GB restore
+# peak at 188 MiB and 8 MiB ranges at 146 MiB, about 5 % slower over loopback; 4 MiB cost
+# 10-15 %. A local (or mounted) repository pays nothing per request: there 4 MiB ranges run
+# in the same time as 8 (medians of four 3 GB restores, 10.6 s and 10.5 s) and peak at
+# 103 MiB instead of 130, which is the key derivation's own peak (docs/benchmarks.md).
 MAX_RANGE = 8 << 20
+MAX_RANGE_LOCAL = 4 << 20
 FETCH_THREADS = 4
 
 
@@ -176,13 +179,14 @@ def write_contents(
             for number, _ in places:
                 outputs.expect(number)
     counted = threading.Lock()
+    max_range = MAX_RANGE_LOCAL if repo.storage.local_root() is not None else MAX_RANGE
 
     def fetch_pack(pack_id: str) -> list[tuple[int, str]]:
         wanted = plan[pack_id]
         entries = sorted((locations[b] for b in wanted), key=lambda loc: loc.entry.offset)
         failures: list[tuple[int, str]] = []
         key = None
-        for run in _ranges(entries):
+        for run in _ranges(entries, max_range):
             start = run[0].entry.offset
             end = run[-1].entry.offset + run[-1].entry.length
             name = layout.pack(pack_id)
@@ -258,14 +262,14 @@ class _Present:
         os.close(self.fd)
 
 
-def _ranges(entries: list[Location]) -> Iterator[list[Location]]:
+def _ranges(entries: list[Location], max_range: int) -> Iterator[list[Location]]:
     run: list[Location] = []
     for loc in entries:
         if run:
             last = run[-1].entry
             gap = loc.entry.offset - (last.offset + last.length)
             span = loc.entry.offset + loc.entry.length - run[0].entry.offset
-            if gap > MERGE_GAP or span > MAX_RANGE:
+            if gap > MERGE_GAP or span > max_range:
                 yield run
                 run = []
         run.append(loc)
