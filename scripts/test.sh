@@ -3,16 +3,28 @@
 # Extra arguments go to pytest, e.g. scripts/test.sh -k restore -x
 source "$(dirname "$0")/_venv.sh"
 cd "$ROOT"
-# The benchmark's smoke test runs the real restic and borg, measured with GNU time; install them
-# where we can (root on Debian/Ubuntu). Without them that one test is skipped, nothing else
-# changes.
-if { ! command -v restic >/dev/null || ! command -v borg >/dev/null || [ ! -x /usr/bin/time ]; } \
-    && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "installing restic, borgbackup and time for the benchmark smoke test" >&2
-    (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq restic borgbackup time >/dev/null 2>&1 \
+# Real peers and servers the tests start on loopback: restic, borg and GNU time for the
+# benchmark's smoke test, Orthanc and DCMTK (storescp) for the PACS tests. Installed where we
+# can (root on Debian/Ubuntu); without one, the tests that need it are skipped, nothing else
+# changes. Orthanc's package would start its own service: policy-rc.d keeps it from starting.
+need=()
+command -v restic >/dev/null || need+=(restic)
+command -v borg >/dev/null || need+=(borgbackup)
+[ -x /usr/bin/time ] || need+=(time)
+[ -x /usr/sbin/Orthanc ] || need+=(orthanc)
+command -v storescp >/dev/null || need+=(dcmtk)
+if [ ${#need[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing ${need[*]} for the tests that use them" >&2
+    blocker=/usr/sbin/policy-rc.d
+    made_blocker=0
+    if [ ! -e "$blocker" ]; then
+        printf '#!/bin/sh\nexit 101\n' >"$blocker" && chmod +x "$blocker" && made_blocker=1
+    fi
+    (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null 2>&1 \
         || { apt-get update -qq >/dev/null 2>&1 \
-             && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq restic borgbackup time \
-                >/dev/null 2>&1; }) || echo "could not install them; the smoke test is skipped" >&2
+             && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" \
+                >/dev/null 2>&1; }) || echo "could not install them; their tests are skipped" >&2
+    [ "$made_blocker" = 1 ] && rm -f "$blocker"
 fi
 scripts/check
 python -m pytest "$@"

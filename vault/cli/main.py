@@ -24,6 +24,7 @@ from vault.cli.init import cmd_init
 from vault.cli.keys import add_key_parsers
 from vault.cli.maintenance import add_maintenance_parsers
 from vault.cli.output import emit_json
+from vault.cli.pacs import add_pacs_parsers
 from vault.cli.repair import add_repair_parsers
 from vault.cli.restore import add_restore_parser
 from vault.cli.schedule import add_schedule_parsers
@@ -125,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_status_parsers(command)
     add_schedule_parsers(common, command)
     add_repair_parsers(common, command)
+    add_pacs_parsers(common, command)
 
     p = command("check", "verify the repository's structure (and optionally its data)", cmd_check)
     p.description = (

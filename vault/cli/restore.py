@@ -12,6 +12,7 @@ from typing import Any
 
 from vault import ids
 from vault.cli.output import emit_json, table
+from vault.cli.pacs import add_endpoint_options, restore_to_pacs
 from vault.cli.restore_progress import JsonLines, RestoreReport, TierLines, tier_document
 from vault.cli.support import open_repo, opt, progress_for, record_audit, request_stats
 from vault.errors import UsageError, VaultError
@@ -27,9 +28,17 @@ from vault.units import human_bytes, human_seconds
 
 
 def add_restore_parser(command: Callable[..., argparse.ArgumentParser]) -> None:
-    p = command("restore", "restore a snapshot (or part of it) into a directory", cmd_restore)
+    p = command(
+        "restore",
+        "restore a snapshot (or part of it) into a directory, or studies into a PACS",
+        cmd_restore,
+    )
     p.add_argument("snapshot", metavar="SNAPSHOT", help="snapshot id, id prefix, or 'latest'")
-    p.add_argument("--target", required=True, metavar="DIR", help="directory to restore into")
+    p.add_argument(
+        "--target",
+        metavar="DIR",
+        help="directory to restore into (required, except with --to-pacs)",
+    )
     p.add_argument(
         "--include",
         action="append",
@@ -84,6 +93,19 @@ def add_restore_parser(command: Callable[..., argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--patient", metavar="ID", help="restore every study of this PatientID")
     p.add_argument("--since", metavar="DATE", help="with --patient: studies on or after DATE")
+    p.add_argument(
+        "--to-pacs",
+        metavar="NAME|AET@HOST:PORT",
+        help="with --study/--patient: send the studies into this PACS with C-STORE, as they "
+        "were backed up (verified, staged privately, then removed), instead of into --target",
+    )
+    p.add_argument(
+        "--staging",
+        metavar="DIR",
+        help="with --to-pacs: where the studies are staged while they are sent (default: the "
+        "system's temporary directory)",
+    )
+    add_endpoint_options(p)
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
@@ -91,6 +113,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
         raise UsageError("--since goes with --patient")
     if not args.progress_interval > 0:
         raise UsageError("--progress-interval takes a number of seconds above 0")
+    _check_destination(args)
     priority = load_restore_priority(Path(args.priority)) if args.priority else None
     if priority and (args.study or args.patient):
         raise UsageError("--priority orders a whole restore; it does not go with --study/--patient")
@@ -105,6 +128,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
     studies = (
         select_studies(repo, snapshot, args.study, query, catalog) if args.study or query else []
     )
+    if args.to_pacs:
+        return restore_to_pacs(args, repo, snapshot, studies)
     with_sets, left_out = file_sets_of(catalog, studies) if catalog else ([], [])
     left_out = [p for p in left_out if p not in args.include]
     includes = (
@@ -184,6 +209,25 @@ def cmd_restore(args: argparse.Namespace) -> int:
     if result.problems:
         raise VaultError(f"{len(result.problems)} file(s) could not be restored correctly")
     return 0
+
+
+def _check_destination(args: argparse.Namespace) -> None:
+    """Files go into --target, or studies into a PACS: one of them, and nothing that does not
+    go with a PACS."""
+    if not args.to_pacs:
+        if not args.target:
+            raise UsageError("say where to restore to: --target DIR (or --to-pacs for studies)")
+        if args.staging:
+            raise UsageError("--staging goes with --to-pacs")
+        return
+    if not (args.study or args.patient):
+        raise UsageError("--to-pacs sends DICOM studies: name them with --study or --patient")
+    clashing = [flag for flag, given in (("--target", args.target), ("--include", args.include),
+                ("--priority", args.priority), ("--resume", args.resume), ("--dry-run",
+                args.dry_run), ("--overwrite", args.overwrite), ("--json-progress",
+                args.json_progress)) if given]  # fmt: skip
+    if clashing:
+        raise UsageError(f"{clashing[0]} does not go with --to-pacs (studies go into the PACS)")
 
 
 def _result_document(

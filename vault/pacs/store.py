@@ -1,0 +1,232 @@
+"""C-STORE: DICOM files sent to a PACS exactly as they are, and what the PACS said of each.
+
+The data set goes over the wire as the file holds it, after its file meta group (pynetdicom
+reads it from the file in pieces, never decoding it): no transcoding, so the PACS receives the
+bytes that were backed up, in the transfer syntax they were written in. The file meta group
+itself is not sent; by PS3.10 the receiver writes its own. Presentation contexts are proposed
+from the files' own SOP classes and transfer syntaxes, one per pair, at most 128 an
+association (more pairs: more associations).
+
+A connection that drops mid-study, a PACS that restarts, or an "out of resources" status is
+retried: the association is opened again and only the instances not yet stored are sent, a
+few times with a growing pause while nothing goes through. A failure status is final for its
+instance. Instances are named by the caller's labels (catalog ids), never by a UID or a path.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydicom.uid import UID
+from pynetdicom import _config
+from pynetdicom.dsutils import split_dataset
+
+from vault.pacs.connect import (
+    MAX_CONTEXTS,
+    Context,
+    NoContextAccepted,
+    PacsError,
+    open_association,
+)
+from vault.policy.pacs import PacsEndpoint
+from vault.progress import NoProgress, Progress
+
+# Send each data set from its file in pieces, as stored (no decoding, no re-encoding).
+_config.STORE_SEND_CHUNKED_DATASET = True
+
+RETRIES = 3  # times in a row an association may break with nothing stored in between
+_PAUSE_SECONDS = 1.0  # before the first retry; doubled each time
+
+
+@dataclass(frozen=True)
+class Instance:
+    label: str  # how reports name it (catalog id and number): never a UID or a path
+    path: Path
+    sop_class: str
+    transfer_syntax: str
+    size: int
+
+    @property
+    def context(self) -> tuple[str, str]:
+        return self.sop_class, self.transfer_syntax
+
+
+def read_instance(path: Path, label: str) -> Instance | str:
+    """The instance in the DICOM file at `path`, or why it cannot be sent as it is."""
+    try:
+        meta, _ = split_dataset(path)
+    except (OSError, ValueError, EOFError, KeyError, AttributeError, TypeError):
+        return "not a DICOM file with a file meta group (sent only as stored, never re-encoded)"
+    sop_class = str(meta.get("MediaStorageSOPClassUID", "") or "")
+    syntax = str(meta.get("TransferSyntaxUID", "") or "")
+    if not sop_class or not syntax or "MediaStorageSOPInstanceUID" not in meta:
+        return "its file meta group lacks the SOP class, instance or transfer syntax"
+    if sop_class == "1.2.840.10008.1.3.10":  # Media Storage Directory Storage
+        return "a DICOMDIR is a file-set index, not an image a PACS stores"
+    return Instance(label, path, sop_class, syntax, path.stat().st_size)
+
+
+@dataclass
+class StoreResult:
+    stored: list[str] = field(default_factory=list)
+    warnings: list[tuple[str, str]] = field(default_factory=list)  # stored, with a warning
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    bytes_sent: int = 0
+    associations: int = 0
+    retries: int = 0
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+def name_of(uid: str) -> str:
+    """A SOP class or transfer syntax by its name (these UIDs are the standard's, not a
+    patient's)."""
+    return UID(uid).name or uid
+
+
+def store(
+    endpoint: PacsEndpoint,
+    instances: Sequence[Instance],
+    progress: Progress | None = None,
+    *,
+    pause: Callable[[float], None] = time.sleep,
+) -> StoreResult:
+    progress = progress or NoProgress()
+    result = StoreResult()
+    started = time.monotonic()
+    pending = list(instances)
+    progress.start(f"send to {endpoint.name}", sum(i.size for i in pending))
+    broken = 0  # attempts in a row that stored nothing
+    why = "the association broke before the PACS answered"
+    try:
+        while pending:
+            try:
+                remaining = _send_batch(endpoint, _batch(pending), pending, result, progress)
+            except PacsError as exc:
+                if not _retryable(exc):
+                    result.failures.extend((i.label, f"not sent: {exc}") for i in pending)
+                    break
+                remaining, why = pending, str(exc)
+            progressed = len(remaining) < len(pending)
+            pending = remaining
+            if not pending or progressed:
+                broken = 0
+                continue
+            broken += 1
+            if broken > RETRIES:
+                result.failures.extend((i.label, f"not sent: {why}") for i in pending)
+                break
+            result.retries += 1
+            pause(_PAUSE_SECONDS * 2 ** (broken - 1))
+    finally:
+        progress.finish()
+        result.seconds = time.monotonic() - started
+    return result
+
+
+def _batch(pending: list[Instance]) -> list[Instance]:
+    """The pending instances whose contexts fit one association, in order."""
+    contexts: set[tuple[str, str]] = set()
+    batch = []
+    for instance in pending:
+        if instance.context not in contexts and len(contexts) == MAX_CONTEXTS:
+            continue
+        contexts.add(instance.context)
+        batch.append(instance)
+    return batch
+
+
+def _send_batch(
+    endpoint: PacsEndpoint,
+    batch: list[Instance],
+    pending: list[Instance],
+    result: StoreResult,
+    progress: Progress,
+) -> list[Instance]:
+    """Send `batch` on one association; returns what is still pending afterwards."""
+    contexts = sorted({i.context for i in batch})
+    done: set[str] = set()
+    try:
+        assoc = open_association(endpoint, [Context(c, (t,)) for c, t in contexts])
+    except NoContextAccepted:
+        for instance in batch:  # it takes none of these: each is named, none is retried
+            result.failures.append((instance.label, _not_accepted(instance)))
+            progress.advance(instance.size)
+        return [i for i in pending if i not in batch]
+    result.associations += 1
+    try:
+        accepted = {(cx.abstract_syntax, cx.transfer_syntax[0]) for cx in assoc.accepted_contexts}
+        for instance in batch:
+            if instance.context not in accepted:
+                result.failures.append((instance.label, _not_accepted(instance)))
+                done.add(instance.label)
+                progress.advance(instance.size)
+                continue
+            try:
+                status = assoc.send_c_store(instance.path)
+            except OSError as exc:  # the staged file went away or cannot be read
+                result.failures.append((instance.label, f"cannot read it: {exc.strerror}"))
+                done.add(instance.label)
+                continue
+            code = getattr(status, "Status", None)
+            if code is None or not assoc.is_established:
+                break  # the association broke: what is not done is sent again on a new one
+            if 0xA700 <= code <= 0xA7FF:
+                continue  # out of resources: retried later, on another association
+            done.add(instance.label)
+            progress.advance(instance.size)
+            if code == 0x0000 or code in (0x0107, 0x0116) or 0xB000 <= code <= 0xBFFF:
+                result.stored.append(instance.label)
+                result.bytes_sent += instance.size
+                if code != 0x0000:
+                    result.warnings.append((instance.label, _status_text(code)))
+            else:
+                result.failures.append((instance.label, _status_text(code)))
+    finally:
+        if assoc.is_established:
+            assoc.release()
+    return [i for i in pending if i.label not in done]
+
+
+def _not_accepted(instance: Instance) -> str:
+    return (
+        f"the PACS does not accept {name_of(instance.sop_class)} in "
+        f"{name_of(instance.transfer_syntax)}"
+    )
+
+
+def _retryable(exc: PacsError) -> bool:
+    """A PACS that is not there right now may be back in a moment; one that refuses vault's
+    AE title or fails TLS will refuse it again."""
+    text = str(exc)
+    return not any(word in text for word in ("rejected the association permanently", "TLS",
+                                            "does not resolve", "cannot load"))  # fmt: skip
+
+
+_STATUS = {
+    0x0117: "the PACS says the instance is invalid",
+    0x0122: "the PACS does not support the SOP class",
+    0x0124: "the PACS refused it: not authorised",
+    0x0210: "duplicate invocation",
+    0x0211: "the PACS does not recognise the operation",
+    0x0212: "mistyped argument",
+    0xB000: "stored, but the PACS coerced some data elements",
+    0xB006: "stored, but the PACS discarded some data elements",
+    0xB007: "stored, but the PACS says the data set does not match its SOP class",
+}
+
+
+def _status_text(code: int) -> str:
+    if code in _STATUS:
+        return f"{_STATUS[code]} (status 0x{code:04X})"
+    if 0xA900 <= code <= 0xA9FF:
+        return f"the PACS says the data set does not match its SOP class (status 0x{code:04X})"
+    if 0xC000 <= code <= 0xCFFF:
+        return f"the PACS cannot understand the data set (status 0x{code:04X})"
+    return f"the PACS answered status 0x{code:04X}"
