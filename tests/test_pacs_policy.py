@@ -109,7 +109,7 @@ def test_an_unknown_name_lists_the_known_ones(tmp_path: Path) -> None:
     path.write_text('[[endpoint]]\nname = "main"\nae_title = "A"\nhost = "127.0.0.1"\nport = 1\n')
     with pytest.raises(UsageError, match=r"known: main\)"):
         resolve_endpoint("mian", path)
-    with pytest.raises(UsageError, match="no pacs.toml"):
+    with pytest.raises(UsageError, match=r"no pacs\.toml"):
         resolve_endpoint("main", None)
 
 
