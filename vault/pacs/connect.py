@@ -93,7 +93,10 @@ def open_association(endpoint: PacsEndpoint, contexts: Sequence[Context]) -> Ass
         endpoint.port,
         ae_title=endpoint.ae_title,
         tls_args=(tls, endpoint.tls.server_name or endpoint.host) if tls and endpoint.tls else None,
-        evt_handlers=[(evt.EVT_ACSE_RECV, lambda event: answers.append(event.primitive))],
+        evt_handlers=[
+            (evt.EVT_ACSE_RECV, lambda event: answers.append(event.primitive)),
+            (evt.EVT_CONN_OPEN, _no_delay),
+        ],
     )
     if assoc.is_established:
         return assoc
@@ -103,6 +106,15 @@ def open_association(endpoint: PacsEndpoint, contexts: Sequence[Context]) -> Ass
             + ", ".join(sorted({c.sop_class for c in contexts}))
         )
     raise PacsError(f"PACS {endpoint.describe()}: {_why_not(endpoint, assoc, answers, tls)}")
+
+
+def _no_delay(event: Any) -> None:
+    """Send each PDU at once (TCP_NODELAY). With Nagle's algorithm the last short segment of
+    every instance waited for the PACS's delayed acknowledgement, about 40 ms an instance:
+    a 600-slice CT study took 36 s over loopback instead of a few."""
+    raw = getattr(getattr(event.assoc.dul, "socket", None), "socket", None)
+    if raw is not None:
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def _why_not(
