@@ -334,3 +334,47 @@ def test_to_pacs_usage_errors(vault: RunCli, repo: RepoHandle, tmp_path: Path) -
     assert both.code == 2 and "--target" in both.err
     nowhere = vault("restore", "latest", "-r", repo)
     assert nowhere.code == 2 and "--target" in nowhere.err
+
+
+def test_a_drill_into_a_standby_pacs_proves_the_study_is_there_whole(
+    orthanc: Orthanc, backed_up: tuple[str, dict[str, Path], str], repo: RepoHandle,
+    vault: RunCli, tmp_path: Path,
+) -> None:  # fmt: skip
+    study_uid, files, catalog_id = backed_up
+    run = vault("drill", "-r", repo, "--sample", "1", "--into-pacs", orthanc.endpoint, "--json",
+                "--record-dir", tmp_path / "records")  # fmt: skip
+    assert run.code == 0, run.out + run.err
+    record = json.loads(run.out)
+    check = next(i["pacs"] for i in record["items"] if i["id"] == catalog_id)
+    assert check["result"] == "PASS"
+    assert check["instances_expected"] == check["instances_found"] == len(files)
+    assert check["series_found"] == check["series_expected"] >= 1
+    assert check["studies_found"] == 1 and check["instances_extra"] == 0
+    assert set(orthanc.received_by_sop_instance()) == set(files)
+    report = vault("drill", "report", "-r", repo, "--format", "md")
+    assert f"{len(files)} of {len(files)} instance(s)" in report.out
+    for text in (run.out, report.out):
+        assert study_uid not in text and "Novak" not in text and "PID-4711" not in text
+        assert not any(instance in text for instance in files)
+
+
+def test_a_drill_fails_when_the_pacs_does_not_hold_what_it_was_sent(
+    backed_up: tuple[str, dict[str, Path], str], repo: RepoHandle, vault: RunCli,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    """storescp stores but answers no C-FIND: the application check cannot be proven, and
+    the drill says FAIL instead of PASS over a restore nobody could read back."""
+    _, files, catalog_id = backed_up
+    receiver = StoreSCP(tmp_path / "scp").start()
+    try:
+        run = vault("drill", "-r", repo, "--sample", "1", "--into-pacs", receiver.endpoint,
+                    "--json", "--record-dir", tmp_path / "records")  # fmt: skip
+    finally:
+        receiver.stop()
+    assert run.code == 1
+    record = json.loads(run.out)
+    check = next(i["pacs"] for i in record["items"] if i["id"] == catalog_id)
+    assert check["result"] == "FAIL" and check["stored"] == len(files)
+    assert record["result"] == "FAIL"
+    assert any("C-FIND" in reason or "accepts none" in reason
+               for reason in record["failure_reasons"])  # fmt: skip

@@ -10,10 +10,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from vault.cli.output import emit_json, table
+from vault.cli.pacs import endpoint_of
 from vault.cli.secrets_input import prompt, read_secret_file
 from vault.cli.support import open_repo, opt, progress_for, record_audit, request_stats
 from vault.errors import UsageError
 from vault.evidence import drill, drill_log, drill_report
+from vault.evidence.drill_report import pacs_summary
 from vault.policy.files import load_drill_policy, policy_dir
 from vault.repo import lock
 from vault.repo.keys import KEYFILE, Secret, parse_key_file
@@ -48,7 +50,18 @@ def add_drill_parsers(
         help="also open the repository with the recovery key (break-glass); reads it from "
         "$VAULT_RECOVERY_KEY_FILE or asks",
     )
-    p.add_argument("--policy-dir", metavar="DIR", help="directory with drill.toml")
+    p.add_argument(
+        "--into-pacs",
+        metavar="NAME|AET@HOST:PORT",
+        help="also send each restored study into this (standby) PACS with C-STORE and ask it "
+        "back with C-FIND (study, series, image level): the study must be there, whole",
+    )
+    p.add_argument(
+        "--allow-plain-dicom",
+        action="store_true",
+        help="with --into-pacs AET@HOST:PORT off this machine: allow plain DICOM",
+    )
+    p.add_argument("--policy-dir", metavar="DIR", help="directory with drill.toml (and pacs.toml)")
     p.add_argument(
         "--record-dir",
         metavar="DIR",
@@ -93,6 +106,7 @@ def cmd_drill(args: argparse.Namespace) -> int:
     if args.source_root and not Path(args.source_root).is_dir():
         raise UsageError(f"--source-root {args.source_root} is not a directory")
     recovery = _recovery_secret() if args.key_check else None
+    into_pacs = endpoint_of(args, args.into_pacs) if args.into_pacs else None
     repo = open_repo(args)
     snapshot = repo.find_snapshot(args.snapshot)
     options = drill.DrillOptions(
@@ -105,6 +119,7 @@ def cmd_drill(args: argparse.Namespace) -> int:
         compare_source=args.compare_source,
         source_root=Path(args.source_root) if args.source_root else None,
         recovery_secret=recovery,
+        into_pacs=into_pacs,
     )
     # Drills only read: a shared lock, and nothing in the backup can change.
     with lock.Lock(repo.storage, repo.keyring, exclusive=False, operation="drill"):
@@ -149,6 +164,9 @@ def cmd_drill(args: argparse.Namespace) -> int:
                 )
                 + f" (target {o['target_seconds']:.0f}s) {o['result']}"
             )
+        pacs = pacs_summary(stored)
+        if pacs:
+            print(f"  PACS check: {pacs}")
         for reason in stored["failure_reasons"]:
             print(f"  FAIL: {reason}")
         print(f"  scratch data deleted: {'yes' if stored['scratch']['deleted'] else 'NO'}")

@@ -27,11 +27,13 @@ from typing import Any
 from vault import __version__
 from vault.dicom.catalog import Study
 from vault.errors import UsageError, VaultError
+from vault.evidence.drill_pacs import check_in_pacs
 from vault.format import crypto
 from vault.format.snapshot import Snapshot
 from vault.format.tree import FILE
 from vault.jobs.restore.restorer import RestoreOptions, restore, walk
 from vault.policy.files import DrillPolicy
+from vault.policy.pacs import PacsEndpoint
 from vault.progress import NoProgress, Progress
 from vault.repo.keys import RECOVERY, Secret
 from vault.repo.repository import Repository
@@ -55,6 +57,8 @@ class DrillOptions:
     # a new machine, checked against fresh restores of a sample straight from the repository).
     source_root: Path | None = None
     recovery_secret: Secret | None = None  # --key-check: the break-glass path
+    # --into-pacs: each restored study is also sent into this PACS and asked back (C-FIND).
+    into_pacs: PacsEndpoint | None = None
 
 
 @dataclass
@@ -260,6 +264,11 @@ def run_drill(
                         if options.source_root
                         else "restored bytes differ from the live source file"
                     )
+            if options.into_pacs is not None and item.kind == "study" and not problems:
+                entry["pacs"] = check_in_pacs(options.into_pacs, target, item.paths, item.ref)
+                if entry["pacs"]["result"] == "FAIL":
+                    entry["result"] = "FAIL"
+                    entry["problems"] += entry["pacs"]["problems"]
             if entry["result"] == "FAIL":
                 failures.append(f"{item.kind} {item.ref}: " + "; ".join(entry["problems"]))
             total_bytes += entry["bytes"]
@@ -328,9 +337,9 @@ def run_drill(
             if options.compare_source
             else None
         ),
-        "scenario": "full restore to an alternate location"
-        if options.full
-        else "sampled restore to an alternate location",
+        "scenario": ("full restore" if options.full else "sampled restore")
+        + " to an alternate location"
+        + (f", studies into PACS {options.into_pacs.name}" if options.into_pacs else ""),
         "scope": {
             "repository_id": repo.config.repository_id,
             "snapshot_id": snapshot.id,

@@ -12,6 +12,20 @@ from typing import Any
 from vault.units import human_seconds
 
 
+def pacs_summary(record: dict[str, Any]) -> str | None:
+    """One line for the drill report: what the PACS check found, or None without one."""
+    checks = [i["pacs"] for i in record.get("items", []) if i.get("pacs")]
+    if not checks:
+        return None
+    found = sum(c["instances_found"] for c in checks)
+    expected = sum(c["instances_expected"] for c in checks)
+    verdict = "FAIL" if any(c["result"] == "FAIL" for c in checks) else "PASS"
+    return (
+        f"{verdict}: {found} of {expected} instance(s) of {len(checks)} study(ies) found in "
+        f"PACS {checks[0]['endpoint']} by C-FIND after C-STORE"
+    )
+
+
 def summary(records: list[dict[str, Any]]) -> dict[str, Any]:
     passed = sum(1 for r in records if r["result"] == "PASS")
     rtos = [t for t in (_single_rto(r) for r in records) if t is not None]
@@ -100,6 +114,8 @@ def as_markdown(records: list[dict[str, Any]], chain_head: str = "") -> str:
         ]
         if r.get("key_check"):
             lines.append(f"- Recovery-key check: {r['key_check']['result']}")
+        if pacs_summary(r):
+            lines.append(f"- PACS check: {pacs_summary(r)}")
         lines += ["", "| objective | measured | target | result |", "|---|---|---|---|"]
         lines += [
             f"| {o['name']} | {_measured(o)} | {human_seconds(o['target_seconds'])} "
@@ -293,6 +309,8 @@ def _record_html(r: dict[str, Any]) -> str:
     if r.get("key_check"):
         check = r["key_check"]
         facts.append(["Recovery-key check", f"{check['result']} ({check.get('reason', 'opened')})"])
+    if pacs_summary(r):
+        facts.append(["PACS check", str(pacs_summary(r))])
     facts += [
         ["Lessons learned", _review(r, "lessons_learned", "(none recorded)")],
         ["Corrective actions", _review(r, "corrective_actions", "(none recorded)")],
