@@ -45,6 +45,7 @@ class Orthanc:
     root: Path
     ae_title: str = "ORTHANC"
     known_modalities: dict[str, str] = field(default_factory=dict)  # name -> calling AE title
+    modality_ports: dict[str, int] = field(default_factory=dict)  # name -> its port (for C-STORE)
     allow_any_caller: bool = True
     tls: dict[str, str] | None = None  # certificate, key, trusted (CA) PEM paths
     require_client_certificate: bool = False
@@ -73,7 +74,8 @@ class Orthanc:
             "DicomAlwaysAllowGet": self.allow_any_caller,
             "DicomAlwaysAllowMove": self.allow_any_caller,
             "DicomModalities": {
-                name: [aet, "127.0.0.1", 1] for name, aet in self.known_modalities.items()
+                name: [aet, "127.0.0.1", self.modality_ports.get(name, 1)]
+                for name, aet in self.known_modalities.items()
             },
             "OverwriteInstances": True,
             "StorageCompression": False,

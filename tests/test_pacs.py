@@ -378,3 +378,71 @@ def test_a_drill_fails_when_the_pacs_does_not_hold_what_it_was_sent(
     assert record["result"] == "FAIL"
     assert any("C-FIND" in reason or "accepts none" in reason
                for reason in record["failure_reasons"])  # fmt: skip
+
+
+def _upload(orthanc: Orthanc, path: Path) -> None:
+    orthanc.rest("/instances", data=path.read_bytes())
+
+
+def test_a_backup_from_orthanc_restores_as_the_pacs_sent_it_and_nightlies_fetch_only_new(
+    repo: RepoHandle, vault: RunCli, tmp_path: Path
+) -> None:
+    # A second receiver the PACS also knows: what Orthanc sends it, written bit for bit, is
+    # what Orthanc sends anyone (DCMTK re-encodes some data sets as it sends them, e.g. it
+    # drops trailing padding), so it is what vault's backup must restore.
+    witness = StoreSCP(tmp_path / "witness").start()
+    orthanc = Orthanc(tmp_path / "orthanc", known_modalities={"witness": witness.ae_title})
+    orthanc.modality_ports = {"witness": witness.port}
+    orthanc.start()
+    try:
+        _backup_from_orthanc(orthanc, witness, repo, vault, tmp_path)
+    finally:
+        orthanc.stop()
+        witness.stop()
+
+
+def _backup_from_orthanc(
+    orthanc: Orthanc, witness: StoreSCP, repo: RepoHandle, vault: RunCli, tmp_path: Path
+) -> None:
+    study_uid, files = make_study(tmp_path / "modality")
+    later = files.popitem()  # one instance arrives after the first night
+    for path in files.values():
+        _upload(orthanc, path)
+    staging = tmp_path / "staging"
+    first = vault("backup", "-r", repo, "--from-pacs", orthanc.endpoint, "--staging", staging,
+                  "--json")  # fmt: skip
+    assert first.code == 0, first.err
+    doc = json.loads(first.out)
+    assert doc["pacs"]["studies"] == 1 and doc["pacs"]["instances_fetched"] == len(files)
+    assert doc["stats"]["files"] == len(files)
+    assert list(staging.iterdir()) == []  # the clear-text staging copy is gone
+    # Nothing of the patient in the snapshot's paths: keyed names only.
+    listing = vault("ls", "-r", repo, "latest", "--json").out
+    assert study_uid not in listing and not any(uid in listing for uid in files)
+
+    # The second night: nothing new, nothing fetched, and the snapshot still holds it all.
+    second = json.loads(vault("backup", "-r", repo, "--from-pacs", orthanc.endpoint,
+                              "--staging", staging, "--json").out)  # fmt: skip
+    assert second["pacs"]["instances_fetched"] == 0 and second["pacs"]["studies_already_held"] == 1
+    assert second["stats"]["files"] == len(files) and second["stats"]["bytes_added"] == 0
+
+    # A third night, after one more instance arrived: only that one is fetched.
+    _upload(orthanc, later[1])
+    third = json.loads(vault("backup", "-r", repo, "--from-pacs", orthanc.endpoint,
+                             "--staging", staging, "--json").out)  # fmt: skip
+    assert third["pacs"]["instances_fetched"] == 1
+    assert third["stats"]["files"] == len(files) + 1
+
+    # Restored, every data set is the one the PACS sends, byte for byte.
+    target = tmp_path / "restored"
+    assert vault("restore", "latest", "-r", repo, "--target", target, "--verify").code == 0
+    restored = {pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID: p
+                for p in target.rglob("*.dcm")}  # fmt: skip
+    orthanc.rest("/modalities/witness/store", data=json.dumps(orthanc.instances()).encode())
+    sent = {pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID: p
+            for p in witness.files()}  # fmt: skip
+    assert set(restored) == set(sent) == {*files, later[0]}
+    for uid, path in restored.items():
+        assert data_set_bytes(path.read_bytes()) == data_set_bytes(sent[uid].read_bytes())
+    studies = json.loads(vault("studies", "-r", repo, "--json").out)
+    assert len(studies) == 1 and studies[0]["files"] == len(files) + 1

@@ -18,6 +18,7 @@ ON_DEMAND = {
     "urllib.request": "an alert by webhook",
     "boto3": "an S3 repository",
     "pydicom": "reading DICOM headers (backup, studies)",
+    "pynetdicom": "speaking DICOM to a PACS",
 }
 
 

@@ -12,7 +12,7 @@ import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vault import ids
 from vault.cli.output import emit_json
@@ -20,12 +20,17 @@ from vault.cli.support import opt, progress_for, record_audit, usage
 from vault.dicom.catalog import Study
 from vault.errors import VaultError
 from vault.format.snapshot import Snapshot
-from vault.jobs.pacs_send import PacsSendResult, send_studies
-from vault.pacs.echo import echo
 from vault.policy.files import policy_dir
 from vault.policy.pacs import PACS_FILE, PacsEndpoint, resolve_endpoint
 from vault.repo.repository import Repository
 from vault.units import human_bytes
+
+if TYPE_CHECKING:
+    from vault.jobs.pacs_backup import PacsBackupResult
+    from vault.jobs.pacs_send import PacsSendResult
+
+# pynetdicom (and with it pydicom, ssl and more) is imported by the commands that speak DICOM,
+# not by every command line that has these options.
 
 SHOWN = 10  # problems named on a terminal (--json lists every one)
 
@@ -70,6 +75,8 @@ def endpoint_of(args: argparse.Namespace, given: str) -> PacsEndpoint:
 
 
 def cmd_pacs_echo(args: argparse.Namespace) -> int:
+    from vault.pacs.echo import echo
+
     endpoint = endpoint_of(args, args.endpoint)
     seconds = echo(endpoint)
     if opt(args, "json"):
@@ -86,6 +93,8 @@ def cmd_pacs_echo(args: argparse.Namespace) -> int:
 def restore_to_pacs(
     args: argparse.Namespace, repo: Repository, snapshot: Snapshot, studies: list[Study]
 ) -> int:
+    from vault.jobs.pacs_send import send_studies
+
     endpoint = endpoint_of(args, args.to_pacs)
     staging = Path(args.staging) if opt(args, "staging") else None
     try:
@@ -173,4 +182,27 @@ def _print(snapshot: Snapshot, endpoint: PacsEndpoint, result: PacsSendResult) -
         f"{len(result.studies)} study(ies) from snapshot {ids.short(snapshot.id)} to "
         f"{endpoint.describe()}: {human_bytes(store.bytes_sent)} in {store.seconds:.1f}s "
         f"({human_bytes(int(rate))}/s; restored and verified in {result.restore_seconds:.1f}s)"
+    )
+
+
+def pacs_document(endpoint: PacsEndpoint, result: PacsBackupResult) -> dict[str, Any]:
+    return {
+        "endpoint": endpoint.name,
+        "tls": endpoint.tls is not None,
+        "studies": result.studies,
+        "studies_fetched": result.studies_fetched,
+        "studies_already_held": result.studies_held,
+        "instances_fetched": result.instances_fetched,
+        "bytes_fetched": result.bytes_fetched,
+        "problems": result.problems,
+    }
+
+
+def pacs_line(endpoint: PacsEndpoint, result: PacsBackupResult) -> str:
+    for problem in result.problems:
+        print(f"vault: warning: PACS {endpoint.name}: {problem}", file=sys.stderr)
+    return (
+        f"PACS {endpoint.describe()}: {result.studies} study(ies); fetched "
+        f"{result.instances_fetched} instance(s) of {result.studies_fetched} "
+        f"({human_bytes(result.bytes_fetched)}); {result.studies_held} already held whole"
     )

@@ -9,10 +9,12 @@ import threading
 from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from vault import ids
 from vault.cli.output import emit_json, table
+from vault.cli.pacs import endpoint_of, pacs_document, pacs_line
 from vault.cli.support import (
     iso_utc,
     local_time,
@@ -29,6 +31,7 @@ from vault.format.snapshot import Snapshot
 from vault.format.tree import DIR, FILE, SYMLINK
 from vault.jobs.backup import BackupOptions, BackupResult, backup
 from vault.jobs.restore.restorer import walk
+from vault.jobs.studies import parse_date
 from vault.policy.files import KeyPolicy, load_key_policy, policy_dir
 from vault.repo import lock
 from vault.repo.repository import Repository
@@ -36,8 +39,10 @@ from vault.units import human_bytes
 
 
 def add_snapshot_parsers(command: Callable[..., argparse.ArgumentParser]) -> None:
-    p = command("backup", "back up files and directories into a new snapshot", cmd_backup)
-    p.add_argument("paths", nargs="+", metavar="PATH", help="files or directories to back up")
+    p = command(
+        "backup", "back up files and directories (or a PACS) into a new snapshot", cmd_backup
+    )
+    p.add_argument("paths", nargs="*", metavar="PATH", help="files or directories to back up")
     p.add_argument("--tag", action="append", default=[], help="tag the snapshot (repeatable)")
     p.add_argument(
         "--exclude",
@@ -53,7 +58,29 @@ def add_snapshot_parsers(command: Callable[..., argparse.ArgumentParser]) -> Non
     )
     p.add_argument("--host", help="record this host name instead of this machine's")
     p.add_argument(
-        "--policy-dir", metavar="DIR", help="directory with keys.toml ($VAULT_POLICY_DIR)"
+        "--policy-dir",
+        metavar="DIR",
+        help="directory with keys.toml (and pacs.toml) ($VAULT_POLICY_DIR)",
+    )
+    p.add_argument(
+        "--from-pacs",
+        metavar="NAME|AET@HOST:PORT",
+        help="instead of paths: the studies this PACS holds (C-FIND), fetching with C-GET "
+        "only the instances the last PACS snapshot does not hold",
+    )
+    p.add_argument(
+        "--since", metavar="DATE", help="with --from-pacs: only studies on or after DATE"
+    )
+    p.add_argument(
+        "--staging",
+        metavar="DIR",
+        help="with --from-pacs: where fetched studies wait to be backed up (emptied after; "
+        "default ~/.cache/vault/pacs/NAME); keep it the same from night to night",
+    )
+    p.add_argument(
+        "--allow-plain-dicom",
+        action="store_true",
+        help="with --from-pacs AET@HOST:PORT off this machine: allow plain DICOM",
     )
 
     command("snapshots", "list snapshots", cmd_snapshots)
@@ -97,6 +124,12 @@ def _refuse_overdue_epoch(repo: Repository, policy: KeyPolicy) -> None:
 
 def cmd_backup(args: argparse.Namespace) -> int:
     when = _parse_time(args.time)
+    if bool(args.paths) == bool(args.from_pacs):
+        raise UsageError("say what to back up: PATH(s), or --from-pacs NAME (not both)")
+    if not args.from_pacs and (args.since or args.staging):
+        raise UsageError("--since and --staging go with --from-pacs")
+    endpoint = endpoint_of(args, args.from_pacs) if args.from_pacs else None
+    since = parse_date(args.since, "--since") if args.since else None
     repo = open_repo(args)
     _refuse_overdue_epoch(repo, load_key_policy(policy_dir(opt(args, "policy_dir"))))
     options = BackupOptions(
@@ -104,9 +137,21 @@ def cmd_backup(args: argparse.Namespace) -> int:
     )
     started = datetime.now(UTC)
     stop = threading.Event()
+    pacs = None
     try:
         with sigterm_sets(stop):
-            result = backup(repo, options, progress_for(args), stop=stop)
+            if endpoint is not None:
+                # Imported here: pynetdicom and pydicom are for the backups that need them.
+                from vault.jobs.pacs_backup import backup_from_pacs, default_staging
+
+                staging = Path(args.staging) if args.staging else default_staging(endpoint)
+                pacs = backup_from_pacs(repo, endpoint, staging=staging, since=since,
+                                        tags=tuple(args.tag), time=when, host=args.host,
+                                        progress=progress_for(args), stop=stop)  # fmt: skip
+                assert pacs.backup is not None
+                result = pacs.backup
+            else:
+                result = backup(repo, options, progress_for(args), stop=stop)
     except VaultError as exc:
         # A storage that just failed would fail the audit write too (after retries): skip it.
         # Otherwise the class only: a message can name a source path, and paths name patients.
@@ -128,7 +173,12 @@ def cmd_backup(args: argparse.Namespace) -> int:
             "duration_seconds": round(seconds, 3),
         },
     )
-    _report_backup(args, result, seconds, request_stats(repo))
+    extra = {}
+    if pacs is not None and endpoint is not None:
+        extra = {"pacs": pacs_document(endpoint, pacs)}
+        if not opt(args, "json"):
+            print(pacs_line(endpoint, pacs))
+    _report_backup(args, result, seconds, request_stats(repo), extra)
     if result.errors:
         raise PartialBackup(
             f"snapshot {ids.short(result.snapshot.id)} saved, but {len(result.errors)} "
@@ -138,7 +188,11 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
 
 def _report_backup(
-    args: argparse.Namespace, result: BackupResult, seconds: float, requests: dict[str, Any]
+    args: argparse.Namespace,
+    result: BackupResult,
+    seconds: float,
+    requests: dict[str, Any],
+    extra: dict[str, Any] | None = None,
 ) -> None:
     snap, st = result.snapshot, result.snapshot.stats
     for problem in result.errors:
@@ -187,6 +241,7 @@ def _report_backup(
                 else [],
                 "requests": requests,
                 "outcome": "FAIL" if result.errors else "PASS",
+                **(extra or {}),
             }
         )
         return

@@ -27,7 +27,6 @@ from typing import Any
 from vault import __version__
 from vault.dicom.catalog import Study
 from vault.errors import UsageError, VaultError
-from vault.evidence.drill_pacs import check_in_pacs
 from vault.format import crypto
 from vault.format.snapshot import Snapshot
 from vault.format.tree import FILE
@@ -265,6 +264,8 @@ def run_drill(
                         else "restored bytes differ from the live source file"
                     )
             if options.into_pacs is not None and item.kind == "study" and not problems:
+                from vault.evidence.drill_pacs import check_in_pacs  # pynetdicom: only here
+
                 entry["pacs"] = check_in_pacs(options.into_pacs, target, item.paths, item.ref)
                 if entry["pacs"]["result"] == "FAIL":
                     entry["result"] = "FAIL"

@@ -58,6 +58,10 @@ class BackupOptions:
     time: datetime | None = None
     host: str | None = None
     workers: int = max(2, os.cpu_count() or 2)
+    # Keep what the parent snapshot held below the sources but is no longer on disk (a
+    # staging directory that holds only what is new: a backup from a PACS). Off for file
+    # trees, where a file gone from disk is gone from the snapshot.
+    carry_over: bool = False
 
 
 @dataclass(frozen=True)
@@ -180,6 +184,8 @@ class _Job:
             frame = stack[-1]
             name = next(frame.names, None)
             if name is None:
+                if self.options.carry_over and frame.old is not None:
+                    self._carry(frame)
                 stack.pop()
                 self.counters.dirs += 1
                 tree_id = self._tree_id(_resolved(frame.nodes), frame.old, frame.old_id)
@@ -205,6 +211,28 @@ class _Job:
             node = self.save_entry(child, name, st, old_node)
             if node is not None:
                 frame.nodes.append(node)
+
+    def _carry(self, frame: _DirFrame) -> None:
+        """Nodes of the parent's directory that the disk no longer has, kept as they were
+        (their chunks are in the repository; their catalog entries come along)."""
+        assert frame.old is not None
+        present = {(n.node if isinstance(n, _Pending) else n).name for n in frame.nodes}
+        for node in frame.old.nodes:
+            if node.name in present:
+                continue
+            if node.type == DIR and node.subtree:
+                for path, kept in _files_below(self.repo, os.path.join(frame.path, node.name),
+                                               node.subtree):  # fmt: skip
+                    self._count_kept(path, kept)
+            elif node.type == FILE:
+                self._count_kept(os.path.join(frame.path, node.name), node)
+            frame.nodes.append(node)
+
+    def _count_kept(self, path: bytes, node: Node) -> None:
+        self.counters.files += 1
+        self.counters.files_unchanged += 1
+        self.counters.bytes += node.size
+        self.catalog.add_unchanged(os.fsdecode(path), node.size)
 
     def _open_dir(
         self, path: bytes, old: Tree | None, old_id: str, base: dict[str, object]
@@ -392,6 +420,18 @@ class _Job:
             subtree = self.save_virtual(child, sub, *self.old_subtree(old_node))  # type: ignore[arg-type]
             nodes.append(Node(type=DIR, subtree=subtree, **_node_base(name, st)))  # type: ignore[arg-type]
         return self._tree_id(_resolved(nodes), old, old_id)
+
+
+def _files_below(repo: Repository, path: bytes, tree_id: str) -> Iterator[tuple[bytes, Node]]:
+    stack = [(path, tree_id)]
+    while stack:
+        where, subtree = stack.pop()
+        for node in repo.load_tree(subtree).nodes:
+            child = os.path.join(where, node.name)
+            if node.type == DIR and node.subtree:
+                stack.append((child, node.subtree))
+            elif node.type == FILE:
+                yield child, node
 
 
 def find_parent(repo: Repository, host: str, source_paths: list[str]) -> Snapshot | None:

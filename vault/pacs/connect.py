@@ -77,7 +77,15 @@ def tls_context(endpoint: PacsEndpoint) -> ssl.SSLContext | None:
     return context
 
 
-def open_association(endpoint: PacsEndpoint, contexts: Sequence[Context]) -> Association:
+def open_association(
+    endpoint: PacsEndpoint,
+    contexts: Sequence[Context],
+    *,
+    roles: Sequence[Any] = (),
+    handlers: Sequence[tuple[Any, Any]] = (),
+) -> Association:
+    """An established association proposing `contexts` (with SCP/SCU `roles`, and event
+    `handlers`: a C-GET's storage), or PacsError saying why not."""
     if not contexts or len(contexts) > MAX_CONTEXTS:
         raise ValueError(f"an association proposes 1 to {MAX_CONTEXTS} presentation contexts")
     ae = AE(ae_title=endpoint.calling_ae_title)
@@ -93,9 +101,11 @@ def open_association(endpoint: PacsEndpoint, contexts: Sequence[Context]) -> Ass
         endpoint.port,
         ae_title=endpoint.ae_title,
         tls_args=(tls, endpoint.tls.server_name or endpoint.host) if tls and endpoint.tls else None,
+        ext_neg=list(roles) or None,
         evt_handlers=[
             (evt.EVT_ACSE_RECV, lambda event: answers.append(event.primitive)),
             (evt.EVT_CONN_OPEN, _no_delay),
+            *handlers,
         ],
     )
     if assoc.is_established:

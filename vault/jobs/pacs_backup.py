@@ -1,0 +1,113 @@
+"""The backup-from-PACS job: the studies that live only in a PACS, into a snapshot.
+
+The PACS is asked which studies it holds (C-FIND, from `since` on), and for each which
+instances (image-level C-FIND). Instances the last PACS snapshot already holds are not fetched
+again; the others are fetched with C-GET into a staging directory (mode 0700), each data set's
+bytes as the PACS sent them, then backed up. The snapshot keeps what the last one held and is no
+longer in staging (BackupOptions.carry_over), so every PACS snapshot holds the whole PACS as
+far as vault has seen it; the staging copy is removed once the snapshot is saved.
+
+Each study is a folder and each instance a file, named by keyed digests of their UIDs (stable
+from night to night, meaningless outside the repository): `<study>/<instance>.dcm`. The
+catalog knows the studies by their headers, as for files backed up from disk.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from vault.format.pack import BlobType
+from vault.jobs.backup import BackupOptions, BackupResult, backup, find_parent
+from vault.pacs.retrieve import fetch, find_instances, find_studies
+from vault.policy.pacs import PacsEndpoint
+from vault.progress import NoProgress, Progress
+from vault.repo.repository import Repository
+
+PACS_TAG = "pacs"
+
+
+@dataclass
+class PacsBackupResult:
+    studies: int = 0  # the PACS holds (from `since` on)
+    studies_fetched: int = 0
+    studies_held: int = 0  # already whole in the last PACS snapshot
+    instances_fetched: int = 0
+    bytes_fetched: int = 0
+    problems: list[str] = field(default_factory=list)
+    backup: BackupResult | None = None
+
+
+def default_staging(endpoint: PacsEndpoint) -> Path:
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "vault" / "pacs" / _slug(endpoint.name)
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "pacs"
+
+
+def backup_from_pacs(
+    repo: Repository,
+    endpoint: PacsEndpoint,
+    *,
+    staging: Path,
+    since: str | None = None,
+    tags: tuple[str, ...] = (),
+    time: datetime | None = None,
+    host: str | None = None,
+    progress: Progress | None = None,
+    stop: threading.Event | None = None,
+) -> PacsBackupResult:
+    progress = progress or NoProgress()
+    result = PacsBackupResult()
+    staging = staging.absolute()
+    staging.mkdir(parents=True, exist_ok=True)
+    os.chmod(staging, 0o700)  # images in the clear, for the minutes they are staged
+    options = BackupOptions((str(staging),), (PACS_TAG, *tags), time=time, host=host,
+                            carry_over=True)  # fmt: skip
+    repo.load_index()
+    parent = find_parent(repo, options.host or socket.gethostname(), [str(staging)])
+    catalog = repo.load_catalog(parent) if parent else None
+    held = set(catalog.file_headers) if catalog else set()
+
+    def key(uid: str) -> str:
+        return repo.blob_id(b"vault pacs path\0" + uid.encode(), BlobType.DATA).hex()[:24]
+
+    remote = find_studies(endpoint, since)
+    result.studies = len(remote)
+    progress.start(f"fetch from {endpoint.name}", None, unit="instance")
+    try:
+        for study in remote:
+            folder = staging / key(study.study_uid)
+            instances = find_instances(endpoint, study.study_uid)
+
+            def path_of(uid: str, folder: Path = folder) -> Path:
+                return folder / f"{key(uid)}.dcm"
+
+            missing = [i for i in instances if str(path_of(i.sop_instance_uid)) not in held]
+            if not missing:
+                result.studies_held += 1
+                continue
+            got = fetch(endpoint, study.study_uid, missing, path_of,
+                        whole=len(missing) == len(instances),
+                        on_file=lambda size: progress.advance(1))  # fmt: skip
+            result.studies_fetched += 1
+            result.instances_fetched += got.files
+            result.bytes_fetched += got.bytes
+            result.problems += got.problems
+    finally:
+        progress.finish()
+    result.backup = backup(repo, options, progress, stop=stop)
+    for child in staging.iterdir():  # saved: the clear-text copy goes
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+    return result

@@ -1,0 +1,214 @@
+"""Reading a PACS: which studies it holds (C-FIND), and fetching them with C-GET into a staging
+directory with each data set's bytes as the PACS sent them.
+
+C-GET sends the instances back on the association that asked for them, so vault proposes, for
+every SOP class of the study (learnt from an image-level C-FIND), one presentation context per
+transfer syntax it may be stored in: the PACS can then send each instance in its own syntax,
+without transcoding. Each received data set is written as a DICOM file (a file meta group
+naming the syntax it came in, then the data set bytes untouched) at a path the caller chooses
+(keyed names, never a UID or a patient).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydicom.dataset import Dataset
+from pynetdicom import build_role, evt
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+)
+
+from vault.pacs.connect import MAX_CONTEXTS, Context, PacsError, open_association
+from vault.policy.pacs import PacsEndpoint
+
+# The transfer syntaxes a PACS may hold an image in, most common first.
+TRANSFER_SYNTAXES = (
+    "1.2.840.10008.1.2.1",  # explicit VR little endian
+    "1.2.840.10008.1.2",  # implicit VR little endian
+    "1.2.840.10008.1.2.4.70",  # JPEG lossless
+    "1.2.840.10008.1.2.4.50",  # JPEG baseline
+    "1.2.840.10008.1.2.4.90",  # JPEG 2000 lossless
+    "1.2.840.10008.1.2.4.91",  # JPEG 2000
+    "1.2.840.10008.1.2.4.80",  # JPEG-LS lossless
+    "1.2.840.10008.1.2.4.81",  # JPEG-LS near-lossless
+    "1.2.840.10008.1.2.5",  # RLE lossless
+    "1.2.840.10008.1.2.1.99",  # deflated explicit VR little endian
+    "1.2.840.10008.1.2.2",  # explicit VR big endian (retired, still found)
+    "1.2.840.10008.1.2.4.51",  # JPEG extended
+    "1.2.840.10008.1.2.4.57",  # JPEG lossless, non-hierarchical
+)
+_QUERY_SYNTAXES = ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2")
+_PENDING = (0xFF00, 0xFF01)
+
+
+@dataclass(frozen=True)
+class RemoteStudy:
+    study_uid: str
+    study_date: str
+    instances: int | None  # what the PACS says it holds (NumberOfStudyRelatedInstances)
+
+
+@dataclass(frozen=True)
+class RemoteInstance:
+    series_uid: str
+    sop_instance_uid: str
+    sop_class_uid: str
+
+
+@dataclass
+class Fetched:
+    files: int = 0
+    bytes: int = 0
+    failed: int = 0  # instances the PACS said it could not send
+    problems: list[str] = field(default_factory=list)
+
+
+def find_studies(endpoint: PacsEndpoint, since: str | None) -> list[RemoteStudy]:
+    """Every study the PACS holds (on or after `since`, YYYYMMDD)."""
+    query = Dataset()
+    query.QueryRetrieveLevel = "STUDY"
+    query.StudyInstanceUID = ""
+    query.StudyDate = f"{since}-" if since else ""
+    query.NumberOfStudyRelatedInstances = ""
+    found = []
+    for answer in _find(endpoint, query):
+        uid = str(answer.get("StudyInstanceUID", "") or "")
+        if not uid:
+            continue
+        count = answer.get("NumberOfStudyRelatedInstances")
+        found.append(RemoteStudy(uid, str(answer.get("StudyDate", "") or ""),
+                                 int(count) if count not in (None, "") else None))  # fmt: skip
+    return found
+
+
+def find_instances(endpoint: PacsEndpoint, study_uid: str) -> list[RemoteInstance]:
+    """Every instance of a study: its series, SOP instance and SOP class."""
+    query = Dataset()
+    query.QueryRetrieveLevel = "IMAGE"
+    query.StudyInstanceUID = study_uid
+    query.SeriesInstanceUID = ""
+    query.SOPInstanceUID = ""
+    query.SOPClassUID = ""
+    return [
+        RemoteInstance(str(a.SeriesInstanceUID), str(a.SOPInstanceUID), str(a.SOPClassUID))
+        for a in _find(endpoint, query)
+        if a.get("SOPInstanceUID") and a.get("SOPClassUID") and a.get("SeriesInstanceUID")
+    ]
+
+
+def fetch(
+    endpoint: PacsEndpoint,
+    study_uid: str,
+    instances: list[RemoteInstance],
+    path_of: Callable[[str], Path],
+    *,
+    whole: bool,
+    on_file: Callable[[int], None] = lambda size: None,
+) -> Fetched:
+    """C-GET `instances` of the study into files at `path_of(SOP instance UID)`: in one
+    request when they are the whole study (`whole`), else one request each."""
+    result = Fetched()
+    classes = sorted({i.sop_class_uid for i in instances})
+    if not classes:
+        return result
+    per_class = max(1, min(len(TRANSFER_SYNTAXES), (MAX_CONTEXTS - 1) // len(classes)))
+    contexts = [Context(str(StudyRootQueryRetrieveInformationModelGet), _QUERY_SYNTAXES)]
+    contexts += [Context(c, (ts,)) for c in classes for ts in TRANSFER_SYNTAXES[:per_class]]
+    if len(contexts) > MAX_CONTEXTS:
+        raise PacsError(
+            f"PACS {endpoint.describe()}: a study with {len(classes)} SOP classes needs more "
+            "presentation contexts than one association holds"
+        )
+    wanted = {i.sop_instance_uid for i in instances}
+
+    def on_store(event: Any) -> int:
+        uid = str(event.request.AffectedSOPInstanceUID)
+        if uid not in wanted:
+            return 0xA900  # not what was asked for: refused, never written
+        target = path_of(uid)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        data = event.encoded_dataset()  # preamble, file meta, the data set bytes as received
+        partial = target.with_name(target.name + ".partial")
+        with open(partial, "wb") as handle:
+            handle.write(data)
+        os.replace(partial, target)
+        result.files += 1
+        result.bytes += len(data)
+        on_file(len(data))
+        return 0x0000
+
+    assoc = open_association(
+        endpoint,
+        contexts,
+        roles=[build_role(c, scp_role=True) for c in classes],
+        handlers=[(evt.EVT_C_STORE, on_store)],
+    )
+    try:
+        requests = (
+            [_get_query(study_uid, None)]
+            if whole
+            else [_get_query(study_uid, i) for i in instances]
+        )
+        for query in requests:
+            for status, _ in assoc.send_c_get(query, StudyRootQueryRetrieveInformationModelGet):
+                code = getattr(status, "Status", None)
+                if code is None:
+                    raise PacsError(
+                        f"PACS {endpoint.describe()}: the association broke during C-GET"
+                    )
+                if code in _PENDING:
+                    continue
+                failed = int(getattr(status, "NumberOfFailedSuboperations", 0) or 0)
+                result.failed += failed
+                if code not in (0x0000, 0xB000) or failed:
+                    result.problems.append(
+                        f"C-GET answered status 0x{code:04X}: {failed} instance(s) not sent"
+                    )
+    finally:
+        if assoc.is_established:
+            assoc.release()
+    return result
+
+
+def _get_query(study_uid: str, instance: RemoteInstance | None) -> Dataset:
+    query = Dataset()
+    query.StudyInstanceUID = study_uid
+    if instance is None:
+        query.QueryRetrieveLevel = "STUDY"
+    else:
+        query.QueryRetrieveLevel = "IMAGE"
+        query.SeriesInstanceUID = instance.series_uid
+        query.SOPInstanceUID = instance.sop_instance_uid
+    return query
+
+
+def _find(endpoint: PacsEndpoint, query: Dataset) -> list[Dataset]:
+    context = Context(str(StudyRootQueryRetrieveInformationModelFind), _QUERY_SYNTAXES)
+    assoc = open_association(endpoint, [context])
+    found: list[Dataset] = []
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for status, identifier in assoc.send_c_find(
+                query, StudyRootQueryRetrieveInformationModelFind
+            ):
+                code = getattr(status, "Status", None)
+                if code is None:
+                    raise PacsError(f"PACS {endpoint.describe()}: no answer to a C-FIND")
+                if code in _PENDING and identifier is not None:
+                    found.append(identifier)
+                elif code not in _PENDING and code != 0x0000:
+                    raise PacsError(
+                        f"PACS {endpoint.describe()}: C-FIND answered status 0x{code:04X}"
+                    )
+    finally:
+        if assoc.is_established:
+            assoc.release()
+    return found
