@@ -19,7 +19,7 @@ from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
 from tests.certs import PrivateCA
-from tests.conftest import RunCli
+from tests.conftest import PASSWORD, RunCli
 from tests.orthanc import STORESCP, Orthanc, StoreSCP, have_orthanc
 from tests.repos import RepoHandle
 
@@ -446,3 +446,35 @@ def _backup_from_orthanc(
         assert data_set_bytes(path.read_bytes()) == data_set_bytes(sent[uid].read_bytes())
     studies = json.loads(vault("studies", "-r", repo, "--json").out)
     assert len(studies) == 1 and studies[0]["files"] == len(files) + 1
+
+
+def test_the_nightly_schedule_backs_up_a_pacs_named_in_backup_toml(
+    orthanc: Orthanc, repo: RepoHandle, vault: RunCli, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    _, files = make_study(tmp_path / "modality", SOURCES[:3])
+    for path in files.values():
+        _upload(orthanc, path)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # the default staging
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    secret = tmp_path / "passphrase"
+    secret.write_text(PASSWORD + "\n")
+    secret.chmod(0o600)
+    (policies / "backup.toml").write_text(
+        f'[backup]\nrepository = "{repo}"\npassword_file = "{secret}"\n'
+        'pacs_sources = ["standby"]\ntags = ["nightly"]\n'
+    )
+    (policies / "schedule.toml").write_text("[schedule]\nretry_after_minutes = 0\n[alerts]\n")
+    (policies / "pacs.toml").write_text(
+        f'[[endpoint]]\nname = "standby"\nae_title = "ORTHANC"\nhost = "127.0.0.1"\n'
+        f"port = {orthanc.dicom_port}\n"
+    )
+    run = vault("schedule", "run", "--policy-dir", policies, "--once", "backup", password=None)
+    assert run.code == 0, run.err
+    snapshots = json.loads(vault("snapshots", "-r", repo, "--json").out)
+    assert len(snapshots) == 1 and set(snapshots[0]["tags"]) == {"pacs", "nightly"}
+    studies = json.loads(vault("studies", "-r", repo, "--json").out)
+    assert len(studies) == 1 and studies[0]["files"] == len(files)
+    staging = tmp_path / "cache" / "vault" / "pacs" / "standby"
+    assert staging.is_dir() and list(staging.iterdir()) == []

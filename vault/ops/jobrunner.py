@@ -192,21 +192,33 @@ class JobRunner:
 
     def _backup(self) -> Outcome:
         p = self.backup_policy
-        if not p.sources:
+        if not p.sources and not p.pacs_sources:
             return Outcome(False, 2, "backup.toml names no sources")
         failed = self._pre_hook()
         if failed:
             # The backup never ran, so it left no event of its own: the log must still count it.
             self.record("backup", "failed", failed.error)
             return failed
-        args = ["backup", *p.sources]
-        for pattern in p.excludes:
-            args += ["--exclude", pattern]
+        common: list[str] = []
         for tag in p.tags:
-            args += ["--tag", tag]
+            common += ["--tag", tag]
         if p.host:
-            args += ["--host", p.host]
-        return self._outcome(self.vault(*args, *self._policy_args()))
+            common += ["--host", p.host]
+        outcome = None
+        if p.sources:
+            args = ["backup", *p.sources, *common]
+            for pattern in p.excludes:
+                args += ["--exclude", pattern]
+            outcome = self._outcome(self.vault(*args, *self._policy_args()))
+        # Each PACS is its own snapshot; one that fails does not keep the others from running,
+        # and the job fails with the first failure.
+        for name in p.pacs_sources:
+            done = self._outcome(self.vault("backup", "--from-pacs", name, *common,
+                                            *self._policy_args()))  # fmt: skip
+            if outcome is None or (outcome.ok and not done.ok):
+                outcome = done
+        assert outcome is not None
+        return outcome
 
     def record_policies(self) -> None:
         """Put the policy files this scheduler runs with into the audit log when they changed

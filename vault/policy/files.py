@@ -183,6 +183,9 @@ class BackupPolicy:
     repository: str = ""  # default: $VAULT_REPO
     password_file: str = ""  # a file holding the passphrase (default: $VAULT_PASSWORD_FILE)
     sources: tuple[str, ...] = ()
+    # PACS endpoints (names in pacs.toml) backed up after the files, each with
+    # `vault backup --from-pacs NAME`: the studies that live only in a PACS.
+    pacs_sources: tuple[str, ...] = ()
     excludes: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
     host: str = ""
