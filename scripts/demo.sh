@@ -3,7 +3,8 @@
 # encrypted repository, back up, back up again (nothing changed), find and restore one DICOM
 # study by its UID, make a de-identified teaching copy, check the audit log and the data,
 # run a restore drill and write its HTML evidence report, then run one scheduled backup the way
-# the nightly service does, show the retention dry run, the status page and the evidence pack.
+# the nightly service does, show the retention dry run, the status page and the evidence pack,
+# and, when Orthanc is installed, send the study into a local Orthanc PACS.
 # Everything lands in ./demo (delete it when done). No real patient data is involved.
 source "$(dirname "$0")/_venv.sh"
 cd "$ROOT"
@@ -80,6 +81,34 @@ vault status --policy-dir "$DEMO/policies" || true
 
 step "vault report  (the contingency evidence pack for the compliance officer)"
 vault report --policy-dir "$DEMO/policies" --out "$DEMO/evidence.html"
+
+if [ -x /usr/sbin/Orthanc ]; then
+    step "vault restore --study … --to-pacs  (the study straight into a PACS: a local Orthanc)"
+    read -r DICOM_PORT HTTP_PORT < <(python scripts/free_ports.py 2)
+    mkdir -p "$DEMO/orthanc"
+    cat > "$DEMO/orthanc/orthanc.json" <<EOF
+{"Name": "vault-demo", "StorageDirectory": "$DEMO/orthanc/storage",
+ "IndexDirectory": "$DEMO/orthanc/index", "DicomAet": "ORTHANC", "DicomPort": $DICOM_PORT,
+ "HttpPort": $HTTP_PORT, "RemoteAccessAllowed": false, "AuthenticationEnabled": false,
+ "DicomCheckCalledAet": true, "Plugins": []}
+EOF
+    /usr/sbin/Orthanc "$DEMO/orthanc/orthanc.json" >"$DEMO/orthanc/orthanc.log" 2>&1 &
+    ORTHANC_PID=$!
+    trap 'kill "$ORTHANC_PID" 2>/dev/null || true' EXIT
+    for _ in $(seq 100); do  # Orthanc answers within a second or two of starting
+        vault pacs echo "ORTHANC@127.0.0.1:$DICOM_PORT" >/dev/null 2>&1 && break
+        sleep 0.2
+    done
+    vault pacs echo "ORTHANC@127.0.0.1:$DICOM_PORT"
+    vault restore latest --study "$STUDY_UID" --to-pacs "ORTHANC@127.0.0.1:$DICOM_PORT"
+    curl -s "http://127.0.0.1:$HTTP_PORT/statistics" | python -c 'import json, sys
+stats = json.load(sys.stdin)
+print("Orthanc now holds", stats["CountStudies"], "study,", stats["CountInstances"], "instances")'
+    kill "$ORTHANC_PID" && wait "$ORTHANC_PID" 2>/dev/null || true
+    trap - EXIT
+else
+    step "vault restore --to-pacs: skipped (Orthanc is not installed; scripts/test.sh installs it)"
+fi
 
 step "Done"
 echo "Repository: $VAULT_REPO"

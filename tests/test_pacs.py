@@ -352,7 +352,7 @@ def test_a_drill_into_a_standby_pacs_proves_the_study_is_there_whole(
     assert check["studies_found"] == 1 and check["instances_extra"] == 0
     assert set(orthanc.received_by_sop_instance()) == set(files)
     report = vault("drill", "report", "-r", repo, "--format", "md")
-    assert f"{len(files)} of {len(files)} instance(s)" in report.out
+    assert f"{len(files)} of {len(files)} instances" in report.out
     for text in (run.out, report.out):
         assert study_uid not in text and "Novak" not in text and "PID-4711" not in text
         assert not any(instance in text for instance in files)

@@ -24,3 +24,8 @@ def human_seconds(value: float | None) -> str:
     if value < 7200:
         return f"{value / 60:.1f} min"
     return f"{value / 3600:.1f} h"
+
+
+def counted(n: int, singular: str, plural: str | None = None) -> str:
+    """'1 study', '3 studies', '0 instances'."""
+    return f"{n} {singular if n == 1 else (plural or singular + 's')}"

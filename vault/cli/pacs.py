@@ -23,7 +23,7 @@ from vault.format.snapshot import Snapshot
 from vault.policy.files import policy_dir
 from vault.policy.pacs import PACS_FILE, PacsEndpoint, resolve_endpoint
 from vault.repo.repository import Repository
-from vault.units import human_bytes
+from vault.units import counted, human_bytes
 
 if TYPE_CHECKING:
     from vault.jobs.pacs_backup import PacsBackupResult
@@ -178,8 +178,9 @@ def _print(snapshot: Snapshot, endpoint: PacsEndpoint, result: PacsSendResult) -
         print(f"vault: … and {hidden} more (--json lists every one)", file=sys.stderr)
     rate = store.bytes_sent / store.seconds if store.seconds else 0.0
     print(
-        f"sent {len(store.stored)} of {result.instances} instance(s) of "
-        f"{len(result.studies)} study(ies) from snapshot {ids.short(snapshot.id)} to "
+        f"sent {len(store.stored)} of {counted(result.instances, 'instance')} of "
+        f"{counted(len(result.studies), 'study', 'studies')} from snapshot "
+        f"{ids.short(snapshot.id)} to "
         f"{endpoint.describe()}: {human_bytes(store.bytes_sent)} in {store.seconds:.1f}s "
         f"({human_bytes(int(rate))}/s; restored and verified in {result.restore_seconds:.1f}s)"
     )
@@ -202,7 +203,8 @@ def pacs_line(endpoint: PacsEndpoint, result: PacsBackupResult) -> str:
     for problem in result.problems:
         print(f"vault: warning: PACS {endpoint.name}: {problem}", file=sys.stderr)
     return (
-        f"PACS {endpoint.describe()}: {result.studies} study(ies); fetched "
-        f"{result.instances_fetched} instance(s) of {result.studies_fetched} "
+        f"PACS {endpoint.describe()}: {counted(result.studies, 'study', 'studies')}; fetched "
+        f"{counted(result.instances_fetched, 'instance')} from "
+        f"{counted(result.studies_fetched, 'study', 'studies')} "
         f"({human_bytes(result.bytes_fetched)}); {result.studies_held} already held whole"
     )

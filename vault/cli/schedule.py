@@ -117,9 +117,14 @@ def cmd_schedule_run(args: argparse.Namespace) -> int:
     drill_policy = load_drill_policy(directory)
     env = _child_env(args)
     where = f"{directory / 'backup.toml'}" if directory else "backup.toml (--policy-dir)"
-    if not backup_policy.sources and not backup_policy.pacs_sources and args.once in (
-        None,
-        "backup",
+    if (
+        not backup_policy.sources
+        and not backup_policy.pacs_sources
+        and args.once
+        in (
+            None,
+            "backup",
+        )
     ):
         raise UsageError(f"{where} names no sources: say what to back up (policies/backup.toml)")
     if not (backup_policy.repository or env.get("VAULT_REPO")):

@@ -9,7 +9,7 @@ import math
 import statistics
 from typing import Any
 
-from vault.units import human_seconds
+from vault.units import counted, human_seconds
 
 
 def pacs_summary(record: dict[str, Any]) -> str | None:
@@ -21,7 +21,8 @@ def pacs_summary(record: dict[str, Any]) -> str | None:
     expected = sum(c["instances_expected"] for c in checks)
     verdict = "FAIL" if any(c["result"] == "FAIL" for c in checks) else "PASS"
     return (
-        f"{verdict}: {found} of {expected} instance(s) of {len(checks)} study(ies) found in "
+        f"{verdict}: {found} of {counted(expected, 'instance')} of "
+        f"{counted(len(checks), 'study', 'studies')} found in "
         f"PACS {checks[0]['endpoint']} by C-FIND after C-STORE"
     )
 
