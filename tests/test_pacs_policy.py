@@ -63,6 +63,8 @@ def test_endpoints_by_name_with_tls_and_defaults(tmp_path: Path) -> None:
          'verify = "yes"\n', "true or false"),
         ('name = "a"\nae_title = "A"\nhost = "127.0.0.1"\nport = 1\ntimeout_seconds = 0\n',
          "1 to 3600"),
+        ('name = "a"\nae_title = "A"\nhost = "127.0.0.1"\nport = 1\nassociations = 0\n',
+         "1 to 8"),
     ],
 )  # fmt: skip
 def test_a_bad_endpoint_is_one_line_naming_file_line_and_key(

@@ -24,9 +24,12 @@ from vault.errors import UsageError
 PACS_FILE = "pacs.toml"
 DEFAULT_CALLING_AE = "VAULT"
 DEFAULT_TIMEOUT_SECONDS = 30.0
+# Associations a restore opens at once: a PACS stores instances of several in parallel.
+DEFAULT_ASSOCIATIONS = 2
+MAX_ASSOCIATIONS = 8
 _TOP_KEYS = ("calling_ae_title", "endpoint")
 _ENDPOINT_KEYS = ("name", "ae_title", "host", "port", "calling_ae_title", "allow_plain", "tls",
-                  "timeout_seconds")  # fmt: skip
+                  "timeout_seconds", "associations")  # fmt: skip
 _TLS_KEYS = ("ca_file", "cert_file", "key_file", "verify", "server_name")
 
 
@@ -49,6 +52,7 @@ class PacsEndpoint:
     tls: PacsTls | None = None
     allow_plain: bool = False
     timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
+    associations: int = DEFAULT_ASSOCIATIONS
 
     def describe(self) -> str:
         """How reports name it: never a credential (it has none), always where it is."""
@@ -198,6 +202,13 @@ def _endpoint(path: Path, text: str, number: int, table: Any, calling: str) -> P
         or not 1 <= timeout <= 3600
     ):
         raise fail("timeout_seconds", "must be a number of seconds from 1 to 3600")
+    associations = table.get("associations", DEFAULT_ASSOCIATIONS)
+    if (
+        isinstance(associations, bool)
+        or not isinstance(associations, int)
+        or not 1 <= associations <= MAX_ASSOCIATIONS
+    ):
+        raise fail("associations", f"must be a whole number from 1 to {MAX_ASSOCIATIONS}")
     tls = _tls(table["tls"], lambda key, why: fail(f"tls.{key}", why)) if "tls" in table else None
     if tls is None and not allow_plain and not is_loopback(host):
         raise fail(
@@ -215,6 +226,7 @@ def _endpoint(path: Path, text: str, number: int, table: Any, calling: str) -> P
         tls=tls,
         allow_plain=allow_plain,
         timeout_seconds=float(timeout),
+        associations=associations,
     )
 
 
