@@ -478,3 +478,47 @@ def test_the_nightly_schedule_backs_up_a_pacs_named_in_backup_toml(
     assert len(studies) == 1 and studies[0]["files"] == len(files)
     staging = tmp_path / "cache" / "vault" / "pacs" / "standby"
     assert staging.is_dir() and list(staging.iterdir()) == []
+
+
+def test_a_backup_by_c_move_to_vaults_own_storage_scp(
+    repo: RepoHandle, vault: RunCli, tmp_path: Path
+) -> None:
+    """For a PACS that serves C-MOVE only: it connects back to vault's storage SCP (while the
+    move runs, from the PACS's AE title only); one that does not know vault as a destination
+    is named as such, and the snapshot says it is partial."""
+    move_port = StoreSCP(tmp_path / "unused").port  # a free port
+    orthanc = Orthanc(tmp_path / "orthanc", known_modalities={"vault": "VAULT"},
+                      modality_ports={"vault": move_port}).start()  # fmt: skip
+    try:
+        _, files = make_study(tmp_path / "modality", SOURCES[:4])
+        for path in files.values():
+            _upload(orthanc, path)
+        policies = tmp_path / "policies"
+        policies.mkdir()
+
+        def endpoint(calling: str) -> None:
+            (policies / "pacs.toml").write_text(
+                f'calling_ae_title = "{calling}"\n[[endpoint]]\nname = "old-pacs"\n'
+                f'ae_title = "ORTHANC"\nhost = "127.0.0.1"\nport = {orthanc.dicom_port}\n'
+                f'retrieve = "move"\nmove_port = {move_port}\n'
+            )
+
+        endpoint("STRANGER")  # a move destination Orthanc does not know
+        refused = vault("backup", "-r", repo, "--from-pacs", "old-pacs", "--policy-dir",
+                        policies, "--staging", tmp_path / "staging", "--json")  # fmt: skip
+        assert refused.code == 3, refused.err
+        assert "move destination" in refused.err
+        assert json.loads(refused.out)["pacs"]["instances_fetched"] == 0
+
+        endpoint("VAULT")
+        moved = vault("backup", "-r", repo, "--from-pacs", "old-pacs", "--policy-dir", policies,
+                      "--staging", tmp_path / "staging", "--json")  # fmt: skip
+        assert moved.code == 0, moved.err
+        assert json.loads(moved.out)["pacs"]["instances_fetched"] == len(files)
+        target = tmp_path / "restored"
+        assert vault("restore", "latest", "-r", repo, "--target", target).code == 0
+        restored = {pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID
+                    for p in target.rglob("*.dcm")}  # fmt: skip
+        assert restored == set(files)
+    finally:
+        orthanc.stop()

@@ -65,6 +65,14 @@ def test_endpoints_by_name_with_tls_and_defaults(tmp_path: Path) -> None:
          "1 to 3600"),
         ('name = "a"\nae_title = "A"\nhost = "127.0.0.1"\nport = 1\nassociations = 0\n',
          "1 to 8"),
+        ('name = "a"\nae_title = "A"\nhost = "127.0.0.1"\nport = 1\nretrieve = "fetch"\n',
+         '"get"'),
+        ('name = "a"\nae_title = "A"\nhost = "127.0.0.1"\nport = 1\nretrieve = "move"\n',
+         "needs move_port"),
+        ('name = "a"\nae_title = "A"\nhost = "127.0.0.1"\nport = 1\nmove_port = 5\n',
+         'goes with retrieve = "move"'),
+        ('name = "a"\nae_title = "A"\nhost = "pacs.lan"\nport = 1\nretrieve = "move"\n'
+         'move_port = 5\n[endpoint.tls]\nca_file = "ca.pem"\n', "plain DICOM"),
     ],
 )  # fmt: skip
 def test_a_bad_endpoint_is_one_line_naming_file_line_and_key(

@@ -200,8 +200,6 @@ def pacs_document(endpoint: PacsEndpoint, result: PacsBackupResult) -> dict[str,
 
 
 def pacs_line(endpoint: PacsEndpoint, result: PacsBackupResult) -> str:
-    for problem in result.problems:
-        print(f"vault: warning: PACS {endpoint.name}: {problem}", file=sys.stderr)
     return (
         f"PACS {endpoint.describe()}: {counted(result.studies, 'study', 'studies')}; fetched "
         f"{counted(result.instances_fetched, 'instance')} from "

@@ -176,9 +176,17 @@ def cmd_backup(args: argparse.Namespace) -> int:
     extra = {}
     if pacs is not None and endpoint is not None:
         extra = {"pacs": pacs_document(endpoint, pacs)}
+        for problem in pacs.problems:
+            print(f"vault: warning: PACS {endpoint.name}: {problem}", file=sys.stderr)
         if not opt(args, "json"):
             print(pacs_line(endpoint, pacs))
     _report_backup(args, result, seconds, request_stats(repo), extra)
+    if pacs is not None and pacs.problems:
+        raise PartialBackup(
+            f"snapshot {ids.short(result.snapshot.id)} saved, but not everything the PACS "
+            f"holds was fetched ({len(pacs.problems)} problem(s), listed above); the next "
+            "run fetches what is missing"
+        )
     if result.errors:
         raise PartialBackup(
             f"snapshot {ids.short(result.snapshot.id)} saved, but {len(result.errors)} "

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from vault.format.pack import BlobType
 from vault.jobs.backup import BackupOptions, BackupResult, backup, find_parent
-from vault.pacs.retrieve import fetch, find_instances, find_studies
+from vault.pacs.retrieve import fetch, fetch_by_move, find_instances, find_studies
 from vault.policy.pacs import PacsEndpoint
 from vault.progress import NoProgress, Progress
 from vault.repo.repository import Repository
@@ -95,7 +95,8 @@ def backup_from_pacs(
             if not missing:
                 result.studies_held += 1
                 continue
-            got = fetch(endpoint, study.study_uid, missing, path_of,
+            retrieve = fetch_by_move if endpoint.retrieve == "move" else fetch
+            got = retrieve(endpoint, study.study_uid, missing, path_of,
                         whole=len(missing) == len(instances),
                         on_file=lambda size: progress.advance(1))  # fmt: skip
             result.studies_fetched += 1

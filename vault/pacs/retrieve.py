@@ -12,6 +12,7 @@ naming the syntax it came in, then the data set bytes untouched) at a path the c
 from __future__ import annotations
 
 import os
+import threading
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,10 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from pydicom.dataset import Dataset
-from pynetdicom import build_role, evt
+from pynetdicom import AE, build_role, evt
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StudyRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
 )
 
 from vault.pacs.connect import MAX_CONTEXTS, Context, PacsError, open_association
@@ -126,24 +128,7 @@ def fetch(
             f"PACS {endpoint.describe()}: a study with {len(classes)} SOP classes needs more "
             "presentation contexts than one association holds"
         )
-    wanted = {i.sop_instance_uid for i in instances}
-
-    def on_store(event: Any) -> int:
-        uid = str(event.request.AffectedSOPInstanceUID)
-        if uid not in wanted:
-            return 0xA900  # not what was asked for: refused, never written
-        target = path_of(uid)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        data = event.encoded_dataset()  # preamble, file meta, the data set bytes as received
-        partial = target.with_name(target.name + ".partial")
-        with open(partial, "wb") as handle:
-            handle.write(data)
-        os.replace(partial, target)
-        result.files += 1
-        result.bytes += len(data)
-        on_file(len(data))
-        return 0x0000
-
+    on_store = _writer(instances, path_of, result, on_file)
     assoc = open_association(
         endpoint,
         contexts,
@@ -158,23 +143,116 @@ def fetch(
         )
         for query in requests:
             for status, _ in assoc.send_c_get(query, StudyRootQueryRetrieveInformationModelGet):
-                code = getattr(status, "Status", None)
-                if code is None:
-                    raise PacsError(
-                        f"PACS {endpoint.describe()}: the association broke during C-GET"
-                    )
-                if code in _PENDING:
-                    continue
-                failed = int(getattr(status, "NumberOfFailedSuboperations", 0) or 0)
-                result.failed += failed
-                if code not in (0x0000, 0xB000) or failed:
-                    result.problems.append(
-                        f"C-GET answered status 0x{code:04X}: {failed} instance(s) not sent"
-                    )
+                _count_status(endpoint, status, result, "C-GET")
     finally:
         if assoc.is_established:
             assoc.release()
     return result
+
+
+def _writer(
+    instances: list[RemoteInstance],
+    path_of: Callable[[str], Path],
+    result: Fetched,
+    on_file: Callable[[int], None],
+) -> Callable[[Any], int]:
+    """The C-STORE handler that writes each asked-for instance, as received, to its path."""
+    wanted = {i.sop_instance_uid for i in instances}
+    lock = threading.Lock()
+
+    def on_store(event: Any) -> int:
+        uid = str(event.request.AffectedSOPInstanceUID)
+        if uid not in wanted:
+            return 0xA900  # not what was asked for: refused, never written
+        target = path_of(uid)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        data = event.encoded_dataset()  # preamble, file meta, the data set bytes as received
+        partial = target.with_name(target.name + ".partial")
+        with open(partial, "wb") as handle:
+            handle.write(data)
+        os.replace(partial, target)
+        with lock:  # a storage SCP may take several associations at once
+            result.files += 1
+            result.bytes += len(data)
+        on_file(len(data))
+        return 0x0000
+
+    return on_store
+
+
+def fetch_by_move(
+    endpoint: PacsEndpoint,
+    study_uid: str,
+    instances: list[RemoteInstance],
+    path_of: Callable[[str], Path],
+    *,
+    whole: bool,
+    on_file: Callable[[int], None] = lambda size: None,
+) -> Fetched:
+    """C-MOVE `instances` to vault's own storage SCP, listening on the endpoint's move_port
+    for the time of the move and taking associations only from the PACS's AE title."""
+    if endpoint.move_port is None:
+        raise PacsError(f'PACS {endpoint.describe()}: retrieve = "move" needs move_port')
+    result = Fetched()
+    scp = AE(ae_title=endpoint.calling_ae_title)
+    scp.require_calling_aet = [endpoint.ae_title]
+    scp.network_timeout = scp.acse_timeout = scp.dimse_timeout = endpoint.timeout_seconds
+    for sop_class in sorted({i.sop_class_uid for i in instances}):
+        scp.add_supported_context(sop_class, list(TRANSFER_SYNTAXES))
+    try:
+        server = scp.start_server(
+            ("", endpoint.move_port),
+            block=False,
+            evt_handlers=[(evt.EVT_C_STORE, _writer(instances, path_of, result, on_file))],
+        )
+    except OSError as exc:
+        raise PacsError(
+            f"cannot listen on port {endpoint.move_port} for the PACS's C-MOVE: "
+            f"{exc.strerror or exc}"
+        ) from None
+    try:
+        context = Context(str(StudyRootQueryRetrieveInformationModelMove), _QUERY_SYNTAXES)
+        assoc = open_association(endpoint, [context])
+        try:
+            requests = (
+                [_get_query(study_uid, None)]
+                if whole
+                else [_get_query(study_uid, i) for i in instances]
+            )
+            for query in requests:
+                for status, _ in assoc.send_c_move(
+                    query, endpoint.calling_ae_title, StudyRootQueryRetrieveInformationModelMove
+                ):
+                    _count_status(endpoint, status, result, "C-MOVE")
+        finally:
+            if assoc.is_established:
+                assoc.release()
+    finally:
+        if server is not None:
+            server.shutdown()
+    return result
+
+
+def _count_status(endpoint: PacsEndpoint, status: Any, result: Fetched, what: str) -> None:
+    code = getattr(status, "Status", None)
+    if code is None:
+        raise PacsError(f"PACS {endpoint.describe()}: the association broke during {what}")
+    if code in _PENDING:
+        return
+    failed = int(getattr(status, "NumberOfFailedSuboperations", 0) or 0)
+    result.failed += failed
+    completed = int(getattr(status, "NumberOfCompletedSuboperations", 0) or 0)
+    if what == "C-MOVE" and code not in (0x0000, 0xB000) and not completed and not failed:
+        # 0xA801 says so; many PACS (Orthanc) answer 0xC000 for the same.
+        result.problems.append(
+            f"{what} refused before anything was sent (status 0x{code:04X}): the PACS must know "
+            f"vault's AE title {endpoint.calling_ae_title!r} as a move destination, with this "
+            f"machine's address and port {endpoint.move_port}"
+        )
+    elif code not in (0x0000, 0xB000) or failed:
+        result.problems.append(
+            f"{what} answered status 0x{code:04X}: {failed} instance(s) not sent"
+        )
 
 
 def _get_query(study_uid: str, instance: RemoteInstance | None) -> Dataset:

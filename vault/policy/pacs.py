@@ -29,7 +29,7 @@ DEFAULT_ASSOCIATIONS = 2
 MAX_ASSOCIATIONS = 8
 _TOP_KEYS = ("calling_ae_title", "endpoint")
 _ENDPOINT_KEYS = ("name", "ae_title", "host", "port", "calling_ae_title", "allow_plain", "tls",
-                  "timeout_seconds", "associations")  # fmt: skip
+                  "timeout_seconds", "associations", "retrieve", "move_port")  # fmt: skip
 _TLS_KEYS = ("ca_file", "cert_file", "key_file", "verify", "server_name")
 
 
@@ -53,6 +53,10 @@ class PacsEndpoint:
     allow_plain: bool = False
     timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
     associations: int = DEFAULT_ASSOCIATIONS
+    # How a backup fetches studies: "get" (C-GET, on vault's own connection) or "move"
+    # (C-MOVE: the PACS connects back to vault's storage SCP on move_port).
+    retrieve: str = "get"
+    move_port: int | None = None
 
     def describe(self) -> str:
         """How reports name it: never a credential (it has none), always where it is."""
@@ -210,6 +214,24 @@ def _endpoint(path: Path, text: str, number: int, table: Any, calling: str) -> P
     ):
         raise fail("associations", f"must be a whole number from 1 to {MAX_ASSOCIATIONS}")
     tls = _tls(table["tls"], lambda key, why: fail(f"tls.{key}", why)) if "tls" in table else None
+    retrieve = table.get("retrieve", "get")
+    if retrieve not in ("get", "move"):
+        raise fail("retrieve", 'must be "get" (C-GET) or "move" (C-MOVE)')
+    move_port = None
+    if retrieve == "move":
+        if "move_port" not in table:
+            raise fail(
+                "retrieve", '"move" needs move_port = PORT (where vault listens for the PACS)'
+            )
+        move_port = _port(table.get("move_port"), lambda why: fail("move_port", why))
+        if not allow_plain and not is_loopback(host):
+            raise fail(
+                "retrieve",
+                '"move" brings the images back over plain DICOM (vault\'s storage SCP does not '
+                'do TLS): use retrieve = "get", or allow_plain = true',
+            )
+    elif "move_port" in table:
+        raise fail("move_port", 'goes with retrieve = "move"')
     if tls is None and not allow_plain and not is_loopback(host):
         raise fail(
             "host",
@@ -227,6 +249,8 @@ def _endpoint(path: Path, text: str, number: int, table: Any, calling: str) -> P
         allow_plain=allow_plain,
         timeout_seconds=float(timeout),
         associations=associations,
+        retrieve=retrieve,
+        move_port=move_port,
     )
 
 
