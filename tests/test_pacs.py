@@ -522,3 +522,17 @@ def test_a_backup_by_c_move_to_vaults_own_storage_scp(
         assert restored == set(files)
     finally:
         orthanc.stop()
+
+
+def test_every_study_of_a_patient_goes_into_the_pacs(
+    orthanc: Orthanc, repo: RepoHandle, vault: RunCli, tmp_path: Path
+) -> None:
+    _, first = make_study(tmp_path / "a", SOURCES[:2])
+    _, second = make_study(tmp_path / "b", SOURCES[2:4])
+    assert vault("backup", "-r", repo, tmp_path / "a", tmp_path / "b").code == 0
+    sent = vault("restore", "latest", "-r", repo, "--patient", "PID-4711", "--to-pacs",
+                 orthanc.endpoint, "--json")  # fmt: skip
+    assert sent.code == 0, sent.err
+    doc = json.loads(sent.out)
+    assert len(doc["studies"]) == 2 and doc["stored"] == 4
+    assert set(orthanc.received_by_sop_instance()) == {*first, *second}
