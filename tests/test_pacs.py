@@ -536,3 +536,28 @@ def test_every_study_of_a_patient_goes_into_the_pacs(
     doc = json.loads(sent.out)
     assert len(doc["studies"]) == 2 and doc["stored"] == 4
     assert set(orthanc.received_by_sop_instance()) == {*first, *second}
+
+
+def test_a_file_of_the_study_that_cannot_go_as_stored_is_skipped_with_a_note(
+    orthanc: Orthanc, repo: RepoHandle, vault: RunCli, tmp_path: Path
+) -> None:
+    study_uid, files = make_study(tmp_path / "a", SOURCES[:2])
+    # A bare data set of the same study, as old systems wrote them: no file meta group, so it
+    # cannot be sent without re-encoding, and vault sends only what it can send unchanged.
+    bare = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    bare.StudyInstanceUID = study_uid
+    bare.SOPInstanceUID = generate_uid()
+    del bare.file_meta
+    folder = next(iter(files.values())).parent
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pydicom.dcmwrite(folder / "OLD0001", bare, implicit_vr=True, little_endian=True)
+    assert vault("backup", "-r", repo, tmp_path / "a").code == 0
+    studies = json.loads(vault("studies", "-r", repo, "--json").out)
+    assert studies[0]["files"] == 3
+    sent = vault("restore", "latest", "-r", repo, "--study", studies[0]["catalog_id"],
+                 "--to-pacs", orthanc.endpoint)  # fmt: skip
+    assert sent.code == 0, sent.err
+    assert "not sent: not a DICOM file with a file meta group" in sent.err
+    assert "OLD0001" not in sent.err and "sent 2 of 2 instances" in sent.out
+    assert set(orthanc.received_by_sop_instance()) == set(files)

@@ -61,6 +61,11 @@ def read_instance(path: Path, label: str) -> Instance | str:
         meta, _ = split_dataset(path)
     except (OSError, ValueError, EOFError, KeyError, AttributeError, TypeError):
         return "not a DICOM file with a file meta group (sent only as stored, never re-encoded)"
+    if not meta:
+        return (
+            "not a DICOM file with a file meta group (a bare data set, as older systems wrote "
+            "them): vault sends files only as stored, never re-encoded"
+        )
     sop_class = str(meta.get("MediaStorageSOPClassUID", "") or "")
     syntax = str(meta.get("TransferSyntaxUID", "") or "")
     if not sop_class or not syntax or "MediaStorageSOPInstanceUID" not in meta:
