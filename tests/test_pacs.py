@@ -118,7 +118,7 @@ def test_echo_says_ok_and_why_not(orthanc: Orthanc, vault: RunCli, tmp_path: Pat
     wrong_title = vault("pacs", "echo", f"NOTORTHANC@127.0.0.1:{orthanc.dicom_port}")
     assert wrong_title.code == 1
     assert "rejected the association" in wrong_title.err and "NOTORTHANC" in wrong_title.err
-    assert "Traceback" not in wrong_title.err
+    assert "internal error" not in wrong_title.err
 
     closed = StoreSCP(tmp_path / "closed").port  # a free port nobody listens on
     wrong_port = vault("pacs", "echo", f"ORTHANC@127.0.0.1:{closed}")
@@ -321,7 +321,7 @@ def test_dicom_tls_verifies_the_pacs_and_refuses_a_wrong_ca(
         assert set(tls_orthanc.received_by_sop_instance()) == set(files)
         # Plain DICOM to the TLS port gets a clear error, not a hang or a traceback.
         plain = vault("pacs", "echo", f"ORTHANC@127.0.0.1:{tls_orthanc.dicom_port}")
-        assert plain.code == 1 and "Traceback" not in plain.err
+        assert plain.code == 1 and "internal error" not in plain.err
     finally:
         tls_orthanc.stop()
 
@@ -415,7 +415,10 @@ def _backup_from_orthanc(
     doc = json.loads(first.out)
     assert doc["pacs"]["studies"] == 1 and doc["pacs"]["instances_fetched"] == len(files)
     assert doc["stats"]["files"] == len(files)
-    assert list(staging.iterdir()) == []  # the clear-text staging copy is gone
+    # The clear-text staging copy is gone; vault's folder keeps only its marker.
+    own = staging / f"vault-pacs-ORTHANC_127.0.0.1_{orthanc.dicom_port}"
+    assert [p.name for p in staging.iterdir()] == [own.name]
+    assert [p.name for p in own.iterdir()] == [".vault-staging"]
     # Nothing of the patient in the snapshot's paths: keyed names only.
     listing = vault("ls", "-r", repo, "latest", "--json").out
     assert study_uid not in listing and not any(uid in listing for uid in files)
@@ -476,8 +479,8 @@ def test_the_nightly_schedule_backs_up_a_pacs_named_in_backup_toml(
     assert len(snapshots) == 1 and set(snapshots[0]["tags"]) == {"pacs", "nightly"}
     studies = json.loads(vault("studies", "-r", repo, "--json").out)
     assert len(studies) == 1 and studies[0]["files"] == len(files)
-    staging = tmp_path / "cache" / "vault" / "pacs" / "standby"
-    assert staging.is_dir() and list(staging.iterdir()) == []
+    staging = tmp_path / "cache" / "vault" / "pacs" / "vault-pacs-standby"
+    assert [p.name for p in staging.iterdir()] == [".vault-staging"]
 
 
 def test_a_backup_by_c_move_to_vaults_own_storage_scp(
@@ -548,6 +551,7 @@ def test_a_file_of_the_study_that_cannot_go_as_stored_is_skipped_with_a_note(
     bare.StudyInstanceUID = study_uid
     bare.SOPInstanceUID = generate_uid()
     del bare.file_meta
+    bare.preamble = None  # no preamble, no "DICM": the data set alone
     folder = next(iter(files.values())).parent
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -561,3 +565,22 @@ def test_a_file_of_the_study_that_cannot_go_as_stored_is_skipped_with_a_note(
     assert "not sent: not a DICOM file with a file meta group" in sent.err
     assert "OLD0001" not in sent.err and "sent 2 of 2 instances" in sent.out
     assert set(orthanc.received_by_sop_instance()) == set(files)
+
+
+def test_a_staging_directory_holding_other_files_is_refused_and_left_alone(
+    orthanc: Orthanc, repo: RepoHandle, vault: RunCli, tmp_path: Path
+) -> None:
+    staging = tmp_path / "shared"
+    own = staging / f"vault-pacs-ORTHANC_127.0.0.1_{orthanc.dicom_port}"
+    own.mkdir(parents=True)
+    keep = own / "letter.txt"
+    keep.write_text("not vault's")
+    run = vault("backup", "-r", repo, "--from-pacs", orthanc.endpoint, "--staging", staging)
+    assert run.code == 2 and "did not stage" in run.err
+    assert keep.read_text() == "not vault's"
+    other = staging / "unrelated.txt"
+    other.write_text("beside vault's folder")
+    keep.unlink()
+    assert vault("backup", "-r", repo, "--from-pacs", orthanc.endpoint, "--staging",
+                 staging).code == 0  # fmt: skip
+    assert other.read_text() == "beside vault's folder"  # only vault's own folder is touched

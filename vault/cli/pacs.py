@@ -22,6 +22,7 @@ from vault.errors import VaultError
 from vault.format.snapshot import Snapshot
 from vault.policy.files import policy_dir
 from vault.policy.pacs import PACS_FILE, PacsEndpoint, resolve_endpoint
+from vault.repo import lock
 from vault.repo.repository import Repository
 from vault.units import counted, human_bytes
 
@@ -98,9 +99,11 @@ def restore_to_pacs(
     endpoint = endpoint_of(args, args.to_pacs)
     staging = Path(args.staging) if opt(args, "staging") else None
     try:
-        result = send_studies(repo, snapshot, studies, endpoint, progress_for(args),
-                              staging=staging)  # fmt: skip
-    except VaultError:
+        # A shared lock, as any restore takes: prune cannot delete what is being read.
+        with lock.Lock(repo.storage, repo.keyring, exclusive=False, operation="restore-to-pacs"):
+            result = send_studies(repo, snapshot, studies, endpoint, progress_for(args),
+                                  staging=staging)  # fmt: skip
+    except BaseException:  # an error, or Ctrl-C: the event says FAIL, then the error is told
         _audit(repo, snapshot, studies, endpoint, None)
         raise
     _audit(repo, snapshot, studies, endpoint, result)
@@ -108,6 +111,9 @@ def restore_to_pacs(
         emit_json(_document(snapshot, endpoint, result))
     else:
         _print(snapshot, endpoint, result)
+    if result.instances == 0:
+        raise VaultError(f"nothing was sent to {endpoint.name}: the studies hold no instance "
+                         "vault can send as stored (notes above)")  # fmt: skip
     if not result.ok:
         raise VaultError(
             f"{len(result.store.failures)} of {result.instances} instance(s) were not stored "

@@ -65,8 +65,9 @@ def add_snapshot_parsers(command: Callable[..., argparse.ArgumentParser]) -> Non
     p.add_argument(
         "--from-pacs",
         metavar="NAME|AET@HOST:PORT",
-        help="instead of paths: the studies this PACS holds (C-FIND), fetching with C-GET "
-        "only the instances the last PACS snapshot does not hold",
+        help="instead of paths: the studies this PACS holds (C-FIND), fetching (C-GET, or "
+        'C-MOVE with retrieve = "move" in pacs.toml) only the instances the last PACS '
+        "snapshot does not hold",
     )
     p.add_argument(
         "--since", metavar="DATE", help="with --from-pacs: only studies on or after DATE"
@@ -74,8 +75,9 @@ def add_snapshot_parsers(command: Callable[..., argparse.ArgumentParser]) -> Non
     p.add_argument(
         "--staging",
         metavar="DIR",
-        help="with --from-pacs: where fetched studies wait to be backed up (emptied after; "
-        "default ~/.cache/vault/pacs/NAME); keep it the same from night to night",
+        help="with --from-pacs: where fetched studies wait to be backed up, in a folder "
+        "vault-pacs-NAME of their own that is emptied after (default ~/.cache/vault/pacs); "
+        "keep it the same from night to night",
     )
     p.add_argument(
         "--allow-plain-dicom",
@@ -142,9 +144,13 @@ def cmd_backup(args: argparse.Namespace) -> int:
         with sigterm_sets(stop):
             if endpoint is not None:
                 # Imported here: pynetdicom and pydicom are for the backups that need them.
-                from vault.jobs.pacs_backup import backup_from_pacs, default_staging
+                from vault.jobs.pacs_backup import backup_from_pacs, default_staging, staging_dir
 
-                staging = Path(args.staging) if args.staging else default_staging(endpoint)
+                staging = (
+                    staging_dir(Path(args.staging), endpoint)
+                    if args.staging
+                    else default_staging(endpoint)
+                )
                 pacs = backup_from_pacs(repo, endpoint, staging=staging, since=since,
                                         tags=tuple(args.tag), time=when, host=args.host,
                                         progress=progress_for(args), stop=stop)  # fmt: skip
@@ -160,10 +166,11 @@ def cmd_backup(args: argparse.Namespace) -> int:
         raise
     seconds = max((datetime.now(UTC) - started).total_seconds(), 1e-9)
     st = result.snapshot.stats
+    partial = bool(result.errors) or bool(pacs is not None and pacs.problems)
     record_audit(
         repo,
         "backup",
-        result="FAIL" if result.errors else "PASS",
+        result="FAIL" if partial else "PASS",
         snapshot=result.snapshot.id,
         details={
             "files": st.files,
@@ -171,6 +178,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
             "bytes_added": st.bytes_added,
             "files_not_saved": st.errors,
             "duration_seconds": round(seconds, 3),
+            **({"pacs_problems": len(pacs.problems)} if pacs is not None else {}),
         },
     )
     extra = {}
@@ -248,7 +256,9 @@ def _report_backup(
                 if catalog
                 else [],
                 "requests": requests,
-                "outcome": "FAIL" if result.errors else "PASS",
+                "outcome": "FAIL"
+                if result.errors or (extra or {}).get("pacs", {}).get("problems")
+                else "PASS",
                 **(extra or {}),
             }
         )

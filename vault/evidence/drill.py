@@ -278,6 +278,13 @@ def run_drill(
     finally:
         if scratch_made:
             shutil.rmtree(base, ignore_errors=True)
+    if options.into_pacs is not None and not any(r.get("pacs") for r in results):
+        # Asked for the PACS check and none ran (no study sampled, or none restored): the
+        # drill must not read as if the PACS had been proven.
+        failures.append(
+            f"PACS check: no study was checked in {options.into_pacs.name} (none in the sample "
+            "restored)"
+        )
     wall = time.perf_counter() - clock
     throughput = total_bytes / wall if wall > 0 else 0.0
     archive_bytes = snapshot.stats.bytes

@@ -25,13 +25,16 @@ def check_in_pacs(
 ) -> dict[str, Any]:
     started = time.monotonic()
     instances: list[Instance] = []
+    skipped = 0  # files of the study that cannot go as stored (notes in `vault restore`)
     for number, path in enumerate(sorted(paths), start=1):
         staged = Path(os.fsdecode(os.fsencode(root) + os.fsencode(path)))
         found = read_instance(staged, f"{ref}/{number}")
-        if not isinstance(found, str):
+        if isinstance(found, str):
+            skipped += 1
+        else:
             instances.append(found)
     entry: dict[str, Any] = {"endpoint": endpoint.name, "tls": endpoint.tls is not None,
-                             "sent": len(instances)}  # fmt: skip
+                             "sent": len(instances), "skipped": skipped}  # fmt: skip
     problems: list[str] = []
     answers: list[Held] = []
     try:

@@ -221,12 +221,24 @@ class _Job:
             if node.name in present:
                 continue
             if node.type == DIR and node.subtree:
-                for path, kept in _files_below(self.repo, os.path.join(frame.path, node.name),
-                                               node.subtree):  # fmt: skip
+                try:
+                    below = list(_files_below(self.repo, os.path.join(frame.path, node.name),
+                                              node.subtree))  # fmt: skip
+                except DAMAGE:
+                    continue  # a damaged tree is not carried: what it held is fetched again
+                if not all(self._indexed(kept) for _, kept in below):
+                    continue
+                for path, kept in below:
                     self._count_kept(path, kept)
+                self.counters.dirs += 1
             elif node.type == FILE:
+                if not self._indexed(node):
+                    continue  # lost chunks are not carried: the file is fetched again
                 self._count_kept(os.path.join(frame.path, node.name), node)
             frame.nodes.append(node)
+
+    def _indexed(self, node: Node) -> bool:
+        return all(bytes.fromhex(c) in self.writer.index for c in node.chunks)
 
     def _count_kept(self, path: bytes, node: Node) -> None:
         self.counters.files += 1

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from vault.errors import VaultError
 from vault.format.snapshot import Snapshot
 from vault.jobs.restore.restorer import RestoreOptions, restore
 from vault.pacs.echo import NoVerification, echo
+from vault.pacs.files import remove_tree
 from vault.pacs.store import Instance, StoreResult, read_instance, store
 from vault.policy.pacs import PacsEndpoint
 from vault.progress import NoProgress, Progress
@@ -40,7 +40,7 @@ class PacsSendResult:
 
     @property
     def ok(self) -> bool:
-        return self.store.ok
+        return self.store.ok and self.instances > 0
 
 
 def instance_label(study: Study, number: int) -> str:
@@ -88,5 +88,5 @@ def send_studies(
         result.instances = len(instances)
         result.store = store(endpoint, instances, progress)
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        remove_tree(scratch)  # the clear-text copy goes, read-only folders and all
     return result

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pydicom import config as pydicom_config
 from pynetdicom import AE, _config, evt
 from pynetdicom.association import Association
 
@@ -29,6 +30,10 @@ logging.getLogger("pynetdicom").propagate = False
 # Nor are its standard event handlers bound: they decode every PDU sent for that log, about a
 # tenth of the time of sending a study.
 _config.LOG_HANDLER_LEVEL = "none"
+# pydicom warns about a non-conformant value by quoting it, and a UID is a patient identifier:
+# values are read as they are, without a word.
+pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
+pydicom_config.settings.writing_validation_mode = pydicom_config.IGNORE
 
 MAX_CONTEXTS = 128  # presentation contexts one association may propose (PS3.8 9.3.2.2)
 _CONNECT_TIMEOUT_SECONDS = 10.0
@@ -44,7 +49,13 @@ _REJECT_REASONS = {
 
 
 class PacsError(VaultError):
-    """The PACS could not be reached, refused the association, or failed a request."""
+    """The PACS could not be reached, refused the association, or failed a request.
+    `permanent`: asking again will not help (an AE title it does not know, a certificate that
+    does not verify); otherwise the PACS may be back in a moment (restarting, busy)."""
+
+    def __init__(self, message: str, *, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
 
 
 class NoContextAccepted(PacsError):
@@ -75,7 +86,8 @@ def tls_context(endpoint: PacsEndpoint) -> ssl.SSLContext | None:
     except (OSError, ssl.SSLError) as exc:
         raise PacsError(
             f"PACS {endpoint.name}: cannot load its TLS files (ca_file, cert_file, key_file): "
-            f"{getattr(exc, 'strerror', None) or exc}"
+            f"{getattr(exc, 'strerror', None) or exc}",
+            permanent=True,
         ) from None
     return context
 
@@ -116,9 +128,11 @@ def open_association(
     if any(getattr(a, "result", None) == 0 for a in answers):
         raise NoContextAccepted(
             f"PACS {endpoint.describe()}: it accepts none of the "
-            + ", ".join(sorted({c.sop_class for c in contexts}))
+            + ", ".join(sorted({c.sop_class for c in contexts})),
+            permanent=True,
         )
-    raise PacsError(f"PACS {endpoint.describe()}: {_why_not(endpoint, assoc, answers, tls)}")
+    why, permanent = _why_not(endpoint, assoc, answers, tls)
+    raise PacsError(f"PACS {endpoint.describe()}: {why}", permanent=permanent)
 
 
 def _no_delay(event: Any) -> None:
@@ -132,9 +146,12 @@ def _no_delay(event: Any) -> None:
 
 def _why_not(
     endpoint: PacsEndpoint, assoc: Association, answers: list[Any], tls: ssl.SSLContext | None
-) -> str:
-    if assoc.is_rejected:
-        answer = next((a for a in answers if getattr(a, "result", None) in (1, 2)), None)
+) -> tuple[str, bool]:
+    """Why the association did not open, and whether that is for good."""
+    # The rejection as it arrived: a PACS that closes the connection right after rejecting
+    # can leave pynetdicom reporting an abort instead.
+    answer = next((a for a in answers if getattr(a, "result", None) in (1, 2)), None)
+    if assoc.is_rejected or answer is not None:
         diagnostic = getattr(answer, "diagnostic", None)
         source = getattr(answer, "result_source", None)
         transient = getattr(answer, "result", None) == 2
@@ -143,59 +160,58 @@ def _why_not(
                 calling=endpoint.calling_ae_title, called=endpoint.ae_title
             )
         elif source in (2, 3):
-            reason = "it is busy or has reached its limit of associations"
+            reason, transient = "it is busy or has reached its limit of associations", True
         else:
             reason = f"reason code {diagnostic}"
         kind = "for now" if transient else "permanently"
-        return f"the PACS rejected the association {kind}: {reason}"
+        return f"the PACS rejected the association {kind}: {reason}", not transient
     # A port nobody listens on also ends as an abort in pynetdicom: connect again by hand to
     # tell the network's reasons from the PACS's.
-    network = _diagnose(endpoint, tls)
+    network, permanent = _diagnose(endpoint, tls)
     if network:
-        return network
+        return network, permanent
     if assoc.is_aborted:
         return (
             "the PACS aborted the association request (a PACS that accepts only known AE "
             "titles, or that expects DICOM TLS, often does this)"
-        )
+        ), False
     scheme = "over TLS " if tls else ""
     return (
         f"the PACS accepts connections {scheme}but did not answer the association request in "
         f"{endpoint.timeout_seconds:g} s" + ("" if tls else " (does it expect DICOM TLS?)")
-    )
+    ), False
 
 
-def _diagnose(endpoint: PacsEndpoint, tls: ssl.SSLContext | None) -> str | None:
+def _diagnose(endpoint: PacsEndpoint, tls: ssl.SSLContext | None) -> tuple[str | None, bool]:
     """Why the network keeps vault from the PACS (found by connecting again by hand), or None
-    when a connection, and for TLS a verified handshake, work."""
+    when a connection, and for TLS a verified handshake, work; and whether it is for good."""
     where = f"{endpoint.host}:{endpoint.port}"
     try:
         raw = socket.create_connection(
             (endpoint.host, endpoint.port), timeout=min(endpoint.timeout_seconds, 10.0)
         )
     except ConnectionRefusedError:
-        return f"nothing listens on {where} (wrong port, or the PACS is not running)"
+        return f"nothing listens on {where} (wrong port, or the PACS is not running)", False
     except TimeoutError:
-        return f"no answer from {where} (host down, or a firewall drops the connection)"
+        return f"no answer from {where} (host down, or a firewall drops the connection)", False
     except socket.gaierror:
-        return f"the host name {endpoint.host!r} does not resolve"
+        return f"the host name {endpoint.host!r} does not resolve", True
     except OSError as exc:
-        return f"cannot connect to {where}: {exc.strerror or exc}"
+        return f"cannot connect to {where}: {exc.strerror or exc}", False
     with raw:
         if tls is None:
-            return None
+            return None, False
         server_name = (endpoint.tls.server_name if endpoint.tls else None) or endpoint.host
         try:
             with tls.wrap_socket(raw, server_hostname=server_name):
-                return None
+                return None, False
         except ssl.SSLCertVerificationError as exc:
             return (
                 f"TLS: the PACS's certificate did not verify ({exc.verify_message}): a wrong "
                 "ca_file, or a certificate for another name (server_name)"
-            )
+            ), True
         except ssl.SSLError as exc:
-            return (
-                f"TLS handshake failed ({exc.reason or exc}): does the PACS speak DICOM TLS here?"
-            )
+            why = f"TLS handshake failed ({exc.reason or exc}): does the PACS speak DICOM TLS here?"
+            return why, True
         except OSError as exc:
-            return f"TLS handshake failed: {exc.strerror or exc}"
+            return f"TLS handshake failed: {exc.strerror or exc}", False

@@ -125,7 +125,12 @@ def _query(level: str, study_uid: str, **keys: str) -> Dataset:
 
 def _find(assoc: object, query: Dataset) -> list[Dataset]:
     found = []
-    responses = assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind)  # type: ignore[attr-defined]
+    try:
+        responses = list(assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind))  # type: ignore[attr-defined]
+    except (RuntimeError, ValueError, AttributeError):  # no association, or no such context
+        raise PacsError(
+            "the PACS does not answer C-FIND (study root), or the association broke"
+        ) from None
     for status, identifier in responses:
         code = getattr(status, "Status", None)
         if code is None:

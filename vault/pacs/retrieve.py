@@ -11,9 +11,11 @@ naming the syntax it came in, then the data set bytes untouched) at a path the c
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
+import tempfile
 import threading
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +30,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 
 from vault.pacs.connect import MAX_CONTEXTS, Context, PacsError, open_association
-from vault.policy.pacs import PacsEndpoint
+from vault.policy.pacs import PacsEndpoint, is_loopback
 
 # The transfer syntaxes a PACS may hold an image in, most common first.
 TRANSFER_SYNTAXES = (
@@ -47,6 +49,10 @@ TRANSFER_SYNTAXES = (
     "1.2.840.10008.1.2.4.57",  # JPEG lossless, non-hierarchical
 )
 _QUERY_SYNTAXES = ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2")
+PARTIAL = ".partial"  # a file being written: never backed up, replaced when complete
+# What pynetdicom raises when an association went away between two requests, or the PACS
+# accepted the association but not the service's context.
+_DIMSE_ERRORS = (RuntimeError, ValueError, AttributeError)
 _PENDING = (0xFF00, 0xFF01)
 
 
@@ -128,7 +134,7 @@ def fetch(
             f"PACS {endpoint.describe()}: a study with {len(classes)} SOP classes needs more "
             "presentation contexts than one association holds"
         )
-    on_store = _writer(instances, path_of, result, on_file)
+    on_store = _writer(instances, path_of, result, on_file, whole=whole)
     assoc = open_association(
         endpoint,
         contexts,
@@ -142,8 +148,15 @@ def fetch(
             else [_get_query(study_uid, i) for i in instances]
         )
         for query in requests:
-            for status, _ in assoc.send_c_get(query, StudyRootQueryRetrieveInformationModelGet):
-                _count_status(endpoint, status, result, "C-GET")
+            try:
+                for status, _ in assoc.send_c_get(query, StudyRootQueryRetrieveInformationModelGet):
+                    _count_status(endpoint, status, result, "C-GET")
+            except _DIMSE_ERRORS:
+                raise PacsError(
+                    f"PACS {endpoint.describe()}: it does not offer C-GET here (for a PACS that "
+                    'serves only C-MOVE, set retrieve = "move" in pacs.toml), or the '
+                    "association broke"
+                ) from None
     finally:
         if assoc.is_established:
             assoc.release()
@@ -155,22 +168,33 @@ def _writer(
     path_of: Callable[[str], Path],
     result: Fetched,
     on_file: Callable[[int], None],
+    *,
+    whole: bool,
+    allowed_from: set[str] | None = None,
 ) -> Callable[[Any], int]:
-    """The C-STORE handler that writes each asked-for instance, as received, to its path."""
+    """The C-STORE handler that writes each instance, as received, to its path: any instance
+    of a whole study (one may have arrived since the C-FIND), else only those asked for."""
     wanted = {i.sop_instance_uid for i in instances}
     lock = threading.Lock()
 
     def on_store(event: Any) -> int:
+        if allowed_from is not None and event.assoc.requestor.address not in allowed_from:
+            return 0xC000  # a C-MOVE's images come from the PACS's address, or not at all
         uid = str(event.request.AffectedSOPInstanceUID)
-        if uid not in wanted:
-            return 0xA900  # not what was asked for: refused, never written
+        if not whole and uid not in wanted:
+            return 0xC000  # not what was asked for: refused, never written
         target = path_of(uid)
         target.parent.mkdir(parents=True, exist_ok=True)
         data = event.encoded_dataset()  # preamble, file meta, the data set bytes as received
-        partial = target.with_name(target.name + ".partial")
-        with open(partial, "wb") as handle:
-            handle.write(data)
-        os.replace(partial, target)
+        fd, partial = tempfile.mkstemp(dir=target.parent, prefix=target.name, suffix=PARTIAL)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            os.replace(partial, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(partial)
+            raise
         with lock:  # a storage SCP may take several associations at once
             result.files += 1
             result.bytes += len(data)
@@ -199,11 +223,13 @@ def fetch_by_move(
     scp.network_timeout = scp.acse_timeout = scp.dimse_timeout = endpoint.timeout_seconds
     for sop_class in sorted({i.sop_class_uid for i in instances}):
         scp.add_supported_context(sop_class, list(TRANSFER_SYNTAXES))
+    addresses = _addresses(endpoint.host)
+    # Listening where the PACS can reach vault: on loopback for a PACS on this machine.
+    bind = "127.0.0.1" if is_loopback(endpoint.host) else ""
+    handler = _writer(instances, path_of, result, on_file, whole=whole, allowed_from=addresses)
     try:
         server = scp.start_server(
-            ("", endpoint.move_port),
-            block=False,
-            evt_handlers=[(evt.EVT_C_STORE, _writer(instances, path_of, result, on_file))],
+            (bind, endpoint.move_port), block=False, evt_handlers=[(evt.EVT_C_STORE, handler)]
         )
     except OSError as exc:
         raise PacsError(
@@ -220,10 +246,16 @@ def fetch_by_move(
                 else [_get_query(study_uid, i) for i in instances]
             )
             for query in requests:
-                for status, _ in assoc.send_c_move(
-                    query, endpoint.calling_ae_title, StudyRootQueryRetrieveInformationModelMove
-                ):
-                    _count_status(endpoint, status, result, "C-MOVE")
+                try:
+                    for status, _ in assoc.send_c_move(
+                        query, endpoint.calling_ae_title, StudyRootQueryRetrieveInformationModelMove
+                    ):
+                        _count_status(endpoint, status, result, "C-MOVE")
+                except _DIMSE_ERRORS:
+                    raise PacsError(
+                        f"PACS {endpoint.describe()}: it does not offer C-MOVE here, or the "
+                        "association broke"
+                    ) from None
         finally:
             if assoc.is_established:
                 assoc.release()
@@ -242,7 +274,7 @@ def _count_status(endpoint: PacsEndpoint, status: Any, result: Fetched, what: st
     failed = int(getattr(status, "NumberOfFailedSuboperations", 0) or 0)
     result.failed += failed
     completed = int(getattr(status, "NumberOfCompletedSuboperations", 0) or 0)
-    if what == "C-MOVE" and code not in (0x0000, 0xB000) and not completed and not failed:
+    if what == "C-MOVE" and code in (0xA801, 0xC000) and not completed and not failed:
         # 0xA801 says so; many PACS (Orthanc) answer 0xC000 for the same.
         result.problems.append(
             f"{what} refused before anything was sent (status 0x{code:04X}): the PACS must know "
@@ -253,6 +285,14 @@ def _count_status(endpoint: PacsEndpoint, status: Any, result: Fetched, what: st
         result.problems.append(
             f"{what} answered status 0x{code:04X}: {failed} instance(s) not sent"
         )
+
+
+def _addresses(host: str) -> set[str]:
+    """The addresses `host` resolves to: a C-MOVE's images must come from one of them."""
+    try:
+        return {str(info[4][0]) for info in socket.getaddrinfo(host, None)}
+    except OSError:
+        return {host}
 
 
 def _get_query(study_uid: str, instance: RemoteInstance | None) -> Dataset:
@@ -272,20 +312,21 @@ def _find(endpoint: PacsEndpoint, query: Dataset) -> list[Dataset]:
     assoc = open_association(endpoint, [context])
     found: list[Dataset] = []
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            for status, identifier in assoc.send_c_find(
-                query, StudyRootQueryRetrieveInformationModelFind
-            ):
-                code = getattr(status, "Status", None)
-                if code is None:
-                    raise PacsError(f"PACS {endpoint.describe()}: no answer to a C-FIND")
-                if code in _PENDING and identifier is not None:
-                    found.append(identifier)
-                elif code not in _PENDING and code != 0x0000:
-                    raise PacsError(
-                        f"PACS {endpoint.describe()}: C-FIND answered status 0x{code:04X}"
-                    )
+        try:
+            answers = list(assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind))
+        except _DIMSE_ERRORS:
+            raise PacsError(
+                f"PACS {endpoint.describe()}: it does not answer C-FIND (study root), or the "
+                "association broke"
+            ) from None
+        for status, identifier in answers:
+            code = getattr(status, "Status", None)
+            if code is None:
+                raise PacsError(f"PACS {endpoint.describe()}: no answer to a C-FIND")
+            if code in _PENDING and identifier is not None:
+                found.append(identifier)
+            elif code not in _PENDING and code != 0x0000:
+                raise PacsError(f"PACS {endpoint.describe()}: C-FIND answered status 0x{code:04X}")
     finally:
         if assoc.is_established:
             assoc.release()

@@ -132,6 +132,8 @@ def load_pacs_file(path: Path) -> PacsFile:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise UsageError(f"cannot read PACS file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"PACS file {path} is not UTF-8 text") from None
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -277,7 +279,7 @@ def _tls(table: Any, fail: Any) -> PacsTls:
 
 def _port(value: Any, fail: Any) -> int:
     if isinstance(value, str):
-        value = int(value) if value.isdigit() else None
+        value = int(value) if value.isascii() and value.isdigit() else None
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
         raise fail("must be a whole number from 1 to 65535")
     return value
