@@ -12,7 +12,8 @@ command -v restic >/dev/null || need+=(restic)
 command -v borg >/dev/null || need+=(borgbackup)
 [ -x /usr/bin/time ] || need+=(time)
 [ -x /usr/sbin/Orthanc ] || need+=(orthanc)
-command -v storescp >/dev/null || need+=(dcmtk)
+# Not `command -v`: pynetdicom puts Python apps named storescp/storescu into the venv.
+[ -x /usr/bin/storescp ] || need+=(dcmtk)
 if [ ${#need[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "installing ${need[*]} for the tests that use them" >&2
     blocker=/usr/sbin/policy-rc.d

@@ -24,8 +24,28 @@ from typing import Any
 from tests.waiting import DirectoryChanges, wait_until
 
 ORTHANC = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
-STORESCP = shutil.which("storescp")
-STORESCU = shutil.which("storescu")
+
+
+def _dcmtk(tool: str) -> str | None:
+    """DCMTK's `tool`. Not just the first on PATH: pynetdicom installs Python apps of the same
+    names (storescp, storescu) into the virtual environment, with other options."""
+    for directory in ("/usr/bin", "/usr/local/bin", *os.environ.get("PATH", "").split(os.pathsep)):
+        path = os.path.join(directory, tool)
+        if os.access(path, os.X_OK) and b"dcmtk" in _version(path).lower():
+            return path
+    return None
+
+
+def _version(path: str) -> bytes:
+    try:
+        run = subprocess.run([path, "--version"], capture_output=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return b""
+    return run.stdout + run.stderr
+
+
+STORESCP = _dcmtk("storescp")
+STORESCU = _dcmtk("storescu")
 
 
 def have_orthanc() -> bool:

@@ -86,4 +86,8 @@ def test_header_growth_in_multiframe_volume_keeps_95_percent_of_chunks(
     assert len(before) >= 10
     shared = len(set(before) & set(after)) / len(after)
     assert shared >= 0.95, f"only {shared:.0%} of {len(after)} chunks deduplicated"
-    assert doc["stats"]["bytes_added"] <= 0.05 * volume.stat().st_size
+    # The chunks around the header are stored again: two or three of them, each ~0.76 MiB on
+    # average but with a long tail, and the repository's chunker key is random, so now and
+    # then they sum past 5 % of this 50 MB file (3.4 MB was seen once in CI). A chunker that
+    # did not re-synchronise would store the whole file again.
+    assert doc["stats"]["bytes_added"] <= 0.10 * volume.stat().st_size
