@@ -130,6 +130,8 @@ def cmd_backup(args: argparse.Namespace) -> int:
         raise UsageError("say what to back up: PATH(s), or --from-pacs NAME (not both)")
     if not args.from_pacs and (args.since or args.staging):
         raise UsageError("--since and --staging go with --from-pacs")
+    if args.from_pacs and args.exclude:
+        raise UsageError("--exclude goes with PATH(s): a PACS backup takes every instance")
     endpoint = endpoint_of(args, args.from_pacs) if args.from_pacs else None
     since = parse_date(args.since, "--since") if args.since else None
     repo = open_repo(args)
