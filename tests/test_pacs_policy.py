@@ -117,10 +117,12 @@ def test_written_out_endpoints() -> None:
 def test_an_unknown_name_lists_the_known_ones(tmp_path: Path) -> None:
     path = tmp_path / "pacs.toml"
     path.write_text('[[endpoint]]\nname = "main"\nae_title = "A"\nhost = "127.0.0.1"\nport = 1\n')
-    with pytest.raises(UsageError, match=r"known: main\)"):
+    with pytest.raises(UsageError, match=r"pacs\.toml names main;"):
         resolve_endpoint("mian", path)
-    with pytest.raises(UsageError, match=r"no pacs\.toml"):
+    with pytest.raises(UsageError, match=r"no pacs\.toml was given"):
         resolve_endpoint("main", None)
+    with pytest.raises(UsageError, match=r"does not exist"):
+        resolve_endpoint("main", tmp_path / "elsewhere" / "pacs.toml")
 
 
 @pytest.mark.parametrize("title, ok", [("A", True), ("ORTHANC-1 X", True), ("x" * 16, True),

@@ -40,8 +40,18 @@ def check_in_pacs(
     try:
         sent = store(endpoint, instances)
         entry.update(stored=len(sent.stored), failed=len(sent.failures))
-        problems += [f"instance {label}: {why}" for label, why in sent.failures]
-        answers = [held(endpoint, e) for e in expected_from_files(i.path for i in instances)]
+        # One line per reason, not per instance (a CBCT has hundreds).
+        reasons: dict[str, list[str]] = {}
+        for label, why in sent.failures:
+            reasons.setdefault(why, []).append(label)
+        problems += [
+            f"instance {labels[0]}: {why}"
+            if len(labels) == 1
+            else f"{len(labels)} instances (first {labels[0]}): {why}"
+            for why, labels in reasons.items()
+        ]
+        if sent.stored:  # nothing went in: asking what it holds would only repeat why
+            answers = [held(endpoint, e) for e in expected_from_files(i.path for i in instances)]
     except PacsError as exc:
         problems.append(str(exc))
     entry.update(

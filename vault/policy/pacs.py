@@ -167,11 +167,15 @@ def resolve_endpoint(
     if "@" in given:
         calling = known.calling_ae_title if known else DEFAULT_CALLING_AE
         return parse_written_endpoint(given, calling_ae_title=calling, allow_plain=allow_plain)
-    where = str(pacs_file) if pacs_file else "no pacs.toml (--policy-dir or $VAULT_POLICY_DIR)"
-    names = ", ".join(sorted(known.endpoints)) if known and known.endpoints else "none"
+    if pacs_file is None:
+        where = "no pacs.toml was given (--policy-dir DIR or $VAULT_POLICY_DIR)"
+    elif not pacs_file.exists():
+        where = f"{pacs_file} does not exist"
+    else:
+        names = ", ".join(sorted(known.endpoints)) if known and known.endpoints else "none"
+        where = f"{pacs_file} names {names}"
     raise UsageError(
-        f"no PACS endpoint named {given!r} in {where} (known: {names}); or write one out as "
-        "AET@HOST:PORT"
+        f"no PACS endpoint named {given!r}: {where}; or write one out as AET@HOST:PORT"
     )
 
 
