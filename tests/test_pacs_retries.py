@@ -66,8 +66,10 @@ class Scp:
         return 0x0000
 
     def __enter__(self) -> Scp:
-        self.server = self.ae.start_server(("127.0.0.1", self.port), block=False,
-                                           evt_handlers=[(evt.EVT_C_STORE, self.handle)])  # fmt: skip
+        handlers = [(evt.EVT_C_STORE, self.handle)]
+        self.server = self.ae.start_server(
+            ("127.0.0.1", self.port), block=False, evt_handlers=handlers
+        )
         return self
 
     def __exit__(self, *exc: object) -> None:
