@@ -127,7 +127,8 @@ def backup_from_pacs(
                     _fetch_study(endpoint, study.study_uid, staging / key(study.study_uid), key,
                                  held, result, progress)  # fmt: skip
                 except PacsError as exc:  # one study's trouble is not the others'
-                    result.problems.append(f"study {len(result.problems) + 1}: {exc}")
+                    # Named by its folder's keyed name (as in `vault ls`), never by its UID.
+                    result.problems.append(f"study {key(study.study_uid)}: {exc}")
         finally:
             progress.finish()
         result.backup = backup(repo, options, progress, stop=stop)
