@@ -5,7 +5,6 @@ association, which Orthanc cannot be made to do. The pauses are recorded, not sl
 from __future__ import annotations
 
 import threading
-import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import replace
@@ -114,12 +113,11 @@ def test_a_pacs_taking_one_association_at_a_time_gets_the_rest_over_one(
     with Scp(first=0x0000, max_associations=1) as scp:
 
         def pause(seconds: float) -> None:
-            # The backoff, recorded; instead of sleeping it, wait until the SCP's one
-            # association is free again (what the real pause waits for).
+            # The backoff, recorded; instead of sleeping it, wait for what the real pause
+            # waits for: the SCP's one association ending (each is a thread: joined).
             pauses.append(seconds)
-            deadline = time.monotonic() + 10
-            while scp.ae.active_associations and time.monotonic() < deadline:
-                time.sleep(0.01)  # polling a condition, bounded by the deadline
+            for busy in scp.ae.active_associations:
+                busy.join(timeout=30)
 
         endpoint = parse_written_endpoint(f"SCP@127.0.0.1:{scp.port}")  # two associations
         assert endpoint.associations == 2

@@ -12,7 +12,8 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,6 +91,23 @@ def tls_context(endpoint: PacsEndpoint) -> ssl.SSLContext | None:
             permanent=True,
         ) from None
     return context
+
+
+@contextmanager
+def association(
+    endpoint: PacsEndpoint,
+    contexts: Sequence[Context],
+    *,
+    roles: Sequence[Any] = (),
+    handlers: Sequence[tuple[Any, Any]] = (),
+) -> Iterator[Association]:
+    """open_association, released on leaving (if it is still up)."""
+    assoc = open_association(endpoint, contexts, roles=roles, handlers=handlers)
+    try:
+        yield assoc
+    finally:
+        if assoc.is_established:
+            assoc.release()
 
 
 def open_association(

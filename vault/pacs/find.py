@@ -19,11 +19,12 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StudyRootQueryRetrieveInformationModelFind,
 )
 
-from vault.pacs.connect import Context, PacsError, open_association
+from vault.pacs.connect import Context, PacsError, association
 from vault.policy.pacs import PacsEndpoint
 
-_SYNTAXES = ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2")
-_PENDING = (0xFF00, 0xFF01)
+QUERY_SYNTAXES = ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2")
+PENDING = (0xFF00, 0xFF01)
+FIND_CONTEXT = Context(str(StudyRootQueryRetrieveInformationModelFind), QUERY_SYNTAXES)
 
 
 @dataclass
@@ -82,10 +83,8 @@ class Held:
 def held(endpoint: PacsEndpoint, expected: ExpectedStudy) -> Held:
     """Ask the PACS (C-FIND, study root) whether it holds every expected instance."""
     answer = Held(series_expected=len(expected.series), instances_expected=expected.instances)
-    context = Context(str(StudyRootQueryRetrieveInformationModelFind), _SYNTAXES)
-    assoc = open_association(endpoint, [context])
-    try:
-        studies = _find(
+    with association(endpoint, [FIND_CONTEXT]) as assoc:
+        studies = find_on(
             assoc, _query("STUDY", expected.study_uid, NumberOfStudyRelatedInstances="")
         )
         answer.study_found = any(str(s.get("StudyInstanceUID", "")) == expected.study_uid
@@ -94,7 +93,7 @@ def held(endpoint: PacsEndpoint, expected: ExpectedStudy) -> Held:
             count = s.get("NumberOfStudyRelatedInstances")
             if count not in (None, ""):
                 answer.reported_instances = int(count)
-        series = _find(assoc, _query("SERIES", expected.study_uid, SeriesInstanceUID=""))
+        series = find_on(assoc, _query("SERIES", expected.study_uid, SeriesInstanceUID=""))
         found_series = {str(s.get("SeriesInstanceUID", "")) for s in series}
         answer.series_found = len(found_series & set(expected.series))
         for series_uid, instances in expected.series.items():
@@ -102,13 +101,10 @@ def held(endpoint: PacsEndpoint, expected: ExpectedStudy) -> Held:
                 continue
             query = _query("IMAGE", expected.study_uid, SeriesInstanceUID=series_uid,
                            SOPInstanceUID="")  # fmt: skip
-            images = _find(assoc, query)
+            images = find_on(assoc, query)
             got = {str(i.get("SOPInstanceUID", "")) for i in images}
             answer.instances_found += len(got & instances)
             answer.instances_extra += len(got - instances)
-    finally:
-        if assoc.is_established:
-            assoc.release()
     if answer.reported_instances is not None and answer.reported_instances < answer.instances_found:
         answer.problems.append("the PACS's own instance count is below the instances it lists")
     return answer
@@ -123,7 +119,8 @@ def _query(level: str, study_uid: str, **keys: str) -> Dataset:
     return ds
 
 
-def _find(assoc: object, query: Dataset) -> list[Dataset]:
+def find_on(assoc: object, query: Dataset) -> list[Dataset]:
+    """The identifiers a C-FIND (study root) on an open association answers."""
     found = []
     try:
         responses = list(assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind))  # type: ignore[attr-defined]
@@ -135,7 +132,7 @@ def _find(assoc: object, query: Dataset) -> list[Dataset]:
         code = getattr(status, "Status", None)
         if code is None:
             raise PacsError("the PACS did not answer a C-FIND (the association broke)")
-        if code in _PENDING:
+        if code in PENDING:
             if identifier is not None:
                 found.append(identifier)
         elif code != 0x0000:

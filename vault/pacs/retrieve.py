@@ -24,13 +24,14 @@ from typing import Any
 from pydicom.dataset import Dataset
 from pynetdicom import AE, build_role, evt
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
-    StudyRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelGet,
     StudyRootQueryRetrieveInformationModelMove,
 )
 
-from vault.pacs.connect import MAX_CONTEXTS, Context, PacsError, open_association
-from vault.policy.pacs import PacsEndpoint, is_loopback
+from vault.pacs.connect import MAX_CONTEXTS, Context, PacsError, association
+from vault.pacs.find import FIND_CONTEXT, PENDING, QUERY_SYNTAXES, find_on
+from vault.policy.pacs import PacsEndpoint
+from vault.storage.s3_settings import is_loopback
 
 # The transfer syntaxes a PACS may hold an image in, most common first.
 TRANSFER_SYNTAXES = (
@@ -48,12 +49,10 @@ TRANSFER_SYNTAXES = (
     "1.2.840.10008.1.2.4.51",  # JPEG extended
     "1.2.840.10008.1.2.4.57",  # JPEG lossless, non-hierarchical
 )
-_QUERY_SYNTAXES = ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2")
 PARTIAL = ".partial"  # a file being written: never backed up, replaced when complete
 # What pynetdicom raises when an association went away between two requests, or the PACS
 # accepted the association but not the service's context.
 _DIMSE_ERRORS = (RuntimeError, ValueError, AttributeError)
-_PENDING = (0xFF00, 0xFF01)
 
 
 @dataclass(frozen=True)
@@ -127,7 +126,7 @@ def fetch(
     if not classes:
         return result
     per_class = max(1, min(len(TRANSFER_SYNTAXES), (MAX_CONTEXTS - 1) // len(classes)))
-    contexts = [Context(str(StudyRootQueryRetrieveInformationModelGet), _QUERY_SYNTAXES)]
+    contexts = [Context(str(StudyRootQueryRetrieveInformationModelGet), QUERY_SYNTAXES)]
     contexts += [Context(c, (ts,)) for c in classes for ts in TRANSFER_SYNTAXES[:per_class]]
     if len(contexts) > MAX_CONTEXTS:
         raise PacsError(
@@ -135,19 +134,10 @@ def fetch(
             "presentation contexts than one association holds"
         )
     on_store = _writer(instances, path_of, result, on_file, whole=whole)
-    assoc = open_association(
-        endpoint,
-        contexts,
-        roles=[build_role(c, scp_role=True) for c in classes],
-        handlers=[(evt.EVT_C_STORE, on_store)],
-    )
-    try:
-        requests = (
-            [_get_query(study_uid, None)]
-            if whole
-            else [_get_query(study_uid, i) for i in instances]
-        )
-        for query in requests:
+    roles = [build_role(c, scp_role=True) for c in classes]
+    with association(endpoint, contexts, roles=roles,
+                     handlers=[(evt.EVT_C_STORE, on_store)]) as assoc:  # fmt: skip
+        for query in _requests(study_uid, instances, whole):
             try:
                 for status, _ in assoc.send_c_get(query, StudyRootQueryRetrieveInformationModelGet):
                     _count_status(endpoint, status, result, "C-GET")
@@ -157,9 +147,6 @@ def fetch(
                     'serves only C-MOVE, set retrieve = "move" in pacs.toml), or the '
                     "association broke"
                 ) from None
-    finally:
-        if assoc.is_established:
-            assoc.release()
     return result
 
 
@@ -237,15 +224,9 @@ def fetch_by_move(
             f"{exc.strerror or exc}"
         ) from None
     try:
-        context = Context(str(StudyRootQueryRetrieveInformationModelMove), _QUERY_SYNTAXES)
-        assoc = open_association(endpoint, [context])
-        try:
-            requests = (
-                [_get_query(study_uid, None)]
-                if whole
-                else [_get_query(study_uid, i) for i in instances]
-            )
-            for query in requests:
+        context = Context(str(StudyRootQueryRetrieveInformationModelMove), QUERY_SYNTAXES)
+        with association(endpoint, [context]) as assoc:
+            for query in _requests(study_uid, instances, whole):
                 try:
                     for status, _ in assoc.send_c_move(
                         query, endpoint.calling_ae_title, StudyRootQueryRetrieveInformationModelMove
@@ -256,9 +237,6 @@ def fetch_by_move(
                         f"PACS {endpoint.describe()}: it does not offer C-MOVE here, or the "
                         "association broke"
                     ) from None
-        finally:
-            if assoc.is_established:
-                assoc.release()
     finally:
         if server is not None:
             server.shutdown()
@@ -269,7 +247,7 @@ def _count_status(endpoint: PacsEndpoint, status: Any, result: Fetched, what: st
     code = getattr(status, "Status", None)
     if code is None:
         raise PacsError(f"PACS {endpoint.describe()}: the association broke during {what}")
-    if code in _PENDING:
+    if code in PENDING:
         return
     failed = int(getattr(status, "NumberOfFailedSuboperations", 0) or 0)
     result.failed += failed
@@ -295,6 +273,11 @@ def _addresses(host: str) -> set[str]:
         return {host}
 
 
+def _requests(study_uid: str, instances: list[RemoteInstance], whole: bool) -> list[Dataset]:
+    """One study-level request for a whole study, else one per instance."""
+    return [_get_query(study_uid, None)] if whole else [_get_query(study_uid, i) for i in instances]
+
+
 def _get_query(study_uid: str, instance: RemoteInstance | None) -> Dataset:
     query = Dataset()
     query.StudyInstanceUID = study_uid
@@ -308,26 +291,5 @@ def _get_query(study_uid: str, instance: RemoteInstance | None) -> Dataset:
 
 
 def _find(endpoint: PacsEndpoint, query: Dataset) -> list[Dataset]:
-    context = Context(str(StudyRootQueryRetrieveInformationModelFind), _QUERY_SYNTAXES)
-    assoc = open_association(endpoint, [context])
-    found: list[Dataset] = []
-    try:
-        try:
-            answers = list(assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind))
-        except _DIMSE_ERRORS:
-            raise PacsError(
-                f"PACS {endpoint.describe()}: it does not answer C-FIND (study root), or the "
-                "association broke"
-            ) from None
-        for status, identifier in answers:
-            code = getattr(status, "Status", None)
-            if code is None:
-                raise PacsError(f"PACS {endpoint.describe()}: no answer to a C-FIND")
-            if code in _PENDING and identifier is not None:
-                found.append(identifier)
-            elif code not in _PENDING and code != 0x0000:
-                raise PacsError(f"PACS {endpoint.describe()}: C-FIND answered status 0x{code:04X}")
-    finally:
-        if assoc.is_established:
-            assoc.release()
-    return found
+    with association(endpoint, [FIND_CONTEXT]) as assoc:
+        return find_on(assoc, query)

@@ -13,13 +13,13 @@ Pure: parsing and validation only.
 
 from __future__ import annotations
 
-import ipaddress
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from vault.errors import UsageError
+from vault.storage.s3_settings import is_loopback  # the one test of "this machine"
 
 PACS_FILE = "pacs.toml"
 DEFAULT_CALLING_AE = "VAULT"
@@ -81,13 +81,6 @@ def ae_title_problem(value: object) -> str | None:
     if any(not (0x20 <= ord(c) < 0x7F) or c == "\\" for c in value):
         return "may hold only printable ASCII characters and no backslash"
     return None
-
-
-def is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
 
 
 def parse_written_endpoint(
