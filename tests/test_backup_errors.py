@@ -11,7 +11,6 @@ import pytest
 from tests.conftest import RunCli
 from tests.repos import RepoHandle
 from vault.format.chunker import Chunker
-from vault.jobs import backup as backup_module
 
 
 def test_unreadable_file_is_reported_and_the_rest_saved_with_exit_3(
@@ -26,7 +25,7 @@ def test_unreadable_file_is_reported_and_the_rest_saved_with_exit_3(
         return real_open(path, flags, *args, **kwargs)  # type: ignore[arg-type]
 
     # Root reads any file regardless of mode bits, so the failure is injected at the syscall.
-    monkeypatch.setattr(backup_module.os, "open", failing_open)
+    monkeypatch.setattr(os, "open", failing_open)  # the backup walk opens files with os.open
     result = vault("backup", "-r", repo, archive, "--json")
     monkeypatch.undo()
     assert result.code == 3

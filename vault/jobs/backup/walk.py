@@ -1,84 +1,32 @@
-"""The backup job: walk source paths, save new content, write a snapshot.
-
-Pipeline: the walking thread reads each file in 2 MiB blocks, hashes it (SHA-256 of the whole
-file) and cuts chunks; a pool of workers computes chunk ids, compresses and seals new chunks
-into packs; upload threads write full packs. Everything that releases the GIL (hashing, zstd,
-AES-GCM, file and network I/O) overlaps. At most IN_FLIGHT_PER_WORKER chunks per worker are in
-flight, so memory does not grow with file size; file nodes get their chunk ids when their
-directory's tree is written, so the walk never waits for one file's chunks.
-
-`stop` (set by the command line on SIGTERM) ends a backup early but cleanly: no new chunk is
-started, the packs being filled are uploaded and indexed, so the next run deduplicates against
-everything already sent; no snapshot is written and the lock is released.
-
-A file whose size, mtime, ctime and inode match the parent is not read again (its chunk list is
-reused), nor is an unchanged directory's tree rewritten. Unreadable files are reported and left
-out; a file that changes while being read is saved, flagged, and re-read next time.
-"""
+"""The walk of a backup: directories children first, files read in blocks, hashed and cut
+into chunks that a pool of workers stores; unchanged files and trees reused from the parent,
+and (carry_over) what the parent held and the disk no longer has, kept."""
 
 from __future__ import annotations
 
 import fnmatch
 import hashlib
 import os
-import socket
 import stat
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 
-from vault import ids
 from vault.dicom.catalog import Catalog, CatalogBuilder
 from vault.dicom.header import HeaderCollector
 from vault.errors import DAMAGE, Interrupted
 from vault.format.pack import BlobType
-from vault.format.snapshot import Snapshot, SnapshotStats
 from vault.format.tree import DIR, FILE, SYMLINK, Node, Tree
-from vault.progress import NoProgress, Progress
-from vault.repo import recover
-from vault.repo.lock import Lock
+from vault.jobs.backup.options import BackupOptions, Problem
+from vault.progress import Progress
 from vault.repo.repository import Repository
 from vault.repo.writer import BlobWriter
-from vault.sources.files import sources_of, total_size
-from vault.whoami import os_user
 
 # Chunks handed to the workers but not yet stored, per worker: enough that the walk (reading,
 # hashing, cutting, parsing DICOM headers) never waits on one slow chunk, few enough that
 # memory stays bounded by the pipeline, not the file size (~1 MiB each).
 IN_FLIGHT_PER_WORKER = 4
-
-
-@dataclass(frozen=True)
-class BackupOptions:
-    paths: tuple[str, ...]
-    tags: tuple[str, ...] = ()
-    excludes: tuple[str, ...] = ()
-    time: datetime | None = None
-    host: str | None = None
-    workers: int = max(2, os.cpu_count() or 2)
-    # Keep what the parent snapshot held below the sources but is no longer on disk (a
-    # staging directory that holds only what is new: a backup from a PACS). Off for file
-    # trees, where a file gone from disk is gone from the snapshot.
-    carry_over: bool = False
-
-
-@dataclass(frozen=True)
-class Problem:
-    path: str
-    reason: str
-
-
-@dataclass
-class BackupResult:
-    snapshot: Snapshot
-    errors: list[Problem] = field(default_factory=list)
-    unstable: list[Problem] = field(default_factory=list)
-    skipped_special: list[str] = field(default_factory=list)
-    packs_written: int = 0
-    catalog: Catalog | None = None
-    packs_adopted: int = 0  # uploaded by a killed run, indexed by this one
 
 
 @dataclass
@@ -135,7 +83,7 @@ class _DirFrame:
     nodes: list[Entry] = field(default_factory=list)
 
 
-class _Job:
+class Job:
     def __init__(
         self,
         repo: Repository,
@@ -444,103 +392,3 @@ def _files_below(repo: Repository, path: bytes, tree_id: str) -> Iterator[tuple[
                 stack.append((child, node.subtree))
             elif node.type == FILE:
                 yield child, node
-
-
-def find_parent(repo: Repository, host: str, source_paths: list[str]) -> Snapshot | None:
-    """The newest snapshot of the same host and the same source paths."""
-    candidates = [s for s in repo.snapshots() if s.host == host and sorted(s.paths) == source_paths]
-    return candidates[-1] if candidates else None
-
-
-def _parent_root(repo: Repository, parent: Snapshot | None) -> Tree | None:
-    """The parent's root tree; a damaged one only costs re-reading every file (a backup must
-    still succeed in a repository that `check` finds damaged)."""
-    try:
-        return repo.load_tree(parent.tree) if parent else None
-    except DAMAGE:
-        return None
-
-
-def backup(
-    repo: Repository,
-    options: BackupOptions,
-    progress: Progress | None = None,
-    now: Callable[[], datetime] = lambda: datetime.now(UTC),
-    stop: threading.Event | None = None,
-) -> BackupResult:
-    progress = progress or NoProgress()
-    sources = sources_of(options.paths)
-    source_texts = sorted(os.fsdecode(p) for p in sources)
-    host = options.host or socket.gethostname()
-    started = now()
-    with Lock(repo.storage, repo.keyring, exclusive=False, operation="backup") as lock:
-        repo.refresh_keyring()
-        repo.record_slot_use()
-        repo.load_index()
-        parent = find_parent(repo, host, source_texts)
-        parent_root = _parent_root(repo, parent)
-        job = _Job(repo, options, progress, repo.load_catalog(parent) if parent else None, stop)
-        adopted = recover.left_by_killed_run(repo, lock.stale_seen)
-        job.writer.adopt(adopted)
-        progress.start("backup", None)
-        if not isinstance(progress, NoProgress):
-            # Sizing the sources in parallel gives the bar a total (and an ETA) early on.
-            threading.Thread(
-                target=lambda: progress.set_total(total_size(sources, job.excluded)),
-                name="size-scan",
-                daemon=True,
-            ).start()
-        try:
-            root = job.save_root(sources, parent_root)
-            job.writer.flush()
-        except Interrupted:
-            # Keep what was sent: chunks already started finish, then packs and index go out.
-            job.pool.shutdown(wait=True, cancel_futures=True)
-            job.writer.flush()
-            raise
-        finally:
-            job.pool.shutdown(wait=True, cancel_futures=True)
-            job.writer.close()
-            progress.finish()
-        c, w = job.counters, job.writer.stats
-        stats = SnapshotStats(
-            files=c.files,
-            dirs=c.dirs,
-            bytes=c.bytes,
-            files_new=c.files_new,
-            files_changed=c.files_changed,
-            files_unchanged=c.files_unchanged,
-            bytes_read=c.bytes_read,
-            bytes_added=w.bytes_added,
-            bytes_stored=w.bytes_stored,
-            chunks_added=w.blobs_added,
-            errors=len(job.errors),
-            unstable_files=len(job.unstable),
-            started=started.isoformat(),
-            finished=now().isoformat(),
-        )
-        snapshot_id = ids.new_id()
-        catalog = job.catalog.build()
-        # The catalog before the snapshot that names it (write order).
-        repo.save_catalog(snapshot_id, catalog)
-        snapshot = Snapshot(
-            id=snapshot_id,
-            time=options.time or started,
-            host=host,
-            username=os_user(),
-            paths=tuple(source_texts),
-            tree=root,
-            tags=options.tags,
-            parent=parent.id if parent else None,
-            stats=stats,
-            errors=tuple(p.path for p in job.errors + job.unstable),
-            program_version=repo.program_version(),
-            catalog=snapshot_id,
-            keyring_generation=repo.keyring.generation,
-        )
-        repo.save_snapshot(snapshot)
-        # Verification of success: the snapshot reads back and authenticates.
-        repo.load_snapshot(snapshot.id)
-    return BackupResult(
-        snapshot, job.errors, job.unstable, job.special, w.packs_written, catalog, len(adopted)
-    )
