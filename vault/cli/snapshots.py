@@ -32,6 +32,7 @@ from vault.format.tree import DIR, FILE, SYMLINK
 from vault.jobs.backup import BackupOptions, BackupResult, backup
 from vault.jobs.restore.restorer import walk
 from vault.jobs.studies import parse_date
+from vault.policy.databases import DatabaseSource, load_database_sources, parse_url
 from vault.policy.files import KeyPolicy, load_key_policy, policy_dir
 from vault.repo import lock
 from vault.repo.repository import Repository
@@ -84,6 +85,26 @@ def add_snapshot_parsers(command: Callable[..., argparse.ArgumentParser]) -> Non
         action="store_true",
         help="with --from-pacs AET@HOST:PORT off this machine: allow plain DICOM",
     )
+    p.add_argument(
+        "--database",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="also stream this database's dump into the snapshot (repeatable): "
+        "mariadb://USER@HOST:PORT/DB?password_file=FILE, mysql://..., postgresql://..., or "
+        "?socket=PATH instead of HOST:PORT; never a password in the URL (docs/databases.md)",
+    )
+    p.add_argument(
+        "--policy-databases",
+        action="store_true",
+        help="also dump the [[database]] sources of backup.toml in --policy-dir",
+    )
+    p.add_argument(
+        "--dumps-after-files",
+        action="store_true",
+        help="take the database dumps after the file walk (default: before it, so the "
+        "images the database names are in the snapshot)",
+    )
 
     command("snapshots", "list snapshots", cmd_snapshots)
 
@@ -126,8 +147,11 @@ def _refuse_overdue_epoch(repo: Repository, policy: KeyPolicy) -> None:
 
 def cmd_backup(args: argparse.Namespace) -> int:
     when = _parse_time(args.time)
-    if bool(args.paths) == bool(args.from_pacs):
-        raise UsageError("say what to back up: PATH(s), or --from-pacs NAME (not both)")
+    databases = _database_sources(args)
+    if args.from_pacs and (args.paths or databases):
+        raise UsageError("--from-pacs backs up a PACS on its own: no PATH or --database with it")
+    if not args.paths and not args.from_pacs and not databases:
+        raise UsageError("say what to back up: PATH(s), --database URL, or --from-pacs NAME")
     if not args.from_pacs and (args.since or args.staging):
         raise UsageError("--since and --staging go with --from-pacs")
     if args.from_pacs and args.exclude:
@@ -137,7 +161,13 @@ def cmd_backup(args: argparse.Namespace) -> int:
     repo = open_repo(args)
     _refuse_overdue_epoch(repo, load_key_policy(policy_dir(opt(args, "policy_dir"))))
     options = BackupOptions(
-        tuple(args.paths), tuple(args.tag), tuple(args.exclude), when, args.host
+        tuple(args.paths),
+        tuple(args.tag),
+        tuple(args.exclude),
+        when,
+        args.host,
+        databases=tuple(databases),
+        dumps_after_files=args.dumps_after_files,
     )
     started = datetime.now(UTC)
     stop = threading.Event()
@@ -179,6 +209,11 @@ def cmd_backup(args: argparse.Namespace) -> int:
             "bytes": st.bytes,
             "bytes_added": st.bytes_added,
             "files_not_saved": st.errors,
+            **(
+                {"database_dumps": len(result.snapshot.databases)}
+                if result.snapshot.databases
+                else {}
+            ),
             "duration_seconds": round(seconds, 3),
             **({"pacs_problems": len(pacs.problems)} if pacs is not None else {}),
         },
@@ -197,6 +232,18 @@ def cmd_backup(args: argparse.Namespace) -> int:
             f"holds was fetched ({len(pacs.problems)} problem(s), listed above); the next "
             "run fetches what is missing"
         )
+    dumps_failed = sum(1 for p in result.errors if not p.path.startswith("/"))
+    if dumps_failed:
+        raise PartialBackup(
+            f"snapshot {ids.short(result.snapshot.id)} saved, but incomplete: "
+            f"{dumps_failed} database dump(s) failed"
+            + (
+                f" and {len(result.errors) - dumps_failed} file(s) could not be read"
+                if len(result.errors) > dumps_failed
+                else ""
+            )
+            + " (listed above)"
+        )
     if result.errors:
         raise PartialBackup(
             f"snapshot {ids.short(result.snapshot.id)} saved, but {len(result.errors)} "
@@ -214,7 +261,10 @@ def _report_backup(
 ) -> None:
     snap, st = result.snapshot, result.snapshot.stats
     for problem in result.errors:
-        print(f"vault: error: cannot read {problem.path}: {problem.reason}", file=sys.stderr)
+        if problem.path.startswith("/"):
+            print(f"vault: error: cannot read {problem.path}: {problem.reason}", file=sys.stderr)
+        else:  # a database dump: its reason names the source, the tool and the cause
+            print(f"vault: error: {problem.reason}", file=sys.stderr)
     for problem in result.unstable:
         print(
             f"vault: warning: {problem.path} {problem.reason}; saved as read, "
@@ -251,6 +301,8 @@ def _report_backup(
                 "errors": [asdict(p) for p in result.errors],
                 "changed_during_read": [asdict(p) for p in result.unstable],
                 "studies": len(catalog.studies) if catalog else 0,
+                "databases": list(snap.databases),
+                "walk": snap.walk,
                 "unparseable_dicom": [
                     {"path": p, "reason": catalog.unparseable_reasons.get(p, "")}
                     for p in catalog.unparseable
@@ -278,6 +330,8 @@ def _report_backup(
             else ""
         )
         print(f"  DICOM studies: {len(catalog.studies)} (vault studies lists them){unread}")
+    for line in _dump_lines(snap):
+        print(line)
     print(
         f"  files: {st.files} ({st.files_new} new, {st.files_changed} changed, "
         f"{st.files_unchanged} unchanged), {st.dirs} directories, {human_bytes(st.bytes)}"
@@ -287,6 +341,34 @@ def _report_backup(
         f"({human_bytes(st.bytes_stored)} stored) in {seconds:.1f}s "
         f"({human_bytes(st.bytes_read / seconds)}/s)"
     )
+
+
+def _database_sources(args: argparse.Namespace) -> list[DatabaseSource]:
+    sources = [parse_url(url) for url in args.database]
+    if args.policy_databases:
+        directory = policy_dir(opt(args, "policy_dir"))
+        if directory is None:
+            raise UsageError("--policy-databases needs --policy-dir (or $VAULT_POLICY_DIR)")
+        sources += load_database_sources(directory)
+    names = [s.name for s in sources]
+    for name in names:
+        if names.count(name) > 1:
+            raise UsageError(
+                f"two database sources are named {name!r}: give one ?name=... in its URL"
+            )
+    return sources
+
+
+def _dump_lines(snapshot: Snapshot) -> list[str]:
+    lines = []
+    for record in snapshot.databases:
+        if record.get("result") == "PASS":
+            lines.append(
+                f"  database {record['source']}/{record['database']}: "
+                f"{human_bytes(record.get('bytes', 0))} dumped into {record['path']} "
+                f"in {record.get('seconds', 0):.1f}s"
+            )
+    return lines
 
 
 def cmd_tag(args: argparse.Namespace) -> int:

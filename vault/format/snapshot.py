@@ -43,6 +43,10 @@ class Snapshot:
     catalog: str | None = None
     # The keyring generation the backup ran under: a keyring older than this was rolled back.
     keyring_generation: int = 0
+    # Each database dump: source, kind, database, path in the tree, started, finished, bytes,
+    # sha256, result (and error). With `walk`, the file walk's started/finished: their skew.
+    databases: tuple[dict[str, Any], ...] = ()
+    walk: dict[str, str] | None = None
 
     def to_bytes(self) -> bytes:
         doc: dict[str, Any] = {
@@ -60,6 +64,11 @@ class Snapshot:
             "catalog": self.catalog,
             "keyring_generation": self.keyring_generation,
         }
+        # Written only when present: a snapshot without them reads as before, in any version.
+        if self.databases:
+            doc["databases"] = list(self.databases)
+        if self.walk:
+            doc["walk"] = dict(self.walk)
         return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
 
     @classmethod
@@ -81,4 +90,6 @@ class Snapshot:
             program_version=doc.get("program_version", ""),
             catalog=doc.get("catalog"),
             keyring_generation=int(doc.get("keyring_generation", 0)),
+            databases=tuple(d for d in doc.get("databases", ()) if isinstance(d, dict)),
+            walk=doc.get("walk") if isinstance(doc.get("walk"), dict) else None,
         )

@@ -8,6 +8,7 @@ from datetime import datetime
 
 from vault.dicom.catalog import Catalog
 from vault.format.snapshot import Snapshot
+from vault.policy.databases import DatabaseSource
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,10 @@ class BackupOptions:
     # staging directory that holds only what is new: a backup from a PACS). Off for file
     # trees, where a file gone from disk is gone from the snapshot.
     carry_over: bool = False
+    # Database dumps streamed into the snapshot; taken before the file walk unless
+    # dumps_after_files (the images the database names then exist in the snapshot).
+    databases: tuple[DatabaseSource, ...] = ()
+    dumps_after_files: bool = False
 
 
 @dataclass(frozen=True)

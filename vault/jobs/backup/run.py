@@ -13,6 +13,7 @@ from vault import ids
 from vault.errors import DAMAGE, Interrupted
 from vault.format.snapshot import Snapshot, SnapshotStats
 from vault.format.tree import Tree
+from vault.jobs.backup.dumps import DumpsDone, graft, run_dumps
 from vault.jobs.backup.options import BackupOptions, BackupResult
 from vault.jobs.backup.walk import Job
 from vault.progress import NoProgress, Progress
@@ -36,6 +37,11 @@ def _parent_root(repo: Repository, parent: Snapshot | None) -> Tree | None:
         return repo.load_tree(parent.tree) if parent else None
     except DAMAGE:
         return None
+
+
+def _empty_root(job: Job) -> str:
+    """The root of a snapshot of database dumps only."""
+    return job._tree_id((), None, "")
 
 
 def backup(
@@ -67,8 +73,16 @@ def backup(
                 name="size-scan",
                 daemon=True,
             ).start()
+        dumps = DumpsDone()
         try:
-            root = job.save_root(sources, parent_root)
+            if not options.dumps_after_files:
+                dumps = run_dumps(job, options.databases)
+            walk_started = now()
+            root = job.save_root(sources, parent_root) if sources else _empty_root(job)
+            walk_finished = now()
+            if options.dumps_after_files:
+                dumps = run_dumps(job, options.databases)
+            root = graft(job, root, dumps.nodes)
             job.writer.flush()
         except Interrupted:
             # Keep what was sent: chunks already started finish, then packs and index go out.
@@ -114,6 +128,10 @@ def backup(
             program_version=repo.program_version(),
             catalog=snapshot_id,
             keyring_generation=repo.keyring.generation,
+            databases=tuple(dumps.records),
+            walk={"started": walk_started.isoformat(), "finished": walk_finished.isoformat()}
+            if sources
+            else None,
         )
         repo.save_snapshot(snapshot)
         # Verification of success: the snapshot reads back and authenticates.
