@@ -18,9 +18,11 @@ from vault.cli.support import open_repo, opt, progress_for, record_audit, reques
 from vault.errors import UsageError, VaultError
 from vault.evidence.status import drills, restore_projection
 from vault.format.snapshot import Snapshot
+from vault.jobs.database_restore import restore_database
 from vault.jobs.restore.dry_run import dry_run
 from vault.jobs.restore.restorer import RestoreOptions, RestoreResult, restore
 from vault.jobs.studies import StudyFilter, file_sets_of, parse_date, select_studies
+from vault.policy.databases import parse_url
 from vault.policy.restore_priority import load_restore_priority
 from vault.repo import audit, lock
 from vault.repo.repository import Repository
@@ -105,10 +107,25 @@ def add_restore_parser(command: Callable[..., argparse.ArgumentParser]) -> None:
         help="with --to-pacs: where the studies are staged while they are sent (default: the "
         "system's temporary directory)",
     )
+    p.add_argument(
+        "--database",
+        metavar="DB|SOURCE/DB",
+        help="load this database's dump from the snapshot into a database server (--into), "
+        "streamed, never written to disk; a plain restore of the dump file works too",
+    )
+    p.add_argument(
+        "--into",
+        metavar="URL",
+        help="with --database: a new database on a server, as "
+        "mariadb://USER@HOST:PORT/NEWDB?password_file=FILE or postgresql://... (created; one "
+        "that exists is refused)",
+    )
     add_endpoint_options(p)
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
+    if args.database or args.into:
+        return _restore_database(args)
     if args.since and not args.patient:
         raise UsageError("--since goes with --patient")
     if not args.progress_interval > 0:
@@ -208,6 +225,60 @@ def cmd_restore(args: argparse.Namespace) -> int:
         _print_result(args, snapshot, result, options, seconds)
     if result.problems:
         raise VaultError(f"{len(result.problems)} file(s) could not be restored correctly")
+    return 0
+
+
+def _restore_database(args: argparse.Namespace) -> int:
+    if not (args.database and args.into):
+        raise UsageError("--database DB and --into URL go together")
+    clashing = [flag for flag, given in (("--target", args.target), ("--include", args.include),
+                ("--study", args.study), ("--patient", args.patient), ("--to-pacs", args.to_pacs),
+                ("--priority", args.priority), ("--resume", args.resume),
+                ("--dry-run", args.dry_run)) if given]  # fmt: skip
+    if clashing:
+        raise UsageError(f"{clashing[0]} does not go with --database (the dump goes --into)")
+    into = parse_url(args.into, what="--into")
+    repo = open_repo(args)
+    snapshot = repo.find_snapshot(args.snapshot)
+    started = datetime.now(UTC)
+    with lock.Lock(repo.storage, repo.keyring, exclusive=False, operation="restore"):
+        try:
+            done = restore_database(repo, snapshot, args.database, into, progress_for(args))
+        except VaultError as exc:
+            record_audit(
+                repo,
+                "restore-database",
+                result="FAIL",
+                snapshot=snapshot.id,
+                details={"error": type(exc).__name__, "server": into.where()},
+            )
+            raise
+    seconds = (datetime.now(UTC) - started).total_seconds()
+    record_audit(
+        repo,
+        "restore-database",
+        result="PASS",
+        snapshot=snapshot.id,
+        details={"database": done.record["database"], "server": into.where(),
+                 "bytes": done.bytes, "duration_seconds": round(seconds, 3)},
+    )  # fmt: skip
+    if opt(args, "json"):
+        emit_json(
+            {
+                "snapshot_id": snapshot.id,
+                "dump": done.record,
+                "into": {"server": into.where(), "database": done.database},
+                "bytes": done.bytes,
+                "duration_seconds": round(seconds, 3),
+                "outcome": "PASS",
+            }
+        )
+    else:
+        print(
+            f"loaded {done.record['source']}/{done.record['database']} of snapshot "
+            f"{snapshot.id[:8]} (dumped {done.record['started'][:19]}) into {done.database} on "
+            f"{into.where()}: {human_bytes(done.bytes)} in {human_seconds(seconds)}"
+        )
     return 0
 
 

@@ -426,6 +426,10 @@ def load(source: DatabaseSource, database: str, blocks: Iterator[bytes], kind: s
     assert process.stdin is not None and process.stderr is not None
     stderr = _StderrTail(process.stderr)
     total = 0
+    partial = (
+        f"; database {database} on {source.where()} may hold part of the dump: drop it before "
+        "loading again"
+    )
     try:
         for block in blocks:
             try:
@@ -435,6 +439,10 @@ def load(source: DatabaseSource, database: str, blocks: Iterator[bytes], kind: s
             total += len(block)
         with contextlib.suppress(BrokenPipeError):
             process.stdin.close()
+    except VaultError as exc:  # the dump could not be read whole (damage, storage)
+        process.kill()
+        process.wait()
+        raise type(exc)(f"{exc}{partial}") from None
     except BaseException:
         process.kill()
         process.wait()
@@ -445,6 +453,6 @@ def load(source: DatabaseSource, database: str, blocks: Iterator[bytes], kind: s
         why = _last_line(err)
         raise DatabaseError(
             f"loading into {database} on {source.where()}: {os.path.basename(invocation.argv[0])} "
-            f"{_exit_reason(code)}" + (f": {why}" if why else "")
+            f"{_exit_reason(code)}" + (f": {why}" if why else "") + partial
         )
     return total
