@@ -15,7 +15,8 @@ from vault.cli.secrets_input import prompt, read_secret_file
 from vault.cli.support import open_repo, opt, progress_for, record_audit, request_stats
 from vault.errors import UsageError
 from vault.evidence import drill, drill_log, drill_report
-from vault.evidence.drill_report import pacs_summary
+from vault.evidence.drill_report import database_summary, pacs_summary
+from vault.policy.databases import load_database_drill_policy
 from vault.policy.files import load_drill_policy, policy_dir
 from vault.repo import lock
 from vault.repo.keys import KEYFILE, Secret, parse_key_file
@@ -63,6 +64,14 @@ def add_drill_parsers(
     )
     p.add_argument("--policy-dir", metavar="DIR", help="directory with drill.toml (and pacs.toml)")
     p.add_argument(
+        "--database",
+        action="store_true",
+        help="also load each database dump of the snapshot into a scratch database (a "
+        "throwaway server, or drill.toml's [database] server), run the checks drill.toml "
+        "names (row counts, CHECK TABLE, queries that must return rows), then drop it "
+        "(always, with [database] check = true)",
+    )
+    p.add_argument(
         "--record-dir",
         metavar="DIR",
         help="where the local JSON copy goes (default ~/.local/share/vault/drills)",
@@ -107,6 +116,8 @@ def cmd_drill(args: argparse.Namespace) -> int:
         raise UsageError(f"--source-root {args.source_root} is not a directory")
     recovery = _recovery_secret() if args.key_check else None
     into_pacs = endpoint_of(args, args.into_pacs) if args.into_pacs else None
+    database_policy = load_database_drill_policy(policy_dir(args.policy_dir))
+    database_check = database_policy if args.database or database_policy.check else None
     repo = open_repo(args)
     snapshot = repo.find_snapshot(args.snapshot)
     options = drill.DrillOptions(
@@ -120,6 +131,7 @@ def cmd_drill(args: argparse.Namespace) -> int:
         source_root=Path(args.source_root) if args.source_root else None,
         recovery_secret=recovery,
         into_pacs=into_pacs,
+        database_check=database_check,
     )
     # Drills only read: a shared lock, and nothing in the backup can change.
     with lock.Lock(repo.storage, repo.keyring, exclusive=False, operation="drill"):
@@ -167,6 +179,9 @@ def cmd_drill(args: argparse.Namespace) -> int:
         pacs = pacs_summary(stored)
         if pacs:
             print(f"  PACS check: {pacs}")
+        database = database_summary(stored)
+        if database:
+            print(f"  database check: {database}")
         for reason in stored["failure_reasons"]:
             print(f"  FAIL: {reason}")
         print(f"  scratch data deleted: {'yes' if stored['scratch']['deleted'] else 'NO'}")

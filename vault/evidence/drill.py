@@ -31,6 +31,7 @@ from vault.format import crypto
 from vault.format.snapshot import Snapshot
 from vault.format.tree import FILE
 from vault.jobs.restore.restorer import RestoreOptions, restore, walk
+from vault.policy.databases import DatabaseDrillPolicy
 from vault.policy.files import DrillPolicy
 from vault.policy.pacs import PacsEndpoint
 from vault.progress import NoProgress, Progress
@@ -58,6 +59,8 @@ class DrillOptions:
     recovery_secret: Secret | None = None  # --key-check: the break-glass path
     # --into-pacs: each restored study is also sent into this PACS and asked back (C-FIND).
     into_pacs: PacsEndpoint | None = None
+    # --database: each database dump is loaded into a scratch database and checked.
+    database_check: DatabaseDrillPolicy | None = None
 
 
 @dataclass
@@ -325,6 +328,12 @@ def run_drill(
                 + (f"measured {measured:.0f} s" if measured is not None else objective["note"])
                 + f", target {objective['target_seconds']:.0f} s"
             )
+    database_results = None
+    if options.database_check is not None:
+        from vault.evidence.drill_database import check_dumps
+
+        database_results, database_failures = check_dumps(repo, snapshot, options.database_check)
+        failures += database_failures
     key_check = None
     if options.recovery_secret is not None:
         key_check = _key_check(repo, options.recovery_secret)
@@ -350,7 +359,8 @@ def run_drill(
         ),
         "scenario": ("full restore" if options.full else "sampled restore")
         + " to an alternate location"
-        + (f", studies into PACS {options.into_pacs.name}" if options.into_pacs else ""),
+        + (f", studies into PACS {options.into_pacs.name}" if options.into_pacs else "")
+        + (", database dumps loaded and checked" if options.database_check else ""),
         "scope": {
             "repository_id": repo.config.repository_id,
             "snapshot_id": snapshot.id,
@@ -381,6 +391,7 @@ def run_drill(
         "objectives": objectives,
         "items": results,
         "key_check": key_check,
+        **({"databases": database_results} if database_results is not None else {}),
         "scratch": {"used": scratch_made, "deleted": scratch_gone},
         "result": "FAIL" if failures else "PASS",
         "failure_reasons": failures,

@@ -27,6 +27,22 @@ def pacs_summary(record: dict[str, Any]) -> str | None:
     )
 
 
+def database_summary(record: dict[str, Any]) -> str | None:
+    """One line for reports: what the database check proved, or None without one."""
+    checks = record.get("databases")
+    if checks is None:
+        return None
+    if not checks:
+        return "FAIL: no database dump was loaded"
+    verdict = "FAIL" if any(c["result"] == "FAIL" for c in checks) else "PASS"
+    parts = [
+        f"{c['dump']} loaded in {c.get('load_seconds', 0):.1f}s, {c.get('tables', 0)} tables, "
+        f"{c.get('rows', 0)} rows"
+        for c in checks
+    ]
+    return f"{verdict}: " + "; ".join(parts)
+
+
 def summary(records: list[dict[str, Any]]) -> dict[str, Any]:
     passed = sum(1 for r in records if r["result"] == "PASS")
     rtos = [t for t in (_single_rto(r) for r in records) if t is not None]
@@ -117,6 +133,8 @@ def as_markdown(records: list[dict[str, Any]], chain_head: str = "") -> str:
             lines.append(f"- Recovery-key check: {r['key_check']['result']}")
         if pacs_summary(r):
             lines.append(f"- PACS check: {pacs_summary(r)}")
+        if database_summary(r):
+            lines.append(f"- database check: {database_summary(r)}")
         lines += ["", "| objective | measured | target | result |", "|---|---|---|---|"]
         lines += [
             f"| {o['name']} | {_measured(o)} | {human_seconds(o['target_seconds'])} "
@@ -312,6 +330,8 @@ def _record_html(r: dict[str, Any]) -> str:
         facts.append(["Recovery-key check", f"{check['result']} ({check.get('reason', 'opened')})"])
     if pacs_summary(r):
         facts.append(["PACS check", str(pacs_summary(r))])
+    if database_summary(r):
+        facts.append(["database check", str(database_summary(r))])
     facts += [
         ["Lessons learned", _review(r, "lessons_learned", "(none recorded)")],
         ["Corrective actions", _review(r, "corrective_actions", "(none recorded)")],

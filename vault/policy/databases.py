@@ -68,7 +68,7 @@ class DatabaseSource:
         return f"{self.host or '127.0.0.1'}:{self.effective_port}"
 
 
-def parse_url(text: str, *, what: str = "--database") -> DatabaseSource:
+def parse_url(text: str, *, what: str = "--database", server: bool = False) -> DatabaseSource:
     """`mariadb://USER@HOST:PORT/DB[,DB...]?password_file=F` (also mysql://, postgresql://),
     or with `?socket=/path` (and no host) for a Unix socket, or `?option_file=F`."""
     try:
@@ -105,10 +105,10 @@ def parse_url(text: str, *, what: str = "--database") -> DatabaseSource:
         "option_file": query.get("option_file", ""),
         "path": query.get("path", ""),
     }
-    return checked(values, what)
+    return checked(values, what, server=server)
 
 
-def checked(values: dict[str, Any], what: str) -> DatabaseSource:
+def checked(values: dict[str, Any], what: str, *, server: bool = False) -> DatabaseSource:
     """A DatabaseSource from its settings, or a UsageError starting with `what`."""
     kind = values.get("kind", "")
     if kind not in KINDS:
@@ -128,7 +128,7 @@ def checked(values: dict[str, Any], what: str) -> DatabaseSource:
             if values.get(key):
                 raise UsageError(f'{what}: {key} does not go with kind "command"')
     else:
-        if not values.get("databases"):
+        if not values.get("databases") and not server:
             raise UsageError(f"{what}: name the database(s) to dump")
         if values.get("command"):
             raise UsageError(f'{what}: command goes with kind "command" only')
@@ -212,3 +212,72 @@ def load_database_sources(
         if names.count(name) > 1:
             raise UsageError(f"{path}: two [[database]] tables are named {name!r}")
     return sources
+
+
+# -- drills ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DatabaseDrillPolicy:
+    """drill.toml's [database]: what a drill proves of each database dump it loads."""
+
+    check: bool = False  # every drill loads the snapshot's dumps (or `vault drill --database`)
+    # A server to load into (URL without a database: a scratch database is made and dropped);
+    # "" starts a throwaway server of the dump's kind from the installed server binaries.
+    server: str = ""
+    queries: tuple[str, ...] = ()  # each must return at least one row
+    min_rows: tuple[tuple[str, int], ...] = ()  # table -> fewest rows it may hold
+    check_tables: bool = True  # MariaDB/MySQL: CHECK TABLE on every table
+    timeout_seconds: int = 3600  # per dump: load and checks
+
+    def server_source(self) -> DatabaseSource | None:
+        return (
+            parse_url(self.server, what="drill.toml [database] server", server=True)
+            if self.server
+            else None
+        )
+
+
+def load_database_drill_policy(directory: Path | None) -> DatabaseDrillPolicy:
+    if directory is None or not (directory / "drill.toml").exists():
+        return DatabaseDrillPolicy()
+    path = directory / "drill.toml"
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read policy file {path}: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"policy file {path} is not valid TOML: {exc}") from None
+    table = doc.get("database", {})
+    what = f"{path}, [database]"
+    if not isinstance(table, dict):
+        raise UsageError(f"{what}: must be a table")
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        if key in ("check", "check_tables"):
+            ok = isinstance(value, bool)
+            values[key] = value
+        elif key == "server":
+            ok = isinstance(value, str)
+            values[key] = value
+        elif key == "queries":
+            ok = isinstance(value, list) and all(isinstance(q, str) and q.strip() for q in value)
+            values[key] = tuple(value) if ok else ()
+        elif key == "min_rows":
+            ok = isinstance(value, dict) and all(
+                isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in value.values()
+            )
+            values[key] = tuple(sorted(value.items())) if ok else ()
+        elif key == "timeout_seconds":
+            ok = isinstance(value, int) and not isinstance(value, bool) and value >= 1
+            values[key] = value
+        else:
+            raise UsageError(f"{what}: unknown key {key!r}")
+        if not ok:
+            raise UsageError(f"{what}: {key} has the wrong type (see the comments in drill.toml)")
+    policy = DatabaseDrillPolicy(**values)
+    policy.server_source()  # a bad server URL fails here, at load time
+    for table_name, _ in policy.min_rows:
+        if not _NAME.match(table_name):
+            raise UsageError(f"{what}: min_rows names {table_name!r}, not a table name")
+    return policy
