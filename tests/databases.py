@@ -18,7 +18,7 @@ APP_USER = "practice_app"
 
 
 @dataclass
-class TestDatabase:
+class PracticeServer:
     kind: str
     server: ScratchServer
     admin: DatabaseSource  # over the socket, every privilege
@@ -58,7 +58,7 @@ class TestDatabase:
         self.server.stop()
 
 
-def start(kind: str, workdir: Path) -> TestDatabase:
+def start(kind: str, workdir: Path) -> PracticeServer:
     why = available(kind)
     if why:
         raise RuntimeError(f"{kind}: {why} (scripts/test.sh installs it)")
@@ -81,4 +81,4 @@ def start(kind: str, workdir: Path) -> TestDatabase:
                 f"CREATE USER '{APP_USER}'@'{host}' IDENTIFIED BY '{password}'; "
                 f"GRANT ALL PRIVILEGES ON *.* TO '{APP_USER}'@'{host}'",
             )
-    return TestDatabase(kind, server, admin, port, password, password_file)
+    return PracticeServer(kind, server, admin, port, password, password_file)

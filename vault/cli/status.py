@@ -16,7 +16,7 @@ from vault.cli.output import emit_json
 from vault.cli.support import iso_utc, local_time, open_repo, opt
 from vault.evidence import metrics, pack_render
 from vault.evidence.pack import gather
-from vault.evidence.status import Status, status
+from vault.evidence.status import Status, database_moment, status
 from vault.policy.files import load_drill_policy, load_key_policy, policy_dir
 from vault.units import human_bytes, human_seconds
 
@@ -67,6 +67,7 @@ def status_document(st: Status, now: datetime, key_policy: dict[str, Any]) -> di
             "time": iso_utc(st.latest.time),
             "age_seconds": st.latest_age_seconds,
             "files_not_saved": st.latest.stats.errors,
+            "databases": database_moment(st.latest),
         }
         if st.latest
         else None,
@@ -131,6 +132,14 @@ def _print_page(st: Status, now: datetime) -> None:
             f"last backup  {local_time(st.latest.time)} ({st.latest_age_seconds / 3600:.1f} h "
             f"ago; RPO {st.rpo_hours} h), snapshot {ids.short(st.latest.id)}"
         )
+        moment = database_moment(st.latest)
+        for dump in moment["dumps"] if moment else []:
+            skew = dump.get("skew_seconds")
+            print(
+                f"  database   {dump['source']}/{dump['database']}: {dump['result']}, dumped "
+                f"{str(dump['started'])[:19].replace('T', ' ')} UTC"
+                + (f", {human_seconds(skew)} from the file walk" if skew is not None else "")
+            )
     else:
         print("last backup  none yet")
     check = st.last_check

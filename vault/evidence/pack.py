@@ -18,7 +18,7 @@ from typing import Any
 from vault import __version__, ids
 from vault.errors import UsageError
 from vault.evidence import drill_log, drill_report
-from vault.evidence.status import Status, status
+from vault.evidence.status import Status, database_moment, status
 from vault.policy.files import (
     DrillPolicy,
     KeyPolicy,
@@ -62,6 +62,16 @@ def _status_section(st: Status) -> Section:
     if st.latest and st.latest_age_seconds is not None:
         age = f"{st.latest_age_seconds / 3600:.1f} h ago (RPO {st.rpo_hours} h)"
         section.facts.append(("Last backup", f"{_day(st.latest.time.isoformat())} UTC, {age}"))
+        moment = database_moment(st.latest)
+        for dump in moment["dumps"] if moment else []:
+            skew = dump.get("skew_seconds")
+            section.facts.append(
+                (
+                    f"Database {dump['source']}/{dump['database']}",
+                    f"dump {dump['result']}, started {str(dump['started'])[:19]} UTC"
+                    + (f"; {skew:.0f} s from the file walk (skew)" if skew is not None else ""),
+                )
+            )
     section.headers = ["level", "area", "finding"]
     section.rows = [[f.level, f.topic, f.message] for f in st.findings]
     if not st.findings:

@@ -227,6 +227,36 @@ def _age(now: datetime, iso: str) -> int | None:
         return None
 
 
+def database_moment(snapshot: Snapshot | None) -> dict[str, Any] | None:
+    """When a snapshot's database dumps and its file walk ran, and their skew: for each dump,
+    the longest time between the database's moment (its dump's start: one transaction) and a
+    file being read. None for a snapshot without dumps."""
+    if snapshot is None or not snapshot.databases:
+        return None
+    walk = snapshot.walk
+    dumps: list[dict[str, Any]] = []
+    skews: list[float] = []
+    for record in snapshot.databases:
+        entry: dict[str, Any] = {
+            k: record.get(k)
+            for k in ("source", "database", "result", "started", "finished", "bytes")
+        }
+        if walk and record.get("started"):
+            moment = datetime.fromisoformat(record["started"])
+            skew = max(
+                abs((datetime.fromisoformat(walk["started"]) - moment).total_seconds()),
+                abs((datetime.fromisoformat(walk["finished"]) - moment).total_seconds()),
+            )
+            entry["skew_seconds"] = round(skew, 3)
+            skews.append(skew)
+        dumps.append(entry)
+    return {
+        "dumps": dumps,
+        "files_walked": walk,
+        "skew_seconds": round(max(skews), 3) if skews else None,
+    }
+
+
 def _judge(st: Status, now: datetime, frequency_days: int) -> list[Finding]:
     found = []
     rpo = st.rpo_hours * 3600
@@ -241,7 +271,21 @@ def _judge(st: Status, now: datetime, frequency_days: int) -> list[Finding]:
                 f"RPO of {st.rpo_hours} h: see the scheduler's log, then run `vault backup`",
             )
         )
-    elif st.latest.stats.errors:
+    failed_dumps = [
+        f"{d['source']}/{d['database']}"
+        for d in (st.latest.databases if st.latest else ())
+        if d.get("result") != "PASS"
+    ]
+    if failed_dumps:
+        found.append(
+            Finding(
+                "backup",
+                LEVEL_FAIL,
+                f"the last backup's database dump of {', '.join(failed_dumps)} failed: the "
+                "snapshot holds the files without that database; see the backup's log",
+            )
+        )
+    elif st.latest is not None and st.latest.stats.errors:
         found.append(
             Finding(
                 "backup",

@@ -113,14 +113,14 @@ def checked(values: dict[str, Any], what: str, *, server: bool = False) -> Datab
     kind = values.get("kind", "")
     if kind not in KINDS:
         raise UsageError(f"{what}: kind must be one of {', '.join(KINDS)}")
+    for db in values.get("databases", ()):
+        if not _NAME.match(db):
+            raise UsageError(f"{what}: database name {db!r} is not one vault can name a dump by")
     name = values.get("name", "")
     if not isinstance(name, str) or not _NAME.match(name):
         raise UsageError(
             f"{what}: name must be 1-64 letters, digits, '_', '-', '.' or '$' (it names the dump)"
         )
-    for db in values.get("databases", ()):
-        if not _NAME.match(db):
-            raise UsageError(f"{what}: database name {db!r} is not one vault can name a dump by")
     if kind == "command":
         if not values.get("command"):
             raise UsageError(f'{what}: kind "command" needs command = ["program", "arg", ...]')

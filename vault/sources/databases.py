@@ -340,6 +340,7 @@ def run_sql(
         args, text = _mariadb_connection(source)
         inv = Invocation(
             [client_tool(source.kind), *args, "--batch", "--skip-column-names", "--raw",
+             "--default-character-set=utf8mb4",
              *([database] if database else []), "-e", sql],
             base_environment(),
             text,
@@ -409,7 +410,8 @@ def load_invocation(source: DatabaseSource, database: str) -> Invocation:
         )
     args, text = _mariadb_connection(source)
     return Invocation(
-        [client_tool(source.kind), *args, "--batch", "--binary-mode", database],
+        [client_tool(source.kind), *args, "--batch", "--binary-mode",
+         "--default-character-set=utf8mb4", database],
         base_environment(),
         text,
     )

@@ -150,7 +150,8 @@ class ScratchServer:
                     f"--pid-file={self.directory / 'mariadb.pid'}", f"--user={user}",
                     "--innodb-buffer-pool-size=64M", "--innodb-log-file-size=16M",
                     "--innodb-flush-log-at-trx-commit=0", "--skip-log-bin",
-                    "--skip-name-resolve", *network]  # fmt: skip
+                    "--skip-name-resolve", "--character-set-server=utf8mb4",
+                    "--collation-server=utf8mb4_unicode_ci", *network]  # fmt: skip
             self.source = DatabaseSource(
                 kind="mariadb", name="scratch", databases=("mysql",), socket=socket,
                 user="root" if os.geteuid() == 0 else user,
