@@ -278,9 +278,7 @@ def test_a_dump_that_fails_leaves_the_files_saved_and_the_snapshot_incomplete(
 
     status = vault("status", "-r", repo.url, "--json").json()
     assert status["level"] == "FAIL"
-    assert any(
-        f"database dump of {name}/{name} failed" in f["message"] for f in status["findings"]
-    )
+    assert any(f"database dump of {name}/{name} failed" in f["message"] for f in status["findings"])
 
     missing = vault("backup", "-r", repo.url, "--database", server.url("no_such_database"))
     assert missing.code == 3
@@ -423,3 +421,68 @@ def test_dumps_after_files_and_a_second_night_deduplicates(
     walk = second["walk"]
     assert moment["files_walked"] == walk
     assert 0 <= moment["skew_seconds"] <= 60
+
+
+def test_socket_and_option_file_forms_reach_the_same_server(
+    server: PracticeServer, repo: RepoHandle, vault: RunCli, tmp_path: Path
+) -> None:
+    name = _practice(server)
+    scheme = "postgresql" if server.kind == "postgresql" else "mariadb"
+    user = server.admin.user
+    by_socket = f"{scheme}://{user}@/{name}?socket={server.admin.socket}&name=bysocket"
+    urls = [by_socket]
+    if server.kind != "postgresql":
+        # The server's own client option file, as on a Debian host (/etc/mysql/debian.cnf).
+        options = tmp_path / "client.cnf"
+        options.write_text(
+            f"[client]\nuser={databases.APP_USER}\npassword={server.password}\n"
+            f"host=127.0.0.1\nport={server.port}\nprotocol=TCP\n"
+        )
+        options.chmod(0o600)
+        urls.append(f"mariadb:///{name}?option_file={options}&name=byoptions")
+    args = [a for url in urls for a in ("--database", url)]
+    done = vault("backup", "-r", repo.url, *args, "--json")
+    assert done.code == 0, done.err
+    records = done.json()["databases"]
+    assert [r["result"] for r in records] == ["PASS"] * len(urls)
+    # The same rows each way: only the dump's own header (its time, its host) may differ.
+    assert len({r["bytes"] // 1000 for r in records}) == 1
+
+
+def test_a_command_source_streams_any_program_and_gets_no_secret(
+    repo: RepoHandle, vault: RunCli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """kind = "command" (a vendor's export, a SQL Server backup fetched from another host):
+    its stdout is the dump, its exit status decides, and it runs without vault's secrets in
+    its environment."""
+    exporter = tmp_path / "export.py"
+    exporter.write_text(
+        "import os, sys\n"
+        "leaked = [k for k in os.environ if k.startswith(('VAULT_', 'AWS_'))]\n"
+        "sys.stdout.write('EXPORT ' + ','.join(leaked) + '\\n' + 'row\\n' * 50000)\n"
+        "sys.exit(int(os.environ.get('EXPORT_FAIL', '0')))\n"
+    )
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "aws-secret-for-the-test")
+    policy = tmp_path / "policy"
+    policy.mkdir()
+    (policy / "backup.toml").write_text(
+        f'[[database]]\nkind = "command"\nname = "vendor"\n'
+        f'command = ["{sys.executable}", "{exporter}"]\npath = "/exports/vendor.dat"\n'
+        'env = ["EXPORT_FAIL"]\n'
+    )
+    done = vault(
+        "backup", "-r", repo.url, "--policy-databases", "--policy-dir", str(policy), "--json"
+    )
+    assert done.code == 0, done.err
+    [record] = done.json()["databases"]
+    assert record["path"] == "/exports/vendor.dat"
+    assert record["bytes"] == len("EXPORT \n") + 4 * 50000
+    target = tmp_path / "out"
+    assert vault("restore", "latest", "-r", repo.url, "--target", str(target)).code == 0
+    first_line = (target / "exports/vendor.dat").read_text().splitlines()[0]
+    assert first_line == "EXPORT "  # no VAULT_* or AWS_* variable reached it
+
+    monkeypatch.setenv("EXPORT_FAIL", "4")
+    failed = vault("backup", "-r", repo.url, "--policy-databases", "--policy-dir", str(policy))
+    assert failed.code == 3
+    assert "database vendor (python" in failed.err and "exited with code 4" in failed.err

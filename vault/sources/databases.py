@@ -119,12 +119,16 @@ def _pg_connection(source: DatabaseSource) -> tuple[list[str], dict[str, str]]:
     env: dict[str, str] = {"PGAPPNAME": "vault", "PGCONNECT_TIMEOUT": "30"}
     if source.socket:
         # libpq names the directory that holds the socket file.
-        where = source.socket
-        if os.path.basename(where).startswith(".s.PGSQL."):
+        where, port = source.socket, source.port
+        name = os.path.basename(where)
+        if name.startswith(".s.PGSQL."):
             where = os.path.dirname(where)
+            # The socket's name carries the server's port; libpq looks for .s.PGSQL.PORT.
+            suffix = name.removeprefix(".s.PGSQL.")
+            port = port or (int(suffix) if suffix.isdigit() else 0)
         args += ["--host", where]
-        if source.port:
-            args += ["--port", str(source.port)]
+        if port:
+            args += ["--port", str(port)]
     elif source.host:
         args += ["--host", source.host, "--port", str(source.effective_port)]
     if source.user:

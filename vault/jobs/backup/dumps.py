@@ -116,10 +116,11 @@ def graft(job: Job, root_id: str, nodes: dict[str, Node]) -> str:
     if not nodes:
         return root_id
     job.writer.flush()  # the trees the walk just wrote become readable
+    made: dict[str, Tree] = {}  # trees this graft wrote, not yet flushed
     for path, node in sorted(nodes.items()):
         parts = [os.fsencode(p) for p in path.strip("/").split("/")]
         try:
-            root_id = _place(job, root_id, parts, node)
+            root_id = _place(job, root_id, parts, node, made)
         except _Taken as exc:
             job.errors.append(
                 Problem(
@@ -135,8 +136,8 @@ class _Taken(Exception):
     pass
 
 
-def _place(job: Job, tree_id: str, parts: list[bytes], node: Node) -> str:
-    tree = job.repo.load_tree(tree_id) if tree_id else Tree(())
+def _place(job: Job, tree_id: str, parts: list[bytes], node: Node, made: dict[str, Tree]) -> str:
+    tree = made.get(tree_id) or (job.repo.load_tree(tree_id) if tree_id else Tree(()))
     name = parts[0]
     existing = tree.get(name)
     if len(parts) == 1:
@@ -146,7 +147,7 @@ def _place(job: Job, tree_id: str, parts: list[bytes], node: Node) -> str:
     else:
         if existing is not None and existing.type != DIR:
             raise _Taken("file")
-        subtree = _place(job, existing.subtree if existing else "", parts[1:], node)
+        subtree = _place(job, existing.subtree if existing else "", parts[1:], node, made)
         if existing is not None:
             child = replace(existing, subtree=subtree)
         else:
@@ -160,5 +161,7 @@ def _place(job: Job, tree_id: str, parts: list[bytes], node: Node) -> str:
                 subtree=subtree,
             )
             job.counters.dirs += 1
-    nodes = sorted([n for n in tree.nodes if n.name != name] + [child], key=lambda n: n.name)
-    return job._tree_id(tuple(nodes), None, "")
+    nodes = tuple(sorted([n for n in tree.nodes if n.name != name] + [child], key=lambda n: n.name))
+    tree_id = job._tree_id(nodes, None, "")
+    made[tree_id] = Tree(nodes)
+    return tree_id
