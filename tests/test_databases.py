@@ -486,3 +486,34 @@ def test_a_command_source_streams_any_program_and_gets_no_secret(
     failed = vault("backup", "-r", repo.url, "--policy-databases", "--policy-dir", str(policy))
     assert failed.code == 3
     assert "database vendor (python" in failed.err and "exited with code 4" in failed.err
+
+
+def test_the_scheduler_dumps_backup_toml_databases_into_the_nightly_snapshot(
+    server: PracticeServer, repo: RepoHandle, vault: RunCli, tmp_path: Path
+) -> None:
+    name = _practice(server)
+    secret = tmp_path / "passphrase"
+    secret.write_text(PASSWORD + "\n")
+    secret.chmod(0o600)
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "backup.toml").write_text(
+        f'[backup]\nrepository = "{repo.url}"\npassword_file = "{secret}"\ntags = ["nightly"]\n\n'
+        f'[[database]]\nkind = "{server.admin.kind}"\nname = "pms"\nhost = "127.0.0.1"\n'
+        f'port = {server.port}\nuser = "{databases.APP_USER}"\n'
+        f'password_file = "{server.password_file}"\ndatabases = ["{name}"]\n'
+    )
+    (policies / "schedule.toml").write_text("[schedule]\nretry_after_minutes = 0\n")
+    done = vault("schedule", "run", "--policy-dir", policies, "--once", "backup", password=None)
+    assert done.code == 0, done.err
+    listing = vault("ls", "latest", "-r", repo.url, "--json").json()
+    suffix = ".pgdump" if server.kind == "postgresql" else ".sql"
+    assert any(str(e["path"]) == f"/databases/pms/{name}{suffix}" for e in listing)
+
+    # A mistake in a [[database]] table stops the scheduler at start, with file and key.
+    (policies / "backup.toml").write_text(
+        f'[backup]\nrepository = "{repo.url}"\n\n[[database]]\nkind = "mariadb"\ndatabase = ["x"]\n'
+    )
+    bad = vault("schedule", "run", "--policy-dir", policies, "--once", "backup", password=None)
+    assert bad.code == 2
+    assert "[[database]] number 1: unknown key 'database'" in bad.err

@@ -17,6 +17,7 @@ from vault.errors import UsageError
 from vault.ops.alerts import Alerter, Scrubber, make_alert, secrets_of
 from vault.ops.jobrunner import JOBS, JobRunner
 from vault.ops.scheduler import Scheduler
+from vault.policy.databases import load_database_sources
 from vault.policy.files import (
     AlertPolicy,
     load_backup_policy,
@@ -117,9 +118,12 @@ def cmd_schedule_run(args: argparse.Namespace) -> int:
     drill_policy = load_drill_policy(directory)
     env = _child_env(args)
     where = f"{directory / 'backup.toml'}" if directory else "backup.toml (--policy-dir)"
+    # [[database]] tables are checked now: a mistake stops the scheduler at start, not at 01:30.
+    database_sources = load_database_sources(directory)
     if (
         not backup_policy.sources
         and not backup_policy.pacs_sources
+        and not database_sources
         and args.once
         in (
             None,

@@ -192,7 +192,10 @@ class JobRunner:
 
     def _backup(self) -> Outcome:
         p = self.backup_policy
-        if not p.sources and not p.pacs_sources:
+        # backup.toml's [[database]] tables are read by the backup child itself (a mistake in
+        # them is then that child's one-line error), dumped into the files' snapshot.
+        with_databases = bool(self.policy_dir) and _has_database_tables(self.policy_dir)
+        if not p.sources and not p.pacs_sources and not with_databases:
             return Outcome(False, 2, "backup.toml names no sources")
         failed = self._pre_hook()
         if failed:
@@ -205,8 +208,10 @@ class JobRunner:
         if p.host:
             common += ["--host", p.host]
         outcome = None
-        if p.sources:
+        if p.sources or with_databases:
             args = ["backup", *p.sources, *common]
+            if with_databases:
+                args.append("--policy-databases")
             for pattern in p.excludes:
                 args += ["--exclude", pattern]
             outcome = self._outcome(self.vault(*args, *self._policy_args()))
@@ -309,3 +314,15 @@ def _summary(doc: Any) -> str:
     if "drill_id" in doc:
         return f"drill {str(doc['drill_id'])[:8]}: {doc.get('result', '?')}"
     return str(doc.get("outcome", ""))
+
+
+def _has_database_tables(policy_dir: Path | None) -> bool:
+    """Whether backup.toml has [[database]] tables (the scheduler checked them at start; the
+    backup child reads them again, so an edit since is that child's one-line error)."""
+    import tomllib
+
+    path = (policy_dir or Path()) / "backup.toml"
+    try:
+        return bool(tomllib.loads(path.read_text(encoding="utf-8")).get("database"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return False
