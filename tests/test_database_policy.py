@@ -149,3 +149,24 @@ def test_drill_toml_database_table(tmp_path: Path) -> None:
         _policy(tmp_path, text, "drill.toml")
         with pytest.raises(UsageError, match=complaint):
             load_database_drill_policy(tmp_path)
+
+
+def test_the_shipped_examples_in_backup_toml_are_valid(tmp_path: Path) -> None:
+    """The commented [[database]] examples in policies/backup.toml, uncommented, load."""
+    import re
+
+    shipped = (Path(__file__).parent.parent / "policies" / "backup.toml").read_text()
+    assert load_database_sources(Path(__file__).parent.parent / "policies") == []
+    lines = [
+        m.group(1)
+        for line in shipped.splitlines()
+        if (m := re.match(r"^# (\[\[database\]\]|[a-z_]+ = .*)$", line))
+    ]
+    (tmp_path / "backup.toml").write_text("\n".join(lines) + "\n")
+    sources = load_database_sources(tmp_path)
+    assert [(s.kind, s.name) for s in sources] == [
+        ("mariadb", "opendental"),
+        ("postgresql", "imaging-index"),
+        ("command", "dentrix"),
+    ]
+    assert sources[0].dump_paths() == [("opendental", "/databases/opendental/opendental.sql")]

@@ -24,7 +24,7 @@ from vault.sources import databases
 from vault.sources.scratch_server import ScratchServer
 
 
-def _tables(source: DatabaseSource, database: str) -> list[str]:
+def _tables(source: DatabaseSource, database: str, timeout: float) -> list[str]:
     if source.kind == "postgresql":
         sql = (
             "SELECT schemaname || '.' || tablename FROM pg_tables WHERE schemaname NOT IN "
@@ -35,7 +35,7 @@ def _tables(source: DatabaseSource, database: str) -> list[str]:
             "SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE() "
             "AND table_type = 'BASE TABLE' ORDER BY 1"
         )
-    return [row[0] for row in databases.run_sql(source, database, sql)]
+    return [row[0] for row in databases.run_sql(source, database, sql, timeout)]
 
 
 def _quoted(kind: str, table: str) -> str:
@@ -53,11 +53,12 @@ def _checks(
     source: DatabaseSource, database: str, policy: DatabaseDrillPolicy
 ) -> tuple[dict[str, Any], list[str]]:
     problems: list[str] = []
-    tables = _tables(source, database)
+    timeout = float(policy.timeout_seconds)
+    tables = _tables(source, database, timeout)
     rows: dict[str, int] = {}
     for table in tables:
         count = databases.run_sql(
-            source, database, f"SELECT COUNT(*) FROM {_quoted(source.kind, table)}"
+            source, database, f"SELECT COUNT(*) FROM {_quoted(source.kind, table)}", timeout
         )
         rows[table] = int(count[0][0]) if count else 0
     if not tables:
@@ -65,7 +66,7 @@ def _checks(
     checked_tables = None
     if policy.check_tables and source.kind != "postgresql" and tables:
         names = ", ".join(_quoted(source.kind, t) for t in tables)
-        out = databases.run_sql(source, database, f"CHECK TABLE {names}")
+        out = databases.run_sql(source, database, f"CHECK TABLE {names}", timeout)
         # Rows: table, op, msg_type, msg_text. A table is fine with a status of OK; notes
         # (an engine that cannot check) are not findings.
         bad = [r for r in out if len(r) >= 4 and _not_ok(r[2].lower(), r[3])]
@@ -80,7 +81,7 @@ def _checks(
     queries = []
     for number, sql in enumerate(policy.queries, start=1):
         try:
-            found = len(databases.run_sql(source, database, sql))
+            found = len(databases.run_sql(source, database, sql, timeout))
         except VaultError as exc:
             problems.append(f"query {number} failed: {exc}")
             queries.append({"query": number, "rows": None, "result": "FAIL"})
@@ -135,7 +136,7 @@ def check_dumps(
                 target = server.start()
                 entry["server"] = f"throwaway {server.kind} server"
             into = replace(target, databases=(scratch_name,))
-            loaded = restore_database(repo, snapshot, label, into)
+            loaded = restore_database(repo, snapshot, label, into, timeout=policy.timeout_seconds)
             entry["load_seconds"] = round(loaded.seconds, 3)
             entry["bytes"] = loaded.bytes
             facts, problems = _checks(into, scratch_name, policy)

@@ -67,6 +67,8 @@ def restore_database(
     which: str,
     into: DatabaseSource,
     progress: Progress | None = None,
+    *,
+    timeout: float | None = None,
 ) -> DatabaseRestored:
     progress = progress or NoProgress()
     if into.kind == "command" or len(into.databases) != 1:
@@ -83,7 +85,7 @@ def restore_database(
             yield bytes(block)
 
     try:
-        loaded = databases.load(into, into.databases[0], blocks(), record["kind"])
+        loaded = databases.load(into, into.databases[0], blocks(), record["kind"], timeout)
     finally:
         progress.finish()
     return DatabaseRestored(record, into.databases[0], loaded, time.monotonic() - started)

@@ -14,6 +14,7 @@ import contextlib
 import os
 import shutil
 import subprocess
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -414,14 +415,26 @@ def load_invocation(source: DatabaseSource, database: str) -> Invocation:
         )
     args, text = _mariadb_connection(source)
     return Invocation(
-        [client_tool(source.kind), *args, "--batch", "--binary-mode",
-         "--default-character-set=utf8mb4", database],
+        [
+            client_tool(source.kind),
+            *args,
+            "--batch",
+            "--binary-mode",
+            "--default-character-set=utf8mb4",
+            database,
+        ],
         base_environment(),
         text,
     )
 
 
-def load(source: DatabaseSource, database: str, blocks: Iterator[bytes], kind: str) -> int:
+def load(
+    source: DatabaseSource,
+    database: str,
+    blocks: Iterator[bytes],
+    kind: str,
+    timeout: float | None = None,
+) -> int:
     """Stream a dump (of `kind`, the kind it was taken from) into `database` on the server
     `source` names, created first; the bytes loaded. Nothing is written to disk on the way."""
     if (kind == "postgresql") != (source.kind == "postgresql"):
@@ -431,6 +444,16 @@ def load(source: DatabaseSource, database: str, blocks: Iterator[bytes], kind: s
     process = _spawn(invocation, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
     assert process.stdin is not None and process.stderr is not None
     stderr = _StderrTail(process.stderr)
+    timed_out = threading.Event()
+
+    def expire() -> None:
+        timed_out.set()
+        process.kill()
+
+    watchdog = threading.Timer(timeout, expire) if timeout else None
+    if watchdog is not None:
+        watchdog.daemon = True
+        watchdog.start()
     total = 0
     partial = (
         f"; database {database} on {source.where()} may hold part of the dump: drop it before "
@@ -453,8 +476,20 @@ def load(source: DatabaseSource, database: str, blocks: Iterator[bytes], kind: s
         process.kill()
         process.wait()
         raise
+    finally:
+        # Past the last block the loader may still be working: the watchdog stays until
+        # it exits, and only an error above ends it here.
+        if watchdog is not None and process.poll() is not None:
+            watchdog.cancel()
     code = process.wait()
+    if watchdog is not None:
+        watchdog.cancel()
     err = stderr.join()
+    if timed_out.is_set():
+        raise DatabaseError(
+            f"loading into {database} on {source.where()} did not finish within {timeout:.0f} s"
+            + partial
+        )
     if code != 0:
         why = _last_line(err)
         raise DatabaseError(
