@@ -110,6 +110,13 @@ else
     step "vault restore --to-pacs: skipped (Orthanc is not installed; scripts/test.sh installs it)"
 fi
 
+if [ -x /usr/sbin/mariadbd ]; then
+    step "vault backup --database  (a practice database, streamed into the snapshot; restored; drilled)"
+    python scripts/demo_database.py "$DEMO"
+else
+    step "vault backup --database: skipped (MariaDB is not installed; scripts/test.sh installs it)"
+fi
+
 step "Done"
 echo "Repository: $VAULT_REPO"
 echo "Drill report: $DEMO/drill-report.html, evidence pack: $DEMO/evidence.html (open in a browser)"

@@ -4,9 +4,11 @@
 source "$(dirname "$0")/_venv.sh"
 cd "$ROOT"
 # Real peers and servers the tests start on loopback: restic, borg and GNU time for the
-# benchmark's smoke test, Orthanc and DCMTK (storescp) for the PACS tests. Installed where we
-# can (root on Debian/Ubuntu); without one, the tests that need it are skipped, nothing else
-# changes. Orthanc's package would start its own service: policy-rc.d keeps it from starting.
+# benchmark's smoke test, Orthanc and DCMTK (storescp) for the PACS tests, MariaDB and
+# PostgreSQL for the database tests (the tests start their own servers in temporary
+# directories). Installed where we can (root on Debian/Ubuntu); without one, the tests that
+# need it are skipped, nothing else changes. The server packages would start their own
+# services: policy-rc.d keeps them from starting.
 need=()
 command -v restic >/dev/null || need+=(restic)
 command -v borg >/dev/null || need+=(borgbackup)
@@ -14,6 +16,9 @@ command -v borg >/dev/null || need+=(borgbackup)
 [ -x /usr/sbin/Orthanc ] || need+=(orthanc)
 # Not `command -v`: pynetdicom puts Python apps named storescp/storescu into the venv.
 [ -x /usr/bin/storescp ] || need+=(dcmtk)
+[ -x /usr/sbin/mariadbd ] || need+=(mariadb-server)
+command -v mariadb-dump >/dev/null || need+=(mariadb-client)
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)
 if [ ${#need[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "installing ${need[*]} for the tests that use them" >&2
     blocker=/usr/sbin/policy-rc.d

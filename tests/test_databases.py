@@ -517,3 +517,16 @@ def test_the_scheduler_dumps_backup_toml_databases_into_the_nightly_snapshot(
     bad = vault("schedule", "run", "--policy-dir", policies, "--once", "backup", password=None)
     assert bad.code == 2
     assert "[[database]] number 1: unknown key 'database'" in bad.err
+
+
+def test_a_password_file_others_can_read_is_refused(
+    server: PracticeServer, repo: RepoHandle, vault: RunCli, tmp_path: Path
+) -> None:
+    name = _practice(server)
+    loose = tmp_path / "loose-password"
+    loose.write_text(server.password + "\n")
+    loose.chmod(0o644)
+    done = vault("backup", "-r", repo.url, "--database",
+                 server.url(name).replace(str(server.password_file), str(loose)))  # fmt: skip
+    assert done.code == 3
+    assert "is accessible to group or others (mode 0644)" in done.err

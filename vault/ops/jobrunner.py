@@ -32,8 +32,8 @@ JOBS = ("backup", "check", "drill", "full-drill", "keys", "maintenance")
 ADVICE = {
     1: "run the same command by hand to see the details; then `vault check`",
     2: "a policy or option is wrong: fix the file the error names",
-    3: "some source files could not be read: run `vault backup` by hand to list them, fix "
-    "their permissions or the program holding them",
+    3: "some source files or database dumps could not be read: run `vault backup` by hand "
+    "to list them, fix their permissions, the program holding them, or the database login",
     10: "the repository cannot be reached: check the disk, network, bucket and the "
     "repository setting in backup.toml",
     11: "the repository is locked by another vault: if none is running, `vault unlock`",

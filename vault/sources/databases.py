@@ -64,6 +64,14 @@ def _read_password(source: DatabaseSource) -> str | None:
         return None
     try:
         with open(source.password_file, encoding="utf-8") as handle:
+            mode = os.fstat(handle.fileno()).st_mode & 0o777
+            if mode & 0o077:
+                # As for vault's own passphrase file: a secret others can read is no secret.
+                raise DatabaseError(
+                    f"database {source.name}: the password file {source.password_file} is "
+                    f"accessible to group or others (mode {mode:04o}); run `chmod 600 "
+                    f"{source.password_file}`"
+                )
             password = handle.readline().rstrip("\r\n")
     except OSError as exc:
         raise DatabaseError(
