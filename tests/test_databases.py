@@ -530,3 +530,35 @@ def test_a_password_file_others_can_read_is_refused(
                  server.url(name).replace(str(server.password_file), str(loose)))  # fmt: skip
     assert done.code == 3
     assert "is accessible to group or others (mode 0644)" in done.err
+
+
+def test_sigterm_during_a_dump_stops_the_tool_and_writes_no_snapshot(
+    repo: RepoHandle, vault: RunCli, tmp_path: Path
+) -> None:
+    endless = tmp_path / "endless.py"
+    endless.write_text(
+        "import sys\nwhile True:\n    sys.stdout.write('INSERT INTO log VALUES (1);\\n' * 1000)\n"
+    )
+    policy = tmp_path / "policy"
+    policy.mkdir()
+    (policy / "backup.toml").write_text(
+        f'[[database]]\nkind = "command"\nname = "endless"\n'
+        f'command = ["{sys.executable}", "{endless}"]\n'
+    )
+    backup = _backup_process(repo, "--policy-databases", "--policy-dir", str(policy))
+    tool = None
+    while tool is None and backup.poll() is None:
+        for pid in _descendants(backup.pid):
+            try:
+                if str(endless).encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    tool = pid
+            except OSError:
+                continue
+    assert tool is not None, backup.communicate()
+    backup.send_signal(signal.SIGTERM)
+    _, err = backup.communicate()
+    assert backup.returncode == 130, err
+    assert "no snapshot was written" in err and "Traceback" not in err
+    assert not Path(f"/proc/{tool}").exists(), "the dump tool outlived vault"
+    assert vault("snapshots", "-r", repo.url, "--json").json() == []
+    assert vault("check", "-r", repo.url).code == 0

@@ -17,12 +17,11 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from vault.errors import VaultError
 from vault.format.tree import DIR, FILE, Node, Tree
 from vault.jobs.backup.options import Problem
 from vault.jobs.backup.walk import Job, _Pending
 from vault.policy.databases import DatabaseSource
-from vault.sources.databases import Dump
+from vault.sources.databases import DatabaseError, Dump
 
 
 @dataclass
@@ -53,7 +52,9 @@ def run_dumps(job: Job, sources: tuple[DatabaseSource, ...]) -> DumpsDone:
             }
             try:
                 node = _stream(job, source, database, path)
-            except VaultError as exc:
+            except DatabaseError as exc:
+                # The dump's own failure. A stop request, or the repository failing, is not
+                # the database's: it ends the backup as it would during the file walk.
                 job.errors.append(Problem(f"database {source.name}/{database}", str(exc)))
                 record.update(finished=_now(), result="FAIL", error=str(exc))
                 done.records.append(record)
