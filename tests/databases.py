@@ -67,18 +67,22 @@ def start(kind: str, workdir: Path) -> PracticeServer:
     # test's private tmp_path.
     server = ScratchServer(kind, None, port=port)
     admin = server.start()
-    password = "pw-" + secrets.token_hex(12)  # asserted absent from every command line
+    # Asserted absent from every command line; it holds what an option file or SQL must
+    # escape (quotes, a backslash, '#', a space).
+    password = "pw-" + secrets.token_hex(8) + " \"q\\b#s'x"
     password_file = workdir / f"{kind}-password"
     password_file.write_text(password + "\n")
     password_file.chmod(0o600)
     if kind == "postgresql":
-        run_sql(admin, "postgres", f"CREATE ROLE {APP_USER} LOGIN CREATEDB PASSWORD '{password}'")
+        literal = password.replace("'", "''")
+        run_sql(admin, "postgres", f"CREATE ROLE {APP_USER} LOGIN CREATEDB PASSWORD '{literal}'")
     else:
+        literal = password.replace("\\", "\\\\").replace("'", "''")
         for host in ("127.0.0.1", "localhost"):
             run_sql(
                 admin,
                 "",
-                f"CREATE USER '{APP_USER}'@'{host}' IDENTIFIED BY '{password}'; "
+                f"CREATE USER '{APP_USER}'@'{host}' IDENTIFIED BY '{literal}'; "
                 f"GRANT ALL PRIVILEGES ON *.* TO '{APP_USER}'@'{host}'",
             )
     return PracticeServer(kind, server, admin, port, password, password_file)

@@ -61,6 +61,11 @@ def test_socket_option_file_default_port_and_path() -> None:
         ("mariadb://u@host/db?path=relative", "must be an absolute path"),
         ("mariadb://u@host/db?path=/a/../b", "must be an absolute path"),
         ("mariadb://u@host:99999/db", "not a database URL"),
+        # Passwords holding URL delimiters: refused before parsing, never quoted.
+        ("mariadb://u:secret/x@host/db", "a password in a URL"),
+        ("mariadb://u:sec@ret@host/db", "a password in a URL"),
+        ("mariadb://u:secret#x@host/db", "not a database URL"),
+        ("mariadb://u:secret?x@host/db", "not a database URL"),
         ("mariadb://u@host/db?name=a/b", "name must be"),
     ],
 )
@@ -109,6 +114,8 @@ def test_backup_toml_database_tables(tmp_path: Path) -> None:
         ('kind = "command"\nname = "x"', 'needs command = ["program"'),
         ('kind = "command"\nname = "x"\ncommand = ["c"]\nhost = "h"', "host does not go with"),
         ('kind = "mariadb"\ndatabases = ["x"]\ncommand = ["c"]', "command goes with kind"),
+        ('kind = "mariadb"\ndatabases = ["x"]\nenv = ["MYSQL_PWD"]', "env goes with kind"),
+        ('kind = "mariadb"\ndatabases = ["x"]\ntimeout_seconds = -1', "must be 0 (no limit)"),
     ],
 )
 def test_a_bad_database_table_names_file_table_and_key(

@@ -67,7 +67,7 @@ def status_document(st: Status, now: datetime, key_policy: dict[str, Any]) -> di
             "time": iso_utc(st.latest.time),
             "age_seconds": st.latest_age_seconds,
             "files_not_saved": st.latest.stats.errors,
-            "databases": database_moment(st.latest),
+            "databases": database_moment(st.latest_with_databases),
         }
         if st.latest
         else None,
@@ -132,7 +132,7 @@ def _print_page(st: Status, now: datetime) -> None:
             f"last backup  {local_time(st.latest.time)} ({st.latest_age_seconds / 3600:.1f} h "
             f"ago; RPO {st.rpo_hours} h), snapshot {ids.short(st.latest.id)}"
         )
-        moment = database_moment(st.latest)
+        moment = database_moment(st.latest_with_databases)
         for dump in moment["dumps"] if moment else []:
             skew = dump.get("skew_seconds")
             print(

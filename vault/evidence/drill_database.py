@@ -106,8 +106,13 @@ def check_dumps(
     *,
     server_for: Callable[[str], ScratchServer] = ScratchServer,
 ) -> tuple[list[dict[str, Any]], list[str]]:
-    """(a result per dump, failure reasons). No dump in the snapshot is itself a failure: the
-    drill was asked to prove a database and found none."""
+    """(a result per dump, failure reasons). The dumps are the drilled snapshot's, or, when
+    it has none (a PACS snapshot written after the nightly one), those of the newest snapshot
+    before it that has them. No dump at all is itself a failure: the drill was asked to prove
+    a database and found none."""
+    if not snapshot.databases:
+        earlier = [s for s in repo.snapshots() if s.databases and s.time <= snapshot.time]
+        snapshot = earlier[-1] if earlier else snapshot
     dumps = [r for r in snapshot.databases if r.get("result") == "PASS" and r["kind"] != "command"]
     if not dumps:
         failed = [r for r in snapshot.databases if r.get("result") != "PASS"]
@@ -122,7 +127,12 @@ def check_dumps(
     failures: list[str] = []
     for record in dumps:
         label = f"{record['source']}/{record['database']}"
-        entry: dict[str, Any] = {"dump": label, "kind": record["kind"], "dumped": record["started"]}
+        entry: dict[str, Any] = {
+            "dump": label,
+            "kind": record["kind"],
+            "snapshot_id": snapshot.id,
+            "dumped": record["started"],
+        }
         scratch_name = "vault_drill_" + secrets.token_hex(4)
         t0 = time.monotonic()
         server: ScratchServer | None = None

@@ -36,8 +36,10 @@ def database_summary(record: dict[str, Any]) -> str | None:
         return "FAIL: no database dump was loaded"
     verdict = "FAIL" if any(c["result"] == "FAIL" for c in checks) else "PASS"
     parts = [
-        f"{c['dump']} loaded in {c.get('load_seconds', 0):.1f}s, {c.get('tables', 0)} tables, "
-        f"{c.get('rows', 0)} rows"
+        f"{c['dump']} loaded in {c['load_seconds']:.1f}s, {c.get('tables', 0)} tables, "
+        f"{c.get('rows', 0)} rows" + ("" if c["result"] == "PASS" else " (checks failed)")
+        if "load_seconds" in c
+        else f"{c['dump']} did not load: {'; '.join(c.get('problems', [])) or 'no reason'}"
         for c in checks
     ]
     return f"{verdict}: " + "; ".join(parts)

@@ -62,7 +62,7 @@ def _status_section(st: Status) -> Section:
     if st.latest and st.latest_age_seconds is not None:
         age = f"{st.latest_age_seconds / 3600:.1f} h ago (RPO {st.rpo_hours} h)"
         section.facts.append(("Last backup", f"{_day(st.latest.time.isoformat())} UTC, {age}"))
-        moment = database_moment(st.latest)
+        moment = database_moment(st.latest_with_databases)
         for dump in moment["dumps"] if moment else []:
             skew = dump.get("skew_seconds")
             section.facts.append(

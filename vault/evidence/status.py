@@ -138,6 +138,9 @@ class Status:
     # the throughput the newest drill that restored anything measured (None: no such drill).
     restore_projection: RestoreProjection | None = None
     full_restore_rto_hours: int = 72
+    # The newest snapshot with database dumps: the nightly files-and-databases snapshot, which
+    # a PACS snapshot written after it would hide as "latest".
+    latest_with_databases: Snapshot | None = None
     findings: list[Finding] = field(default_factory=list)
 
     @property
@@ -251,6 +254,7 @@ def database_moment(snapshot: Snapshot | None) -> dict[str, Any] | None:
             skews.append(skew)
         dumps.append(entry)
     return {
+        "snapshot_id": snapshot.id,
         "dumps": dumps,
         "files_walked": walk,
         "skew_seconds": round(max(skews), 3) if skews else None,
@@ -271,9 +275,10 @@ def _judge(st: Status, now: datetime, frequency_days: int) -> list[Finding]:
                 f"RPO of {st.rpo_hours} h: see the scheduler's log, then run `vault backup`",
             )
         )
+    with_dumps = st.latest_with_databases
     failed_dumps = [
         f"{d['source']}/{d['database']}"
-        for d in (st.latest.databases if st.latest else ())
+        for d in (with_dumps.databases if with_dumps else ())
         if d.get("result") != "PASS"
     ]
     if failed_dumps:
@@ -285,12 +290,17 @@ def _judge(st: Status, now: datetime, frequency_days: int) -> list[Finding]:
                 "snapshot holds the files without that database; see the backup's log",
             )
         )
-    elif st.latest is not None and st.latest.stats.errors:
+    # A failed dump counts among the snapshot's errors; the files are what is left.
+    unread = st.latest.stats.errors if st.latest else 0
+    if with_dumps is not None and with_dumps is st.latest:
+        unread -= len(failed_dumps)
+    fresh = st.latest_age_seconds is not None and st.latest_age_seconds <= rpo
+    if fresh and unread > 0:
         found.append(
             Finding(
                 "backup",
                 LEVEL_WARN,
-                f"the last backup could not read {st.latest.stats.errors} file(s): see its log",
+                f"the last backup could not read {unread} file(s): see its log",
             )
         )
     check = st.last_check
@@ -469,6 +479,7 @@ def status(
         repository_id=repo.config.repository_id,
         snapshots=len(snapshots),
         latest=latest,
+        latest_with_databases=next((s for s in reversed(snapshots) if s.databases), None),
         latest_age_seconds=int((now - latest.time).total_seconds()) if latest else None,
         keys=key_status(repo, policy, now),
         locks=locks,

@@ -74,6 +74,11 @@ def restore_database(
     if into.kind == "command" or len(into.databases) != 1:
         raise UsageError("--into names one new database: mariadb://USER@HOST:PORT/NEWDB?...")
     record = find_dump(snapshot, which)
+    if record["kind"] == "command":
+        raise UsageError(
+            f"{record['source']} is a command's output, which vault cannot load into a server: "
+            f"restore it as a file (--target DIR --include {record['path']})"
+        )
     repo.load_index()
     node = node_at(repo, snapshot, record["path"])
     started = time.monotonic()

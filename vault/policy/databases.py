@@ -65,17 +65,28 @@ class DatabaseSource:
             return "command " + (os.path.basename(self.command[0]) if self.command else "?")
         if self.socket:
             return f"socket {self.socket}"
+        if self.option_file and not self.host:
+            return f"the server in {self.option_file}"
         return f"{self.host or '127.0.0.1'}:{self.effective_port}"
 
 
 def parse_url(text: str, *, what: str = "--database", server: bool = False) -> DatabaseSource:
     """`mariadb://USER@HOST:PORT/DB[,DB...]?password_file=F` (also mysql://, postgresql://),
     or with `?socket=/path` (and no host) for a Unix socket, or `?option_file=F`."""
+    # Before any parsing, whose errors would quote the text: a password may hold '/', '#',
+    # '?' or '@', so everything before the last '@' ahead of the query is the user part.
+    authority = text.split("://", 1)[-1].split("?", 1)[0].split("#", 1)[0]
+    if "@" in authority and ":" in authority.rsplit("@", 1)[0]:
+        raise UsageError(
+            f"{what}: a password in a URL would be on the command line and in logs; write it "
+            "into a file readable only by you and name it with ?password_file=FILE"
+        )
     try:
         parts = urlsplit(text)
         port = parts.port
-    except ValueError as exc:
-        raise UsageError(f"{what}: not a database URL: {exc}") from None
+    except ValueError:
+        # Not the parser's words: they quote the URL, and a mistyped one may hold a secret.
+        raise UsageError(f"{what}: not a database URL (check the user, host and port)") from None
     scheme = {"postgres": "postgresql", "mysql": "mysql"}.get(parts.scheme, parts.scheme)
     if scheme not in ("mariadb", "mysql", "postgresql"):
         raise UsageError(
@@ -143,6 +154,13 @@ def checked(values: dict[str, Any], what: str, *, server: bool = False) -> Datab
             )
         if not values.get("host") and not values.get("socket") and not values.get("option_file"):
             values = {**values, "host": "127.0.0.1"}
+    if values.get("env") and kind != "command":
+        raise UsageError(
+            f'{what}: env goes with kind "command" (a dump tool gets no extra variables)'
+        )
+    timeout = values.get("timeout_seconds", 0)
+    if isinstance(timeout, int) and timeout < 0:
+        raise UsageError(f"{what}: timeout_seconds must be 0 (no limit) or more")
     path = values.get("path", "")
     if path and (not path.startswith("/") or ".." in path.split("/") or path.rstrip("/") == ""):
         raise UsageError(

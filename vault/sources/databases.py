@@ -3,7 +3,7 @@
 processes, never a shell, and never with a secret in their arguments.
 
 A password reaches MariaDB's tools as an option file on an inherited pipe
-(`--defaults-extra-file=/dev/fd/N`: it never touches the disk and is not in /proc/PID/cmdline),
+(`--defaults-file=/dev/fd/N`: it never touches the disk and is not in /proc/PID/cmdline),
 and PostgreSQL's in PGPASSWORD in the child's environment alone (libpq accepts a password file
 only as a regular file; /proc/PID/environ is readable by the process's owner and root only).
 """
@@ -13,9 +13,9 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import threading
-import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -28,6 +28,9 @@ KEPT_ENV = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR
 STDERR_KEPT = 64 << 10  # the tail of a tool's stderr kept for its error line
 MARIADB_TRAILER = b"-- Dump completed"
 PGDUMP_MAGIC = b"PGDMP"
+# A password is a line; anything longer is a wrong file (and would not fit the pipe it is
+# handed over on before the tool starts reading).
+MAX_PASSWORD = 1024
 
 
 class DatabaseError(VaultError):
@@ -63,7 +66,7 @@ def _read_password(source: DatabaseSource) -> str | None:
     if not source.password_file:
         return None
     try:
-        with open(source.password_file, encoding="utf-8") as handle:
+        with open(source.password_file, encoding="utf-8", errors="strict") as handle:
             mode = os.fstat(handle.fileno()).st_mode & 0o777
             if mode & 0o077:
                 # As for vault's own passphrase file: a secret others can read is no secret.
@@ -72,7 +75,11 @@ def _read_password(source: DatabaseSource) -> str | None:
                     f"accessible to group or others (mode {mode:04o}); run `chmod 600 "
                     f"{source.password_file}`"
                 )
-            password = handle.readline().rstrip("\r\n")
+            password = handle.readline(MAX_PASSWORD + 1).rstrip("\r\n")
+    except UnicodeDecodeError:
+        raise DatabaseError(
+            f"database {source.name}: the password file {source.password_file} is not UTF-8 text"
+        ) from None
     except OSError as exc:
         raise DatabaseError(
             f"database {source.name}: cannot read its password file {source.password_file}: "
@@ -81,6 +88,11 @@ def _read_password(source: DatabaseSource) -> str | None:
     if not password:
         raise DatabaseError(
             f"database {source.name}: the password file {source.password_file} is empty"
+        )
+    if len(password) > MAX_PASSWORD:
+        raise DatabaseError(
+            f"database {source.name}: the first line of {source.password_file} is longer than "
+            f"{MAX_PASSWORD} characters: not a password"
         )
     return password
 
@@ -111,7 +123,9 @@ def _mariadb_connection(source: DatabaseSource) -> tuple[list[str], str]:
     elif password is not None:
         escaped = password.replace("\\", "\\\\").replace('"', '\\"')
         text = f'[client]\npassword="{escaped}"\n'
-        first = ["--defaults-extra-file=/dev/fd/{fd}"]  # the fd is filled in at start
+        # The only option file read: ~/.my.cnf, read after any extra file, would otherwise
+        # override this password (and a [mysqldump] group there the dump's own options).
+        first = ["--defaults-file=/dev/fd/{fd}"]  # the fd is filled in at start
     args: list[str] = []
     if source.socket:
         args += ["--protocol=SOCKET", f"--socket={source.socket}"]
@@ -177,6 +191,12 @@ def dump_invocation(source: DatabaseSource, database: str) -> Invocation:
             "--routines",
             "--triggers",
             "--hex-blob",
+            # Its completion line tells a whole dump from a cut one: on, whatever an option
+            # file says.
+            "--comments",
+            # MySQL 8 asks for the PROCESS privilege to dump tablespaces; a practice's
+            # database has none of its own.
+            "--no-tablespaces",
             "--default-character-set=utf8mb4",
             database,
         ],
@@ -199,9 +219,7 @@ def _spawn(
         os.write(write_end, data)
         os.close(write_end)
         argv = [
-            a.replace("{fd}", str(read_end))
-            if a.startswith("--defaults-extra-file=/dev/fd/")
-            else a
+            a.replace("{fd}", str(read_end)) if a.startswith("--defaults-file=/dev/fd/") else a
             for a in argv
         ]
         pass_fds = (read_end,)
@@ -263,16 +281,32 @@ def _exit_reason(code: int) -> str:
     return f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
 
 
+def _kill_group(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL to the tool's whole session (it started one): a script's own children (sqlcmd,
+    smbclient) go with it."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+def _reap(process: subprocess.Popen[bytes]) -> int:
+    """Wait for the tool, then sweep what it left running in its session (it would hold the
+    stderr pipe open, and be a dump writing on after vault judged it), then reap it. Waiting
+    without reaping first keeps its process id from being reused by another process."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOWAIT)
+    _kill_group(process)
+    return process.wait()
+
+
 class Dump:
     """One running dump: `read(n)` gives its output in blocks; `finish()` then says whether it
-    is a whole dump (the tool succeeded, the output is not empty and, for MariaDB and
+    is a whole dump (the tool succeeded in time, the output is not empty and, for MariaDB and
     PostgreSQL, looks complete) or raises DatabaseError."""
 
     def __init__(self, source: DatabaseSource, database: str) -> None:
         self.source, self.database = source, database
         inv = dump_invocation(source, database)
         self.tool = os.path.basename(inv.argv[0])
-        self.started_monotonic = time.monotonic()
         self.process = _spawn(inv)
         assert self.process.stdout is not None and self.process.stderr is not None
         self._stdout = self.process.stdout
@@ -280,6 +314,18 @@ class Dump:
         self.bytes = 0
         self._head = b""
         self._tail = b""
+        # A timer, not a check between reads: a tool that hangs before writing anything (a
+        # lock wait, a server-side backup that writes its file first) never returns a read.
+        self.timed_out = threading.Event()
+        self._watchdog: threading.Timer | None = None
+        if source.timeout_seconds:
+            self._watchdog = threading.Timer(source.timeout_seconds, self._expire)
+            self._watchdog.daemon = True
+            self._watchdog.start()
+
+    def _expire(self) -> None:
+        self.timed_out.set()
+        _kill_group(self.process)
 
     @property
     def label(self) -> str:
@@ -288,13 +334,6 @@ class Dump:
         return f"database {self.source.name}/{self.database} ({self.tool} on {self.source.where()})"
 
     def read(self, n: int) -> bytes:
-        if self.source.timeout_seconds and (
-            time.monotonic() - self.started_monotonic > self.source.timeout_seconds
-        ):
-            self.kill()
-            raise DatabaseError(
-                f"{self.label} did not finish within {self.source.timeout_seconds} s"
-            )
         block = self._stdout.read(n) or b""
         if len(self._head) < 16:
             self._head += block[: 16 - len(self._head)]
@@ -303,21 +342,27 @@ class Dump:
         self.bytes += len(block)
         return block
 
-    def kill(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            self.process.kill()
-        self.process.wait()
-
     def close(self) -> None:
-        """Stop the tool if it still runs (vault itself stopped); never raises."""
-        if self.process.poll() is None:
-            self.kill()
+        """Stop the tool and its session if they still run (vault itself stopped); never
+        raises."""
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        if self.process.returncode is None:
+            _kill_group(self.process)
+            self.process.wait()
         self._stdout.close()
 
     def finish(self) -> None:
         self._stdout.close()
-        code = self.process.wait()
+        code = _reap(self.process)
+        if self._watchdog is not None:
+            self._watchdog.cancel()
         stderr = self._stderr.join()
+        if self.timed_out.is_set():
+            raise DatabaseError(
+                f"{self.label} did not finish within {self.source.timeout_seconds} s (stopped "
+                f"after {self.bytes} bytes)"
+            )
         if code != 0:
             why = _last_line(stderr)
             raise DatabaseError(

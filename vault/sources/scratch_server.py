@@ -90,7 +90,13 @@ class ScratchServer:
         if self.kind == "postgresql" and os.geteuid() == 0:
             self.run_as = "postgres"
             entry = pwd.getpwnam("postgres")
-            os.chown(self.directory, entry.pw_uid, entry.pw_gid)
+            try:
+                os.chown(self.directory, entry.pw_uid, entry.pw_gid)
+            except OSError as exc:
+                shutil.rmtree(self.directory, ignore_errors=True)
+                raise DatabaseError(
+                    f"cannot give the scratch directory to the postgres user: {exc.strerror}"
+                ) from None
         self.log = self.directory / "server.log"
         self.source: DatabaseSource | None = None
 
@@ -105,9 +111,17 @@ class ScratchServer:
         self.stop()
 
     def _run(self, argv: list[str]) -> None:
-        done = subprocess.run(
-            argv, capture_output=True, user=self.run_as, timeout=START_TIMEOUT, check=False
-        )
+        name = os.path.basename(argv[0])
+        try:
+            done = subprocess.run(
+                argv, capture_output=True, user=self.run_as, timeout=START_TIMEOUT, check=False
+            )
+        except subprocess.TimeoutExpired:
+            raise DatabaseError(
+                f"scratch {self.kind} server: {name} did not finish within {START_TIMEOUT:.0f} s"
+            ) from None
+        except OSError as exc:
+            raise DatabaseError(f"scratch {self.kind} server: cannot run {name}: {exc}") from None
         if done.returncode != 0:
             tail = (done.stderr or done.stdout).decode("utf-8", "replace").strip().splitlines()
             raise DatabaseError(
@@ -156,15 +170,18 @@ class ScratchServer:
                 kind="mariadb", name="scratch", databases=("mysql",), socket=socket,
                 user="root" if os.geteuid() == 0 else user,
             )  # fmt: skip
-        with open(self.log, "ab") as log:
-            self.process = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                user=self.run_as,
-                start_new_session=True,
-            )
+        try:
+            with open(self.log, "ab") as log:
+                self.process = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=log,
+                    user=self.run_as,
+                    start_new_session=True,
+                )
+        except OSError as exc:
+            raise DatabaseError(f"cannot start the scratch {self.kind} server: {exc}") from None
         self._wait_ready(socket)
         return self.source
 

@@ -110,10 +110,11 @@ def _stream(job: Job, source: DatabaseSource, database: str, path: str) -> Node:
     return resolved
 
 
-def graft(job: Job, root_id: str, nodes: dict[str, Node]) -> str:
+def graft(job: Job, root_id: str, done: DumpsDone) -> str:
     """The root tree `root_id` with each node placed at its path, folders made on the way
     (owner-only, like the dumps); a path that a backed-up file or folder already holds is a
     problem, and that dump is left out rather than hiding the file."""
+    nodes = done.nodes
     if not nodes:
         return root_id
     job.writer.flush()  # the trees the walk just wrote become readable
@@ -123,13 +124,15 @@ def graft(job: Job, root_id: str, nodes: dict[str, Node]) -> str:
         try:
             root_id = _place(job, root_id, parts, node, made)
         except _Taken as exc:
-            job.errors.append(
-                Problem(
-                    f"database dump {path}",
-                    f"the dump's path {path} is already taken by a backed-up {exc.args[0]}; "
-                    "give the database source another path",
-                )
+            why = (
+                f"the dump's path {path} is already taken by a backed-up {exc.args[0]}; "
+                "give the database source another path"
             )
+            job.errors.append(Problem(f"database dump {path}", why))
+            # Not in the snapshot: its record must not send a restore to the file that is.
+            for record in done.records:
+                if record["path"] == path:
+                    record.update(result="FAIL", error=why)
     return root_id
 
 

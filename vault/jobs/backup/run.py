@@ -82,7 +82,7 @@ def backup(
             walk_finished = now()
             if options.dumps_after_files:
                 dumps = run_dumps(job, options.databases)
-            root = graft(job, root, dumps.nodes)
+            root = graft(job, root, dumps)
             job.writer.flush()
         except Interrupted:
             # Keep what was sent: chunks already started finish, then packs and index go out.
