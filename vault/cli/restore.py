@@ -32,7 +32,8 @@ from vault.units import human_bytes, human_seconds
 def add_restore_parser(command: Callable[..., argparse.ArgumentParser]) -> None:
     p = command(
         "restore",
-        "restore a snapshot (or part of it) into a directory, or studies into a PACS",
+        "restore a snapshot (or part of it) into a directory, studies into a PACS, or a "
+        "database dump into a database server",
         cmd_restore,
     )
     p.add_argument("snapshot", metavar="SNAPSHOT", help="snapshot id, id prefix, or 'latest'")

@@ -41,7 +41,9 @@ from vault.units import human_bytes
 
 def add_snapshot_parsers(command: Callable[..., argparse.ArgumentParser]) -> None:
     p = command(
-        "backup", "back up files and directories (or a PACS) into a new snapshot", cmd_backup
+        "backup",
+        "back up files and directories, and database dumps (or a PACS), into a new snapshot",
+        cmd_backup,
     )
     p.add_argument("paths", nargs="*", metavar="PATH", help="files or directories to back up")
     p.add_argument("--tag", action="append", default=[], help="tag the snapshot (repeatable)")
