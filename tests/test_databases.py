@@ -9,6 +9,7 @@ appears in any process's command line, in vault's output or in its errors."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -217,6 +218,27 @@ def _backup_process(repo: RepoHandle, *args: str) -> subprocess.Popen[str]:
     )
 
 
+def _command_lines() -> Iterator[tuple[int, bytes]]:
+    """(pid, command line) of every process now running."""
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                yield int(entry), Path(f"/proc/{entry}/cmdline").read_bytes()
+            except OSError:
+                continue  # it ended while we looked
+
+
+def _command_policy(tmp_path: Path, name: str, command: list[str], extra: str = "") -> Path:
+    """A policy directory whose backup.toml has one kind = "command" source."""
+    policy = tmp_path / "policy"
+    policy.mkdir(exist_ok=True)
+    (policy / "backup.toml").write_text(
+        f'[[database]]\nkind = "command"\nname = "{name}"\ncommand = {json.dumps(command)}\n'
+        + extra
+    )
+    return policy
+
+
 def _descendants(pid: int) -> Iterator[int]:
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -237,13 +259,7 @@ def test_the_password_is_never_on_a_command_line_in_output_or_in_errors(
     secret = server.password.encode()
     # Read every process's command line until the backup ends; the dump tool is among them.
     while backup.poll() is None:
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
-            except OSError:
-                continue
+        for _, cmdline in _command_lines():
             assert secret not in cmdline, cmdline.replace(b"\0", b" ")
             if b"mariadb-dump" in cmdline or b"pg_dump" in cmdline:
                 seen_tool = True
@@ -473,13 +489,8 @@ def test_a_command_source_streams_any_program_and_gets_no_secret(
         "sys.exit(int(os.environ.get('EXPORT_FAIL', '0')))\n"
     )
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "aws-secret-for-the-test")
-    policy = tmp_path / "policy"
-    policy.mkdir()
-    (policy / "backup.toml").write_text(
-        f'[[database]]\nkind = "command"\nname = "vendor"\n'
-        f'command = ["{sys.executable}", "{exporter}"]\npath = "/exports/vendor.dat"\n'
-        'env = ["EXPORT_FAIL"]\n'
-    )
+    policy = _command_policy(tmp_path, "vendor", [sys.executable, str(exporter)],
+                             'path = "/exports/vendor.dat"\nenv = ["EXPORT_FAIL"]\n')  # fmt: skip
     done = vault(
         "backup", "-r", repo.url, "--policy-databases", "--policy-dir", str(policy), "--json"
     )
@@ -549,12 +560,7 @@ def test_sigterm_during_a_dump_stops_the_tool_and_writes_no_snapshot(
     endless.write_text(
         "import sys\nwhile True:\n    sys.stdout.write('INSERT INTO log VALUES (1);\\n' * 1000)\n"
     )
-    policy = tmp_path / "policy"
-    policy.mkdir()
-    (policy / "backup.toml").write_text(
-        f'[[database]]\nkind = "command"\nname = "endless"\n'
-        f'command = ["{sys.executable}", "{endless}"]\n'
-    )
+    policy = _command_policy(tmp_path, "endless", [sys.executable, str(endless)])
     backup = _backup_process(repo, "--policy-databases", "--policy-dir", str(policy))
     tool = None
     while tool is None and backup.poll() is None:
@@ -586,23 +592,14 @@ def test_a_dump_that_hangs_is_stopped_at_its_timeout_with_its_children(
         f"subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)', '{marker}'])\n"
         "time.sleep(120)\n"
     )
-    policy = tmp_path / "policy"
-    policy.mkdir()
-    (policy / "backup.toml").write_text(
-        f'[[database]]\nkind = "command"\nname = "hang"\n'
-        f'command = ["{sys.executable}", "{script}"]\ntimeout_seconds = 2\n'
+    policy = _command_policy(
+        tmp_path, "hang", [sys.executable, str(script)], "timeout_seconds = 2\n"
     )
     backup = _backup_process(repo, "--policy-databases", "--policy-dir", str(policy))
     _, err = backup.communicate(timeout=60)
     assert backup.returncode == 3, err
     assert "database hang (python" in err and "did not finish within 2 s" in err
-    left = []
-    for entry in os.listdir("/proc"):
-        try:
-            if entry.isdigit() and marker.encode() in Path(f"/proc/{entry}/cmdline").read_bytes():
-                left.append(entry)
-        except OSError:
-            continue
+    left = [pid for pid, cmdline in _command_lines() if marker.encode() in cmdline]
     assert not left, "the tool's child outlived the timeout"
 
 
@@ -628,12 +625,7 @@ def test_a_command_dump_is_not_loaded_into_a_server_and_a_drill_finds_the_nightl
     server: PracticeServer, repo: RepoHandle, vault: RunCli, tmp_path: Path
 ) -> None:
     name = _practice(server)
-    policy = tmp_path / "policy"
-    policy.mkdir()
-    (policy / "backup.toml").write_text(
-        f'[[database]]\nkind = "command"\nname = "vendor"\n'
-        f'command = ["{sys.executable}", "-c", "print(1)"]\n'
-    )
+    policy = _command_policy(tmp_path, "vendor", [sys.executable, "-c", "print(1)"])
     done = vault("backup", "-r", repo.url, "--database", server.url(name),
                  "--policy-databases", "--policy-dir", str(policy))  # fmt: skip
     assert done.code == 0, done.err

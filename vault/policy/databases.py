@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import os
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from vault.errors import UsageError
+from vault.policy.files import load_toml
 
 KINDS = ("mariadb", "mysql", "postgresql", "command")
 DEFAULT_PORTS = {"mariadb": 3306, "mysql": 3306, "postgresql": 5432}
@@ -198,12 +198,7 @@ def load_database_sources(
     if directory is None or not (directory / filename).exists():
         return []
     path = directory / filename
-    try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"cannot read policy file {path}: {exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise UsageError(f"policy file {path} is not valid TOML: {exc}") from None
+    doc, _ = load_toml(path)
     tables = doc.get("database", [])
     if not isinstance(tables, list):
         raise UsageError(f"{path}: database must be written as [[database]] tables")
@@ -260,12 +255,7 @@ def load_database_drill_policy(directory: Path | None) -> DatabaseDrillPolicy:
     if directory is None or not (directory / "drill.toml").exists():
         return DatabaseDrillPolicy()
     path = directory / "drill.toml"
-    try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"cannot read policy file {path}: {exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise UsageError(f"policy file {path} is not valid TOML: {exc}") from None
+    doc, _ = load_toml(path)
     table = doc.get("database", {})
     what = f"{path}, [database]"
     if not isinstance(table, dict):

@@ -52,11 +52,15 @@ def _line_of(text: str, key: str) -> int:
     return 0
 
 
-def _load(path: Path) -> tuple[dict[str, Any], str]:
+def load_toml(path: Path) -> tuple[dict[str, Any], str]:
+    """A policy file's document and text; one line naming the file when it cannot be read or
+    parsed."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise UsageError(f"cannot read policy file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"policy file {path} is not UTF-8 text") from None
     try:
         return tomllib.loads(text), text
     except tomllib.TOMLDecodeError as exc:
@@ -85,7 +89,7 @@ def _load_policy(
     if directory is None or not (directory / filename).exists():
         return {}
     path = directory / filename
-    doc, text = _load(path)
+    doc, text = load_toml(path)
     table = doc.get(table_name, {})
     if not isinstance(table, dict):
         raise UsageError(f"{path}: [{table_name}] must be a table")
