@@ -43,6 +43,17 @@ def test_socket_option_file_default_port_and_path() -> None:
     optfile = parse_url("mariadb:///pms?option_file=/etc/mysql/debian.cnf")
     assert (optfile.host, optfile.option_file) == ("", "/etc/mysql/debian.cnf")
     assert parse_url("mariadb://u@/pms").host == "127.0.0.1"
+    unix = parse_url("mariadb://backup@unix(/run/mysqld/mysqld.sock)/pms?password_file=/p")
+    assert (unix.socket, unix.host, unix.user, unix.databases) == (
+        "/run/mysqld/mysqld.sock",
+        "",
+        "backup",
+        ("pms",),
+    )
+    pg_unix = parse_url("postgresql://u@unix(/var/run/postgresql/.s.PGSQL.5433)/imaging")
+    assert pg_unix.socket == "/var/run/postgresql/.s.PGSQL.5433"
+    with pytest.raises(UsageError, match="give the socket once"):
+        parse_url("mariadb://u@unix(/s.sock)/pms?socket=/t.sock")
 
 
 @pytest.mark.parametrize(

@@ -277,6 +277,23 @@ def test_the_password_is_never_on_a_command_line_in_output_or_in_errors(
     assert server.password[::-1] not in failed.out + failed.err
     log = vault("audit", "-r", repo.url, "--json")
     assert server.password not in log.out
+    # Loading it back: the loader's command line holds no password either.
+    first = vault("snapshots", "-r", repo.url, "--json").json()[0]["id"]
+    env = {**os.environ, "VAULT_PASSWORD": PASSWORD, **(repo.env or {})}
+    restore = subprocess.Popen(
+        [sys.executable, "-m", "vault", "restore", first, "-r", repo.url, "--database", name,
+         "--into", server.url(name + "_loaded")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    seen_loader = False
+    while restore.poll() is None:
+        for _, cmdline in _command_lines():
+            assert secret not in cmdline, cmdline.replace(b"\0", b" ")
+            seen_loader = seen_loader or b"pg_restore" in cmdline or b"--binary-mode" in cmdline
+    out, err = restore.communicate()
+    assert restore.returncode == 0, err
+    assert seen_loader, "the scan never overlapped the loader"
+    assert server.password not in out + err
 
 
 def test_a_dump_that_fails_leaves_the_files_saved_and_the_snapshot_incomplete(
@@ -454,7 +471,7 @@ def test_socket_and_option_file_forms_reach_the_same_server(
     scheme = "postgresql" if server.kind == "postgresql" else "mariadb"
     user = server.admin.user
     by_socket = f"{scheme}://{user}@/{name}?socket={server.admin.socket}&name=bysocket"
-    urls = [by_socket]
+    urls = [by_socket, f"{scheme}://{user}@unix({server.admin.socket})/{name}?name=byunix"]
     if server.kind != "postgresql":
         # The server's own client option file, as on a Debian host (/etc/mysql/debian.cnf).
         options = tmp_path / "client.cnf"

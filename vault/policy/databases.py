@@ -27,6 +27,9 @@ DUMP_ROOT = "/databases"
 
 # A database or source name: it becomes a file name inside the snapshot.
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.$-]{0,63}$")
+_UNIX_HOST = re.compile(
+    r"^(?P<scheme>[a-z]+)://(?P<user>[^@/]*@)?unix\((?P<socket>/[^)]+)\)(?P<rest>[/?].*)?$"
+)
 _QUERY_KEYS = ("password_file", "option_file", "socket", "name", "path")
 
 
@@ -71,8 +74,9 @@ class DatabaseSource:
 
 
 def parse_url(text: str, *, what: str = "--database", server: bool = False) -> DatabaseSource:
-    """`mariadb://USER@HOST:PORT/DB[,DB...]?password_file=F` (also mysql://, postgresql://),
-    or with `?socket=/path` (and no host) for a Unix socket, or `?option_file=F`."""
+    """`mariadb://USER@HOST:PORT/DB[,DB...]?password_file=F` (also mysql://, postgresql://);
+    a Unix socket as `USER@unix(/path/to/socket)/DB` or `USER@/DB?socket=/path`; or
+    `?option_file=F`."""
     # Before any parsing, whose errors would quote the text: a password may hold '/', '#',
     # '?' or '@', so everything before the last '@' ahead of the query is the user part.
     authority = text.split("://", 1)[-1].split("?", 1)[0].split("#", 1)[0]
@@ -81,6 +85,12 @@ def parse_url(text: str, *, what: str = "--database", server: bool = False) -> D
             f"{what}: a password in a URL would be on the command line and in logs; write it "
             "into a file readable only by you and name it with ?password_file=FILE"
         )
+    # A socket written as the host, unix(/path/to/socket), as Go's MySQL driver spells it.
+    unix = _UNIX_HOST.match(text)
+    socket_path = ""
+    if unix:
+        socket_path = unix.group("socket")
+        text = f"{unix.group('scheme')}://{unix.group('user') or ''}{unix.group('rest') or '/'}"
     try:
         parts = urlsplit(text)
         port = parts.port
@@ -103,6 +113,8 @@ def parse_url(text: str, *, what: str = "--database", server: bool = False) -> D
         if key not in _QUERY_KEYS:
             raise UsageError(f"{what}: unknown setting {key!r} (known: {', '.join(_QUERY_KEYS)})")
         query[key] = value
+    if socket_path and "socket" in query:
+        raise UsageError(f"{what}: give the socket once: unix(PATH) or ?socket=PATH")
     databases = tuple(unquote(d) for d in parts.path.lstrip("/").split(",") if d)
     values: dict[str, Any] = {
         "kind": scheme,
@@ -110,7 +122,7 @@ def parse_url(text: str, *, what: str = "--database", server: bool = False) -> D
         "databases": databases,
         "host": parts.hostname or "",
         "port": port or 0,
-        "socket": query.get("socket", ""),
+        "socket": socket_path or query.get("socket", ""),
         "user": unquote(parts.username or ""),
         "password_file": query.get("password_file", ""),
         "option_file": query.get("option_file", ""),
