@@ -661,3 +661,47 @@ def test_a_command_dump_is_not_loaded_into_a_server_and_a_drill_finds_the_nightl
     assert check["snapshot_id"] == nightly and check["result"] == "PASS"
     status = vault("status", "-r", repo.url, "--json").json()
     assert status["last_backup"]["databases"]["snapshot_id"] == nightly
+
+
+def test_a_drill_on_a_configured_server_drops_its_scratch_database_and_the_pack_shows_the_skew(
+    server: PracticeServer, repo: RepoHandle, vault: RunCli, tmp_path: Path
+) -> None:
+    name = _practice(server)
+    source = tmp_path / "imaging"
+    source.mkdir()
+    (source / "ceph.dcm").write_bytes(b"c" * 2000)
+    assert vault("backup", "-r", repo.url, str(source), "--database", server.url(name)).code == 0
+    policy = tmp_path / "policy"
+    policy.mkdir()
+    scheme = "postgresql" if server.kind == "postgresql" else "mariadb"
+    (policy / "drill.toml").write_text(
+        "[database]\ncheck = true\n"
+        f'server = "{scheme}://{databases.APP_USER}@127.0.0.1:{server.port}/'
+        f'?password_file={server.password_file}"\n'
+    )
+
+    def scratch_databases() -> list[str]:
+        sql = (
+            "SELECT datname FROM pg_database WHERE datname LIKE 'vault_drill_%'"
+            if server.kind == "postgresql"
+            else "SELECT schema_name FROM information_schema.schemata "
+            "WHERE schema_name LIKE 'vault_drill_%'"
+        )
+        return [
+            row[0] for row in server.sql("postgres" if server.kind == "postgresql" else "", sql)
+        ]
+
+    before = scratch_databases()
+    drill = vault("drill", "-r", repo.url, "--policy-dir", str(policy), "--json")
+    assert drill.code == 0, drill.err
+    [check] = drill.json()["databases"]
+    assert check["server"] == f"configured (127.0.0.1:{server.port})"
+    assert check["scratch_dropped"] and check["rows"] == 1000
+    assert scratch_databases() == before
+
+    # The evidence pack names the dump, its result and its skew from the file walk.
+    pack = vault("report", "-r", repo.url, "--format", "md")
+    assert pack.code in (0, 1), pack.err
+    assert f"Database {name}/{name}" in pack.out
+    assert "from the file walk (skew)" in pack.out
+    assert "database check: PASS" in vault("drill", "report", "-r", repo.url, "--format", "md").out
