@@ -9,6 +9,7 @@ import sys
 from vault import ids
 from vault.cli import recovery_key, secrets_input
 from vault.cli.output import emit_json
+from vault.cli.replicas import open_other
 from vault.cli.support import open_storage_for, opt, record_audit, secret_sources
 from vault.errors import StorageError, UsageError
 from vault.format.config import ObjectLockPolicy
@@ -29,6 +30,8 @@ def cmd_init(args: argparse.Namespace) -> int:
                 "enabled (it cannot be added to most existing buckets), or omit "
                 "--object-lock-days"
             )
+    # The source first: a replica made of a source that does not open is not made at all.
+    source = open_other(args.replica_of, args, "from") if args.replica_of else None
     passphrase = secrets_input.new_passphrase(None, secret_sources(args))
     # Asked before anything is written: once the repository exists, nothing may stand between
     # it and showing its recovery key (an interrupted prompt would lose the key).
@@ -36,7 +39,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     output = recovery_key.RecoveryKeyOutput(args, json_output=bool(opt(args, "json")))
     try:
         repo, recovery = Repository.init(
-            storage, keys.Secret.from_passphrase(passphrase), object_lock=lock
+            storage, keys.Secret.from_passphrase(passphrase), object_lock=lock, replica_of=source
         )
     except BaseException:
         output.abandon()
@@ -56,6 +59,7 @@ def cmd_init(args: argparse.Namespace) -> int:
             "versioning": versioning,
             "storage": capabilities,
             "baa_acknowledged": baa,
+            "replica_of": source.config.repository_id if source else None,
             **signing.introduce(repo, repo.slot_id),
             **signing.introduce_recovery(repo),
         },
@@ -74,6 +78,11 @@ def cmd_init(args: argparse.Namespace) -> int:
     print(
         f"created vault repository {ids.short(repo.config.repository_id)} at {storage.location()}"
     )
+    if source:
+        print(
+            f"a replica of {ids.short(source.config.repository_id)} at "
+            f"{source.storage.location()}: fill it with `vault copy --to {storage.location()}`"
+        )
     if lock:
         print(f"every object is kept immutable for {lock.days} days ({lock.mode.lower()} mode);")
         print("run `vault object-lock extend` regularly (e.g. weekly) to keep history locked")

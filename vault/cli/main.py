@@ -26,6 +26,7 @@ from vault.cli.maintenance import add_maintenance_parsers
 from vault.cli.output import emit_json
 from vault.cli.pacs import add_pacs_parsers
 from vault.cli.repair import add_repair_parsers
+from vault.cli.replicas import add_other_repo_options, add_replica_parsers
 from vault.cli.restore import add_restore_parser
 from vault.cli.schedule import add_schedule_parsers
 from vault.cli.snapshots import add_snapshot_parsers
@@ -101,6 +102,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="governance: privileged users may shorten it; compliance: nobody can (default: "
         "governance)",
     )
+    p.add_argument(
+        "--replica-of",
+        metavar="SRC",
+        help="make this repository a replica of SRC for `vault copy`: the same chunking and "
+        "data keys (packs copy as stored), its own passphrase, recovery key, locks and Object "
+        "Lock; SRC is opened with --from-* (default: the same secret)",
+    )
+    add_other_repo_options(p, "from", "source")
 
     p = command(
         "object-lock",
@@ -152,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--remove-all", action="store_true", help="also remove locks that look live")
 
     add_key_parsers(common, command)
+    add_replica_parsers(command)
     return parser
 
 

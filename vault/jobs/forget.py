@@ -14,6 +14,7 @@ from datetime import datetime
 from vault.errors import ObjectNotFound
 from vault.format import layout
 from vault.policy.retention import Decision, RetentionPolicy, SnapshotRef, apply
+from vault.repo import jobstate
 from vault.repo.repository import Repository
 
 
@@ -62,6 +63,7 @@ def remove_snapshots(repo: Repository, snapshot_ids: list[str], announce: Announ
     the audit event is written first, because a record of a forget that was then interrupted is
     harmless, while a snapshot gone without one looks deleted behind vault's back."""
     announce(snapshot_ids)
+    jobstate.remember_forgotten(repo, snapshot_ids)
     for snapshot_id in snapshot_ids:
         repo.storage.delete(layout.snapshot(snapshot_id))
         repo.storage.delete(layout.catalog(snapshot_id))

@@ -25,6 +25,9 @@ POLICIES = "policies"
 # client serialises chain appends with the append lock, even one whose own probe passed (it may
 # reach the server by another path than the client that found it).
 APPEND_LOCK = "append-lock"
+# Snapshots this repository's own retention removed (`vault forget`): `vault copy` into it
+# leaves them out rather than sending them again.
+FORGOTTEN = "forgotten"
 
 
 def load(repo: Repository, name: str) -> dict[str, Any] | None:
@@ -51,3 +54,14 @@ def save(repo: Repository, name: str, doc: dict[str, Any]) -> None:
     payload = json.dumps({**doc, "generation": generation}, sort_keys=True).encode()
     repo.put(key, repo.seal(sealing.Kind.STATE, name, payload))
     repo.seen.remember_generation(key, generation)
+
+
+def remember_forgotten(repo: Repository, snapshot_ids: list[str]) -> None:
+    """Record snapshots this repository's retention removes, so `vault copy` into it leaves
+    them out (a replica keeps its own retention). Before the deletion: a record of a forget
+    that was then interrupted only keeps a snapshot from being copied back."""
+    if not snapshot_ids:
+        return
+    known = list((load(repo, FORGOTTEN) or {}).get("snapshots", []))
+    known += [s for s in snapshot_ids if s not in known]
+    save(repo, FORGOTTEN, {"snapshots": known})

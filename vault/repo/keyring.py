@@ -104,6 +104,47 @@ class Keyring:
             masters=[MasterRecord(1, now, CURRENT)],
         )
 
+    @classmethod
+    def replica_of(cls, source: Keyring, master_key: bytes) -> Keyring:
+        """A replica's keyring: the source's chunk-id key, chunker seed and data-key epochs (so
+        chunks deduplicate across both and packs copy as they are), under its own master key,
+        with a master-key record of its own. Its generation starts at the source's: snapshots
+        copied over name the source's generation, and must not read as from the future."""
+        now = _now()
+        return cls(
+            master_key=master_key,
+            mac_key=source.mac_key,
+            chunker_seed=source.chunker_seed,
+            epochs=list(source.epochs),
+            masters=[MasterRecord(1, now, CURRENT)],
+            generation=source.generation,
+        )
+
+    def shares_keys_with(self, other: Keyring) -> bool:
+        """Whether two keyrings are a source and its replica (chunk ids and chunking agree)."""
+        return self.mac_key == other.mac_key and self.chunker_seed == other.chunker_seed
+
+    def take_epochs_from(self, source: Keyring) -> bool:
+        """A replica follows its source's key rotations: epochs it lacks are added and the
+        states of the others follow, except that an epoch is never destroyed here (that waits
+        until no pack of the replica is sealed under it); True when anything changed."""
+        mine = {e.id: e for e in self.epochs}
+        merged = []
+        for theirs in source.epochs:
+            have = mine.get(theirs.id)
+            if have is None:
+                merged.append(theirs)
+            elif theirs.state == DESTROYED or have.state == DESTROYED:
+                merged.append(have)
+            else:
+                merged.append(replace(have, state=theirs.state, compromised=theirs.compromised))
+        merged += [e for e in self.epochs if e.id not in {t.id for t in source.epochs}]
+        merged.sort(key=lambda e: e.id)
+        changed = merged != self.epochs or self.generation < source.generation
+        self.epochs = merged
+        self.generation = max(self.generation, source.generation)
+        return changed
+
     @property
     def current_epoch(self) -> int:
         return max(e.id for e in self.epochs if e.state == CURRENT)

@@ -6,6 +6,7 @@ Trees are read once each, however many snapshots share them.
 
 from __future__ import annotations
 
+from vault.format.snapshot import Snapshot
 from vault.format.tree import DIR, FILE
 from vault.repo.repository import Repository
 
@@ -38,12 +39,12 @@ def referenced_packs(repo: Repository) -> set[str]:
     return packs
 
 
-def referenced_blobs(repo: Repository) -> set[bytes]:
-    """Ids of every tree and chunk reachable from any snapshot (raises when any snapshot or
-    tree cannot be read: prune must never guess what is still needed)."""
+def referenced_blobs(repo: Repository, snapshots: list[Snapshot] | None = None) -> set[bytes]:
+    """Ids of every tree and chunk reachable from the snapshots (default: all of them; raises
+    when any snapshot or tree cannot be read: prune must never guess what is still needed)."""
     repo.load_index()
     blobs: set[bytes] = set()
-    pending = [snapshot.tree for snapshot in repo.snapshots()]
+    pending = [snapshot.tree for snapshot in (repo.snapshots() if snapshots is None else snapshots)]
     while pending:
         tree_id = pending.pop()
         raw_id = bytes.fromhex(tree_id)

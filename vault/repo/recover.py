@@ -45,7 +45,7 @@ def _readable_epoch_keys(repo: Repository) -> dict[int, bytes]:
     return keys
 
 
-def _pack_contents(
+def pack_contents(
     repo: Repository, pack_id: str, size: int, keys: dict[int, bytes]
 ) -> tuple[PackInfo, list[PackEntry]]:
     """The pack's own authenticated table of blobs, read with ranged GETs."""
@@ -73,7 +73,7 @@ def read_trailers(
             yield pack_id, "empty or truncated object"
             continue
         try:
-            contents = _pack_contents(repo, pack_id, size, keys)
+            contents = pack_contents(repo, pack_id, size, keys)
         except DAMAGE as exc:
             yield pack_id, str(exc)
             continue

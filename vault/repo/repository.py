@@ -86,12 +86,21 @@ class Repository:
         pack_size: int = DEFAULT_PACK_SIZE,
         zstd_level: int = DEFAULT_ZSTD_LEVEL,
         object_lock: ObjectLockPolicy | None = None,
+        replica_of: Repository | None = None,
     ) -> tuple[Repository, str]:
-        """Create a repository; returns it and the recovery key text (shown once, never stored)."""
+        """Create a repository; returns it and the recovery key text (shown once, never stored).
+        A replica (`replica_of`) shares its source's chunking and data keys, and has its own
+        master key, slots, id, locks and Object Lock setting."""
         kdf_params_for_new_slots()  # refuses a misplaced test hook before anything is written
         check_new_location(storage, object_lock)
         master = crypto.random_key()
-        keyring = Keyring.create(master)
+        if replica_of is not None:
+            keyring = Keyring.replica_of(replica_of.keyring, master)
+            source_config = replica_of.config
+            chunker = source_config.chunker
+            pack_size, zstd_level = source_config.pack_size, source_config.zstd_level
+        else:
+            keyring = Keyring.create(master)
         config = Config(
             ids.new_id(),
             datetime.now(UTC).isoformat(timespec="seconds"),

@@ -84,8 +84,8 @@ class S3Storage:
     def _make_client(self) -> Any:
         s = self.settings
         try:
-            session = boto3.session.Session()
-            endpoint = _configured_endpoint(session)
+            session = boto3.session.Session(profile_name=s.profile)
+            endpoint = s.endpoint_url or _configured_endpoint(session)
             style = s.addressing_style or ("path" if endpoint else "auto")
             attempts = s.max_attempts or attempts_from_env()
             config = Config(
@@ -99,7 +99,7 @@ class S3Storage:
                 request_checksum_calculation="when_required",
                 response_checksum_validation="when_required",
             )
-            client = session.client("s3", config=config)
+            client = session.client("s3", config=config, endpoint_url=s.endpoint_url)
         except bex.ProfileNotFound as exc:
             raise UsageError(
                 f"AWS profile {exc.kwargs.get('profile')!r} is not configured"

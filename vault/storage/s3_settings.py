@@ -26,6 +26,10 @@ class S3Settings:
     sse: str | None = None  # "AES256" or "aws:kms" — in addition to vault's own encryption
     sse_kms_key_id: str | None = None
     addressing_style: str | None = None  # "path" | "virtual"; default: path for custom endpoints
+    # This repository's own endpoint and AWS profile, over the environment's: two repositories
+    # at two providers in one command (a replica offsite, `vault copy`).
+    endpoint_url: str | None = None
+    profile: str | None = None
     max_attempts: int = 0  # per request, inside botocore; 0: $VAULT_S3_MAX_ATTEMPTS or 8
     outer_attempts: int = 4  # whole operations whose body broke off, around botocore
     retry_base_seconds: float = 0.5
@@ -35,11 +39,12 @@ class S3Settings:
 
     @classmethod
     def from_url(cls, url: str, *, allow_insecure_http: bool = False) -> S3Settings:
-        """s3://bucket/prefix?storage_class=STANDARD_IA&sse=AES256&addressing=path"""
+        """s3://bucket/prefix?storage_class=STANDARD_IA&sse=AES256&addressing=path, and
+        &endpoint=https://host:port&profile=NAME for a repository at another provider."""
         parts = urlsplit(url)
         if parts.scheme != "s3" or not parts.netloc:
             raise UsageError(f"not an S3 repository URL: {url} (expected s3://bucket/prefix)")
-        known = {"storage_class", "sse", "sse_kms_key_id", "addressing"}
+        known = {"storage_class", "sse", "sse_kms_key_id", "addressing", "endpoint", "profile"}
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
         unknown = set(query) - known
         if unknown:
@@ -48,6 +53,11 @@ class S3Settings:
             raise UsageError("sse must be AES256 or aws:kms")
         if query.get("addressing") not in (None, "path", "virtual"):
             raise UsageError("addressing must be path or virtual")
+        endpoint = query.get("endpoint")
+        if endpoint is not None and not urlsplit(endpoint).netloc.strip():
+            raise UsageError("endpoint must be a URL like https://s3.example.com:9000")
+        if endpoint is not None and urlsplit(endpoint).scheme not in ("http", "https"):
+            raise UsageError("endpoint must start with https:// (or http:// on loopback)")
         return cls(
             bucket=parts.netloc,
             prefix=parts.path.strip("/"),
@@ -56,6 +66,8 @@ class S3Settings:
             sse=query.get("sse"),
             sse_kms_key_id=query.get("sse_kms_key_id"),
             addressing_style=query.get("addressing"),
+            endpoint_url=endpoint,
+            profile=query.get("profile"),
         )
 
 

@@ -1,0 +1,215 @@
+"""3-2-1: `vault init --replica-of` and `vault copy --to`, local and on a real S3 server.
+
+A replica shares its source's chunking and data keys, so packs copy as stored; it has its own
+passphrase, slots and id. Copies are incremental, partial packs are repacked, the copy of a
+snapshot restores byte-identical, a killed copy resumes without sending again what arrived, the
+source's key rotations reach the replica, and what the replica's own retention forgot is not
+copied back. `check --read-data` passes on both sides after every scenario."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import PASSWORD, RunCli, fresh_s3_url
+from tests.s3server import S3Server, start_server
+from tests.treecompare import describe_tree
+
+REPLICA_PASSWORD = "a different replica passphrase for the offsite copy"
+
+
+def _files(root: Path, names: dict[str, int], seed: int) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    for name, size in names.items():
+        rnd = __import__("random").Random(f"{seed}-{name}")
+        (root / name).write_bytes(rnd.randbytes(size))
+
+
+def _location(kind: str, tmp_path: Path, name: str, s3: S3Server | None, *, own: bool) -> str:
+    """A local path, or a fresh S3 prefix; `own` names the server's endpoint in the URL (a
+    repository at another provider than the environment's)."""
+    if kind == "local":
+        return str(tmp_path / name)
+    assert s3 is not None
+    url = fresh_s3_url(s3)
+    return f"{url}?endpoint={s3.endpoint}" if own else url
+
+
+@pytest.fixture
+def second_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """Another SeaweedFS server: S3 to S3 between two services, as between two providers."""
+    server = start_server(tmp_path_factory.mktemp("seaweedfs-offsite"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _replica(vault: RunCli, source: str, replica: str, tmp_path: Path) -> None:
+    secret = tmp_path / "replica-passphrase"
+    secret.write_text(REPLICA_PASSWORD + "\n")
+    secret.chmod(0o600)
+    own = tmp_path / "source-passphrase"
+    own.write_text(PASSWORD + "\n")
+    own.chmod(0o600)
+    made = vault("init", "-r", replica, "--password-file", str(secret), "--replica-of", source,
+                 "--from-password-file", str(own), password=None)  # fmt: skip
+    assert made.code == 0, made.err
+    assert "a replica of" in made.out
+
+
+def _copy(
+    vault: RunCli, source: str, replica: str, tmp_path: Path, *extra: str
+) -> dict[str, object]:
+    done = vault("copy", "-r", source, "--to", replica, "--to-password-file",
+                 str(tmp_path / "replica-passphrase"), "--json", *extra)  # fmt: skip
+    assert done.code == 0, done.err
+    result: dict[str, object] = done.json()
+    return result
+
+
+def _check_both(vault: RunCli, source: str, replica: str) -> None:
+    assert vault("check", "-r", source, "--read-data").code == 0
+    checked = vault("check", "-r", replica, "--read-data", password=REPLICA_PASSWORD)
+    assert checked.code == 0, checked.out + checked.err
+
+
+@pytest.mark.parametrize(
+    ("source_kind", "replica_kind"),
+    [("local", "local"), ("local", "s3"), ("s3", "s3"), ("s3", "local")],
+)
+def test_copies_are_incremental_partial_packs_repacked_and_restore_identical(
+    source_kind: str,
+    replica_kind: str,
+    vault: RunCli,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+) -> None:
+    s3 = request.getfixturevalue("s3_server") if "s3" in (source_kind, replica_kind) else None
+    if s3 is not None:
+        request.getfixturevalue("s3_env")  # credentials (both servers know them) and endpoint
+    two_servers = source_kind == replica_kind == "s3"
+    offsite = request.getfixturevalue("second_s3") if two_servers else s3
+    source = _location(source_kind, tmp_path, "nas", s3, own=False)
+    replica = _location(replica_kind, tmp_path, "offsite", offsite, own=two_servers)
+    data = tmp_path / "imaging"
+    _files(data, {"ct1.dcm": 3_000_000, "pan.dcm": 1_500_000, "old.dcm": 2_000_000}, 1)
+    assert vault("init", "-r", source).code == 0
+    assert vault("backup", "-r", source, str(data)).code == 0
+    (data / "old.dcm").unlink()
+    _files(data, {"new.dcm": 1_000_000}, 2)
+    assert vault("backup", "-r", source, str(data)).code == 0
+    first, second = [s["id"] for s in vault("snapshots", "-r", source, "--json").json()]
+    _replica(vault, source, replica, tmp_path)
+
+    # Only the second snapshot: it needs part of the first backup's pack (not old.dcm).
+    only = _copy(vault, source, replica, tmp_path, second)
+    assert only["copied"] == 1 and only["blobs_repacked"] > 0 and only["packs_copied"] >= 1
+    # Then everything else: just the first snapshot and the blobs the replica lacks.
+    rest = _copy(vault, source, replica, tmp_path)
+    assert rest["copied"] == 1 and rest["already_there"] == 1
+    again = _copy(vault, source, replica, tmp_path)
+    assert again["copied"] == 0 and again["packs_copied"] == 0 and again["blobs_repacked"] == 0
+
+    _check_both(vault, source, replica)
+    for snapshot in (first, second):
+        a, b = tmp_path / f"a-{snapshot}", tmp_path / f"b-{snapshot}"
+        assert vault("restore", snapshot, "-r", source, "--target", str(a)).code == 0
+        restored = vault("restore", snapshot, "-r", replica, "--target", str(b),
+                         password=REPLICA_PASSWORD)  # fmt: skip
+        assert restored.code == 0, restored.err
+        assert describe_tree(str(a)) == describe_tree(str(b))
+    # The replica has its own identity and passphrase: the source's does not open it.
+    assert vault("snapshots", "-r", replica).code == 12
+
+
+def test_a_copy_killed_mid_way_resumes_without_sending_again(vault: RunCli, tmp_path: Path) -> None:
+    source, replica = str(tmp_path / "nas"), str(tmp_path / "offsite")
+    data = tmp_path / "imaging"
+    _files(data, {f"vol{n}.dcm": 12_000_000 for n in range(8)}, 3)  # about 6 packs
+    assert vault("init", "-r", source).code == 0
+    assert vault("backup", "-r", source, str(data)).code == 0
+    _replica(vault, source, replica, tmp_path)
+    env = {**os.environ, "VAULT_PASSWORD": PASSWORD}
+    copy = subprocess.Popen(
+        [sys.executable, "-m", "vault", "copy", "-r", source, "--to", replica,
+         "--to-password-file", str(tmp_path / "replica-passphrase")],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    packs = Path(replica) / "data"
+    def whole_packs() -> list[Path]:
+        # Written as a temporary file and renamed: a pack under its own name is whole.
+        return [p for p in packs.rglob("*") if p.is_file() and not p.name.startswith(".tmp-")]
+
+    # SIGKILL as soon as the first pack has landed whole in the replica.
+    while copy.poll() is None:
+        if whole_packs():
+            os.kill(copy.pid, signal.SIGKILL)
+            break
+    copy.wait()
+    landed = sum(p.stat().st_size for p in whole_packs())
+    total = sum(p.stat().st_size for p in (Path(source) / "data").rglob("*") if p.is_file())
+    assert copy.returncode == -signal.SIGKILL, "the copy ended before it could be killed"
+    assert 0 < landed < total
+    assert vault("unlock", "-r", replica, "--remove-all", password=REPLICA_PASSWORD).code == 0
+    resumed = _copy(vault, source, replica, tmp_path)
+    assert resumed["copied"] == 1
+    assert resumed["packs_resumed"] >= 1
+    # What arrived whole is not sent again: at most the packs in flight at the kill, torn.
+    resent = int(resumed["bytes_copied"]) + int(resumed["bytes_repacked"])
+    assert resent <= total - int(resumed["bytes_resumed"])
+    assert int(resumed["bytes_resumed"]) > 0
+    _check_both(vault, source, replica)
+
+
+def test_key_rotation_reaches_the_replica_and_forgotten_snapshots_stay_forgotten(
+    vault: RunCli, tmp_path: Path
+) -> None:
+    source, replica = str(tmp_path / "nas"), str(tmp_path / "offsite")
+    data = tmp_path / "imaging"
+    _files(data, {"a.dcm": 500_000}, 4)
+    assert vault("init", "-r", source).code == 0
+    assert vault("backup", "-r", source, str(data)).code == 0
+    _replica(vault, source, replica, tmp_path)
+    assert _copy(vault, source, replica, tmp_path)["copied"] == 1
+
+    # A rotation on the source: the next backup is sealed under a new epoch the replica must
+    # learn before it can open what it receives.
+    assert vault("key", "rotate", "-r", source).code == 0
+    _files(data, {"b.dcm": 500_000}, 5)
+    assert vault("backup", "-r", source, str(data)).code == 0
+    rotated = _copy(vault, source, replica, tmp_path, "--verify-data")
+    assert rotated["keyring_updated"] is True and rotated["copied"] == 1
+    assert int(rotated["blobs_verified"]) > 0
+    _check_both(vault, source, replica)
+
+    # The replica's own retention forgets the first snapshot; copy does not bring it back.
+    first = vault("snapshots", "-r", replica, "--json", password=REPLICA_PASSWORD).json()[0]["id"]
+    retention = tmp_path / "replica-retention.toml"
+    retention.write_text("[retention]\nkeep_last = 1\nminimum_days = 0\n")
+    forgot = vault("forget", "-r", replica, "--policy", str(retention), password=REPLICA_PASSWORD)
+    assert forgot.code == 0, forgot.err
+    after = _copy(vault, source, replica, tmp_path)
+    assert after["copied"] == 0 and after["forgotten_skipped"] == 1
+    listed = vault("snapshots", "-r", replica, "--json", password=REPLICA_PASSWORD).json()
+    assert first not in [s["id"] for s in listed]
+    _check_both(vault, source, replica)
+
+
+def test_copy_refuses_a_repository_that_is_not_a_replica(vault: RunCli, tmp_path: Path) -> None:
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    assert vault("init", "-r", a).code == 0
+    assert vault("init", "-r", b).code == 0
+    done = vault("copy", "-r", a, "--to", b)
+    assert done.code == 2
+    assert "is not a replica of" in done.err and "Traceback" not in done.err
+    shutil.rmtree(b)
+    missing = vault("copy", "-r", a, "--to", b)
+    assert missing.code == 10

@@ -1,0 +1,170 @@
+"""`vault copy --to DST`: snapshots into a replica made by `vault init --replica-of SRC`, and
+the options that open the other repository of the pair with its own secret."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from vault.cli import secrets_input
+from vault.cli.output import emit_json
+from vault.cli.support import (
+    open_repo,
+    opt,
+    progress_for,
+    record_audit,
+    secret_sources,
+    sigterm_sets,
+)
+from vault.errors import VaultError
+from vault.jobs.copy import CopyResult, check_replica, copy_snapshots, follow_keys, to_copy
+from vault.repo import lock
+from vault.repo.location import ensure_exists
+from vault.repo.repository import Repository
+from vault.storage import CountingStorage, open_storage
+from vault.units import human_bytes, human_seconds
+
+
+def add_other_repo_options(p: argparse.ArgumentParser, prefix: str, whose: str) -> None:
+    """--PREFIX-password-file, --PREFIX-password-command, --PREFIX-key-file: the secret of the
+    other repository of a pair (default: the same secret as this one)."""
+    p.add_argument(
+        f"--{prefix}-password-file",
+        metavar="FILE",
+        help=f"the {whose} repository's passphrase file (default: the same secret)",
+    )
+    p.add_argument(
+        f"--{prefix}-password-command",
+        metavar="CMD",
+        help=f"a command printing the {whose} repository's passphrase",
+    )
+    p.add_argument(f"--{prefix}-key-file", metavar="FILE",
+                   help=f"open the {whose} repository with a key file")  # fmt: skip
+
+
+def other_secret_sources(args: argparse.Namespace, prefix: str) -> secrets_input.SecretSources:
+    key = prefix.replace("-", "_")
+    given = secrets_input.SecretSources(
+        opt(args, f"{key}_password_file"),
+        opt(args, f"{key}_password_command"),
+        opt(args, f"{key}_key_file"),
+    )
+    if given.password_file or given.password_command or given.key_file:
+        return given
+    return secret_sources(args)
+
+
+def open_other(url: str, args: argparse.Namespace, prefix: str) -> Repository:
+    storage = CountingStorage(
+        open_storage(url, allow_insecure_http=bool(opt(args, "allow_insecure_http")))
+    )
+    ensure_exists(storage)
+    return Repository.open(
+        storage, secrets_input.existing_secret(other_secret_sources(args, prefix))
+    )
+
+
+def add_replica_parsers(command: Callable[..., argparse.ArgumentParser]) -> None:
+    p = command(
+        "copy",
+        "copy snapshots into a replica (made with `vault init --replica-of`), packs as stored",
+        cmd_copy,
+    )
+    p.description = (
+        "Copy snapshots, and the packs, trees and catalogs they need, from this repository\n"
+        "(--repo) into its replica (--to). A pack the replica lacks entirely is copied as it is\n"
+        "stored, never decrypted; from a pack it needs only part of, just those blobs are\n"
+        "sealed into new packs. Packs first, then the index, then each snapshot, read back.\n"
+        "A killed copy resumes without sending again what arrived. Snapshots the replica's\n"
+        "own retention forgot are not copied again."
+    )
+    p.add_argument("snapshots", nargs="*", metavar="SNAPSHOT",
+                   help="snapshots to copy (default: every one the replica lacks)")  # fmt: skip
+    p.add_argument("--to", required=True, metavar="REPO", help="the replica: a path or s3://...")
+    add_other_repo_options(p, "to", "replica")
+    p.add_argument("--verify-data", action="store_true",
+                   help="also read back and authenticate every copied blob")  # fmt: skip
+
+
+def cmd_copy(args: argparse.Namespace) -> int:
+    source = open_repo(args)
+    replica = open_other(args.to, args, "to")
+    check_replica(source, replica)
+    wanted = [source.find_snapshot(ref) for ref in args.snapshots] if args.snapshots else None
+    started = datetime.now(UTC)
+    stop = threading.Event()
+    try:
+        with sigterm_sets(stop), lock.Lock(source.storage, source.keyring, exclusive=False,
+                                           operation="copy"):  # fmt: skip
+            with lock.Lock(replica.storage, replica.keyring, exclusive=True, operation="copy-keys"):
+                keys_updated = follow_keys(source, replica)
+            with lock.Lock(replica.storage, replica.keyring, exclusive=False, operation="copy"):
+                snapshots, present, forgotten = to_copy(source, replica, wanted)
+                result = copy_snapshots(source, replica, snapshots, verify_data=args.verify_data,
+                                        progress=progress_for(args), stop=stop)  # fmt: skip
+    except VaultError as exc:
+        failed = {"error": type(exc).__name__, "from": source.config.repository_id}
+        record_audit(replica, "copy", result="FAIL", details=failed)
+        raise
+    result.keyring_updated, result.already_there, result.forgotten = (
+        keys_updated,
+        present,
+        forgotten,
+    )
+    seconds = (datetime.now(UTC) - started).total_seconds()
+    details = _details(source, result, seconds)
+    record_audit(replica, "copy", result="PASS", details=details)
+    record_audit(source, "copy", result="PASS",
+                 details={**details, "to": replica.config.repository_id})  # fmt: skip
+    if opt(args, "json"):
+        emit_json({"source": source.storage.location(), "replica": replica.storage.location(),
+                   **details, "snapshots": result.copied, "outcome": "PASS"})  # fmt: skip
+        return 0
+    _print(result, seconds, replica)
+    return 0
+
+
+def _details(source: Repository, result: CopyResult, seconds: float) -> dict[str, object]:
+    return {
+        "from": source.config.repository_id,
+        "copied": len(result.copied),
+        "already_there": result.already_there,
+        "forgotten_skipped": len(result.forgotten),
+        "packs_copied": result.packs_copied,
+        "bytes_copied": result.bytes_copied,
+        "packs_resumed": result.packs_resumed,
+        "bytes_resumed": result.bytes_resumed,
+        "blobs_repacked": result.blobs_repacked,
+        "bytes_repacked": result.bytes_repacked,
+        "blobs_verified": result.blobs_verified,
+        "keyring_updated": result.keyring_updated,
+        "duration_seconds": round(seconds, 3),
+    }
+
+
+def _print(result: CopyResult, seconds: float, replica: Repository) -> None:
+    where = replica.storage.location()
+    if not result.copied:
+        print(f"{where} already holds every snapshot to copy ({result.already_there})")
+    else:
+        print(f"copied {len(result.copied)} snapshot(s) to {where} in {human_seconds(seconds)}")
+    print(
+        f"  packs: {result.packs_copied} copied as stored ({human_bytes(result.bytes_copied)}), "
+        f"{result.blobs_repacked} blob(s) repacked ({human_bytes(result.bytes_repacked)})"
+    )
+    if result.packs_resumed:
+        print(
+            f"  resumed: {result.packs_resumed} pack(s) an interrupted copy had sent were checked "
+            f"and kept ({human_bytes(result.bytes_resumed)} not sent again)"
+        )
+    if result.forgotten:
+        print(f"  left out: {len(result.forgotten)} snapshot(s) the replica's retention forgot")
+    if result.keyring_updated:
+        print("  the replica's keyring now follows the source's key rotations")
+    if result.blobs_verified:
+        print(f"  verified: {result.blobs_verified} blob(s) read back and authenticated")
+    if result.already_there and result.copied:
+        print(f"  {result.already_there} snapshot(s) were there already", file=sys.stdout)
