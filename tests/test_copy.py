@@ -144,6 +144,7 @@ def test_a_copy_killed_mid_way_resumes_without_sending_again(vault: RunCli, tmp_
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
     packs = Path(replica) / "data"
+
     def whole_packs() -> list[Path]:
         # Written as a temporary file and renamed: a pack under its own name is whole.
         return [p for p in packs.rglob("*") if p.is_file() and not p.name.startswith(".tmp-")]
@@ -165,7 +166,8 @@ def test_a_copy_killed_mid_way_resumes_without_sending_again(vault: RunCli, tmp_
     # What arrived whole is not sent again: at most the packs in flight at the kill, torn.
     resent = int(resumed["bytes_copied"]) + int(resumed["bytes_repacked"])
     assert resent <= total - int(resumed["bytes_resumed"])
-    assert int(resumed["bytes_resumed"]) > 0
+    # Every pack that had landed whole was kept, none sent again.
+    assert int(resumed["bytes_resumed"]) == landed
     _check_both(vault, source, replica)
 
 
@@ -200,6 +202,31 @@ def test_key_rotation_reaches_the_replica_and_forgotten_snapshots_stay_forgotten
     assert after["copied"] == 0 and after["forgotten_skipped"] == 1
     listed = vault("snapshots", "-r", replica, "--json", password=REPLICA_PASSWORD).json()
     assert first not in [s["id"] for s in listed]
+    _check_both(vault, source, replica)
+
+    # Keys are the source's: the replica refuses to rotate its own, which would fork them.
+    refused = vault("key", "rotate", "-r", replica, password=REPLICA_PASSWORD)
+    assert refused.code == 2 and "this repository is a replica" in refused.err
+
+    # A copied snapshot deleted behind vault's back is noticed, as a backed-up one is.
+    (Path(replica) / "snapshots" / listed[0]["id"]).unlink()
+    checked = vault("check", "-r", replica, password=REPLICA_PASSWORD)
+    assert checked.code != 0 and "made by a backup or copy" in checked.out + checked.err
+
+
+def test_an_empty_snapshot_object_a_killed_copy_left_does_not_block_the_next(
+    vault: RunCli, tmp_path: Path
+) -> None:
+    source, replica = str(tmp_path / "nas"), str(tmp_path / "offsite")
+    data = tmp_path / "imaging"
+    _files(data, {"a.dcm": 200_000}, 6)
+    assert vault("init", "-r", source).code == 0
+    assert vault("backup", "-r", source, str(data)).code == 0
+    _replica(vault, source, replica, tmp_path)
+    snapshot = vault("snapshots", "-r", source, "--json").json()[0]["id"]
+    (Path(replica) / "snapshots").mkdir(exist_ok=True)
+    (Path(replica) / "snapshots" / snapshot).write_bytes(b"")  # torn by a kill mid-PUT
+    assert _copy(vault, source, replica, tmp_path)["copied"] == 1
     _check_both(vault, source, replica)
 
 

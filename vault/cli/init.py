@@ -10,7 +10,7 @@ from vault import ids
 from vault.cli import recovery_key, secrets_input
 from vault.cli.output import emit_json
 from vault.cli.replicas import open_other
-from vault.cli.support import open_storage_for, opt, record_audit, secret_sources
+from vault.cli.support import open_storage_for, opt, record_audit, repo_url, secret_sources
 from vault.errors import StorageError, UsageError
 from vault.format.config import ObjectLockPolicy
 from vault.repo import append_guard, keys, signing
@@ -81,7 +81,8 @@ def cmd_init(args: argparse.Namespace) -> int:
     if source:
         print(
             f"a replica of {ids.short(source.config.repository_id)} at "
-            f"{source.storage.location()}: fill it with `vault copy --to {storage.location()}`"
+            f"{source.storage.location()}: fill it with `vault copy -r {args.replica_of} --to "
+            f"{repo_url(args)}`"
         )
     if lock:
         print(f"every object is kept immutable for {lock.days} days ({lock.mode.lower()} mode);")

@@ -99,9 +99,11 @@ def cmd_copy(args: argparse.Namespace) -> int:
     try:
         with sigterm_sets(stop), lock.Lock(source.storage, source.keyring, exclusive=False,
                                            operation="copy"):  # fmt: skip
+            source.refresh_keyring()  # a rotation may have finished since the open
             with lock.Lock(replica.storage, replica.keyring, exclusive=True, operation="copy-keys"):
                 keys_updated = follow_keys(source, replica)
             with lock.Lock(replica.storage, replica.keyring, exclusive=False, operation="copy"):
+                replica.refresh_keyring()
                 snapshots, present, forgotten = to_copy(source, replica, wanted)
                 result = copy_snapshots(source, replica, snapshots, verify_data=args.verify_data,
                                         progress=progress_for(args), stop=stop)  # fmt: skip
@@ -116,7 +118,9 @@ def cmd_copy(args: argparse.Namespace) -> int:
     )
     seconds = (datetime.now(UTC) - started).total_seconds()
     details = _details(source, result, seconds)
-    record_audit(replica, "copy", result="PASS", details=details)
+    # The ids (random, never patient data): `check` on the replica then notices a copied
+    # snapshot deleted behind vault's back, as it does a backed-up one.
+    record_audit(replica, "copy", result="PASS", details={**details, "snapshots": result.copied})
     record_audit(source, "copy", result="PASS",
                  details={**details, "to": replica.config.repository_id})  # fmt: skip
     if opt(args, "json"):

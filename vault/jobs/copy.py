@@ -95,10 +95,11 @@ def _packs_of(source: Repository) -> dict[str, list[Location]]:
     return by_pack
 
 
-def _same_contents(entries: list[PackEntry], expected: list[Location]) -> bool:
-    return sorted((e.id, e.offset, e.length) for e in entries) == sorted(
-        (loc.entry.id, loc.entry.offset, loc.entry.length) for loc in expected
-    )
+def _holds(entries: list[PackEntry], expected: list[Location]) -> bool:
+    """Whether a pack's own table lists every blob the index places in it. It may list more:
+    a blob stored twice (two backups at once, a re-upload after a kill) is indexed once."""
+    listed = {(e.id, e.offset, e.length) for e in entries}
+    return all((loc.entry.id, loc.entry.offset, loc.entry.length) in listed for loc in expected)
 
 
 def copy_snapshots(
@@ -151,7 +152,7 @@ def copy_snapshots(
             info, entries = recover.pack_contents(replica, pack_id, size, keys)
         except DAMAGE:
             return None
-        return (info, entries) if _same_contents(entries, by_pack[pack_id]) else None
+        return (info, entries) if _holds(entries, by_pack[pack_id]) else None
 
     def copy_pack(pack_id: str) -> tuple[PackInfo, list[PackEntry]]:
         if stop.is_set():
@@ -228,6 +229,8 @@ def copy_snapshots(
             name = layout.catalog(snapshot.catalog)
             replica.put(name, source.storage.get(name))
         name = layout.snapshot(snapshot.id)
+        if name in replica.torn_objects:
+            replica.storage.delete(name)  # an empty object a killed copy left: not a snapshot
         replica.put(name, source.storage.get(name), if_absent=True)
         replica.load_snapshot(snapshot.id)  # it reads back and authenticates
         result.copied.append(snapshot.id)

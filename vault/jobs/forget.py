@@ -54,6 +54,9 @@ def forget(
             result.locked[snapshot_id] = until.isoformat()
             continue
         doomed.append(snapshot_id)
+    # Retention's own choice (not a repair's removal of a damaged snapshot): a replica keeps
+    # it, and `vault copy` does not send these back.
+    jobstate.remember_forgotten(repo, doomed)
     result.removed = remove_snapshots(repo, doomed, announce)
     return result
 
@@ -63,7 +66,6 @@ def remove_snapshots(repo: Repository, snapshot_ids: list[str], announce: Announ
     the audit event is written first, because a record of a forget that was then interrupted is
     harmless, while a snapshot gone without one looks deleted behind vault's back."""
     announce(snapshot_ids)
-    jobstate.remember_forgotten(repo, snapshot_ids)
     for snapshot_id in snapshot_ids:
         repo.storage.delete(layout.snapshot(snapshot_id))
         repo.storage.delete(layout.catalog(snapshot_id))

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from vault.errors import IntegrityError
+from vault.errors import IntegrityError, UsageError
 from vault.format import crypto
 
 CURRENT = "current"
@@ -38,6 +38,9 @@ DESTROYED = "destroyed"
 _STORED_STATES = {DEACTIVATED: "active"}
 _LEGACY_STATES = {"active": DEACTIVATED}
 EPOCH_STATES = (CURRENT, DEACTIVATED, RETIRING, COMPROMISED, DESTROYED)
+# How far along its life an epoch is: a replica's copy of an epoch never goes back.
+_STATE_ORDER = {CURRENT: 0, DEACTIVATED: 1, RETIRING: 2, COMPROMISED: 3, DESTROYED: 4}
+REPLICA_OF = "replica_of"  # in `extra`: the source repository's id
 
 
 def _now() -> str:
@@ -105,7 +108,7 @@ class Keyring:
         )
 
     @classmethod
-    def replica_of(cls, source: Keyring, master_key: bytes) -> Keyring:
+    def replica_of(cls, source: Keyring, master_key: bytes, source_id: str) -> Keyring:
         """A replica's keyring: the source's chunk-id key, chunker seed and data-key epochs (so
         chunks deduplicate across both and packs copy as they are), under its own master key,
         with a master-key record of its own. Its generation starts at the source's: snapshots
@@ -118,32 +121,62 @@ class Keyring:
             epochs=list(source.epochs),
             masters=[MasterRecord(1, now, CURRENT)],
             generation=source.generation,
+            extra={REPLICA_OF: source_id},
         )
+
+    @property
+    def replica_of_id(self) -> str:
+        """The source repository's id for a replica, else ""."""
+        return str(self.extra.get(REPLICA_OF, ""))
 
     def shares_keys_with(self, other: Keyring) -> bool:
         """Whether two keyrings are a source and its replica (chunk ids and chunking agree)."""
         return self.mac_key == other.mac_key and self.chunker_seed == other.chunker_seed
 
     def take_epochs_from(self, source: Keyring) -> bool:
-        """A replica follows its source's key rotations: epochs it lacks are added and the
-        states of the others follow, except that an epoch is never destroyed here (that waits
-        until no pack of the replica is sealed under it); True when anything changed."""
+        """A replica follows its source's key rotations: epochs it lacks are added, and an epoch
+        both hold takes whichever state is further along (current, deactivated, retiring or
+        compromised), never back. An epoch is never destroyed here: the replica's own packs may
+        still be sealed under it (erase does not reach a replica yet). True when anything
+        changed; an epoch whose key differs between the two is refused."""
         mine = {e.id: e for e in self.epochs}
-        merged = []
+        merged: dict[int, Epoch] = dict(mine)
         for theirs in source.epochs:
             have = mine.get(theirs.id)
             if have is None:
-                merged.append(theirs)
-            elif theirs.state == DESTROYED or have.state == DESTROYED:
-                merged.append(have)
-            else:
-                merged.append(replace(have, state=theirs.state, compromised=theirs.compromised))
-        merged += [e for e in self.epochs if e.id not in {t.id for t in source.epochs}]
-        merged.sort(key=lambda e: e.id)
-        changed = merged != self.epochs or self.generation < source.generation
-        self.epochs = merged
+                if theirs.state != DESTROYED:
+                    merged[theirs.id] = theirs
+                continue
+            if have.key and theirs.key and have.key != theirs.key:
+                raise IntegrityError(
+                    f"data-key epoch {theirs.id} differs between the source and this replica: "
+                    "keys were rotated on the replica itself, so it no longer follows its "
+                    "source; make a new replica",
+                    key="keyring",
+                )
+            state = max(have.state, theirs.state, key=_STATE_ORDER.__getitem__)
+            if state == DESTROYED:
+                state = have.state
+            merged[theirs.id] = replace(
+                have, state=state, compromised=have.compromised or theirs.compromised
+            )
+        epochs = [merged[i] for i in sorted(merged)]
+        newest_current = max((e.id for e in epochs if e.state == CURRENT), default=None)
+        epochs = [
+            replace(e, state=DEACTIVATED) if e.state == CURRENT and e.id != newest_current else e
+            for e in epochs
+        ]
+        changed = epochs != self.epochs or self.generation < source.generation
+        self.epochs = epochs
         self.generation = max(self.generation, source.generation)
         return changed
+
+    def refuse_on_replica(self, what: str) -> None:
+        if self.replica_of_id:
+            raise UsageError(
+                f"this repository is a replica: its data keys are its source's, so {what} on "
+                "the source; the next `vault copy` brings the new keys here"
+            )
 
     @property
     def current_epoch(self) -> int:
@@ -188,6 +221,7 @@ class Keyring:
 
     def rotate(self) -> Epoch:
         """A new current epoch; the previous current one is deactivated (still opens)."""
+        self.refuse_on_replica("rotate keys")
         new = Epoch(max(e.id for e in self.epochs) + 1, crypto.random_key(), _now(), CURRENT)
         self.epochs = [
             replace(e, state=DEACTIVATED) if e.state == CURRENT else e for e in self.epochs
@@ -200,6 +234,7 @@ class Keyring:
     def mark_compromised(self, epoch_ids: set[int], when: str) -> None:
         """Report keys as known to someone else: a current one is rotated away first, so
         nothing new is ever sealed under a compromised key."""
+        self.refuse_on_replica("report data keys compromised")
         if self.current_epoch in epoch_ids:
             self.rotate()
         self.epochs = [

@@ -95,7 +95,8 @@ class Repository:
         check_new_location(storage, object_lock)
         master = crypto.random_key()
         if replica_of is not None:
-            keyring = Keyring.replica_of(replica_of.keyring, master)
+            source_id = replica_of.config.repository_id
+            keyring = Keyring.replica_of(replica_of.keyring, master, source_id)
             source_config = replica_of.config
             chunker = source_config.chunker
             pack_size, zstd_level = source_config.pack_size, source_config.zstd_level

@@ -133,6 +133,9 @@ def _vanished_snapshots(
     for event in events:
         if event.action == "backup" and event.snapshot:
             made[event.snapshot] = event.time
+        elif event.action == "copy" and event.result == "PASS":
+            for snapshot_id in event.details.get("snapshots") or []:
+                made[str(snapshot_id)] = event.time
         elif event.action == "forget":
             removed = event.details.get("snapshots")
             if isinstance(removed, list):
@@ -143,7 +146,7 @@ def _vanished_snapshots(
     return [
         (
             layout.snapshot(snapshot_id),
-            f"is missing: the audit log records it as made by a backup at {when} and never "
+            f"is missing: the audit log records it as made by a backup or copy at {when} and never "
             "forgotten (deleted outside vault?)",
             {snapshot_id},
         )
