@@ -240,3 +240,59 @@ def test_copy_refuses_a_repository_that_is_not_a_replica(vault: RunCli, tmp_path
     shutil.rmtree(b)
     missing = vault("copy", "-r", a, "--to", b)
     assert missing.code == 10
+
+
+def test_the_nightly_copy_follows_the_backup_and_status_shows_each_replicas_lag(
+    vault: RunCli, tmp_path: Path
+) -> None:
+    source, replica = str(tmp_path / "nas"), str(tmp_path / "offsite")
+    data = tmp_path / "imaging"
+    _files(data, {"a.dcm": 300_000}, 7)
+    assert vault("init", "-r", source).code == 0
+    _replica(vault, source, replica, tmp_path)
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "backup.toml").write_text(
+        f'[backup]\nrepository = "{source}"\n'
+        f'password_file = "{tmp_path / "source-passphrase"}"\nsources = ["{data}"]\n'
+    )
+    schedule = (
+        "[schedule]\nretry_after_minutes = 0\ncopy_rpo_hours = 1\n"
+        f'copy_to = ["{replica}"]\ncopy_password_file = "{tmp_path / "replica-passphrase"}"\n'
+    )
+    (policies / "schedule.toml").write_text(schedule)
+    night = vault("schedule", "run", "--policy-dir", policies, "--once", "backup", password=None)
+    assert night.code == 0, night.err
+    assert "copy: done" in night.err
+    held = vault("snapshots", "-r", replica, "--json", password=REPLICA_PASSWORD).json()
+    assert len(held) == 1
+    status = vault("status", "-r", source, "--policy-dir", policies, "--json").json()
+    [entry] = status["replicas"]
+    assert entry["lag_seconds"] == 0 and entry["location"] == replica
+    assert not [f for f in status["findings"] if f["topic"] == "replica"]
+
+    # A backup five hours later that no copy followed: the replica is behind its RPO.
+    assert vault("backup", "-r", source, str(data), "--time", "2099-01-01 05:00:00").code == 0
+    behind = vault("status", "-r", source, "--policy-dir", policies, "--json").json()
+    assert any(
+        f["topic"] == "replica" and "h behind, more than its RPO of 1 h" in f["message"]
+        for f in behind["findings"]
+    )
+    # A copy that fails (the replica's passphrase is wrong) is a replica finding too, and
+    # the next copy that passes clears it.
+    (tmp_path / "wrong").write_text("not the replica passphrase at all\n")
+    (tmp_path / "wrong").chmod(0o600)
+    failed = vault(
+        "copy", "-r", source, "--to", replica, "--to-password-file", str(tmp_path / "wrong")
+    )
+    assert failed.code == 12
+    failing = vault("status", "-r", source, "--policy-dir", policies, "--json").json()
+    assert any(
+        f["topic"] == "replica" and "has failed since" in f["message"] for f in failing["findings"]
+    ) or any("h behind" in f["message"] for f in failing["findings"])
+    assert failing["replicas"][0]["failed_since"] is not None
+    assert _copy(vault, source, replica, tmp_path)["copied"] == 1
+    caught_up = vault("status", "-r", source, "--policy-dir", policies, "--json").json()
+    assert caught_up["replicas"][0]["lag_seconds"] == 0
+    assert caught_up["replicas"][0]["failed_since"] is None
+    assert not [f for f in caught_up["findings"] if f["topic"] == "replica"]

@@ -91,8 +91,14 @@ def add_replica_parsers(command: Callable[..., argparse.ArgumentParser]) -> None
 
 def cmd_copy(args: argparse.Namespace) -> int:
     source = open_repo(args)
-    replica = open_other(args.to, args, "to")
-    check_replica(source, replica)
+    try:
+        replica = open_other(args.to, args, "to")
+        check_replica(source, replica)
+    except VaultError as exc:
+        # In the source's log: `status` there shows a replica that cannot be reached or opened.
+        unreached = {"error": type(exc).__name__, "to_location": _location(args)}
+        record_audit(source, "copy", result="FAIL", details=unreached)
+        raise
     wanted = [source.find_snapshot(ref) for ref in args.snapshots] if args.snapshots else None
     started = datetime.now(UTC)
     stop = threading.Event()
@@ -110,6 +116,10 @@ def cmd_copy(args: argparse.Namespace) -> int:
     except VaultError as exc:
         failed = {"error": type(exc).__name__, "from": source.config.repository_id}
         record_audit(replica, "copy", result="FAIL", details=failed)
+        # The source's log too: `status` there shows a replica whose copies fail.
+        record_audit(source, "copy", result="FAIL", details={
+            "error": type(exc).__name__, "to": replica.config.repository_id,
+            "to_location": replica.storage.location()})  # fmt: skip
         raise
     result.keyring_updated, result.already_there, result.forgotten = (
         keys_updated,
@@ -121,14 +131,29 @@ def cmd_copy(args: argparse.Namespace) -> int:
     # The ids (random, never patient data): `check` on the replica then notices a copied
     # snapshot deleted behind vault's back, as it does a backed-up one.
     record_audit(replica, "copy", result="PASS", details={**details, "snapshots": result.copied})
-    record_audit(source, "copy", result="PASS",
-                 details={**details, "to": replica.config.repository_id})  # fmt: skip
+    # What the replica holds now, for `status` here: every snapshot up to the newest copied.
+    newest = max((s.time for s in (wanted or source.snapshots())), default=None)
+    to = {
+        "to": replica.config.repository_id,
+        "to_location": replica.storage.location(),
+        "holds_up_to": newest.isoformat() if newest else None,
+    }
+    record_audit(source, "copy", result="PASS", details={**details, **to})
     if opt(args, "json"):
         emit_json({"source": source.storage.location(), "replica": replica.storage.location(),
                    **details, "snapshots": result.copied, "outcome": "PASS"})  # fmt: skip
         return 0
     _print(result, seconds, replica)
     return 0
+
+
+def _location(args: argparse.Namespace) -> str:
+    try:
+        return open_storage(
+            args.to, allow_insecure_http=bool(opt(args, "allow_insecure_http"))
+        ).location()
+    except VaultError:
+        return str(args.to).split("?", 1)[0]
 
 
 def _details(source: Repository, result: CopyResult, seconds: float) -> dict[str, object]:

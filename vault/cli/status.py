@@ -17,7 +17,7 @@ from vault.cli.support import iso_utc, local_time, open_repo, opt
 from vault.evidence import metrics, pack_render
 from vault.evidence.pack import gather
 from vault.evidence.status import Status, database_moment, status
-from vault.policy.files import load_drill_policy, load_key_policy, policy_dir
+from vault.policy.files import load_drill_policy, load_key_policy, load_schedule_policy, policy_dir
 from vault.units import human_bytes, human_seconds
 
 
@@ -72,6 +72,8 @@ def status_document(st: Status, now: datetime, key_policy: dict[str, Any]) -> di
         if st.latest
         else None,
         "last_check": st.last_check,
+        "replicas": st.replicas,
+        "copy_rpo_seconds": st.copy_rpo_hours * 3600,
         "last_drill": {
             "drill_id": drill["drill_id"],
             "started": drill["started"],
@@ -142,6 +144,18 @@ def _print_page(st: Status, now: datetime) -> None:
             )
     else:
         print("last backup  none yet")
+    for replica in st.replicas:
+        name = replica["location"] or replica["replica_id"][:8]
+        last = (replica["last_copy"] or "never")[:19].replace("T", " ")
+        print(
+            f"replica      {name}: last copy {last} UTC, "
+            f"{replica['lag_seconds'] / 3600:.1f} h behind (RPO {st.copy_rpo_hours} h)"
+            + (
+                " , failing since " + replica["failed_since"][:19]
+                if replica["failed_since"]
+                else ""
+            )
+        )
     check = st.last_check
     if check:
         every = str(check.get("all_packs_read") or "not yet")[:19].replace("T", " ")
@@ -195,9 +209,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     directory = policy_dir(args.policy_dir)
     key_policy = load_key_policy(directory)
     drill_policy = load_drill_policy(directory)
+    copy_rpo = load_schedule_policy(directory)[0].copy_rpo_hours
     repo = open_repo(args)
     now = datetime.now(UTC)
-    st = status(repo, key_policy, now, drill_policy)
+    st = status(repo, key_policy, now, drill_policy, copy_rpo)
     if args.metrics_file:
         metrics.write(Path(args.metrics_file), metrics.render(st))
     if opt(args, "json"):

@@ -14,13 +14,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from vault.errors import VaultError
 from vault.evidence.drill_log import merged
 from vault.format import layout, sealing
 from vault.format.config import ObjectLockPolicy
 from vault.format.pack import BlobType
 from vault.format.snapshot import Snapshot
 from vault.policy.files import DrillPolicy, KeyPolicy
-from vault.repo import chain, jobstate
+from vault.repo import audit, chain, jobstate
 from vault.repo.keyring import DESTROYED, RETIRING
 from vault.repo.keys import weak_slot
 from vault.repo.keyusage import epoch_usage
@@ -141,6 +142,10 @@ class Status:
     # The newest snapshot with database dumps: the nightly files-and-databases snapshot, which
     # a PACS snapshot written after it would hide as "latest".
     latest_with_databases: Snapshot | None = None
+    # Each replica this repository copies into (from its `copy` audit events): its id and
+    # place, the last copy that passed and any failure since, and how far behind it is.
+    replicas: list[dict[str, Any]] = field(default_factory=list)
+    copy_rpo_hours: int = 48
     findings: list[Finding] = field(default_factory=list)
 
     @property
@@ -230,6 +235,43 @@ def _age(now: datetime, iso: str) -> int | None:
         return None
 
 
+def replicas(repo: Repository, snapshots: list[Snapshot], now: datetime) -> list[dict[str, Any]]:
+    """The replicas `vault copy` filled from here. A copy that passed records the newest
+    snapshot the replica then held; the lag is the time from it to the newest snapshot here
+    (0 when the replica has that one)."""
+    found: dict[str, dict[str, Any]] = {}
+    try:
+        events = audit.read_log(repo).events
+    except VaultError:
+        return []  # the audit log's own problems are reported by its check
+    for event in events:
+        if event.action != "copy":
+            continue
+        # By place: a copy that could not open the replica knows no id.
+        place = str(event.details.get("to_location") or event.details.get("to") or "")
+        if not place:
+            continue  # the replica's own record of a copy into it
+        entry = found.setdefault(place, {"replica_id": "", "location": place,
+                                         "last_copy": None, "failed_since": None})  # fmt: skip
+        entry["replica_id"] = str(event.details.get("to") or entry["replica_id"])
+        if event.result == "PASS":
+            entry.update(last_copy=event.time, failed_since=None)
+            entry["holds_up_to"] = event.details.get("holds_up_to")
+        elif entry["failed_since"] is None:
+            entry["failed_since"] = event.time
+    latest = snapshots[-1] if snapshots else None
+    for entry in found.values():
+        holds = entry.pop("holds_up_to", None)
+        if latest is None:
+            entry["lag_seconds"] = 0
+        elif not holds:  # never copied into: as far behind as the newest snapshot here is old
+            entry["lag_seconds"] = max(0, int((now - latest.time).total_seconds()))
+        else:
+            behind = (latest.time - datetime.fromisoformat(holds)).total_seconds()
+            entry["lag_seconds"] = max(0, int(behind))
+    return list(found.values())
+
+
 def database_moment(snapshot: Snapshot | None) -> dict[str, Any] | None:
     """When a snapshot's database dumps and its file walk ran, and their skew: for each dump,
     the longest time between the database's moment (its dump's start: one transaction) and a
@@ -303,6 +345,27 @@ def _judge(st: Status, now: datetime, frequency_days: int) -> list[Finding]:
                 f"the last backup could not read {unread} file(s): see its log",
             )
         )
+    for replica in st.replicas:
+        name = replica["location"] or replica["replica_id"][:8]
+        if replica["lag_seconds"] > st.copy_rpo_hours * 3600:
+            found.append(
+                Finding(
+                    "replica",
+                    LEVEL_WARN,
+                    f"replica {name} is {replica['lag_seconds'] / 3600:.1f} h behind, more than "
+                    f"its RPO of {st.copy_rpo_hours} h: run `vault copy --to` (see the "
+                    "scheduler's log)",
+                )
+            )
+        elif replica["failed_since"]:
+            found.append(
+                Finding(
+                    "replica",
+                    LEVEL_WARN,
+                    f"the copy into replica {name} has failed since {replica['failed_since'][:19]}"
+                    " UTC: see the scheduler's log, then run `vault copy --to`",
+                )
+            )
     check = st.last_check
     if check is None:
         found.append(Finding("check", LEVEL_WARN, "never checked: run `vault check`"))
@@ -456,6 +519,7 @@ def status(
     policy: KeyPolicy,
     now: datetime,
     drill_policy: DrillPolicy | None = None,
+    copy_rpo_hours: int = 48,
 ) -> Status:
     drill_policy = drill_policy or DrillPolicy()
     snapshots = repo.snapshots()
@@ -480,6 +544,8 @@ def status(
         snapshots=len(snapshots),
         latest=latest,
         latest_with_databases=next((s for s in reversed(snapshots) if s.databases), None),
+        replicas=replicas(repo, snapshots, now),
+        copy_rpo_hours=copy_rpo_hours,
         latest_age_seconds=int((now - latest.time).total_seconds()) if latest else None,
         keys=key_status(repo, policy, now),
         locks=locks,

@@ -26,7 +26,7 @@ from vault.policy.files import BackupPolicy, DrillPolicy, SchedulePolicy
 
 log = logging.getLogger("vault.schedule")
 
-JOBS = ("backup", "check", "drill", "full-drill", "keys", "maintenance")
+JOBS = ("backup", "copy", "check", "drill", "full-drill", "keys", "maintenance")
 
 # What to do, by the exit code of the failed `vault` command (vault.errors).
 ADVICE = {
@@ -220,6 +220,21 @@ class JobRunner:
         for name in p.pacs_sources:
             done = self._outcome(self.vault("backup", "--from-pacs", name, *common,
                                             *self._policy_args()))  # fmt: skip
+            if outcome is None or (outcome.ok and not done.ok):
+                outcome = done
+        assert outcome is not None
+        return outcome
+
+    def _copy(self) -> Outcome:
+        """`vault copy` into each replica schedule.toml names; the first failure is the job's,
+        and one replica failing does not keep the others from their copy."""
+        if not self.schedule.copy_to:
+            return Outcome(True, 0, "", skipped="no replica in schedule.toml (copy_to)")
+        secret = self.schedule.copy_password_file or self.backup_policy.password_file
+        outcome = None
+        for url in self.schedule.copy_to:
+            args = ["copy", "--to", url, *(["--to-password-file", secret] if secret else [])]
+            done = self._outcome(self.vault(*args))
             if outcome is None or (outcome.ok and not done.ok):
                 outcome = done
         assert outcome is not None

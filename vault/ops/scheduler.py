@@ -109,7 +109,15 @@ class Scheduler:
     # -- jobs --------------------------------------------------------------------------------
 
     def run_job(self, job: str) -> Outcome:
-        """Run `job` now, retrying once after a failure, alerting if the retry fails too."""
+        """Run `job` now, retrying once after a failure, alerting if the retry fails too. A
+        backup is followed by the copy into the replicas (a partial backup's snapshot too)."""
+        outcome = self._retried(job)
+        saved = outcome.ok or outcome.exit_code == 3  # a snapshot was written
+        if job == "backup" and self.policy.copy_to and saved and not self._stopped:
+            self._retried("copy")
+        return outcome
+
+    def _retried(self, job: str) -> Outcome:
         outcome = self._attempt(job)
         if outcome.ok or outcome.interrupted or self._stopped:
             return outcome
