@@ -62,7 +62,7 @@ class KeyStatus:
 
 @dataclass(frozen=True)
 class Finding:
-    topic: str  # backup | check | drill | keys | locks | evidence
+    topic: str  # backup | replica | check | drill | keys | locks | evidence
     level: str  # OK | WARN | FAIL
     message: str  # what is wrong and what to do; no secrets, no PHI
 
