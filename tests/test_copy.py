@@ -296,3 +296,6 @@ def test_the_nightly_copy_follows_the_backup_and_status_shows_each_replicas_lag(
     assert caught_up["replicas"][0]["lag_seconds"] == 0
     assert caught_up["replicas"][0]["failed_since"] is None
     assert not [f for f in caught_up["findings"] if f["topic"] == "replica"]
+    # The evidence pack names the offsite copy and how current it is.
+    pack = vault("report", "-r", source, "--policy-dir", policies, "--format", "md")
+    assert f"Replica {replica}" in pack.out and "0.0 h behind (RPO 1 h)" in pack.out

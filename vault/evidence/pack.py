@@ -72,6 +72,21 @@ def _status_section(st: Status) -> Section:
                     + (f"; {skew:.0f} s from the file walk (skew)" if skew is not None else ""),
                 )
             )
+    for replica in st.replicas:
+        # HHS's ransomware guidance: a copy the practice network cannot reach, kept current.
+        last = _day(replica["last_copy"]) + " UTC" if replica["last_copy"] else "never"
+        section.facts.append(
+            (
+                f"Replica {replica['location'] or replica['replica_id'][:8]}",
+                f"last copy {last}, {replica['lag_seconds'] / 3600:.1f} h behind (RPO "
+                f"{st.copy_rpo_hours} h)"
+                + (
+                    f"; failing since {_day(replica['failed_since'])} UTC"
+                    if replica["failed_since"]
+                    else ""
+                ),
+            )
+        )
     section.headers = ["level", "area", "finding"]
     section.rows = [[f.level, f.topic, f.message] for f in st.findings]
     if not st.findings:
@@ -438,11 +453,12 @@ def gather(
     directory: Path | None,
     now: datetime,
 ) -> EvidencePack:
-    st = status(repo, key_policy, now, drill_policy)
+    schedule = load_schedule_policy(directory)[0] if directory else None
+    copy_rpo = schedule.copy_rpo_hours if schedule else SchedulePolicy().copy_rpo_hours
+    st = status(repo, key_policy, now, drill_policy, copy_rpo)
     audit_report = audit.read_log(repo, verify=True)
     history = drill_log.history(repo, verify=True)
     records = drill_log.merged(history)
-    schedule = load_schedule_policy(directory)[0] if directory else None
     return EvidencePack(
         title="Contingency evidence pack",
         generated=f"{now.isoformat(timespec='seconds')} by vault {__version__}, repository "
