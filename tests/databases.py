@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tests.s3server import free_port_pairs
 from vault.policy.databases import DatabaseSource
-from vault.sources.databases import run_sql
+from vault.sources.db_loads import run_sql
 from vault.sources.scratch_server import ScratchServer, available
 
 APP_USER = "practice_app"

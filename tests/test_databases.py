@@ -605,9 +605,10 @@ def test_a_dump_that_hangs_is_stopped_at_its_timeout_with_its_children(
     marker = f"vault-hang-{os.getpid()}"
     script = tmp_path / "hang.py"
     script.write_text(
-        "import subprocess, sys, time\n"
-        f"subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)', '{marker}'])\n"
-        "time.sleep(120)\n"
+        "import subprocess, sys\n"
+        # Both wait for a signal that never comes: a tool that hangs without writing.
+        f"subprocess.Popen([sys.executable, '-c', 'import signal; signal.pause()', '{marker}'])\n"
+        "import signal\nsignal.pause()\n"
     )
     policy = _command_policy(
         tmp_path, "hang", [sys.executable, str(script)], "timeout_seconds = 2\n"

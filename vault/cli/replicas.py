@@ -21,7 +21,7 @@ from vault.cli.support import (
 )
 from vault.errors import VaultError
 from vault.jobs.copy import CopyResult, check_replica, copy_snapshots, follow_keys, to_copy
-from vault.repo import lock
+from vault.repo import jobstate, lock
 from vault.repo.location import ensure_exists
 from vault.repo.repository import Repository
 from vault.storage import CountingStorage, open_storage
@@ -98,6 +98,7 @@ def cmd_copy(args: argparse.Namespace) -> int:
         # In the source's log: `status` there shows a replica that cannot be reached or opened.
         unreached = {"error": type(exc).__name__, "to_location": _location(args)}
         record_audit(source, "copy", result="FAIL", details=unreached)
+        _remember(source, unreached["to_location"], "", passed=False)
         raise
     wanted = [source.find_snapshot(ref) for ref in args.snapshots] if args.snapshots else None
     started = datetime.now(UTC)
@@ -110,41 +111,55 @@ def cmd_copy(args: argparse.Namespace) -> int:
                 keys_updated = follow_keys(source, replica)
             with lock.Lock(replica.storage, replica.keyring, exclusive=False, operation="copy"):
                 replica.refresh_keyring()
-                snapshots, present, forgotten = to_copy(source, replica, wanted)
-                result = copy_snapshots(source, replica, snapshots, verify_data=args.verify_data,
+                plan = to_copy(source, replica, wanted)
+                result = copy_snapshots(source, replica, plan.snapshots,
+                                        verify_data=args.verify_data,
                                         progress=progress_for(args), stop=stop)  # fmt: skip
     except VaultError as exc:
         failed = {"error": type(exc).__name__, "from": source.config.repository_id}
         record_audit(replica, "copy", result="FAIL", details=failed)
-        # The source's log too: `status` there shows a replica whose copies fail.
+        # The source's log and record too: `status` there shows a replica whose copies fail.
         record_audit(source, "copy", result="FAIL", details={
             "error": type(exc).__name__, "to": replica.config.repository_id,
             "to_location": replica.storage.location()})  # fmt: skip
+        _remember(source, replica.storage.location(), replica.config.repository_id, passed=False)
         raise
-    result.keyring_updated, result.already_there, result.forgotten = (
-        keys_updated,
-        present,
-        forgotten,
-    )
+    result.keyring_updated, result.already_there = keys_updated, plan.present
+    result.forgotten = plan.forgotten
     seconds = (datetime.now(UTC) - started).total_seconds()
     details = _details(source, result, seconds)
     # The ids (random, never patient data): `check` on the replica then notices a copied
     # snapshot deleted behind vault's back, as it does a backed-up one.
     record_audit(replica, "copy", result="PASS", details={**details, "snapshots": result.copied})
     # What the replica holds now, for `status` here: every snapshot up to the newest copied.
-    newest = max((s.time for s in (wanted or source.snapshots())), default=None)
+    newest = plan.newest
     to = {
         "to": replica.config.repository_id,
         "to_location": replica.storage.location(),
         "holds_up_to": newest.isoformat() if newest else None,
     }
     record_audit(source, "copy", result="PASS", details={**details, **to})
+    _remember(source, replica.storage.location(), replica.config.repository_id, passed=True,
+              holds_up_to=to["holds_up_to"])  # fmt: skip
     if opt(args, "json"):
         emit_json({"source": source.storage.location(), "replica": replica.storage.location(),
                    **details, "snapshots": result.copied, "outcome": "PASS"})  # fmt: skip
         return 0
     _print(result, seconds, replica)
     return 0
+
+
+def _remember(
+    source: Repository, place: str, replica_id: str, *, passed: bool, holds_up_to: object = None
+) -> None:
+    """The source's record for `status`; a failure to write it is a warning, not the copy's."""
+    try:
+        jobstate.remember_copy(source, place, replica_id=replica_id, passed=passed,
+                               when=datetime.now(UTC).isoformat(timespec="seconds"),
+                               holds_up_to=str(holds_up_to) if holds_up_to else None)  # fmt: skip
+    except VaultError as exc:
+        print(f"vault: warning: could not record the copy for `vault status`: {exc}",
+              file=sys.stderr)  # fmt: skip
 
 
 def _location(args: argparse.Namespace) -> str:

@@ -15,8 +15,9 @@ from vault import ids
 from vault.cli.output import emit_json
 from vault.cli.support import iso_utc, local_time, open_repo, opt
 from vault.evidence import metrics, pack_render
+from vault.evidence.database_moment import database_moment
 from vault.evidence.pack import gather
-from vault.evidence.status import Status, database_moment, status
+from vault.evidence.status import Status, status
 from vault.policy.files import load_drill_policy, load_key_policy, load_schedule_policy, policy_dir
 from vault.units import human_bytes, human_seconds
 

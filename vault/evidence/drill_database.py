@@ -20,7 +20,7 @@ from vault.format.snapshot import Snapshot
 from vault.jobs.database_restore import restore_database
 from vault.policy.databases import DatabaseDrillPolicy, DatabaseSource
 from vault.repo.repository import Repository
-from vault.sources import databases
+from vault.sources import db_loads
 from vault.sources.scratch_server import ScratchServer
 
 
@@ -35,14 +35,14 @@ def _tables(source: DatabaseSource, database: str, timeout: float) -> list[str]:
             "SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE() "
             "AND table_type = 'BASE TABLE' ORDER BY 1"
         )
-    return [row[0] for row in databases.run_sql(source, database, sql, timeout)]
+    return [row[0] for row in db_loads.run_sql(source, database, sql, timeout)]
 
 
 def _quoted(kind: str, table: str) -> str:
     if kind == "postgresql" and "." in table:
         schema, name = table.split(".", 1)
-        return f"{databases.quote_name(kind, schema)}.{databases.quote_name(kind, name)}"
-    return databases.quote_name(kind, table)
+        return f"{db_loads.quote_name(kind, schema)}.{db_loads.quote_name(kind, name)}"
+    return db_loads.quote_name(kind, table)
 
 
 def _not_ok(kind: str, text: str) -> bool:
@@ -57,7 +57,7 @@ def _checks(
     tables = _tables(source, database, timeout)
     rows: dict[str, int] = {}
     for table in tables:
-        count = databases.run_sql(
+        count = db_loads.run_sql(
             source, database, f"SELECT COUNT(*) FROM {_quoted(source.kind, table)}", timeout
         )
         rows[table] = int(count[0][0]) if count else 0
@@ -66,7 +66,7 @@ def _checks(
     checked_tables = None
     if policy.check_tables and source.kind != "postgresql" and tables:
         names = ", ".join(_quoted(source.kind, t) for t in tables)
-        out = databases.run_sql(source, database, f"CHECK TABLE {names}", timeout)
+        out = db_loads.run_sql(source, database, f"CHECK TABLE {names}", timeout)
         # Rows: table, op, msg_type, msg_text. A table is fine with a status of OK; notes
         # (an engine that cannot check) are not findings.
         bad = [r for r in out if len(r) >= 4 and _not_ok(r[2].lower(), r[3])]
@@ -81,7 +81,7 @@ def _checks(
     queries = []
     for number, sql in enumerate(policy.queries, start=1):
         try:
-            found = len(databases.run_sql(source, database, sql, timeout))
+            found = len(db_loads.run_sql(source, database, sql, timeout))
         except VaultError as exc:
             problems.append(f"query {number} failed: {exc}")
             queries.append({"query": number, "rows": None, "result": "FAIL"})
@@ -156,7 +156,7 @@ def check_dumps(
         finally:
             if configured is not None:
                 try:
-                    databases.drop_database(configured, scratch_name)
+                    db_loads.drop_database(configured, scratch_name)
                     entry["scratch_dropped"] = True
                 except VaultError as exc:
                     entry["scratch_dropped"] = False

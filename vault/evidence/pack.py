@@ -18,7 +18,8 @@ from typing import Any
 from vault import __version__, ids
 from vault.errors import UsageError
 from vault.evidence import drill_log, drill_report
-from vault.evidence.status import Status, database_moment, status
+from vault.evidence.database_moment import database_moment
+from vault.evidence.status import Status, status
 from vault.policy.files import (
     DrillPolicy,
     KeyPolicy,

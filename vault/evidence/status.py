@@ -14,14 +14,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from vault.errors import VaultError
 from vault.evidence.drill_log import merged
+from vault.evidence.replica_status import replicas
 from vault.format import layout, sealing
 from vault.format.config import ObjectLockPolicy
 from vault.format.pack import BlobType
 from vault.format.snapshot import Snapshot
 from vault.policy.files import DrillPolicy, KeyPolicy
-from vault.repo import audit, chain, jobstate
+from vault.repo import chain, jobstate
 from vault.repo.keyring import DESTROYED, RETIRING
 from vault.repo.keys import weak_slot
 from vault.repo.keyusage import epoch_usage
@@ -233,74 +233,6 @@ def _age(now: datetime, iso: str) -> int | None:
         return int((now - datetime.fromisoformat(iso)).total_seconds())
     except (TypeError, ValueError):
         return None
-
-
-def replicas(repo: Repository, snapshots: list[Snapshot], now: datetime) -> list[dict[str, Any]]:
-    """The replicas `vault copy` filled from here. A copy that passed records the newest
-    snapshot the replica then held; the lag is the time from it to the newest snapshot here
-    (0 when the replica has that one)."""
-    found: dict[str, dict[str, Any]] = {}
-    try:
-        events = audit.read_log(repo).events
-    except VaultError:
-        return []  # the audit log's own problems are reported by its check
-    for event in events:
-        if event.action != "copy":
-            continue
-        # By place: a copy that could not open the replica knows no id.
-        place = str(event.details.get("to_location") or event.details.get("to") or "")
-        if not place:
-            continue  # the replica's own record of a copy into it
-        entry = found.setdefault(place, {"replica_id": "", "location": place,
-                                         "last_copy": None, "failed_since": None})  # fmt: skip
-        entry["replica_id"] = str(event.details.get("to") or entry["replica_id"])
-        if event.result == "PASS":
-            entry.update(last_copy=event.time, failed_since=None)
-            entry["holds_up_to"] = event.details.get("holds_up_to")
-        elif entry["failed_since"] is None:
-            entry["failed_since"] = event.time
-    latest = snapshots[-1] if snapshots else None
-    for entry in found.values():
-        holds = entry.pop("holds_up_to", None)
-        if latest is None:
-            entry["lag_seconds"] = 0
-        elif not holds:  # never copied into: as far behind as the newest snapshot here is old
-            entry["lag_seconds"] = max(0, int((now - latest.time).total_seconds()))
-        else:
-            behind = (latest.time - datetime.fromisoformat(holds)).total_seconds()
-            entry["lag_seconds"] = max(0, int(behind))
-    return list(found.values())
-
-
-def database_moment(snapshot: Snapshot | None) -> dict[str, Any] | None:
-    """When a snapshot's database dumps and its file walk ran, and their skew: for each dump,
-    the longest time between the database's moment (its dump's start: one transaction) and a
-    file being read. None for a snapshot without dumps."""
-    if snapshot is None or not snapshot.databases:
-        return None
-    walk = snapshot.walk
-    dumps: list[dict[str, Any]] = []
-    skews: list[float] = []
-    for record in snapshot.databases:
-        entry: dict[str, Any] = {
-            k: record.get(k)
-            for k in ("source", "database", "result", "started", "finished", "bytes")
-        }
-        if walk and record.get("started"):
-            moment = datetime.fromisoformat(record["started"])
-            skew = max(
-                abs((datetime.fromisoformat(walk["started"]) - moment).total_seconds()),
-                abs((datetime.fromisoformat(walk["finished"]) - moment).total_seconds()),
-            )
-            entry["skew_seconds"] = round(skew, 3)
-            skews.append(skew)
-        dumps.append(entry)
-    return {
-        "snapshot_id": snapshot.id,
-        "dumps": dumps,
-        "files_walked": walk,
-        "skew_seconds": round(max(skews), 3) if skews else None,
-    }
 
 
 def _judge(st: Status, now: datetime, frequency_days: int) -> list[Finding]:

@@ -19,6 +19,7 @@ import threading
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from vault.errors import DAMAGE, IntegrityError, Interrupted, UsageError
 from vault.format import crypto, layout
@@ -73,18 +74,24 @@ def follow_keys(source: Repository, replica: Repository) -> bool:
     return True
 
 
-def to_copy(
-    source: Repository, replica: Repository, wanted: list[Snapshot] | None
-) -> tuple[list[Snapshot], int, list[str]]:
-    """(the snapshots to copy, oldest first; how many the replica has; those it forgot)."""
+@dataclass(frozen=True)
+class CopyPlan:
+    snapshots: list[Snapshot]  # to copy, oldest first
+    present: int  # of those asked for, how many the replica has
+    forgotten: list[str]  # asked for, but forgotten by the replica's retention
+    newest: datetime | None  # the newest snapshot asked for: the replica holds up to it after
+
+
+def to_copy(source: Repository, replica: Repository, wanted: list[Snapshot] | None) -> CopyPlan:
     present = set(replica.snapshot_ids())
     forgotten = set((jobstate.load(replica, FORGOTTEN) or {}).get("snapshots", []))
     candidates = sorted(wanted if wanted is not None else source.snapshots(), key=lambda s: s.time)
     copy = [s for s in candidates if s.id not in present and s.id not in forgotten]
-    return (
+    return CopyPlan(
         copy,
         sum(1 for s in candidates if s.id in present),
         [s.id for s in candidates if s.id in forgotten and s.id not in present],
+        candidates[-1].time if candidates else None,
     )
 
 

@@ -17,7 +17,7 @@ from vault.policy.databases import DatabaseSource
 from vault.progress import NoProgress, Progress
 from vault.repo.content import file_blocks
 from vault.repo.repository import Repository
-from vault.sources import databases
+from vault.sources import db_loads
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,7 @@ def restore_database(
             yield bytes(block)
 
     try:
-        loaded = databases.load(into, into.databases[0], blocks(), record["kind"], timeout)
+        loaded = db_loads.load(into, into.databases[0], blocks(), record["kind"], timeout)
     finally:
         progress.finish()
     return DatabaseRestored(record, into.databases[0], loaded, time.monotonic() - started)

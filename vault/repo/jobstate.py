@@ -28,6 +28,9 @@ APPEND_LOCK = "append-lock"
 # Snapshots this repository's own retention removed (`vault forget`): `vault copy` into it
 # leaves them out rather than sending them again.
 FORGOTTEN = "forgotten"
+# In a source: each replica `vault copy` fills, by place: its id, the last copy that passed,
+# what the replica then held, and the first failure since (what `status` reports).
+REPLICAS = "replicas"
 
 
 def load(repo: Repository, name: str) -> dict[str, Any] | None:
@@ -65,3 +68,25 @@ def remember_forgotten(repo: Repository, snapshot_ids: list[str]) -> None:
     known = list((load(repo, FORGOTTEN) or {}).get("snapshots", []))
     known += [s for s in snapshot_ids if s not in known]
     save(repo, FORGOTTEN, {"snapshots": known})
+
+
+def remember_copy(
+    repo: Repository,
+    place: str,
+    *,
+    replica_id: str,
+    passed: bool,
+    when: str,
+    holds_up_to: str | None = None,
+) -> None:
+    """Record a copy from this repository into the replica at `place`."""
+    known = dict((load(repo, REPLICAS) or {}).get("replicas", {}))
+    entry = dict(known.get(place) or {"replica_id": "", "last_copy": None, "holds_up_to": None,
+                                      "failed_since": None})  # fmt: skip
+    entry["replica_id"] = replica_id or entry["replica_id"]
+    if passed:
+        entry.update(last_copy=when, holds_up_to=holds_up_to, failed_since=None)
+    elif not entry.get("failed_since"):
+        entry["failed_since"] = when
+    known[place] = entry
+    save(repo, REPLICAS, {"replicas": known})

@@ -22,7 +22,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from vault.policy.databases import DatabaseSource
-from vault.sources.databases import DatabaseError, run_sql
+from vault.sources.db_loads import run_sql
+from vault.sources.db_tools import DatabaseError
 
 START_TIMEOUT = 90.0
 

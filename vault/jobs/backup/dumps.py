@@ -19,7 +19,7 @@ from typing import Any
 
 from vault.format.tree import DIR, FILE, Node, Tree
 from vault.jobs.backup.options import Problem
-from vault.jobs.backup.walk import Job, _Pending
+from vault.jobs.backup.walk import Job, Pending
 from vault.policy.databases import DatabaseSource
 from vault.sources.databases import DatabaseError, Dump
 
@@ -87,7 +87,7 @@ def _stream(job: Job, source: DatabaseSource, database: str, path: str) -> Node:
         for chunk in job.chunker.chunks(read):
             job.stop_if_asked()
             job.in_flight.acquire()
-            futures.append(job.pool.submit(job._store_chunk, chunk))
+            futures.append(job.pool.submit(job.store_chunk, chunk))
         dump.finish()
     finally:
         dump.close()
@@ -103,7 +103,7 @@ def _stream(job: Job, source: DatabaseSource, database: str, path: str) -> Node:
         ctime_ns=now_ns,
         sha256=sha.hexdigest(),
     )
-    resolved = _Pending(node, futures).resolve()
+    resolved = Pending(node, futures).resolve()
     job.counters.files += 1
     job.counters.files_new += 1
     job.counters.bytes += dump.bytes
@@ -166,6 +166,6 @@ def _place(job: Job, tree_id: str, parts: list[bytes], node: Node, made: dict[st
             )
             job.counters.dirs += 1
     nodes = tuple(sorted([n for n in tree.nodes if n.name != name] + [child], key=lambda n: n.name))
-    tree_id = job._tree_id(nodes, None, "")
+    tree_id = job.tree_id(nodes, None, "")
     made[tree_id] = Tree(nodes)
     return tree_id

@@ -41,7 +41,7 @@ def _parent_root(repo: Repository, parent: Snapshot | None) -> Tree | None:
 
 def _empty_root(job: Job) -> str:
     """The root of a snapshot of database dumps only."""
-    return job._tree_id((), None, "")
+    return job.tree_id((), None, "")
 
 
 def backup(

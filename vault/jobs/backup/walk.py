@@ -30,7 +30,7 @@ IN_FLIGHT_PER_WORKER = 4
 
 
 @dataclass
-class _Pending:
+class Pending:
     """A file node whose chunks are still being stored. The walk goes on to the next file
     at once; chunk ids are collected only when the directory's tree is written, so small
     files (one chunk each) do not serialize the walk and the workers."""
@@ -42,11 +42,11 @@ class _Pending:
         return replace(self.node, chunks=tuple(f.result().hex() for f in self.futures))
 
 
-Entry = Node | _Pending
+Entry = Node | Pending
 
 
 def _resolved(entries: list[Entry]) -> tuple[Node, ...]:
-    return tuple(e.resolve() if isinstance(e, _Pending) else e for e in entries)
+    return tuple(e.resolve() if isinstance(e, Pending) else e for e in entries)
 
 
 @dataclass
@@ -136,7 +136,7 @@ class Job:
                     self._carry(frame)
                 stack.pop()
                 self.counters.dirs += 1
-                tree_id = self._tree_id(_resolved(frame.nodes), frame.old, frame.old_id)
+                tree_id = self.tree_id(_resolved(frame.nodes), frame.old, frame.old_id)
                 if not stack:
                     return tree_id
                 stack[-1].nodes.append(Node(type=DIR, subtree=tree_id, **frame.base))  # type: ignore[arg-type]
@@ -164,7 +164,7 @@ class Job:
         """Nodes of the parent's directory that the disk no longer has, kept as they were
         (their chunks are in the repository; their catalog entries come along)."""
         assert frame.old is not None
-        present = {(n.node if isinstance(n, _Pending) else n).name for n in frame.nodes}
+        present = {(n.node if isinstance(n, Pending) else n).name for n in frame.nodes}
         for node in frame.old.nodes:
             if node.name in present:
                 continue
@@ -205,7 +205,7 @@ class Job:
             names = []
         return _DirFrame(path, iter(names), old, old_id, base)
 
-    def _tree_id(self, nodes: tuple[Node, ...], old: Tree | None, old_id: str) -> str:
+    def tree_id(self, nodes: tuple[Node, ...], old: Tree | None, old_id: str) -> str:
         """The id of the tree of `nodes`: the old tree's when nothing in it changed (a nightly
         run over an unchanged archive then serializes and hashes no tree at all)."""
         unchanged = (
@@ -286,7 +286,7 @@ class Job:
             self.counters.files_changed += 1
         return node
 
-    def read_file(self, path: bytes, st: os.stat_result, base: dict[str, object]) -> _Pending:
+    def read_file(self, path: bytes, st: os.stat_result, base: dict[str, object]) -> Pending:
         sha = hashlib.sha256()
         futures: list[Future[bytes]] = []
         flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NOCTTY", 0)
@@ -311,7 +311,7 @@ class Job:
             for chunk in self.chunker.chunks(read):
                 self.stop_if_asked()
                 self.in_flight.acquire()
-                futures.append(self.pool.submit(self._store_chunk, chunk))
+                futures.append(self.pool.submit(self.store_chunk, chunk))
             after = os.fstat(handle.fileno())
         unstable = (
             total != st.st_size
@@ -332,9 +332,9 @@ class Job:
             unstable=unstable,
             **base,  # type: ignore[arg-type]
         )
-        return _Pending(node, futures)
+        return Pending(node, futures)
 
-    def _store_chunk(self, chunk: bytes) -> bytes:
+    def store_chunk(self, chunk: bytes) -> bytes:
         try:
             return self.writer.add(BlobType.DATA, chunk)
         finally:
@@ -379,7 +379,7 @@ class Job:
                 continue
             subtree = self.save_virtual(child, sub, *self.old_subtree(old_node))  # type: ignore[arg-type]
             nodes.append(Node(type=DIR, subtree=subtree, **_node_base(name, st)))  # type: ignore[arg-type]
-        return self._tree_id(_resolved(nodes), old, old_id)
+        return self.tree_id(_resolved(nodes), old, old_id)
 
 
 def _files_below(repo: Repository, path: bytes, tree_id: str) -> Iterator[tuple[bytes, Node]]:

@@ -1,0 +1,38 @@
+"""The replicas this repository copies into, as its own record of each copy says
+(vault.repo.jobstate REPLICAS, written by `vault copy`): one small object, not the audit log."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from vault.format.snapshot import Snapshot
+from vault.repo import jobstate
+from vault.repo.repository import Repository
+
+
+def replicas(repo: Repository, snapshots: list[Snapshot], now: datetime) -> list[dict[str, Any]]:
+    """Each replica: its place and id, the last copy that passed and the first failure since,
+    and its lag: the time from the newest snapshot it held after that copy to the newest
+    snapshot here (0 when it has that one)."""
+    known = (jobstate.load(repo, jobstate.REPLICAS) or {}).get("replicas", {})
+    latest = snapshots[-1] if snapshots else None
+    found = []
+    for place, entry in sorted(known.items()):
+        holds = entry.get("holds_up_to")
+        if latest is None:
+            lag = 0
+        elif not holds:  # never copied into: as far behind as the newest snapshot here is old
+            lag = max(0, int((now - latest.time).total_seconds()))
+        else:
+            lag = max(0, int((latest.time - datetime.fromisoformat(holds)).total_seconds()))
+        found.append(
+            {
+                "replica_id": entry.get("replica_id", ""),
+                "location": place,
+                "last_copy": entry.get("last_copy"),
+                "failed_since": entry.get("failed_since"),
+                "lag_seconds": lag,
+            }
+        )
+    return found
