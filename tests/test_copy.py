@@ -8,6 +8,7 @@ copied back. `check --read-data` passes on both sides after every scenario."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -21,6 +22,8 @@ import pytest
 from tests.conftest import PASSWORD, RunCli, fresh_s3_url
 from tests.s3server import S3Server, start_server
 from tests.treecompare import describe_tree
+from vault.format import crypto
+from vault.repo.keyring import CURRENT, DEACTIVATED, RETIRING, Keyring
 
 REPLICA_PASSWORD = "a different replica passphrase for the offsite copy"
 
@@ -299,3 +302,111 @@ def test_the_nightly_copy_follows_the_backup_and_status_shows_each_replicas_lag(
     # The evidence pack names the offsite copy and how current it is.
     pack = vault("report", "-r", source, "--policy-dir", policies, "--format", "md")
     assert f"Replica {replica}" in pack.out and "0.0 h behind (RPO 1 h)" in pack.out
+
+
+def test_an_erase_on_the_source_is_incomplete_until_the_next_copy_erases_it_on_the_replica(
+    vault: RunCli, tmp_path: Path
+) -> None:
+    source, replica = str(tmp_path / "nas"), str(tmp_path / "offsite")
+    data = tmp_path / "imaging"
+    _files(data, {"a.dcm": 400_000, "b.dcm": 300_000}, 7)
+    assert vault("init", "-r", source).code == 0
+    assert vault("backup", "-r", source, str(data)).code == 0
+    _replica(vault, source, replica, tmp_path)
+    assert _copy(vault, source, replica, tmp_path)["copied"] == 1
+    sealed_under_1 = {p.name for p in (Path(replica) / "data").rglob("*") if p.is_file()}
+    assert sealed_under_1
+
+    certificate = tmp_path / "source-erase.json"
+    erased = vault("key", "rotate", "--reencrypt", "-r", source, "--certificate", certificate)
+    assert erased.code == 0, erased.err
+    doc = json.loads(certificate.read_text())
+    assert doc["verdict"] == "incomplete"
+    assert [r["object"] for r in doc["not_erased"]] == [f"replica {replica}"]
+    assert "next `vault copy --to` erases the keys there" in erased.err
+    findings = vault("status", "-r", source, "--json").json()["findings"]
+    assert any("still holds the keys of epoch(s) 1" in f["message"] for f in findings)
+
+    replica_certificate = tmp_path / "replica-erase.json"
+    copied = _copy(vault, source, replica, tmp_path, "--certificate", str(replica_certificate))
+    assert copied["epochs_erased"] == [1]
+    theirs = json.loads(replica_certificate.read_text())
+    assert theirs["verdict"] == "complete"
+    assert [e["id"] for e in theirs["epochs_destroyed"]] == [1]
+    epochs = vault("key", "list", "-r", replica, "--json", password=REPLICA_PASSWORD).json()
+    assert {e["id"]: e["state"] for e in epochs["epochs"]}[1] == "destroyed"
+    # Every pack the replica held under the destroyed key was rewritten and deleted.
+    left = {p.name for p in (Path(replica) / "data").rglob("*") if p.is_file()}
+    assert left and not left & sealed_under_1
+    findings = vault("status", "-r", source, "--json").json()["findings"]
+    assert not any("still holds the keys" in f["message"] for f in findings)
+    again = _copy(vault, source, replica, tmp_path)
+    assert again["epochs_erased"] == []
+    _check_both(vault, source, replica)
+    target = tmp_path / "restored"
+    restored = vault("restore", "-r", replica, "latest", "--target", str(target),
+                     password=REPLICA_PASSWORD)  # fmt: skip
+    assert restored.code == 0, restored.err
+    assert describe_tree(target / data.relative_to("/")) == describe_tree(data)
+
+
+def test_tags_added_on_the_source_reach_the_replica_and_a_copy_never_takes_one_off(
+    vault: RunCli, tmp_path: Path
+) -> None:
+    source, replica = str(tmp_path / "nas"), str(tmp_path / "offsite")
+    data = tmp_path / "imaging"
+    _files(data, {"a.dcm": 100_000}, 8)
+    assert vault("init", "-r", source).code == 0
+    assert vault("backup", "-r", source, str(data)).code == 0
+    _files(data, {"b.dcm": 100_000}, 9)
+    assert vault("backup", "-r", source, str(data)).code == 0
+    _replica(vault, source, replica, tmp_path)
+    assert _copy(vault, source, replica, tmp_path)["copied"] == 2
+    first = vault("snapshots", "-r", source, "--json").json()[0]["id"]
+    assert vault("tag", "-r", replica, first, "--add", "offsite-audit",
+                 password=REPLICA_PASSWORD).code == 0  # fmt: skip
+
+    # A legal hold put on at the NAS after the copy: the offsite copy keeps the snapshot too.
+    assert vault("tag", "-r", source, first, "--add", "legal-hold").code == 0
+    carried = _copy(vault, source, replica, tmp_path)
+    assert carried["retagged"] == [first] and carried["copied"] == 0
+
+    def replica_tags() -> dict[str, list[str]]:
+        listed = vault("snapshots", "-r", replica, "--json", password=REPLICA_PASSWORD).json()
+        return {s["id"]: s["tags"] for s in listed}
+
+    assert sorted(replica_tags()[first]) == ["legal-hold", "offsite-audit"]
+    retention = tmp_path / "offsite-retention.toml"
+    retention.write_text(
+        '[retention]\nkeep_last = 1\nminimum_days = 0\nhold_tags = ["legal-hold"]\n'
+    )
+    forgot = vault("forget", "-r", replica, "--policy", str(retention), password=REPLICA_PASSWORD)
+    assert forgot.code == 0, forgot.err
+    assert first in replica_tags()
+
+    # The hold comes off at the NAS: it stays offsite until someone takes it off there.
+    assert vault("tag", "-r", source, first, "--remove", "legal-hold").code == 0
+    kept = vault("copy", "-r", source, "--to", replica, "--to-password-file",
+                 str(tmp_path / "replica-passphrase"))  # fmt: skip
+    assert kept.code == 0, kept.err
+    assert f"legal-hold came off snapshot {first[:8]} on the source but stays" in kept.out
+    assert "legal-hold" in replica_tags()[first]
+    quiet = _copy(vault, source, replica, tmp_path)
+    assert quiet["retagged"] == [] and quiet["tags_kept"] == {}
+    _check_both(vault, source, replica)
+
+
+def test_a_source_halfway_through_an_erase_does_not_start_one_on_the_replica() -> None:
+    """`retiring` in a replica means its own erase is under way (the copy then finishes it and
+    destroys the key): taken from a source whose erase was interrupted, it would destroy a key
+    the source's packs, still to be copied, are sealed under."""
+    source = Keyring.create(crypto.random_key())
+    source.rotate()
+    replica = Keyring.replica_of(source, crypto.random_key(), "source-id")
+    source.set_state({1}, RETIRING)
+    replica.take_epochs_from(source)
+    assert {e.id: e.state for e in replica.epochs} == {1: DEACTIVATED, 2: CURRENT}
+    source.destroy({1})
+    replica.take_epochs_from(source)
+    kept = {e.id: e for e in replica.epochs}[1]
+    assert kept.state == DEACTIVATED and kept.key  # the copy's own erase destroys it, not this

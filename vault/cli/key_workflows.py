@@ -19,7 +19,7 @@ from vault.errors import UsageError
 from vault.evidence import erase_certificate
 from vault.jobs.rotate import MasterRotation, ReencryptResult, reencrypt, rotate_master
 from vault.policy.files import load_key_policy, policy_dir
-from vault.repo import keys, signing
+from vault.repo import jobstate, keys, signing
 from vault.repo.keys import Secret
 from vault.repo.lock import Lock
 from vault.repo.repository import Repository
@@ -78,6 +78,7 @@ def run_reencrypt(
         location=repo.storage.location(),
         operator=os_user(),
         when=datetime.now(UTC),
+        replicas=tuple(sorted((jobstate.load(repo, jobstate.REPLICAS) or {}).get("replicas", {}))),
     )
     record_audit(repo, "key-erase", result="PASS", details={"certificate": cert})
     if getattr(args, "certificate", None):
@@ -122,13 +123,25 @@ def print_erase(erase: Erase, args: argparse.Namespace) -> None:
             "decrypted from this repository (cryptographic erase)"
         )
     else:
+        replicas = [r for r in cert["not_erased"] if r["object"].startswith("replica ")]
+        versions = [r for r in cert["not_erased"] if r not in replicas]
         print(
             f"vault: warning: the erase is INCOMPLETE: the keys of epoch(s) {epochs} are gone "
-            f"from the current keyring, but {len(cert['not_erased'])} old version(s) that hold "
-            f"them remain (first: {cert['not_erased'][0]['object']}: "
-            f"{cert['not_erased'][0]['reason']}); run the erase again once they can be deleted",
+            "from the current keyring, but copies that hold them remain",
             file=sys.stderr,
         )
+        if versions:
+            print(
+                f"  {len(versions)} old version(s) of the keyring or key slots (first: "
+                f"{versions[0]['object']}: {versions[0]['reason']}); run the erase again once "
+                "they can be deleted",
+                file=sys.stderr,
+            )
+        for replica in replicas:
+            print(
+                f"  {replica['object']}: its next `vault copy --to` erases the keys there",
+                file=sys.stderr,
+            )
     for outside in cert["outside_vault_view"]:
         print(f"not checked: {outside}")
     where = f" and in {args.certificate}" if getattr(args, "certificate", None) else ""

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from vault.cli import secrets_input
+from vault.cli.key_workflows import Erase, run_reencrypt
 from vault.cli.output import emit_json
 from vault.cli.support import (
     open_repo,
@@ -20,7 +21,14 @@ from vault.cli.support import (
     sigterm_sets,
 )
 from vault.errors import VaultError
-from vault.jobs.copy import CopyResult, check_replica, copy_snapshots, follow_keys, to_copy
+from vault.jobs.copy import CopyResult, check_replica, copy_snapshots, to_copy
+from vault.jobs.replica_sync import (
+    TagsCarried,
+    carry_tags,
+    destroyed_epochs,
+    erase_to_follow,
+    follow_keys,
+)
 from vault.repo import jobstate, lock
 from vault.repo.location import ensure_exists
 from vault.repo.repository import Repository
@@ -87,6 +95,10 @@ def add_replica_parsers(command: Callable[..., argparse.ArgumentParser]) -> None
     add_other_repo_options(p, "to", "replica")
     p.add_argument("--verify-data", action="store_true",
                    help="also read back and authenticate every copied blob")  # fmt: skip
+    p.add_argument("--certificate", metavar="FILE",
+                   help="when this copy completes on the replica an erase the source made "
+                        "(`vault key rotate --reencrypt`), write the replica's erase "
+                        "certificate (JSON) to FILE")  # fmt: skip
 
 
 def cmd_copy(args: argparse.Namespace) -> int:
@@ -103,15 +115,24 @@ def cmd_copy(args: argparse.Namespace) -> int:
     wanted = [source.find_snapshot(ref) for ref in args.snapshots] if args.snapshots else None
     started = datetime.now(UTC)
     stop = threading.Event()
+    place = replica.storage.location()
+    last = (jobstate.load(source, jobstate.REPLICAS) or {}).get("replicas", {}).get(place, {})
+    erase: Erase | None = None
     try:
         with sigterm_sets(stop), lock.Lock(source.storage, source.keyring, exclusive=False,
                                            operation="copy"):  # fmt: skip
             source.refresh_keyring()  # a rotation may have finished since the open
-            with lock.Lock(replica.storage, replica.keyring, exclusive=True, operation="copy-keys"):
+            everything = source.snapshots()
+            with lock.Lock(replica.storage, replica.keyring, exclusive=True,
+                           operation="copy-keys") as held:  # fmt: skip
                 keys_updated = follow_keys(source, replica)
+                to_erase = erase_to_follow(source, replica)
+                if to_erase:  # before anything is sent: the replica's packs under those keys
+                    erase = run_reencrypt(args, replica, to_erase, held=held)
+                tags = carry_tags(everything, replica, last.get("tags"))
             with lock.Lock(replica.storage, replica.keyring, exclusive=False, operation="copy"):
                 replica.refresh_keyring()
-                plan = to_copy(source, replica, wanted)
+                plan = to_copy(source, replica, wanted if wanted is not None else everything)
                 result = copy_snapshots(source, replica, plan.snapshots,
                                         verify_data=args.verify_data,
                                         progress=progress_for(args), stop=stop)  # fmt: skip
@@ -127,7 +148,8 @@ def cmd_copy(args: argparse.Namespace) -> int:
     result.keyring_updated, result.already_there = keys_updated, plan.present
     result.forgotten = plan.forgotten
     seconds = (datetime.now(UTC) - started).total_seconds()
-    details = _details(source, result, seconds)
+    details = {**_details(source, result, seconds), **_synced(erase, tags)}
+    tags.record.update({s.id: list(s.tags) for s in plan.snapshots})
     # The ids (random, never patient data): `check` on the replica then notices a copied
     # snapshot deleted behind vault's back, as it does a backed-up one.
     record_audit(replica, "copy", result="PASS", details={**details, "snapshots": result.copied})
@@ -139,24 +161,61 @@ def cmd_copy(args: argparse.Namespace) -> int:
         "holds_up_to": newest.isoformat() if newest else None,
     }
     record_audit(source, "copy", result="PASS", details={**details, **to})
-    _remember(source, replica.storage.location(), replica.config.repository_id, passed=True,
-              holds_up_to=to["holds_up_to"])  # fmt: skip
+    _remember(source, place, replica.config.repository_id, passed=True,
+              holds_up_to=to["holds_up_to"], destroyed_epochs=sorted(destroyed_epochs(source)),
+              tags=tags.record)  # fmt: skip
     if opt(args, "json"):
-        emit_json({"source": source.storage.location(), "replica": replica.storage.location(),
-                   **details, "snapshots": result.copied, "outcome": "PASS"})  # fmt: skip
+        emit_json({"source": source.storage.location(), "replica": place, **details,
+                   "snapshots": result.copied, "outcome": "PASS",
+                   **({"erase_certificate": erase.certificate} if erase else {})})  # fmt: skip
         return 0
     _print(result, seconds, replica)
+    _print_synced(erase, tags, args)
     return 0
 
 
+def _synced(erase: Erase | None, tags: TagsCarried) -> dict[str, object]:
+    return {
+        "epochs_erased": erase.result.retired if erase else [],
+        "retagged": tags.retagged,
+        "tags_kept": tags.kept,
+    }
+
+
+def _print_synced(erase: Erase | None, tags: TagsCarried, args: argparse.Namespace) -> None:
+    if erase:
+        verdict = erase.certificate["verdict"]
+        print(
+            f"  erased: key epoch(s) {', '.join(map(str, erase.result.retired))} destroyed on "
+            f"the replica too, after {erase.result.packs_rewritten} of its pack(s) were "
+            f"re-encrypted (erase certificate: {verdict}"
+            + (f", written to {args.certificate})" if opt(args, "certificate") else ")")
+        )
+    if tags.retagged:
+        print(f"  tags: {len(tags.retagged)} snapshot(s) given the tags added on the source")
+    for snapshot_id, kept in sorted(tags.kept.items()):
+        print(
+            f"  tags: {', '.join(kept)} came off snapshot {snapshot_id[:8]} on the source but "
+            f"stays on the replica (take it off there with `vault tag --remove`)"
+        )
+
+
 def _remember(
-    source: Repository, place: str, replica_id: str, *, passed: bool, holds_up_to: object = None
+    source: Repository,
+    place: str,
+    replica_id: str,
+    *,
+    passed: bool,
+    holds_up_to: object = None,
+    destroyed_epochs: list[int] | None = None,
+    tags: dict[str, list[str]] | None = None,
 ) -> None:
     """The source's record for `status`; a failure to write it is a warning, not the copy's."""
     try:
         jobstate.remember_copy(source, place, replica_id=replica_id, passed=passed,
                                when=datetime.now(UTC).isoformat(timespec="seconds"),
-                               holds_up_to=str(holds_up_to) if holds_up_to else None)  # fmt: skip
+                               holds_up_to=str(holds_up_to) if holds_up_to else None,
+                               destroyed_epochs=destroyed_epochs, tags=tags)  # fmt: skip
     except VaultError as exc:
         print(f"vault: warning: could not record the copy for `vault status`: {exc}",
               file=sys.stderr)  # fmt: skip

@@ -28,12 +28,24 @@ def certificate(
     location: str,
     operator: str,
     when: datetime,
+    replicas: tuple[str, ...] = (),
 ) -> dict[str, Any]:
+    """`replicas`: where this repository's replicas are (`vault copy` made them). Each holds
+    the destroyed keys until its next copy erases them there, so the erase is not complete
+    until then; that copy leaves the replica's own certificate."""
     history = result.key_history
     remaining = [
         {"object": where, "reason": why} for where, why in (history.remaining if history else [])
     ]
-    complete = history is not None and history.complete
+    remaining += [
+        {
+            "object": f"replica {place}",
+            "reason": "holds the destroyed keys until its next `vault copy`, which re-encrypts "
+            "its packs, destroys the keys there and records the replica's own certificate",
+        }
+        for place in replicas
+    ]
+    complete = history is not None and history.complete and not replicas
     return {
         "type": "vault erase certificate",
         "certificate_id": str(uuid.uuid4()),

@@ -85,6 +85,12 @@ def _status_section(st: Status) -> Section:
                     f"; failing since {_day(replica['failed_since'])} UTC"
                     if replica["failed_since"]
                     else ""
+                )
+                + (
+                    "; still holds the keys of erased epoch(s) "
+                    + ", ".join(map(str, replica["erase_pending"]))
+                    if replica["erase_pending"]
+                    else ""
                 ),
             )
         )

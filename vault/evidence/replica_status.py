@@ -7,16 +7,19 @@ from datetime import datetime
 from typing import Any
 
 from vault.format.snapshot import Snapshot
+from vault.jobs.replica_sync import destroyed_epochs
 from vault.repo import jobstate
 from vault.repo.repository import Repository
 
 
 def replicas(repo: Repository, snapshots: list[Snapshot], now: datetime) -> list[dict[str, Any]]:
     """Each replica: its place and id, the last copy that passed and the first failure since,
-    and its lag: the time from the newest snapshot it held after that copy to the newest
-    snapshot here (0 when it has that one)."""
+    the epochs destroyed here whose erase had not reached it at its last copy, and its lag:
+    the time from the newest snapshot it held after that copy to the newest snapshot here
+    (0 when it has that one)."""
     known = (jobstate.load(repo, jobstate.REPLICAS) or {}).get("replicas", {})
     latest = snapshots[-1] if snapshots else None
+    destroyed = destroyed_epochs(repo)
     found = []
     for place, entry in sorted(known.items()):
         holds = entry.get("holds_up_to")
@@ -33,6 +36,8 @@ def replicas(repo: Repository, snapshots: list[Snapshot], now: datetime) -> list
                 "last_copy": entry.get("last_copy"),
                 "failed_since": entry.get("failed_since"),
                 "lag_seconds": lag,
+                # Epochs erased here whose keys the replica still held at its last copy.
+                "erase_pending": sorted(destroyed - set(entry.get("destroyed_epochs", []))),
             }
         )
     return found

@@ -279,6 +279,16 @@ def _judge(st: Status, now: datetime, frequency_days: int) -> list[Finding]:
         )
     for replica in st.replicas:
         name = replica["location"] or replica["replica_id"][:8]
+        if replica["erase_pending"]:
+            found.append(
+                Finding(
+                    "replica",
+                    LEVEL_WARN,
+                    f"replica {name} still holds the keys of epoch(s) "
+                    f"{', '.join(map(str, replica['erase_pending']))} erased here: the erase is "
+                    f"not complete until `vault copy --to {name}` runs",
+                )
+            )
         if replica["lag_seconds"] > st.copy_rpo_hours * 3600:
             found.append(
                 Finding(

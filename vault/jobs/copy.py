@@ -64,16 +64,6 @@ def check_replica(source: Repository, replica: Repository) -> None:
         )
 
 
-def follow_keys(source: Repository, replica: Repository) -> bool:
-    """Bring the source's key rotations into the replica's keyring (saved when changed);
-    callers hold the replica's exclusive lock."""
-    replica.refresh_keyring()
-    if not replica.keyring.take_epochs_from(source.keyring):
-        return False
-    replica.save_keyring()
-    return True
-
-
 @dataclass(frozen=True)
 class CopyPlan:
     snapshots: list[Snapshot]  # to copy, oldest first

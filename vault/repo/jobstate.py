@@ -78,14 +78,22 @@ def remember_copy(
     passed: bool,
     when: str,
     holds_up_to: str | None = None,
+    destroyed_epochs: list[int] | None = None,
+    tags: dict[str, list[str]] | None = None,
 ) -> None:
-    """Record a copy from this repository into the replica at `place`."""
+    """Record a copy from this repository into the replica at `place`: when it last passed,
+    the newest snapshot it then held, the destroyed epochs whose erase had reached it, and
+    the tags of each snapshot it held (the next copy carries only what changed since)."""
     known = dict((load(repo, REPLICAS) or {}).get("replicas", {}))
     entry = dict(known.get(place) or {"replica_id": "", "last_copy": None, "holds_up_to": None,
                                       "failed_since": None})  # fmt: skip
     entry["replica_id"] = replica_id or entry["replica_id"]
     if passed:
         entry.update(last_copy=when, holds_up_to=holds_up_to, failed_since=None)
+        if destroyed_epochs is not None:
+            entry["destroyed_epochs"] = sorted(destroyed_epochs)
+        if tags is not None:
+            entry["tags"] = tags
     elif not entry.get("failed_since"):
         entry["failed_since"] = when
     known[place] = entry

@@ -136,12 +136,16 @@ class Keyring:
     def take_epochs_from(self, source: Keyring) -> bool:
         """A replica follows its source's key rotations: epochs it lacks are added, and an epoch
         both hold takes whichever state is further along (current, deactivated, retiring or
-        compromised), never back. An epoch is never destroyed here: the replica's own packs may
-        still be sealed under it (erase does not reach a replica yet). True when anything
-        changed; an epoch whose key differs between the two is refused."""
+        compromised), never back. An epoch is never destroyed here, and the source's `retiring`
+        is taken as `deactivated`: a replica's packs are its own, so the replica re-encrypts
+        them itself before it destroys a key (vault.jobs.replica_sync), and `retiring` here
+        means only that its own erase is under way. True when anything changed; an epoch
+        whose key differs between the two is refused."""
         mine = {e.id: e for e in self.epochs}
         merged: dict[int, Epoch] = dict(mine)
         for theirs in source.epochs:
+            if theirs.state == RETIRING:
+                theirs = replace(theirs, state=DEACTIVATED)
             have = mine.get(theirs.id)
             if have is None:
                 if theirs.state != DESTROYED:
