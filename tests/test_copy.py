@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import PASSWORD, RunCli, fresh_s3_url
+from tests.faultproxy import Fault, FaultProxy
 from tests.s3server import S3Server, start_server
 from tests.treecompare import describe_tree
 from vault.format import crypto
@@ -410,3 +411,74 @@ def test_a_source_halfway_through_an_erase_does_not_start_one_on_the_replica() -
     replica.take_epochs_from(source)
     kept = {e.id: e for e in replica.epochs}[1]
     assert kept.state == DEACTIVATED and kept.key  # the copy's own erase destroys it, not this
+
+
+@pytest.mark.parametrize(
+    ("fault", "method"),
+    [(Fault("reset-mid-body"), "PUT"), (Fault("wrong-length"), "GET")],
+    ids=["reset-mid-upload", "miscounted-download"],
+)
+def test_a_copy_into_s3_through_transient_faults_completes_and_restores_identical(
+    proxy: FaultProxy, s3_server: S3Server, vault: RunCli, tmp_path: Path, fault: Fault, method: str
+) -> None:
+    source, replica = str(tmp_path / "nas"), fresh_s3_url(s3_server)
+    data = tmp_path / "imaging"
+    _files(data, {f"vol{n}.dcm": 6_000_000 for n in range(4)}, 10)
+    assert vault("init", "-r", source).code == 0
+    assert vault("backup", "-r", source, str(data)).code == 0
+    _replica(vault, source, replica, tmp_path)
+    # Three faults in a row on the replica's packs: retried, never fatal, nothing torn kept.
+    proxy.inject(fault, times=3, method=method, path_contains="/data/")
+    assert _copy(vault, source, replica, tmp_path, "--verify-data")["copied"] == 1
+    assert proxy.faults_injected == 3
+    _check_both(vault, source, replica)
+    target = tmp_path / "restored"
+    restored = vault("restore", "-r", replica, "latest", "--target", str(target),
+                     password=REPLICA_PASSWORD)  # fmt: skip
+    assert restored.code == 0, restored.err
+    assert describe_tree(target / data.relative_to("/")) == describe_tree(data)
+
+
+def test_a_copy_whose_server_vanishes_fails_in_one_line_and_the_next_resumes(
+    proxy: FaultProxy, s3_server: S3Server, vault: RunCli, tmp_path: Path
+) -> None:
+    source, replica = str(tmp_path / "nas"), fresh_s3_url(s3_server)
+    data = tmp_path / "imaging"
+    _files(data, {f"vol{n}.dcm": 12_000_000 for n in range(4)}, 11)  # about 3 packs
+    assert vault("init", "-r", source).code == 0
+    assert vault("backup", "-r", source, str(data)).code == 0
+    _replica(vault, source, replica, tmp_path)
+    original = proxy._forward
+
+    def forward_then_vanish(handler, body):  # type: ignore[no-untyped-def]
+        answer = original(handler, body)
+        if handler.command == "PUT" and "/data/" in handler.path:
+            proxy.down = True  # the first pack is stored, then the line to the offsite drops
+        return answer
+
+    proxy._forward = forward_then_vanish  # type: ignore[method-assign]
+    # A process of its own, as the scheduler runs it: the lock it could not remove from the
+    # vanished server names a process that is gone, so the next copy on this host passes it.
+    failed = subprocess.run(
+        [sys.executable, "-m", "vault", "copy", "-r", source, "--to", replica,
+         "--to-password-file", str(tmp_path / "replica-passphrase")],
+        env={**os.environ, "VAULT_PASSWORD": PASSWORD}, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    proxy._forward = original  # type: ignore[method-assign]
+    proxy.clear()
+    assert failed.returncode == 1, failed.stderr
+    # The error in one line naming the connection; at most a warning before it, that the
+    # failure could not be logged on the replica either.
+    lines = failed.stderr.strip().splitlines()
+    assert "Traceback" not in failed.stderr and all(line.startswith("vault: ") for line in lines)
+    assert lines[-1].startswith("vault: error") and "connection to" in lines[-1]
+    assert all("warning: could not record" in line for line in lines[:-1])
+    status = vault("status", "-r", source, "--json").json()
+    assert status["replicas"][0]["failed_since"] is not None
+
+    resumed = _copy(vault, source, replica, tmp_path)
+    assert resumed["copied"] == 1 and resumed["packs_resumed"] >= 1
+    _check_both(vault, source, replica)
+    status = vault("status", "-r", source, "--json").json()
+    assert status["replicas"][0]["failed_since"] is None
