@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -234,14 +233,70 @@ def test_an_empty_snapshot_object_a_killed_copy_left_does_not_block_the_next(
     _check_both(vault, source, replica)
 
 
-def test_copy_refuses_a_repository_that_is_not_a_replica(vault: RunCli, tmp_path: Path) -> None:
+@pytest.mark.parametrize("dest_kind", ["local", "s3"])
+def test_a_copy_into_an_independent_repository_is_re_encrypted_blob_by_blob(
+    dest_kind: str, vault: RunCli, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    s3 = request.getfixturevalue("s3_server") if dest_kind == "s3" else None
+    if s3 is not None:
+        request.getfixturevalue("s3_env")
+    source, dest = str(tmp_path / "old-nas"), _location(dest_kind, tmp_path, "new", s3, own=False)
+    data = tmp_path / "imaging"
+    _files(data, {"ct1.dcm": 3_000_000, "pan.dcm": 1_500_000}, 12)
+    (data / "series").mkdir()
+    _files(data / "series" / "deep" / "er", {"slice.dcm": 200_000}, 13)
+    assert vault("init", "-r", source).code == 0
+    assert vault("backup", "-r", source, str(data)).code == 0
+    _files(data, {"new.dcm": 1_000_000}, 14)
+    assert vault("backup", "-r", source, str(data), "--tag", "legal-hold").code == 0
+    secret = tmp_path / "replica-passphrase"
+    secret.write_text(REPLICA_PASSWORD + "\n")
+    secret.chmod(0o600)
+    # A repository of its own: its own chunk-id key, chunker seed and data keys.
+    assert vault("init", "-r", dest, "--password-file", str(secret), password=None).code == 0
+
+    moved = _copy(vault, source, dest, tmp_path, "--verify-data")
+    assert moved["mode"] == "independent" and moved["copied"] == 2
+    assert moved["packs_copied"] == 0 and int(moved["blobs_verified"]) > 0
+    # Every chunk was read once, and the second snapshot's unchanged files deduplicated.
+    assert int(moved["bytes_read"]) == 3_000_000 + 1_500_000 + 200_000 + 1_000_000
+    again = _copy(vault, source, dest, tmp_path)
+    assert again["copied"] == 0 and again["already_there"] == 2 and again["bytes_read"] == 0
+
+    # A later snapshot: only what the destination lacks is stored.
+    _files(data, {"photo.jpg": 400_000}, 15)
+    assert vault("backup", "-r", source, str(data)).code == 0
+    later = _copy(vault, source, dest, tmp_path)
+    assert later["copied"] == 1
+    assert 400_000 <= int(later["bytes_repacked"]) < 400_000 + 64_000  # the new file, its trees
+
+    # Nothing of the source's keys reached it: no pack opens in both, and ids differ.
+    if dest_kind == "local":
+        theirs = {p.name for p in (Path(dest) / "data").rglob("*") if p.is_file()}
+        ours = {p.name for p in (Path(source) / "data").rglob("*") if p.is_file()}
+        assert theirs and not theirs & ours
+    _check_both(vault, source, dest)
+    listed = vault("snapshots", "-r", dest, "--json", password=REPLICA_PASSWORD).json()
+    assert [s["tags"] for s in listed][1] == ["legal-hold"]
+    for snapshot in [s["id"] for s in listed]:
+        a, b = tmp_path / f"a-{snapshot}", tmp_path / f"b-{snapshot}"
+        assert vault("restore", snapshot, "-r", source, "--target", str(a)).code == 0
+        restored = vault("restore", snapshot, "-r", dest, "--target", str(b),
+                         password=REPLICA_PASSWORD)  # fmt: skip
+        assert restored.code == 0, restored.err
+        assert describe_tree(str(a)) == describe_tree(str(b))
+    studies = vault("studies", "-r", dest, "--json", password=REPLICA_PASSWORD)
+    assert studies.code == 0, studies.err
+
+
+def test_copy_refuses_the_same_repository_and_names_a_missing_one(
+    vault: RunCli, tmp_path: Path
+) -> None:
     a, b = str(tmp_path / "a"), str(tmp_path / "b")
     assert vault("init", "-r", a).code == 0
-    assert vault("init", "-r", b).code == 0
-    done = vault("copy", "-r", a, "--to", b)
-    assert done.code == 2
-    assert "is not a replica of" in done.err and "Traceback" not in done.err
-    shutil.rmtree(b)
+    same = vault("copy", "-r", a, "--to", a)
+    assert same.code == 2
+    assert "the same repository" in same.err and "Traceback" not in same.err
     missing = vault("copy", "-r", a, "--to", b)
     assert missing.code == 10
 

@@ -78,12 +78,19 @@ def run_reencrypt(
         location=repo.storage.location(),
         operator=os_user(),
         when=datetime.now(UTC),
-        replicas=tuple(sorted((jobstate.load(repo, jobstate.REPLICAS) or {}).get("replicas", {}))),
+        replicas=_replicas_sharing_keys(repo),
     )
     record_audit(repo, "key-erase", result="PASS", details={"certificate": cert})
     if getattr(args, "certificate", None):
         Path(args.certificate).write_text(json.dumps(cert, indent=2) + "\n", encoding="utf-8")
     return Erase(result, cert, seconds)
+
+
+def _replicas_sharing_keys(repo: Repository) -> tuple[str, ...]:
+    """Where this repository's replicas are: they hold its data keys until their next copy.
+    (An independent repository a copy went into has keys of its own.)"""
+    known = (jobstate.load(repo, jobstate.REPLICAS) or {}).get("replicas", {})
+    return tuple(sorted(p for p, e in known.items() if e.get("mode", "replica") == "replica"))
 
 
 def erase_json(erase: Erase) -> dict[str, Any]:

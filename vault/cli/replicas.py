@@ -21,8 +21,9 @@ from vault.cli.support import (
     sigterm_sets,
 )
 from vault.errors import VaultError
-from vault.jobs.copy import CopyResult, check_replica, copy_snapshots, to_copy
-from vault.jobs.replica_sync import (
+from vault.jobs.copy.independent import copy_independent
+from vault.jobs.copy.replica import CopyResult, check_pair, copy_snapshots, is_replica, to_copy
+from vault.jobs.copy.sync import (
     TagsCarried,
     carry_tags,
     destroyed_epochs,
@@ -87,11 +88,17 @@ def add_replica_parsers(command: Callable[..., argparse.ArgumentParser]) -> None
         "stored, never decrypted; from a pack it needs only part of, just those blobs are\n"
         "sealed into new packs. Packs first, then the index, then each snapshot, read back.\n"
         "A killed copy resumes without sending again what arrived. Snapshots the replica's\n"
-        "own retention forgot are not copied again."
+        "own retention forgot are not copied again. Before anything is sent, the replica\n"
+        "takes the source's key rotations and erases, and tags added on the source.\n"
+        "\n"
+        "Into an independent repository (its own keys and chunker, not made with --replica-of)\n"
+        "every chunk is read, authenticated and re-encrypted there, blob by blob: for moving\n"
+        "to a new repository. Only what it lacks is stored, but each copy reads the chunks of\n"
+        "the snapshots it copies again."
     )
     p.add_argument("snapshots", nargs="*", metavar="SNAPSHOT",
                    help="snapshots to copy (default: every one the replica lacks)")  # fmt: skip
-    p.add_argument("--to", required=True, metavar="REPO", help="the replica: a path or s3://...")
+    p.add_argument("--to", required=True, metavar="REPO", help="the replica, or an independent repository: a path or s3://...")
     add_other_repo_options(p, "to", "replica")
     p.add_argument("--verify-data", action="store_true",
                    help="also read back and authenticate every copied blob")  # fmt: skip
@@ -105,7 +112,7 @@ def cmd_copy(args: argparse.Namespace) -> int:
     source = open_repo(args)
     try:
         replica = open_other(args.to, args, "to")
-        check_replica(source, replica)
+        check_pair(source, replica)
     except VaultError as exc:
         # In the source's log: `status` there shows a replica that cannot be reached or opened.
         unreached = {"error": type(exc).__name__, "to_location": _location(args)}
@@ -118,6 +125,7 @@ def cmd_copy(args: argparse.Namespace) -> int:
     place = replica.storage.location()
     last = (jobstate.load(source, jobstate.REPLICAS) or {}).get("replicas", {}).get(place, {})
     erase: Erase | None = None
+    independent = not is_replica(source, replica)
     try:
         with sigterm_sets(stop), lock.Lock(source.storage, source.keyring, exclusive=False,
                                            operation="copy"):  # fmt: skip
@@ -125,17 +133,18 @@ def cmd_copy(args: argparse.Namespace) -> int:
             everything = source.snapshots()
             with lock.Lock(replica.storage, replica.keyring, exclusive=True,
                            operation="copy-keys") as held:  # fmt: skip
-                keys_updated = follow_keys(source, replica)
-                to_erase = erase_to_follow(source, replica)
+                # An independent repository has keys of its own: nothing to follow or erase.
+                keys_updated = not independent and follow_keys(source, replica)
+                to_erase = set() if independent else erase_to_follow(source, replica)
                 if to_erase:  # before anything is sent: the replica's packs under those keys
                     erase = run_reencrypt(args, replica, to_erase, held=held)
                 tags = carry_tags(everything, replica, last.get("tags"))
             with lock.Lock(replica.storage, replica.keyring, exclusive=False, operation="copy"):
                 replica.refresh_keyring()
                 plan = to_copy(source, replica, wanted if wanted is not None else everything)
-                result = copy_snapshots(source, replica, plan.snapshots,
-                                        verify_data=args.verify_data,
-                                        progress=progress_for(args), stop=stop)  # fmt: skip
+                copy = copy_independent if independent else copy_snapshots
+                result = copy(source, replica, plan.snapshots, verify_data=args.verify_data,
+                              progress=progress_for(args), stop=stop)  # fmt: skip
     except VaultError as exc:
         failed = {"error": type(exc).__name__, "from": source.config.repository_id}
         record_audit(replica, "copy", result="FAIL", details=failed)
@@ -163,7 +172,7 @@ def cmd_copy(args: argparse.Namespace) -> int:
     record_audit(source, "copy", result="PASS", details={**details, **to})
     _remember(source, place, replica.config.repository_id, passed=True,
               holds_up_to=to["holds_up_to"], destroyed_epochs=sorted(destroyed_epochs(source)),
-              tags=tags.record)  # fmt: skip
+              tags=tags.record, mode=result.mode)  # fmt: skip
     if opt(args, "json"):
         emit_json({"source": source.storage.location(), "replica": place, **details,
                    "snapshots": result.copied, "outcome": "PASS",
@@ -209,13 +218,15 @@ def _remember(
     holds_up_to: object = None,
     destroyed_epochs: list[int] | None = None,
     tags: dict[str, list[str]] | None = None,
+    mode: str | None = None,
 ) -> None:
     """The source's record for `status`; a failure to write it is a warning, not the copy's."""
     try:
         jobstate.remember_copy(source, place, replica_id=replica_id, passed=passed,
                                when=datetime.now(UTC).isoformat(timespec="seconds"),
                                holds_up_to=str(holds_up_to) if holds_up_to else None,
-                               destroyed_epochs=destroyed_epochs, tags=tags)  # fmt: skip
+                               destroyed_epochs=destroyed_epochs, tags=tags,
+                               mode=mode)  # fmt: skip
     except VaultError as exc:
         print(f"vault: warning: could not record the copy for `vault status`: {exc}",
               file=sys.stderr)  # fmt: skip
@@ -233,6 +244,7 @@ def _location(args: argparse.Namespace) -> str:
 def _details(source: Repository, result: CopyResult, seconds: float) -> dict[str, object]:
     return {
         "from": source.config.repository_id,
+        "mode": result.mode,
         "copied": len(result.copied),
         "already_there": result.already_there,
         "forgotten_skipped": len(result.forgotten),
@@ -243,6 +255,8 @@ def _details(source: Repository, result: CopyResult, seconds: float) -> dict[str
         "blobs_repacked": result.blobs_repacked,
         "bytes_repacked": result.bytes_repacked,
         "blobs_verified": result.blobs_verified,
+        "blobs_read": result.blobs_read,
+        "bytes_read": result.bytes_read,
         "keyring_updated": result.keyring_updated,
         "duration_seconds": round(seconds, 3),
     }
@@ -254,10 +268,18 @@ def _print(result: CopyResult, seconds: float, replica: Repository) -> None:
         print(f"{where} already holds every snapshot to copy ({result.already_there})")
     else:
         print(f"copied {len(result.copied)} snapshot(s) to {where} in {human_seconds(seconds)}")
-    print(
-        f"  packs: {result.packs_copied} copied as stored ({human_bytes(result.bytes_copied)}), "
-        f"{result.blobs_repacked} blob(s) repacked ({human_bytes(result.bytes_repacked)})"
-    )
+    if result.mode == "independent":
+        print(
+            f"  an independent repository: {result.blobs_read} chunk(s) read "
+            f"({human_bytes(result.bytes_read)}) and re-encrypted; {result.blobs_repacked} blob(s), "
+            f"chunks and trees, new there ({human_bytes(result.bytes_repacked)})"
+        )
+    else:
+        print(
+            f"  packs: {result.packs_copied} copied as stored "
+            f"({human_bytes(result.bytes_copied)}), {result.blobs_repacked} blob(s) repacked "
+            f"({human_bytes(result.bytes_repacked)})"
+        )
     if result.packs_resumed:
         print(
             f"  resumed: {result.packs_resumed} pack(s) an interrupted copy had sent were checked "

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from vault.format.snapshot import Snapshot
-from vault.jobs.replica_sync import destroyed_epochs
+from vault.jobs.copy.sync import destroyed_epochs
 from vault.repo import jobstate
 from vault.repo.repository import Repository
 
@@ -37,7 +37,9 @@ def replicas(repo: Repository, snapshots: list[Snapshot], now: datetime) -> list
                 "failed_since": entry.get("failed_since"),
                 "lag_seconds": lag,
                 # Epochs erased here whose keys the replica still held at its last copy.
-                "erase_pending": sorted(destroyed - set(entry.get("destroyed_epochs", []))),
+                "erase_pending": []
+                if entry.get("mode") == "independent"  # keys of its own
+                else sorted(destroyed - set(entry.get("destroyed_epochs", []))),
             }
         )
     return found

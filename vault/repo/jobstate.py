@@ -80,6 +80,7 @@ def remember_copy(
     holds_up_to: str | None = None,
     destroyed_epochs: list[int] | None = None,
     tags: dict[str, list[str]] | None = None,
+    mode: str | None = None,
 ) -> None:
     """Record a copy from this repository into the replica at `place`: when it last passed,
     the newest snapshot it then held, the destroyed epochs whose erase had reached it, and
@@ -94,6 +95,8 @@ def remember_copy(
             entry["destroyed_epochs"] = sorted(destroyed_epochs)
         if tags is not None:
             entry["tags"] = tags
+        if mode is not None:  # "replica", or "independent": keys of its own, no erase to follow
+            entry["mode"] = mode
     elif not entry.get("failed_since"):
         entry["failed_since"] = when
     known[place] = entry

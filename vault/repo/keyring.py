@@ -138,7 +138,7 @@ class Keyring:
         both hold takes whichever state is further along (current, deactivated, retiring or
         compromised), never back. An epoch is never destroyed here, and the source's `retiring`
         is taken as `deactivated`: a replica's packs are its own, so the replica re-encrypts
-        them itself before it destroys a key (vault.jobs.replica_sync), and `retiring` here
+        them itself before it destroys a key (vault.jobs.copy.sync), and `retiring` here
         means only that its own erase is under way. True when anything changed; an epoch
         whose key differs between the two is refused."""
         mine = {e.id: e for e in self.epochs}

@@ -40,6 +40,9 @@ STOPPED = "copy stopped on request; what arrived is indexed, and the next copy c
 
 @dataclass
 class CopyResult:
+    # "replica": packs as stored (this module); "independent": blob by blob, re-encrypted
+    # (vault.jobs.copy.independent).
+    mode: str = "replica"
     copied: list[str] = field(default_factory=list)  # snapshot ids, oldest first
     already_there: int = 0
     forgotten: list[str] = field(default_factory=list)  # skipped: the replica forgot them
@@ -50,18 +53,20 @@ class CopyResult:
     blobs_repacked: int = 0
     bytes_repacked: int = 0
     blobs_verified: int = 0  # with verify_data: every copied blob read back and opened
+    blobs_read: int = 0  # independent: chunks read from the source, to find their ids there
+    bytes_read: int = 0
     keyring_updated: bool = False
 
 
-def check_replica(source: Repository, replica: Repository) -> None:
-    if source.config.repository_id == replica.config.repository_id:
+def check_pair(source: Repository, dest: Repository) -> None:
+    if source.config.repository_id == dest.config.repository_id:
         raise UsageError("the source and the destination are the same repository")
-    if not replica.keyring.shares_keys_with(source.keyring):
-        raise UsageError(
-            f"{replica.storage.location()} is not a replica of {source.storage.location()} "
-            "(made with `vault init --replica-of`): its chunk ids and keys differ, so snapshots "
-            "cannot be copied pack by pack"
-        )
+
+
+def is_replica(source: Repository, dest: Repository) -> bool:
+    """Whether dest was made with `vault init --replica-of` source (chunk ids and chunking
+    agree, so packs copy as stored); otherwise it is independent."""
+    return dest.keyring.shares_keys_with(source.keyring)
 
 
 @dataclass(frozen=True)
