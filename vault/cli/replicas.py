@@ -98,7 +98,8 @@ def add_replica_parsers(command: Callable[..., argparse.ArgumentParser]) -> None
     )
     p.add_argument("snapshots", nargs="*", metavar="SNAPSHOT",
                    help="snapshots to copy (default: every one the replica lacks)")  # fmt: skip
-    p.add_argument("--to", required=True, metavar="REPO", help="the replica, or an independent repository: a path or s3://...")
+    p.add_argument("--to", required=True, metavar="REPO",
+                   help="the replica, or an independent repository: a path or s3://...")  # fmt: skip
     add_other_repo_options(p, "to", "replica")
     p.add_argument("--verify-data", action="store_true",
                    help="also read back and authenticate every copied blob")  # fmt: skip
@@ -271,8 +272,8 @@ def _print(result: CopyResult, seconds: float, replica: Repository) -> None:
     if result.mode == "independent":
         print(
             f"  an independent repository: {result.blobs_read} chunk(s) read "
-            f"({human_bytes(result.bytes_read)}) and re-encrypted; {result.blobs_repacked} blob(s), "
-            f"chunks and trees, new there ({human_bytes(result.bytes_repacked)})"
+            f"({human_bytes(result.bytes_read)}) and re-encrypted; {result.blobs_repacked} "
+            f"blob(s), chunks and trees, new there ({human_bytes(result.bytes_repacked)})"
         )
     else:
         print(
