@@ -98,8 +98,12 @@ def add_replica_parsers(command: Callable[..., argparse.ArgumentParser]) -> None
     )
     p.add_argument("snapshots", nargs="*", metavar="SNAPSHOT",
                    help="snapshots to copy (default: every one the replica lacks)")  # fmt: skip
-    p.add_argument("--to", required=True, metavar="REPO",
-                   help="the replica, or an independent repository: a path or s3://...")  # fmt: skip
+    p.add_argument(
+        "--to",
+        required=True,
+        metavar="REPO",
+        help="the replica, or an independent repository: a path or s3://...",
+    )
     add_other_repo_options(p, "to", "replica")
     p.add_argument("--verify-data", action="store_true",
                    help="also read back and authenticate every copied blob")  # fmt: skip
