@@ -84,6 +84,14 @@ def _check_both(vault: RunCli, source: str, replica: str) -> None:
     assert checked.code == 0, checked.out + checked.err
 
 
+def _restores_identical(vault: RunCli, replica: str, data: Path, target: Path) -> None:
+    """The replica's latest snapshot restores byte-identical to `data`."""
+    restored = vault("restore", "-r", replica, "latest", "--target", str(target),
+                     password=REPLICA_PASSWORD)  # fmt: skip
+    assert restored.code == 0, restored.err
+    assert describe_tree(target / data.relative_to("/")) == describe_tree(data)
+
+
 @pytest.mark.parametrize(
     ("source_kind", "replica_kind"),
     [("local", "local"), ("local", "s3"), ("s3", "s3"), ("s3", "local")],
@@ -359,6 +367,19 @@ def test_the_nightly_copy_follows_the_backup_and_status_shows_each_replicas_lag(
     pack = vault("report", "-r", source, "--policy-dir", policies, "--format", "md")
     assert f"Replica {replica}" in pack.out and "0.0 h behind (RPO 1 h)" in pack.out
 
+    # A machine key file for the replica (no Argon2id each night) is used over a passphrase.
+    key_file = tmp_path / "offsite.key"
+    added = vault("key", "add", "-r", replica, "--new-key-file", str(key_file),
+                  password=REPLICA_PASSWORD)  # fmt: skip
+    assert added.code == 0, added.err
+    (policies / "schedule.toml").write_text(
+        schedule.replace(str(tmp_path / "replica-passphrase"), str(tmp_path / "wrong"))
+        + f'copy_key_file = "{key_file}"\n'
+    )
+    night = vault("schedule", "run", "--policy-dir", policies, "--once", "backup", password=None)
+    assert night.code == 0, night.err
+    assert len(vault("snapshots", "-r", replica, "--json", password=REPLICA_PASSWORD).json()) == 3
+
 
 def test_an_erase_on_the_source_is_incomplete_until_the_next_copy_erases_it_on_the_replica(
     vault: RunCli, tmp_path: Path
@@ -399,11 +420,7 @@ def test_an_erase_on_the_source_is_incomplete_until_the_next_copy_erases_it_on_t
     again = _copy(vault, source, replica, tmp_path)
     assert again["epochs_erased"] == []
     _check_both(vault, source, replica)
-    target = tmp_path / "restored"
-    restored = vault("restore", "-r", replica, "latest", "--target", str(target),
-                     password=REPLICA_PASSWORD)  # fmt: skip
-    assert restored.code == 0, restored.err
-    assert describe_tree(target / data.relative_to("/")) == describe_tree(data)
+    _restores_identical(vault, replica, data, tmp_path / "restored")
 
 
 def test_tags_added_on_the_source_reach_the_replica_and_a_copy_never_takes_one_off(
@@ -487,11 +504,7 @@ def test_a_copy_into_s3_through_transient_faults_completes_and_restores_identica
     assert _copy(vault, source, replica, tmp_path, "--verify-data")["copied"] == 1
     assert proxy.faults_injected == 3
     _check_both(vault, source, replica)
-    target = tmp_path / "restored"
-    restored = vault("restore", "-r", replica, "latest", "--target", str(target),
-                     password=REPLICA_PASSWORD)  # fmt: skip
-    assert restored.code == 0, restored.err
-    assert describe_tree(target / data.relative_to("/")) == describe_tree(data)
+    _restores_identical(vault, replica, data, tmp_path / "restored")
 
 
 def test_a_copy_whose_server_vanishes_fails_in_one_line_and_the_next_resumes(
@@ -537,3 +550,45 @@ def test_a_copy_whose_server_vanishes_fails_in_one_line_and_the_next_resumes(
     _check_both(vault, source, replica)
     status = vault("status", "-r", source, "--json").json()
     assert status["replicas"][0]["failed_since"] is None
+
+
+def test_the_replicas_recovery_key_is_break_glass_and_a_two_factor_slot_opens_it(
+    vault: RunCli, tmp_path: Path
+) -> None:
+    source, replica = str(tmp_path / "nas"), str(tmp_path / "offsite")
+    data = tmp_path / "imaging"
+    _files(data, {"a.dcm": 100_000}, 16)
+    assert vault("init", "-r", source).code == 0
+    assert vault("backup", "-r", source, str(data)).code == 0
+    recovery = tmp_path / "offsite-recovery.txt"
+    own = tmp_path / "source-passphrase"
+    own.write_text(PASSWORD + "\n")
+    own.chmod(0o600)
+    made = vault("init", "-r", replica, "--replica-of", source, "--from-password-file", str(own),
+                 "--recovery-key-file", str(recovery), password=REPLICA_PASSWORD)  # fmt: skip
+    assert made.code == 0, made.err
+    recovery.chmod(0o600)
+    # The recovery key given for the other repository of the pair is break-glass there.
+    opened = vault("copy", "-r", source, "--to", replica, "--to-password-file", str(recovery))
+    assert opened.code == 0, opened.err
+    assert "RECOVERY KEY (break-glass)" in opened.err
+    events = vault("audit", "-r", replica, "--json", password=REPLICA_PASSWORD).json()["events"]
+    assert [e["slot_kind"] for e in events if e["action"] == "break-glass-open"] == ["recovery"]
+    status = vault("status", "-r", replica, "--json", password=REPLICA_PASSWORD).json()
+    assert any("break-glass" in f["message"] for f in status["findings"])
+
+    # A two-factor slot on the replica: the key file and its passphrase together.
+    second = tmp_path / "offsite-second-passphrase"
+    second.write_text("the offsite two-factor passphrase, long enough\n")
+    second.chmod(0o600)
+    key = tmp_path / "offsite-two-factor.key"
+    added = vault("key", "add", "-r", replica, "--new-key-file", str(key), "--new-two-factor",
+                  "--new-password-file", str(second), password=REPLICA_PASSWORD)  # fmt: skip
+    assert added.code == 0, added.err
+    assert vault("backup", "-r", source, str(data), "--time", "2099-01-01 00:00:00").code == 0
+    alone = vault("copy", "-r", source, "--to", replica, "--to-key-file", str(key))
+    assert alone.code == 12  # the key file alone opens nothing
+    both = vault("copy", "-r", source, "--to", replica, "--to-key-file", str(key),
+                 "--to-two-factor", "--to-password-file", str(second), "--json")  # fmt: skip
+    assert both.code == 0, both.err
+    assert both.json()["copied"] == 1

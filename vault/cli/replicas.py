@@ -17,6 +17,7 @@ from vault.cli.support import (
     opt,
     progress_for,
     record_audit,
+    record_break_glass,
     secret_sources,
     sigterm_sets,
 )
@@ -31,6 +32,7 @@ from vault.jobs.copy.sync import (
     follow_keys,
 )
 from vault.repo import jobstate, lock
+from vault.repo.keys import RECOVERY
 from vault.repo.location import ensure_exists
 from vault.repo.repository import Repository
 from vault.storage import CountingStorage, open_storage
@@ -52,6 +54,9 @@ def add_other_repo_options(p: argparse.ArgumentParser, prefix: str, whose: str) 
     )
     p.add_argument(f"--{prefix}-key-file", metavar="FILE",
                    help=f"open the {whose} repository with a key file")  # fmt: skip
+    p.add_argument(f"--{prefix}-two-factor", action="store_true",
+                   help=f"the {whose} repository's slot needs --{prefix}-key-file and a "
+                        "passphrase together")  # fmt: skip
 
 
 def other_secret_sources(args: argparse.Namespace, prefix: str) -> secrets_input.SecretSources:
@@ -60,8 +65,9 @@ def other_secret_sources(args: argparse.Namespace, prefix: str) -> secrets_input
         opt(args, f"{key}_password_file"),
         opt(args, f"{key}_password_command"),
         opt(args, f"{key}_key_file"),
+        bool(opt(args, f"{key}_two_factor")),
     )
-    if given.password_file or given.password_command or given.key_file:
+    if given.password_file or given.password_command or given.key_file or given.two_factor:
         return given
     return secret_sources(args)
 
@@ -71,9 +77,12 @@ def open_other(url: str, args: argparse.Namespace, prefix: str) -> Repository:
         open_storage(url, allow_insecure_http=bool(opt(args, "allow_insecure_http")))
     )
     ensure_exists(storage)
-    return Repository.open(
+    repo = Repository.open(
         storage, secrets_input.existing_secret(other_secret_sources(args, prefix))
     )
+    if repo.slot_kind == RECOVERY:  # break-glass there too, as for --repo
+        record_break_glass(repo, str(opt(args, "command", "") or ""))
+    return repo
 
 
 def add_replica_parsers(command: Callable[..., argparse.ArgumentParser]) -> None:

@@ -134,11 +134,11 @@ def open_with_secret(args: argparse.Namespace) -> tuple[Repository, Secret]:
     secret = secrets_input.existing_secret(secret_sources(args))
     repo = Repository.open(storage, secret)
     if repo.slot_kind == RECOVERY:
-        _record_break_glass(repo, str(opt(args, "command", "") or ""))
+        record_break_glass(repo, str(opt(args, "command", "") or ""))
     return repo, secret
 
 
-def _record_break_glass(repo: Repository, command: str) -> None:
+def record_break_glass(repo: Repository, command: str) -> None:
     """An open with the recovery key is break-glass: an audit event, and a pending entry that
     keeps `status` at WARN until someone acknowledges it (`vault audit acknowledge SEQ`)."""
     print(

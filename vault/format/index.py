@@ -248,6 +248,17 @@ class Index:
             return None
         return None if number is None else self._pack_info(number)
 
+    def blob_counts(self) -> dict[str, int]:
+        """How many blobs the index places in each pack, by pack id, without making a
+        Location for every blob."""
+        counts = array("I", bytes(4 * len(self._pack_epochs)))
+        for records in self._buckets:
+            for record in _RECORD.iter_unpack(records):
+                counts[record[1]] += 1
+        for pending in self._pending.values():
+            counts[pending[0]] += 1
+        return {self._pack_ids[n * 32 : n * 32 + 32].hex(): c for n, c in enumerate(counts) if c}
+
     def __iter__(self) -> Iterator[Location]:
         infos = self.packs()
         for records in list(self._buckets):

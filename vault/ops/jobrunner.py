@@ -230,10 +230,14 @@ class JobRunner:
         and one replica failing does not keep the others from their copy."""
         if not self.schedule.copy_to:
             return Outcome(True, 0, "", skipped="no replica in schedule.toml (copy_to)")
-        secret = self.schedule.copy_password_file or self.backup_policy.password_file
+        if self.schedule.copy_key_file:
+            opens = ["--to-key-file", self.schedule.copy_key_file]
+        else:
+            secret = self.schedule.copy_password_file or self.backup_policy.password_file
+            opens = ["--to-password-file", secret] if secret else []
         outcome = None
         for url in self.schedule.copy_to:
-            args = ["copy", "--to", url, *(["--to-password-file", secret] if secret else [])]
+            args = ["copy", "--to", url, *opens]
             done = self._outcome(self.vault(*args))
             if outcome is None or (outcome.ok and not done.ok):
                 outcome = done

@@ -214,9 +214,11 @@ class SchedulePolicy:
     maintenance_at: str = "03:00"
     extend_object_lock: bool = False  # also `vault object-lock extend` (S3 Object Lock only)
     # Replicas (`vault init --replica-of`) that `vault copy` fills after each nightly backup,
-    # opened with copy_password_file (default: backup.toml's password_file).
+    # opened with copy_key_file (a machine key file: no Argon2id to pay each night) or else
+    # copy_password_file (default: backup.toml's password_file).
     copy_to: tuple[str, ...] = ()
     copy_password_file: str = ""
+    copy_key_file: str = ""
     copy_rpo_hours: int = 48  # `status` warns when a replica is further behind than this
     log_file: str = ""  # rotating log file, besides stderr
     metrics_file: str = ""  # Prometheus textfile, refreshed after every job

@@ -24,7 +24,7 @@ from vault.format import crypto
 from vault.format.pack import BlobType
 from vault.format.snapshot import Snapshot
 from vault.format.tree import DIR, FILE, Tree
-from vault.jobs.copy.replica import CopyResult
+from vault.jobs.copy.replica import CopyResult, read_back_blobs
 from vault.progress import NoProgress, Progress
 from vault.repo.repository import Repository
 from vault.repo.writer import BlobWriter
@@ -139,13 +139,7 @@ def copy_independent(
         writer.close()
         progress.finish()
     if verify_data:
-        for blob_id in stored:
-            plain = dest.read_blob(blob_id)  # authenticated
-            if dest.blob_id(plain, BlobType.DATA) != blob_id:
-                raise IntegrityError(
-                    f"chunk {blob_id.hex()[:16]} reads back wrong from the destination"
-                )
-            result.blobs_verified += 1
+        result.blobs_verified += read_back_blobs(dest, stored)
     for snapshot in snapshots:
         if stop.is_set():
             raise Interrupted(STOPPED)

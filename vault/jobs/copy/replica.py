@@ -90,13 +90,6 @@ def to_copy(source: Repository, replica: Repository, wanted: list[Snapshot] | No
     )
 
 
-def _packs_of(source: Repository) -> dict[str, list[Location]]:
-    by_pack: dict[str, list[Location]] = defaultdict(list)
-    for location in source.index:
-        by_pack[location.pack.id].append(location)
-    return by_pack
-
-
 def _holds(entries: list[PackEntry], expected: list[Location]) -> bool:
     """Whether a pack's own table lists every blob the index places in it. It may list more:
     a blob stored twice (two backups at once, a re-upload after a kill) is indexed once."""
@@ -124,7 +117,7 @@ def copy_snapshots(
     source.load_index()
     replica.load_index()
     needed = {b for b in referenced_blobs(source, snapshots) if b not in replica.index}
-    by_pack = _packs_of(source)
+    in_pack = source.index.blob_counts()
     wanted: dict[str, list[Location]] = defaultdict(list)
     for blob_id in needed:
         location = source.index.lookup(blob_id)
@@ -134,7 +127,9 @@ def copy_snapshots(
                 "run `vault check` on the source"
             )
         wanted[location.pack.id].append(location)
-    whole = [p for p, locs in wanted.items() if len(locs) == len(by_pack[p])]
+    # A pack is copied whole when the replica needs every blob in it; `wanted` then lists
+    # every one of them (what the trailer read back and --verify-data check).
+    whole = [p for p, locs in wanted.items() if len(locs) == in_pack[p]]
     partial = [p for p in wanted if p not in set(whole)]
     left_behind = {
         layout.id_of(info.key): info.size
@@ -154,13 +149,13 @@ def copy_snapshots(
             info, entries = recover.pack_contents(replica, pack_id, size, keys)
         except DAMAGE:
             return None
-        return (info, entries) if _holds(entries, by_pack[pack_id]) else None
+        return (info, entries) if _holds(entries, wanted[pack_id]) else None
 
     def copy_pack(pack_id: str) -> tuple[PackInfo, list[PackEntry]]:
         if stop.is_set():
             raise Interrupted(STOPPED)
         name = layout.pack(pack_id)
-        locations = by_pack[pack_id]
+        locations = wanted[pack_id]
         size = left_behind.get(pack_id)
         found = read_back(pack_id, size) if size is not None else None
         resumed = found is not None
@@ -217,13 +212,7 @@ def copy_snapshots(
         writer.close()
         progress.finish()
     if verify_data:
-        for blob_id in repacked:
-            plain = replica.read_blob(blob_id)  # authenticated
-            location = replica.index.lookup(blob_id)
-            assert location is not None
-            if replica.blob_id(plain, location.entry.type) != blob_id:
-                raise IntegrityError(f"blob {blob_id.hex()[:16]} reads back wrong from the replica")
-            result.blobs_verified += 1
+        result.blobs_verified += read_back_blobs(replica, repacked)
     for snapshot in snapshots:
         if stop.is_set():
             raise Interrupted(STOPPED)
@@ -237,6 +226,20 @@ def copy_snapshots(
         replica.load_snapshot(snapshot.id)  # it reads back and authenticates
         result.copied.append(snapshot.id)
     return result
+
+
+def read_back_blobs(repo: Repository, blob_ids: list[bytes]) -> int:
+    """Read each blob written into `repo` back from it, authenticated and its id recomputed;
+    returns how many."""
+    for blob_id in blob_ids:
+        plain = repo.read_blob(blob_id)  # authenticated
+        location = repo.index.lookup(blob_id)
+        assert location is not None
+        if repo.blob_id(plain, location.entry.type) != blob_id:
+            raise IntegrityError(
+                f"blob {blob_id.hex()[:16]} reads back wrong from {repo.storage.location()}"
+            )
+    return len(blob_ids)
 
 
 def _open_all(repo: Repository, pack_id: str, data: bytes, locations: list[Location]) -> None:
