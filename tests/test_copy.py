@@ -218,6 +218,9 @@ def test_key_rotation_reaches_the_replica_and_forgotten_snapshots_stay_forgotten
     # Keys are the source's: the replica refuses to rotate its own, which would fork them.
     refused = vault("key", "rotate", "-r", replica, password=REPLICA_PASSWORD)
     assert refused.code == 2 and "this repository is a replica" in refused.err
+    erase = vault("key", "rotate", "--reencrypt", "--epoch", "1", "-r", replica,
+                  password=REPLICA_PASSWORD)  # fmt: skip
+    assert erase.code == 2 and "this repository is a replica" in erase.err
 
     # A copied snapshot deleted behind vault's back is noticed, as a backed-up one is.
     (Path(replica) / "snapshots" / listed[0]["id"]).unlink()
@@ -263,18 +266,22 @@ def test_a_copy_into_an_independent_repository_is_re_encrypted_blob_by_blob(
     # A repository of its own: its own chunk-id key, chunker seed and data keys.
     assert vault("init", "-r", dest, "--password-file", str(secret), password=None).code == 0
 
-    moved = _copy(vault, source, dest, tmp_path, "--verify-data")
+    # Not a replica: refused unless asked for, so a mistyped destination stays empty.
+    refused = vault("copy", "-r", source, "--to", dest, "--to-password-file", str(secret))
+    assert refused.code == 2 and "give --independent" in refused.err
+    moved = _copy(vault, source, dest, tmp_path, "--independent", "--verify-data")
     assert moved["mode"] == "independent" and moved["copied"] == 2
     assert moved["packs_copied"] == 0 and int(moved["blobs_verified"]) > 0
     # Every chunk was read once, and the second snapshot's unchanged files deduplicated.
     assert int(moved["bytes_read"]) == 3_000_000 + 1_500_000 + 200_000 + 1_000_000
-    again = _copy(vault, source, dest, tmp_path)
+    again = _copy(vault, source, dest, tmp_path, "--independent")
     assert again["copied"] == 0 and again["already_there"] == 2 and again["bytes_read"] == 0
+    assert again["blobs_repacked"] == 0
 
     # A later snapshot: only what the destination lacks is stored.
     _files(data, {"photo.jpg": 400_000}, 15)
     assert vault("backup", "-r", source, str(data)).code == 0
-    later = _copy(vault, source, dest, tmp_path)
+    later = _copy(vault, source, dest, tmp_path, "--independent")
     assert later["copied"] == 1
     assert 400_000 <= int(later["bytes_repacked"]) < 400_000 + 64_000  # the new file, its trees
 
@@ -283,6 +290,12 @@ def test_a_copy_into_an_independent_repository_is_re_encrypted_blob_by_blob(
         theirs = {p.name for p in (Path(dest) / "data").rglob("*") if p.is_file()}
         ours = {p.name for p in (Path(source) / "data").rglob("*") if p.is_file()}
         assert theirs and not theirs & ours
+        # A copy killed at the last step leaves the catalog and an empty snapshot object:
+        # the next copy writes both again.
+        newest = Path(dest) / "snapshots" / str(later["snapshots"][0])
+        newest.write_bytes(b"")
+        redone = _copy(vault, source, dest, tmp_path, "--independent")
+        assert redone["copied"] == 1 and redone["bytes_read"] == later["bytes_read"]
     _check_both(vault, source, dest)
     listed = vault("snapshots", "-r", dest, "--json", password=REPLICA_PASSWORD).json()
     assert [s["tags"] for s in listed][1] == ["legal-hold"]
@@ -483,6 +496,18 @@ def test_a_source_halfway_through_an_erase_does_not_start_one_on_the_replica() -
     replica.take_epochs_from(source)
     kept = {e.id: e for e in replica.epochs}[1]
     assert kept.state == DEACTIVATED and kept.key  # the copy's own erase destroys it, not this
+
+    # A replica made while the source's erase was interrupted, or left `retiring` by an
+    # older vault, does not keep that state for a key the source still uses.
+    halfway = Keyring.create(crypto.random_key())
+    halfway.rotate()
+    halfway.set_state({1}, RETIRING)
+    made = Keyring.replica_of(halfway, crypto.random_key(), "source-id")
+    assert {e.id: e.state for e in made.epochs}[1] == DEACTIVATED
+    made.set_state({1}, RETIRING)
+    halfway.set_state({1}, DEACTIVATED)
+    assert made.take_epochs_from(halfway) is True
+    assert {e.id: e.state for e in made.epochs}[1] == DEACTIVATED
 
 
 @pytest.mark.parametrize(

@@ -82,7 +82,13 @@ def run_reencrypt(
     )
     record_audit(repo, "key-erase", result="PASS", details={"certificate": cert})
     if getattr(args, "certificate", None):
-        Path(args.certificate).write_text(json.dumps(cert, indent=2) + "\n", encoding="utf-8")
+        try:
+            Path(args.certificate).write_text(json.dumps(cert, indent=2) + "\n", encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(
+                f"the erase is done and its certificate is in the audit log, but "
+                f"{args.certificate} could not be written: {exc.strerror or exc}"
+            ) from None
     return Erase(result, cert, seconds)
 
 
@@ -90,7 +96,9 @@ def _replicas_sharing_keys(repo: Repository) -> tuple[str, ...]:
     """Where this repository's replicas are: they hold its data keys until their next copy.
     (An independent repository a copy went into has keys of its own.)"""
     known = (jobstate.load(repo, jobstate.REPLICAS) or {}).get("replicas", {})
-    return tuple(sorted(p for p, e in known.items() if e.get("mode", "replica") == "replica"))
+    # Only places a copy into a replica passed for (the mode is recorded then): not a
+    # mistyped destination one failed copy left in the record.
+    return tuple(sorted(p for p, e in known.items() if e.get("mode") == "replica"))
 
 
 def erase_json(erase: Erase) -> dict[str, Any]:

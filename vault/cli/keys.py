@@ -377,6 +377,7 @@ def cmd_key_retire(args: argparse.Namespace) -> int:
 
 def _reencrypt(args: argparse.Namespace, epoch: int | None) -> int:
     repo = key_command_repo(args)
+    repo.keyring.refuse_on_replica("re-encrypt and erase keys")
     with exclusive(repo, "key re-encrypt") as held:
         erase = run_reencrypt(args, repo, None if epoch is None else {epoch}, held=held)
     if opt(args, "json"):

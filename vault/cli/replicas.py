@@ -100,10 +100,10 @@ def add_replica_parsers(command: Callable[..., argparse.ArgumentParser]) -> None
         "own retention forgot are not copied again. Before anything is sent, the replica\n"
         "takes the source's key rotations and erases, and tags added on the source.\n"
         "\n"
-        "Into an independent repository (its own keys and chunker, not made with --replica-of)\n"
-        "every chunk is read, authenticated and re-encrypted there, blob by blob: for moving\n"
-        "to a new repository. Only what it lacks is stored, but each copy reads the chunks of\n"
-        "the snapshots it copies again."
+        "With --independent, into a repository of its own (its own keys and chunker, not made\n"
+        "with --replica-of): every chunk is read, authenticated and re-encrypted there, blob\n"
+        "by blob, for moving to a new repository. Only what it lacks is stored, but each copy\n"
+        "reads the chunks of the snapshots it copies again."
     )
     p.add_argument("snapshots", nargs="*", metavar="SNAPSHOT",
                    help="snapshots to copy (default: every one the replica lacks)")  # fmt: skip
@@ -116,6 +116,9 @@ def add_replica_parsers(command: Callable[..., argparse.ArgumentParser]) -> None
     add_other_repo_options(p, "to", "replica")
     p.add_argument("--verify-data", action="store_true",
                    help="also read back and authenticate every copied blob")  # fmt: skip
+    p.add_argument("--independent", action="store_true",
+                   help="the destination is a repository of its own (not made with "
+                        "--replica-of): copy blob by blob, re-encrypted")  # fmt: skip
     p.add_argument("--certificate", metavar="FILE",
                    help="when this copy completes on the replica an erase the source made "
                         "(`vault key rotate --reencrypt`), write the replica's erase "
@@ -126,7 +129,7 @@ def cmd_copy(args: argparse.Namespace) -> int:
     source = open_repo(args)
     try:
         replica = open_other(args.to, args, "to")
-        check_pair(source, replica)
+        check_pair(source, replica, independent=bool(args.independent))
     except VaultError as exc:
         # In the source's log: `status` there shows a replica that cannot be reached or opened.
         unreached = {"error": type(exc).__name__, "to_location": _location(args)}

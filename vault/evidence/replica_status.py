@@ -37,9 +37,11 @@ def replicas(repo: Repository, snapshots: list[Snapshot], now: datetime) -> list
                 "failed_since": entry.get("failed_since"),
                 "lag_seconds": lag,
                 # Epochs erased here whose keys the replica still held at its last copy.
-                "erase_pending": []
-                if entry.get("mode") == "independent"  # keys of its own
-                else sorted(destroyed - set(entry.get("destroyed_epochs", []))),
+                # Only for a replica a copy passed for: an independent repository has keys of
+                # its own, and a place no copy reached is no replica of this one's keys.
+                "erase_pending": sorted(destroyed - set(entry.get("destroyed_epochs", [])))
+                if entry.get("mode") == "replica"
+                else [],
             }
         )
     return found

@@ -118,7 +118,10 @@ class Keyring:
             master_key=master_key,
             mac_key=source.mac_key,
             chunker_seed=source.chunker_seed,
-            epochs=list(source.epochs),
+            # A source's erase under way is not the replica's (vault.jobs.copy.sync).
+            epochs=[
+                replace(e, state=DEACTIVATED) if e.state == RETIRING else e for e in source.epochs
+            ],
             masters=[MasterRecord(1, now, CURRENT)],
             generation=source.generation,
             extra={REPLICA_OF: source_id},
@@ -161,6 +164,11 @@ class Keyring:
             state = max(have.state, theirs.state, key=_STATE_ORDER.__getitem__)
             if state == DESTROYED:
                 state = have.state
+            elif state == RETIRING:
+                # Only an erase the source finished may run here: a `retiring` the replica
+                # holds for a key the source still uses (taken from it by an older vault, or
+                # at `init --replica-of` during an interrupted erase) goes back.
+                state = DEACTIVATED
             merged[theirs.id] = replace(
                 have, state=state, compromised=have.compromised or theirs.compromised
             )

@@ -465,11 +465,13 @@ class Repository:
 
     # -- catalogs -------------------------------------------------------------------------------
 
-    def save_catalog(self, snapshot_id: str, catalog: Catalog) -> None:
+    def save_catalog(self, snapshot_id: str, catalog: Catalog, *, again: bool = False) -> None:
+        """`again`: replace a catalog that a killed writer left without its snapshot (a copy
+        run again); a backup's catalog is written once, for a new snapshot id."""
         blob = self.seal(
             sealing.Kind.CATALOG, snapshot_id, catalog.to_bytes(), self.config.zstd_level
         )
-        self.put(layout.catalog(snapshot_id), blob, if_absent=True)
+        self.put(layout.catalog(snapshot_id), blob, if_absent=not again)
 
     def load_catalog(self, snapshot: Snapshot) -> Catalog | None:
         """The snapshot's study catalog; None for snapshots made before catalogs existed."""

@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 from vault.errors import IntegrityError, Interrupted
-from vault.format import crypto
+from vault.format import crypto, layout
 from vault.format.pack import BlobType
 from vault.format.snapshot import Snapshot
 from vault.format.tree import DIR, FILE, Tree
@@ -66,7 +66,8 @@ def copy_independent(
                 pending.append(node.subtree)
             elif node.type == FILE:
                 for chunk in node.chunks:
-                    chunks.setdefault(chunk, _plain_length(source, chunk))
+                    if chunk not in chunks:
+                        chunks[chunk] = _plain_length(source, chunk)
     writer = BlobWriter(dest)
     new_ids: dict[str, str] = {}
     stored: list[bytes] = []  # chunks new in dest, for verify_data
@@ -120,9 +121,11 @@ def copy_independent(
                     node = replace(node, chunks=tuple(new_ids[c] for c in node.chunks))
                 nodes.append(node)
             tree = Tree(tuple(nodes)).to_bytes()
-            rewritten[tree_id] = writer.add(BlobType.TREE, tree).hex()
-            result.blobs_repacked += 1
-            result.bytes_repacked += len(tree)
+            theirs = dest.blob_id(tree, BlobType.TREE)
+            if theirs not in writer.index:
+                result.blobs_repacked += 1
+                result.bytes_repacked += len(tree)
+            rewritten[tree_id] = writer.add(BlobType.TREE, tree, theirs).hex()
             stack.pop()
         return rewritten[root]
 
@@ -144,8 +147,11 @@ def copy_independent(
         if stop.is_set():
             raise Interrupted(STOPPED)
         catalog = source.load_catalog(snapshot)
-        if catalog is not None:
-            dest.save_catalog(snapshot.id, catalog)
+        if catalog is not None:  # again: a killed copy may have left it without its snapshot
+            dest.save_catalog(snapshot.id, catalog, again=True)
+        name = layout.snapshot(snapshot.id)
+        if name in dest.torn_objects:
+            dest.storage.delete(name)  # an empty object a killed copy left: not a snapshot
         copied = replace(
             snapshot,
             tree=roots[snapshot.id],

@@ -58,9 +58,18 @@ class CopyResult:
     keyring_updated: bool = False
 
 
-def check_pair(source: Repository, dest: Repository) -> None:
+def check_pair(source: Repository, dest: Repository, *, independent: bool) -> None:
+    """Refuse copying a repository into itself, and into a repository that is not its
+    replica unless the caller said so (`independent`): a mistyped destination that the same
+    passphrase happens to open must not silently receive every snapshot."""
     if source.config.repository_id == dest.config.repository_id:
         raise UsageError("the source and the destination are the same repository")
+    if not independent and not is_replica(source, dest):
+        raise UsageError(
+            f"{dest.storage.location()} is not a replica of {source.storage.location()} "
+            "(made with `vault init --replica-of`): its chunk ids and keys differ; to copy "
+            "into it blob by blob, re-encrypted under its own keys, give --independent"
+        )
 
 
 def is_replica(source: Repository, dest: Repository) -> bool:

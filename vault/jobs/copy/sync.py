@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from vault.format.snapshot import Snapshot
-from vault.repo.keyring import DESTROYED, RETIRING
+from vault.repo.keyring import DESTROYED
 from vault.repo.repository import Repository
 
 
@@ -37,15 +37,13 @@ def destroyed_epochs(repo: Repository) -> set[int]:
 
 def erase_to_follow(source: Repository, replica: Repository) -> set[int]:
     """The epochs the replica must re-encrypt away and destroy: those the source destroyed
-    that the replica still holds, and any its own interrupted erase left retiring. Only ever
+    that the replica still holds (an erase of its own interrupted halfway included). Only ever
     epochs the source destroyed, so no pack still to be copied from the source is sealed under
-    one (the source deleted its packs of an epoch before destroying its key)."""
+    one (the source deleted its packs of an epoch before destroying its key). After
+    `follow_keys`, the replica holds no other `retiring` epoch for the re-encryption to take
+    along (vault.repo.keyring.take_epochs_from)."""
     gone = destroyed_epochs(source)
-    return {
-        e.id
-        for e in replica.keyring.epochs
-        if (e.id in gone and e.state != DESTROYED) or e.state == RETIRING
-    }
+    return {e.id for e in replica.keyring.epochs if e.id in gone and e.state != DESTROYED}
 
 
 @dataclass
