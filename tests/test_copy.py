@@ -84,6 +84,19 @@ def _check_both(vault: RunCli, source: str, replica: str) -> None:
     assert checked.code == 0, checked.out + checked.err
 
 
+def _backed_up_with_replica(
+    vault: RunCli, tmp_path: Path, names: dict[str, int], seed: int
+) -> tuple[str, str, Path]:
+    """A local source backed up once from generated `names`, and its (empty) local replica."""
+    source, replica = str(tmp_path / "nas"), str(tmp_path / "offsite")
+    data = tmp_path / "imaging"
+    _files(data, names, seed)
+    assert vault("init", "-r", source).code == 0
+    assert vault("backup", "-r", source, str(data)).code == 0
+    _replica(vault, source, replica, tmp_path)
+    return source, replica, data
+
+
 def _restores_identical(vault: RunCli, replica: str, data: Path, target: Path) -> None:
     """The replica's latest snapshot restores byte-identical to `data`."""
     restored = vault("restore", "-r", replica, "latest", "--target", str(target),
@@ -185,12 +198,7 @@ def test_a_copy_killed_mid_way_resumes_without_sending_again(vault: RunCli, tmp_
 def test_key_rotation_reaches_the_replica_and_forgotten_snapshots_stay_forgotten(
     vault: RunCli, tmp_path: Path
 ) -> None:
-    source, replica = str(tmp_path / "nas"), str(tmp_path / "offsite")
-    data = tmp_path / "imaging"
-    _files(data, {"a.dcm": 500_000}, 4)
-    assert vault("init", "-r", source).code == 0
-    assert vault("backup", "-r", source, str(data)).code == 0
-    _replica(vault, source, replica, tmp_path)
+    source, replica, data = _backed_up_with_replica(vault, tmp_path, {"a.dcm": 500_000}, 4)
     assert _copy(vault, source, replica, tmp_path)["copied"] == 1
 
     # A rotation on the source: the next backup is sealed under a new epoch the replica must
@@ -231,12 +239,7 @@ def test_key_rotation_reaches_the_replica_and_forgotten_snapshots_stay_forgotten
 def test_an_empty_snapshot_object_a_killed_copy_left_does_not_block_the_next(
     vault: RunCli, tmp_path: Path
 ) -> None:
-    source, replica = str(tmp_path / "nas"), str(tmp_path / "offsite")
-    data = tmp_path / "imaging"
-    _files(data, {"a.dcm": 200_000}, 6)
-    assert vault("init", "-r", source).code == 0
-    assert vault("backup", "-r", source, str(data)).code == 0
-    _replica(vault, source, replica, tmp_path)
+    source, replica, _data = _backed_up_with_replica(vault, tmp_path, {"a.dcm": 200_000}, 6)
     snapshot = vault("snapshots", "-r", source, "--json").json()[0]["id"]
     (Path(replica) / "snapshots").mkdir(exist_ok=True)
     (Path(replica) / "snapshots" / snapshot).write_bytes(b"")  # torn by a kill mid-PUT
@@ -397,12 +400,9 @@ def test_the_nightly_copy_follows_the_backup_and_status_shows_each_replicas_lag(
 def test_an_erase_on_the_source_is_incomplete_until_the_next_copy_erases_it_on_the_replica(
     vault: RunCli, tmp_path: Path
 ) -> None:
-    source, replica = str(tmp_path / "nas"), str(tmp_path / "offsite")
-    data = tmp_path / "imaging"
-    _files(data, {"a.dcm": 400_000, "b.dcm": 300_000}, 7)
-    assert vault("init", "-r", source).code == 0
-    assert vault("backup", "-r", source, str(data)).code == 0
-    _replica(vault, source, replica, tmp_path)
+    source, replica, data = _backed_up_with_replica(
+        vault, tmp_path, {"a.dcm": 400_000, "b.dcm": 300_000}, 7
+    )
     assert _copy(vault, source, replica, tmp_path)["copied"] == 1
     sealed_under_1 = {p.name for p in (Path(replica) / "data").rglob("*") if p.is_file()}
     assert sealed_under_1

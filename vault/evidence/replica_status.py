@@ -45,3 +45,28 @@ def replicas(repo: Repository, snapshots: list[Snapshot], now: datetime) -> list
             }
         )
     return found
+
+
+def replica_warnings(found: list[dict[str, Any]], rpo_hours: int) -> list[str]:
+    """What `status` warns of for each replica `replicas` found: an erase it has not caught up
+    with, a lag past the RPO, or copies failing since."""
+    warnings = []
+    for replica in found:
+        name = replica["location"] or replica["replica_id"][:8]
+        if replica["erase_pending"]:
+            warnings.append(
+                f"replica {name} still holds the keys of epoch(s) "
+                f"{', '.join(map(str, replica['erase_pending']))} erased here: the erase is "
+                f"not complete until `vault copy --to {name}` runs"
+            )
+        if replica["lag_seconds"] > rpo_hours * 3600:
+            warnings.append(
+                f"replica {name} is {replica['lag_seconds'] / 3600:.1f} h behind, more than its "
+                f"RPO of {rpo_hours} h: run `vault copy --to` (see the scheduler's log)"
+            )
+        elif replica["failed_since"]:
+            warnings.append(
+                f"the copy into replica {name} has failed since {replica['failed_since'][:19]} "
+                "UTC: see the scheduler's log, then run `vault copy --to`"
+            )
+    return warnings

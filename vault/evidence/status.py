@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from vault.evidence.drill_log import merged
-from vault.evidence.replica_status import replicas
+from vault.evidence.replica_status import replica_warnings, replicas
 from vault.format import layout, sealing
 from vault.format.config import ObjectLockPolicy
 from vault.format.pack import BlobType
@@ -277,37 +277,10 @@ def _judge(st: Status, now: datetime, frequency_days: int) -> list[Finding]:
                 f"the last backup could not read {unread} file(s): see its log",
             )
         )
-    for replica in st.replicas:
-        name = replica["location"] or replica["replica_id"][:8]
-        if replica["erase_pending"]:
-            found.append(
-                Finding(
-                    "replica",
-                    LEVEL_WARN,
-                    f"replica {name} still holds the keys of epoch(s) "
-                    f"{', '.join(map(str, replica['erase_pending']))} erased here: the erase is "
-                    f"not complete until `vault copy --to {name}` runs",
-                )
-            )
-        if replica["lag_seconds"] > st.copy_rpo_hours * 3600:
-            found.append(
-                Finding(
-                    "replica",
-                    LEVEL_WARN,
-                    f"replica {name} is {replica['lag_seconds'] / 3600:.1f} h behind, more than "
-                    f"its RPO of {st.copy_rpo_hours} h: run `vault copy --to` (see the "
-                    "scheduler's log)",
-                )
-            )
-        elif replica["failed_since"]:
-            found.append(
-                Finding(
-                    "replica",
-                    LEVEL_WARN,
-                    f"the copy into replica {name} has failed since {replica['failed_since'][:19]}"
-                    " UTC: see the scheduler's log, then run `vault copy --to`",
-                )
-            )
+    found += [
+        Finding("replica", LEVEL_WARN, message)
+        for message in replica_warnings(st.replicas, st.copy_rpo_hours)
+    ]
     check = st.last_check
     if check is None:
         found.append(Finding("check", LEVEL_WARN, "never checked: run `vault check`"))

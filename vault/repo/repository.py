@@ -14,7 +14,7 @@ import hashlib
 import json
 import socket
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from vault import __version__, ids
 from vault.dicom.catalog import Catalog
@@ -212,7 +212,7 @@ class Repository:
             info["signing_public"] = base64.b64encode(slot.signing_public).decode()
         if name:
             info["name"] = name
-        self._save_slot_info(slot_id, info)
+        self.save_slot_info(slot_id, info)
         return slot
 
     def use_new_slot(self, slot_id: str) -> None:
@@ -236,30 +236,9 @@ class Repository:
             return {}
         return {str(k): str(v) for k, v in info.items()} if isinstance(info, dict) else {}
 
-    def _save_slot_info(self, slot_id: str, info: dict[str, str]) -> None:
+    def save_slot_info(self, slot_id: str, info: dict[str, str]) -> None:
         payload = json.dumps(info, sort_keys=True).encode()
         self.put(layout.slot_info(slot_id), self.seal(sealing.Kind.SLOT_INFO, slot_id, payload))
-
-    def record_slot_use(self, *, hourly: bool = True) -> None:
-        """Note that this host used the slot that opened the repository (best effort: a
-        read-only credential or a storage hiccup must not fail the job)."""
-        now = datetime.now(UTC)
-        info = self.slot_info(self.slot_id)
-        last = info.get("last_used")
-        recorded = "slot_sha256" in info
-        if hourly and recorded and last and now - datetime.fromisoformat(last) < timedelta(hours=1):
-            return
-        info.update(
-            last_used_host=socket.gethostname(), last_used=now.isoformat(timespec="seconds")
-        )
-        if not recorded:
-            # A lost record, written again: the slot just opened the master key, so it is one
-            # of the keyholders' own (check names slots without a record: vault.jobs.check).
-            with contextlib.suppress(VaultError):
-                stored = self.storage.get(layout.key_slot(self.slot_id))
-                info["slot_sha256"] = hashlib.sha256(stored).hexdigest()
-        with contextlib.suppress(VaultError):
-            self._save_slot_info(self.slot_id, info)
 
     # -- writing ------------------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ from vault.progress import NoProgress, Progress
 from vault.repo import recover
 from vault.repo.lock import Lock
 from vault.repo.repository import Repository
+from vault.repo.slot_usage import record_slot_use
 from vault.sources.files import sources_of, total_size
 from vault.whoami import os_user
 
@@ -58,7 +59,7 @@ def backup(
     started = now()
     with Lock(repo.storage, repo.keyring, exclusive=False, operation="backup") as lock:
         repo.refresh_keyring()
-        repo.record_slot_use()
+        record_slot_use(repo)
         repo.load_index()
         parent = find_parent(repo, host, source_texts)
         parent_root = _parent_root(repo, parent)

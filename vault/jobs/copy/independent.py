@@ -24,7 +24,7 @@ from vault.format import crypto, layout
 from vault.format.pack import BlobType
 from vault.format.snapshot import Snapshot
 from vault.format.tree import DIR, FILE, Tree
-from vault.jobs.copy.replica import CopyResult, read_back_blobs
+from vault.jobs.copy.replica import CopyResult, blobs_written, read_back_blobs
 from vault.progress import NoProgress, Progress
 from vault.repo.repository import Repository
 from vault.repo.writer import BlobWriter
@@ -129,18 +129,11 @@ def copy_independent(
             stack.pop()
         return rewritten[root]
 
-    try:
+    with blobs_written(writer, progress):  # packs, then the index, and only then snapshots
         with ThreadPoolExecutor(max_workers=readers, thread_name_prefix="copy") as pool:
             for _ in pool.map(copy_chunk, chunks):
                 pass
         roots = {s.id: rewrite(s.tree) for s in snapshots}
-        writer.flush()  # packs, then the index naming them, and only then the snapshots
-    except Interrupted:
-        writer.flush()  # what arrived is indexed: the next copy finds it deduplicated
-        raise
-    finally:
-        writer.close()
-        progress.finish()
     if verify_data:
         result.blobs_verified += read_back_blobs(dest, stored)
     for snapshot in snapshots:

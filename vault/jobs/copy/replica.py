@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -193,33 +195,27 @@ def copy_snapshots(
         progress.advance(sum(loc.entry.length for loc in locations))
         return info, entries
 
-    try:
-        with ThreadPoolExecutor(max_workers=transfers, thread_name_prefix="copy") as pool:
-            for info, entries in pool.map(copy_pack, sorted(whole)):
-                writer.adopt([(info, entries)])
-            for pack_id in sorted(partial):
-                if stop.is_set():
-                    raise Interrupted(STOPPED)
-                for location in sorted(wanted[pack_id], key=lambda loc: loc.entry.offset):
-                    plain = source.read_located(location)
-                    entry = location.entry
-                    if not crypto.constant_time_equal(source.blob_id(plain, entry.type), entry.id):
-                        raise IntegrityError(
-                            f"{layout.pack(pack_id)}: blob at {entry.offset} does not match its id"
-                        )
-                    writer.add(entry.type, bytes(plain))
-                    repacked.append(entry.id)
-                    result.blobs_repacked += 1
-                    result.bytes_repacked += entry.raw_length
-                    progress.advance(entry.length)
-        # Packs, then the index that names them (flush), and only then the snapshots.
-        writer.flush()
-    except Interrupted:
-        writer.flush()  # what arrived is indexed: the next copy does not send it again
-        raise
-    finally:
-        writer.close()
-        progress.finish()
+    with (
+        blobs_written(writer, progress),
+        ThreadPoolExecutor(max_workers=transfers, thread_name_prefix="copy") as pool,
+    ):
+        for info, entries in pool.map(copy_pack, sorted(whole)):
+            writer.adopt([(info, entries)])
+        for pack_id in sorted(partial):
+            if stop.is_set():
+                raise Interrupted(STOPPED)
+            for location in sorted(wanted[pack_id], key=lambda loc: loc.entry.offset):
+                plain = source.read_located(location)
+                entry = location.entry
+                if not crypto.constant_time_equal(source.blob_id(plain, entry.type), entry.id):
+                    raise IntegrityError(
+                        f"{layout.pack(pack_id)}: blob at {entry.offset} does not match its id"
+                    )
+                writer.add(entry.type, bytes(plain))
+                repacked.append(entry.id)
+                result.blobs_repacked += 1
+                result.bytes_repacked += entry.raw_length
+                progress.advance(entry.length)
     if verify_data:
         result.blobs_verified += read_back_blobs(replica, repacked)
     for snapshot in snapshots:
@@ -235,6 +231,22 @@ def copy_snapshots(
         replica.load_snapshot(snapshot.id)  # it reads back and authenticates
         result.copied.append(snapshot.id)
     return result
+
+
+@contextmanager
+def blobs_written(writer: BlobWriter, progress: Progress) -> Iterator[None]:
+    """Blobs go into `writer` inside: after, the packs are flushed and the index names them
+    (the snapshots come only then), and after a stop on request too, so the next copy does
+    not send again what arrived."""
+    try:
+        yield
+        writer.flush()
+    except Interrupted:
+        writer.flush()
+        raise
+    finally:
+        writer.close()
+        progress.finish()
 
 
 def read_back_blobs(repo: Repository, blob_ids: list[bytes]) -> int:
