@@ -454,8 +454,13 @@ def test_dumps_after_files_and_a_second_night_deduplicates(
     server.sql(name, "INSERT INTO appointment (patient, at) VALUES (1, NULL), (2, NULL)")
     second = vault("backup", "-r", repo.url, str(source), "--database", server.url(name),
                    "--json").json()  # fmt: skip
+    # Changed: the header's and footer's times, the table's AUTO_INCREMENT, its last rows:
+    # three places, each costing the chunk around it (and its neighbour when a boundary
+    # moves). Where the boundaries fall depends on the repository's random chunker seed, so
+    # one run added 28 % of the dump: the bound is half, which no backup that failed to
+    # deduplicate (all of it new) can meet.
     added = second["stats"]["bytes_added"]
-    assert 0 < added < second["databases"][0]["bytes"] / 4, (added, second["databases"][0]["bytes"])
+    assert 0 < added < second["databases"][0]["bytes"] / 2, (added, second["databases"][0]["bytes"])
     # status shows when the database and the files were captured, and their skew.
     moment = vault("status", "-r", repo.url, "--json").json()["last_backup"]["databases"]
     assert [d["database"] for d in moment["dumps"]] == [name]
