@@ -297,3 +297,35 @@ def test_the_backup_says_why_a_dicom_file_is_in_no_study(
     assert "cut.dcm" in reasons and reasons["cut.dcm"] != "it has no StudyInstanceUID"
     summary = vault("backup", "-r", repo, share)  # the text summary counts them too
     assert "2 DICOM file(s) in no study" in summary.out
+
+
+def test_a_catalog_equal_to_its_parents_is_stored_as_the_parents_bytes() -> None:
+    from vault.dicom.catalog import Catalog, CatalogBuilder
+    from vault.dicom.header import FileHeader, Unparseable
+
+    first = CatalogBuilder(None)
+    for i in range(3):
+        first.add_read(f"/a/s{i}.dcm", FileHeader(study_uid="1.2.3", patient_id="P1"), 100)
+    first.add_read("/a/bad.dcm", Unparseable("no header"), 10)
+    parent = Catalog.from_bytes(first.serialized(first.build()))
+
+    def nightly(paths: list[str], changed: str = "") -> tuple[bytes, Catalog]:
+        builder = CatalogBuilder(parent)
+        for path in paths:
+            builder.add_unchanged(path, 100)
+        if changed:  # a header edit: the file was read again
+            builder.add_read(changed, FileHeader(study_uid="1.2.3", patient_id="P2"), 100)
+        built = builder.build()
+        data = builder.serialized(built)
+        assert Catalog.from_bytes(data) == built
+        return data, built
+
+    everything = [f"/a/s{i}.dcm" for i in range(3)] + ["/a/bad.dcm"]
+    same, _ = nightly(everything)
+    assert same is parent.loaded_from  # not serialized again
+    # A file gone, or one read again with a new header, is a different catalog.
+    fewer, built = nightly(everything[1:])
+    assert fewer != parent.loaded_from and built.studies["1.2.3"].bytes == 200
+    edited, built = nightly(everything[:2] + everything[3:], changed="/a/s2.dcm")
+    assert edited != parent.loaded_from
+    assert built.file_headers["/a/s2.dcm"].patient_id == "P2"

@@ -52,6 +52,9 @@ class Catalog:
     unparseable: list[str] = field(default_factory=list)
     # Why each unparseable file did not parse, in words that quote nothing from the file.
     unparseable_reasons: dict[str, str] = field(default_factory=dict)
+    # The bytes this catalog was read from: a nightly backup whose catalog comes out equal to
+    # its parent's stores these again instead of serializing 10,000 file headers anew.
+    loaded_from: bytes = field(default=b"", compare=False, repr=False)
 
     def to_bytes(self) -> bytes:
         doc = {
@@ -80,6 +83,7 @@ class Catalog:
             headers,
             list(doc.get("unparseable", ())),
             dict(doc.get("unparseable_reasons", {})),
+            loaded_from=data,
         )
 
     def find(self, ref: str) -> Study | None:
@@ -186,3 +190,10 @@ class CatalogBuilder:
                 if study is not None:
                     study.file_sets.append(path)
         return catalog
+
+    def serialized(self, catalog: Catalog) -> bytes:
+        """`catalog` (from build) as stored: the parent's own bytes when nothing in it
+        changed, which read back to an equal catalog."""
+        if self.parent is not None and self.parent.loaded_from and catalog == self.parent:
+            return self.parent.loaded_from
+        return catalog.to_bytes()

@@ -444,12 +444,19 @@ class Repository:
 
     # -- catalogs -------------------------------------------------------------------------------
 
-    def save_catalog(self, snapshot_id: str, catalog: Catalog, *, again: bool = False) -> None:
+    def save_catalog(
+        self,
+        snapshot_id: str,
+        catalog: Catalog,
+        *,
+        again: bool = False,
+        serialized: bytes | None = None,
+    ) -> None:
         """`again`: replace a catalog that a killed writer left without its snapshot (a copy
-        run again); a backup's catalog is written once, for a new snapshot id."""
-        blob = self.seal(
-            sealing.Kind.CATALOG, snapshot_id, catalog.to_bytes(), self.config.zstd_level
-        )
+        run again); a backup's catalog is written once, for a new snapshot id. `serialized`:
+        the catalog's bytes when the caller has them already."""
+        payload = catalog.to_bytes() if serialized is None else serialized
+        blob = self.seal(sealing.Kind.CATALOG, snapshot_id, payload, self.config.zstd_level)
         self.put(layout.catalog(snapshot_id), blob, if_absent=not again)
 
     def load_catalog(self, snapshot: Snapshot) -> Catalog | None:

@@ -114,7 +114,7 @@ def backup(
         snapshot_id = ids.new_id()
         catalog = job.catalog.build()
         # The catalog before the snapshot that names it (write order).
-        repo.save_catalog(snapshot_id, catalog)
+        repo.save_catalog(snapshot_id, catalog, serialized=job.catalog.serialized(catalog))
         snapshot = Snapshot(
             id=snapshot_id,
             time=options.time or started,
