@@ -5,16 +5,52 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 
 from vault import ids
 from vault.cli import recovery_key, secrets_input
 from vault.cli.output import emit_json
-from vault.cli.replicas import open_other
+from vault.cli.replicas import add_other_repo_options, open_other
 from vault.cli.support import open_storage_for, opt, record_audit, repo_url, secret_sources
 from vault.errors import StorageError, UsageError
 from vault.format.config import ObjectLockPolicy
 from vault.repo import append_guard, keys, signing
 from vault.repo.repository import Repository
+
+
+def add_init_parser(command: Callable[..., argparse.ArgumentParser]) -> None:
+    p = command(
+        "init", "create a new encrypted repository (prints the recovery key once)", cmd_init
+    )
+    p.add_argument("--recovery-key-file", metavar="FILE", help=recovery_key.OPTION_HELP)
+    p.add_argument(
+        "--baa-acknowledged",
+        action="store_true",
+        help="the storage provider has signed a Business Associate Agreement with the practice "
+        "(HIPAA 164.308(b)); recorded and shown in the evidence pack (asked on a terminal)",
+    )
+    p.add_argument(
+        "--object-lock-days",
+        type=int,
+        default=0,
+        metavar="N",
+        help="S3 only: keep every object immutable for N days (bucket needs Object Lock)",
+    )
+    p.add_argument(
+        "--object-lock-mode",
+        choices=["governance", "compliance"],
+        default="governance",
+        help="governance: privileged users may shorten it; compliance: nobody can (default: "
+        "governance)",
+    )
+    p.add_argument(
+        "--replica-of",
+        metavar="SRC",
+        help="make this repository a replica of SRC for `vault copy`: the same chunking and "
+        "data keys (packs copy as stored), its own passphrase, recovery key, locks and Object "
+        "Lock; SRC is opened with --from-* (default: the same secret)",
+    )
+    add_other_repo_options(p, "from", "source")
 
 
 def cmd_init(args: argparse.Namespace) -> int:
