@@ -139,6 +139,28 @@ def test_read_data_subsets_rotate_through_every_pack_and_find_damage_once_per_cy
     assert last["outcome"] in ("PASS", "FAIL") and last["all_packs_read"]
 
 
+def test_packs_read_at_once_report_every_damaged_pack_in_pack_order(
+    tmp_path: Path, repo: RepoHandle, vault: RunCli
+) -> None:
+    source = tmp_path / "s"
+    source.mkdir()
+    rng = random.Random(11)
+    for i in range(6):  # incompressible, one pack each or so
+        (source / f"f{i}").write_bytes(rng.randbytes(17 * 1024 * 1024))
+    vault("backup", "-r", repo, source)
+    packs = sorted(repo.keys("data/"), key=repo.size)[-5:]  # data packs, not the tree pack
+    damaged = sorted(rng.sample(packs, 3), key=_name)
+    for pack in damaged:
+        repo.flip(pack, repo.size(pack) // 2)
+    runs = [vault("check", "-r", repo, "--read-data", "--json") for _ in range(2)]
+    assert all(run.code == 1 for run in runs)
+    docs = [run.json() for run in runs]
+    assert docs[0]["findings"] == docs[1]["findings"]  # the same, in the same order
+    named = [f["object"] for f in docs[0]["findings"]]
+    assert [_name(obj) for obj in dict.fromkeys(named)] == [_name(p) for p in damaged]
+    assert docs[0]["packs_read"] == len(repo.keys("data/"))
+
+
 def test_empty_objects_left_by_a_killed_upload_are_harmless_and_pruned(
     tmp_path: Path, repo: RepoHandle, vault: RunCli, archive: Path
 ) -> None:

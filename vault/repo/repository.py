@@ -464,11 +464,7 @@ class Repository:
         if not snapshot.catalog:
             return None
         key = layout.catalog(snapshot.catalog)
-        payload = self.open_object(sealing.Kind.CATALOG, key)
-        try:
-            return Catalog.from_bytes(payload)
-        except (ValueError, KeyError, TypeError) as exc:
-            raise IntegrityError(f"{key} is malformed: {exc}", key=key) from None
+        return parse_catalog(key, self.open_object(sealing.Kind.CATALOG, key))
 
     def find_snapshot(self, ref: str) -> Snapshot:
         """'latest', a full id, or a unique id prefix."""
@@ -486,3 +482,11 @@ class Repository:
 
     def program_version(self) -> str:
         return __version__
+
+
+def parse_catalog(key: str, payload: bytes) -> Catalog:
+    """The catalog in `payload` (opened from `key`); IntegrityError naming it if malformed."""
+    try:
+        return Catalog.from_bytes(payload)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise IntegrityError(f"{key} is malformed: {exc}", key=key) from None

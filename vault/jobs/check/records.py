@@ -26,7 +26,7 @@ from vault.format import layout, sealing
 from vault.format.snapshot import Snapshot
 from vault.repo import audit, chain, signing
 from vault.repo.keys import KeySlot
-from vault.repo.repository import Repository
+from vault.repo.repository import Repository, parse_catalog
 
 Problem = tuple[str, str, set[str]]  # (object, what is wrong, snapshots affected)
 
@@ -105,12 +105,21 @@ def _keyring_generation(repo: Repository, snapshots: Iterable[Snapshot]) -> list
 
 
 def _catalogs(repo: Repository, snapshots: Iterable[Snapshot]) -> list[Problem]:
+    """Every catalog opens and parses. Each is authenticated; one whose bytes equal a catalog
+    already parsed is not parsed again (nightly runs that changed no study store their
+    parent's bytes, and parsing cost 0.1 s per snapshot of a 12,000-file archive)."""
     problems: list[Problem] = []
+    parsed: set[bytes] = set()
     for snapshot in snapshots:
         if not snapshot.catalog:
             continue  # made before catalogs existed
+        key = layout.catalog(snapshot.catalog)
         try:
-            repo.load_catalog(snapshot)
+            payload = repo.open_object(sealing.Kind.CATALOG, key)
+            digest = hashlib.sha256(payload).digest()
+            if digest not in parsed:
+                parse_catalog(key, payload)
+                parsed.add(digest)
         except DAMAGE as exc:
             problems.append(
                 (
