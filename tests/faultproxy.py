@@ -16,6 +16,10 @@ forward: an object that vanishes between a list and a get), "delay" (hold the re
 `seconds`, or until `release()`, then forward). `down = True` refuses every request (the
 server disappeared).
 
+`shape(Link(...))` makes the proxy a wide-area link for benchmarks: every request waits one
+round trip, and request and response bodies pass through shared up and down links of a fixed
+rate, one transfer after another (`bytes_up`/`bytes_down` count what crossed them).
+
 `strip_headers({"if-none-match"}, credentials)` makes the proxy a middlebox that drops those
 request headers (so the server never sees a conditional write) and signs the request again with
 the test credentials, so the server accepts it: a server that ignores If-None-Match, exactly.
@@ -26,6 +30,7 @@ from __future__ import annotations
 import http.client
 import socket
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -47,6 +52,38 @@ class Fault:
     code: str = "InternalError"
     seconds: float = 0.0
     before: Callable[[str], None] | None = None
+
+
+class Pipe:
+    """One direction of a link: `rate` bytes a second, shared by every connection in turn
+    (a transfer starts when the one before it has gone through)."""
+
+    def __init__(self, bytes_per_second: float) -> None:
+        self.rate = bytes_per_second
+        self._free_at = 0.0
+        self._lock = threading.Lock()
+
+    def carry(self, size: int) -> None:
+        if self.rate <= 0 or size <= 0:
+            return
+        with self._lock:
+            now = time.monotonic()
+            self._free_at = max(now, self._free_at) + size / self.rate
+            done = self._free_at
+        # Benchmarks only: the time a real link would take, not a wait for something to happen.
+        time.sleep(max(0.0, done - time.monotonic()))
+
+
+@dataclass(frozen=True)
+class Link:
+    """A practice's connection to a cloud region: a round trip per request, capped rates."""
+
+    round_trip_seconds: float
+    up_bytes_per_second: float  # 0: uncapped
+    down_bytes_per_second: float
+
+    def pipes(self) -> tuple[Pipe, Pipe]:
+        return Pipe(self.up_bytes_per_second), Pipe(self.down_bytes_per_second)
 
 
 @dataclass
@@ -77,6 +114,11 @@ class FaultProxy:
         self.headers_stripped = 0
         self.requests = 0
         self.faults_injected = 0
+        self.bytes_up = 0
+        self.bytes_down = 0
+        self.arrived: list[tuple[str, str]] = []  # (method, path) of every request, as it came
+        self._link: Link | None = None
+        self._pipes: tuple[Pipe, Pipe] | None = None
         self.changes = RequestChanges()  # tests wait on this instead of sleeping
         # A "delay" holds its request until released or `seconds` passed, whichever is first;
         # close() releases every held request, so shutting down never waits on a stall.
@@ -85,6 +127,9 @@ class FaultProxy:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # The headers and the body go out in two writes: with Nagle's algorithm the body
+            # then waits for the client's delayed ACK, 40 ms a response (S3 servers set it too).
+            disable_nagle_algorithm = True
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -125,6 +170,11 @@ class FaultProxy:
         self._stripped = {n.lower() for n in names}
         self._signer = S3SigV4Auth(Credentials(*credentials), "s3", region)
 
+    def shape(self, link: Link | None) -> None:
+        """Carry every later request over `link` (None: loopback again)."""
+        self._link = link
+        self._pipes = link.pipes() if link else None
+
     def clear(self) -> None:
         with self._lock:
             self._rules.clear()
@@ -160,6 +210,9 @@ class FaultProxy:
     def _serve(self, handler: BaseHTTPRequestHandler) -> None:
         length = int(handler.headers.get("Content-Length") or 0)
         body = handler.rfile.read(length) if length else b""
+        with self._lock:
+            self.arrived.append((handler.command, handler.path))
+        self.changes.notify()  # a test may wait for a request to arrive, not only to end
         if self.down:
             _reset(handler)
             return
@@ -174,7 +227,16 @@ class FaultProxy:
             self._released.wait(fault.seconds)
         if fault is not None and fault.kind == "before" and fault.before is not None:
             fault.before(handler.path)
+        link, pipes = self._link, self._pipes
+        if link is not None and pipes is not None:
+            time.sleep(link.round_trip_seconds)  # benchmarks only: the link's round trip
+            pipes[0].carry(len(body))
         status, headers, payload = self._forward(handler, body)
+        with self._lock:
+            self.bytes_up += len(body)
+            self.bytes_down += len(payload)
+        if pipes is not None and handler.command != "HEAD":
+            pipes[1].carry(len(payload))
         if fault is not None and fault.kind == "wrong-length" and payload:
             handler.send_response(status)
             for name, value in headers:
@@ -221,7 +283,6 @@ class FaultProxy:
             return response.status, headers, payload
         finally:
             connection.close()
-
 
     def _headers_to_send(
         self, handler: BaseHTTPRequestHandler, body: bytes

@@ -33,7 +33,7 @@ from vault.cli.support import (
 )
 from vault.errors import UsageError
 from vault.jobs.rotate import rotate_epoch
-from vault.repo import keys, signing
+from vault.repo import keys, signing, unlock
 from vault.repo.keyring import Epoch
 from vault.repo.keyusage import EpochUsage, epoch_usage
 from vault.repo.repository import Repository
@@ -124,7 +124,7 @@ def _age_days(created: str, now: datetime) -> int:
 def cmd_key_list(args: argparse.Namespace) -> int:
     repo = open_repo(args)
     slots = sorted(repo.slots(), key=lambda s: s.created)
-    unusable = repo.unusable_slots()
+    unusable = unlock.unusable_slots(repo.storage)
     epochs = repo.keyring.epochs
     usage_by_epoch = epoch_usage(repo)
     now = datetime.now(UTC)
@@ -282,7 +282,11 @@ def _resolve_slot(repo: Repository, prefix: str) -> keys.KeySlot | str:
     """The slot a prefix names, or the id of an unusable one."""
     wanted = prefix.lower()
     usable = [s for s in repo.slots() if s.id.startswith(wanted)] if prefix else []
-    unusable = [i for i, _ in repo.unusable_slots() if i.startswith(wanted)] if prefix else []
+    unusable = (
+        [i for i, _ in unlock.unusable_slots(repo.storage) if i.startswith(wanted)]
+        if prefix
+        else []
+    )
     matches: list[keys.KeySlot | str] = [*usable, *unusable]
     if not matches:
         raise UsageError(f"no key slot matches {prefix!r}")

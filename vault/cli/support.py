@@ -130,9 +130,9 @@ def open_repo(args: argparse.Namespace) -> Repository:
 def open_with_secret(args: argparse.Namespace) -> tuple[Repository, Secret]:
     storage = open_storage_for(args)
     # Fail on a missing repository before asking for a passphrase nobody can use.
-    ensure_exists(storage)
+    version = ensure_exists(storage)
     secret = secrets_input.existing_secret(secret_sources(args))
-    repo = Repository.open(storage, secret)
+    repo = Repository.open(storage, secret, version=version)
     if repo.slot_kind == RECOVERY:
         record_break_glass(repo, str(opt(args, "command", "") or ""))
     return repo, secret

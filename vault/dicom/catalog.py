@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from vault.dicom.header import FileHeader, Unparseable
+from vault.errors import IntegrityError
 
 CATALOG_ID_BYTES = 8  # 16 hex characters: unique per repository, meaningless outside it
 
@@ -197,3 +198,11 @@ class CatalogBuilder:
         if self.parent is not None and self.parent.loaded_from and catalog == self.parent:
             return self.parent.loaded_from
         return catalog.to_bytes()
+
+
+def parse_catalog(key: str, payload: bytes) -> Catalog:
+    """The catalog in `payload` (opened from `key`); IntegrityError naming it if malformed."""
+    try:
+        return Catalog.from_bytes(payload)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise IntegrityError(f"{key} is malformed: {exc}", key=key) from None

@@ -28,7 +28,7 @@ from vault.format import crypto, layout, sealing
 from vault.format.index import PackInfo
 from vault.format.pack import PackEntry, parse_header
 from vault.progress import NoProgress, Progress
-from vault.repo import index_store
+from vault.repo import index_store, unlock
 from vault.repo.coverage import incomplete, prove_indexed
 from vault.repo.key_history import KeyHistory, purge_key_history
 from vault.repo.keyring import COMPROMISED, CURRENT, DEACTIVATED, DESTROYED, RETIRING, Epoch
@@ -230,7 +230,7 @@ def rotate_master(repo: Repository, secret: Secret, *, compromised: bool = False
     repo.refresh_keyring()
     old_slots = repo.slots()
     caller_name = repo.slot_info(repo.slot_id).get("name", "")  # the new slot keeps it
-    unusable = [slot_id for slot_id, _ in repo.unusable_slots()]  # they go too
+    unusable = [slot_id for slot_id, _ in unlock.unusable_slots(repo.storage)]  # they go too
     repo.keyring.replace_master(crypto.random_key(), compromised=compromised)
     caller = repo.add_slot(secret, name=caller_name)
     recovery_text, recovery_material = new_recovery_key()

@@ -28,6 +28,7 @@ import random
 import time
 import weakref
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 from vault import ids
@@ -80,12 +81,17 @@ def _probe(repo: Repository) -> bool:
 
 
 def _needs_lock(repo: Repository) -> bool:
-    if not conditional_writes_hold(repo):
-        if jobstate.load(repo, jobstate.APPEND_LOCK) is None:
+    # What other clients recorded is read while the probe runs: on S3 each is a round trip.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        recorded = pool.submit(jobstate.load, repo, jobstate.APPEND_LOCK)
+        holds = conditional_writes_hold(repo)
+        found = recorded.result()
+    if not holds:
+        if found is None:
             with contextlib.suppress(VaultError):  # the lock is taken anyway; others learn later
                 jobstate.save(repo, jobstate.APPEND_LOCK, {"found": _now()})
         return True
-    return jobstate.load(repo, jobstate.APPEND_LOCK) is not None
+    return found is not None
 
 
 def _now() -> str:

@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import socket
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -108,12 +109,17 @@ def record(
                     prev=prev,
                     slot=repo.slot_id,
                     slot_kind=repo.slot_kind,
-                    slot_name=repo.slot_info(repo.slot_id).get("name", "") if repo.slot_id else "",
+                    slot_name=slot_name.result(),
                 )
             ),
         )
 
-    return AuditEvent(**chain.append(repo, layout.AUDIT, sealing.Kind.AUDIT, build))
+    # The slot's name is read while the chain is listed and checked: each is a round trip.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        slot_name = pool.submit(
+            lambda: repo.slot_info(repo.slot_id).get("name", "") if repo.slot_id else ""
+        )
+        return AuditEvent(**chain.append(repo, layout.AUDIT, sealing.Kind.AUDIT, build))
 
 
 @dataclass

@@ -90,6 +90,7 @@ def _append(
                 f"{seen_seq}: the newest records were deleted, so nothing is appended over them",
                 key=prefix,
             )
+        prev = ""
         if seen_seq and head >= seen_seq:
             # The record this machine saw must still be the one there: linking onto a replaced
             # one would make the replacement look like history.
@@ -100,7 +101,10 @@ def _append(
                     "(replaced): nothing is appended over it (`vault audit --verify`)",
                     key=key_of(prefix, seen_seq),
                 )
-        prev = hashlib.sha256(load(repo, kind, key_of(prefix, head))[1]).hexdigest() if head else ""
+            if head == seen_seq:  # the usual case: the head is the record just checked
+                prev = seen_digest
+        if head and not prev:
+            prev = hashlib.sha256(load(repo, kind, key_of(prefix, head))[1]).hexdigest()
         doc = build(head + 1, prev)
         key = key_of(prefix, head + 1)
         payload = _payload(doc)

@@ -33,9 +33,12 @@ def not_found(storage: Storage) -> RepositoryNotFound:
     )
 
 
-def ensure_exists(storage: Storage) -> None:
-    if not holds_repository(storage):
-        raise not_found(storage)
+def ensure_exists(storage: Storage) -> bytes:
+    """The version object's bytes; RepositoryNotFound, saying which case, without one."""
+    try:
+        return storage.get(layout.VERSION)
+    except ObjectNotFound:
+        raise not_found(storage) from None
 
 
 def check_new_location(storage: Storage, object_lock: ObjectLockPolicy | None) -> None:

@@ -33,6 +33,7 @@ from typing import Any
 from vault import ids
 from vault.errors import IntegrityError, ObjectNotFound, RepositoryLocked, VaultError
 from vault.format import layout, sealing
+from vault.parallel import in_order
 from vault.storage import Storage
 
 REFRESH = timedelta(minutes=5)
@@ -87,25 +88,38 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-def list_locks(storage: Storage, keys: sealing.EpochKeys) -> list[LockInfo]:
-    return _read_locks(storage, keys)[0]
+# Locks read at once: on a remote store each is a round trip.
+LOCK_READ_THREADS = 8
 
 
-def _read_locks(storage: Storage, keys: sealing.EpochKeys) -> tuple[list[LockInfo], list[str]]:
+def list_locks(storage: Storage, keys: sealing.EpochKeys, *, but: str = "") -> list[LockInfo]:
+    """Every readable lock, except the one of id `but` (not even read: a holder checking for
+    others after writing its own lock)."""
+    return _read_locks(storage, keys, but=but)[0]
+
+
+def _read_locks(
+    storage: Storage, keys: sealing.EpochKeys, *, but: str = ""
+) -> tuple[list[LockInfo], list[str]]:
     """(locks, probe objects): a conditional-write probe (vault.repo.append_guard) lives under
     locks/ for milliseconds, or longer when its delete failed; it is no lock."""
     found, probes = [], []
-    for info in storage.list(layout.LOCKS):
-        lock_id = layout.id_of(info.key)
+
+    def read(key: str) -> Any:
+        lock_id = layout.id_of(key)
         try:
-            blob = storage.get(info.key)
-            doc = json.loads(
-                sealing.open_sealed(keys, sealing.Kind.LOCK, lock_id, blob, name=info.key)
-            )
+            blob = storage.get(key)
+            return json.loads(sealing.open_sealed(keys, sealing.Kind.LOCK, lock_id, blob, name=key))
         except (ObjectNotFound, IntegrityError, ValueError):
-            continue  # vanished, or not ours to read: neither blocks nor is removed here
+            return None  # vanished, or not ours to read: neither blocks nor is removed here
+
+    listed = [i.key for i in storage.list(layout.LOCKS) if not but or layout.id_of(i.key) != but]
+    for key, doc in in_order(listed, read, LOCK_READ_THREADS):
+        if doc is None:
+            continue
+        lock_id = layout.id_of(key)
         if isinstance(doc, dict) and "probe" in doc:
-            probes.append(info.key)
+            probes.append(key)
             continue
         try:
             found.append(_parse_lock(lock_id, doc))
@@ -172,8 +186,8 @@ class Lock:
         now = self._now()
         others = [
             lk
-            for lk in list_locks(self._storage, self._keys)
-            if lk.id != self.id and lk.scope == self.scope
+            for lk in list_locks(self._storage, self._keys, but=self.id)
+            if lk.scope == self.scope
         ]
         # Kept for the caller: a stale lock means a run was killed (a backup then adopts the
         # packs it left), learned here without listing the locks again.

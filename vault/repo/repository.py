@@ -17,7 +17,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 from vault import __version__, ids
-from vault.dicom.catalog import Catalog
+from vault.dicom.catalog import Catalog, parse_catalog
 from vault.errors import (
     IntegrityError,
     ObjectNotFound,
@@ -36,6 +36,8 @@ from vault.format.index import Index, Location, decode
 from vault.format.pack import BlobType, open_blob, pack_key
 from vault.format.snapshot import Snapshot
 from vault.format.tree import Tree
+from vault.parallel import in_order
+from vault.repo import unlock
 from vault.repo.keyring import Keyring, MasterKeyOnly
 from vault.repo.keys import (
     KeySlot,
@@ -47,12 +49,15 @@ from vault.repo.keys import (
 from vault.repo.location import check_new_location, not_found
 from vault.repo.packcache import TreePacks
 from vault.repo.seen import LastSlots, Seen
-from vault.repo.unlock import open_config, open_master_object, unlock_slots
 from vault.storage import Storage
 
 # Loading millions of index entries leaves freed heap pages that glibc keeps (~15 bytes per
 # blob at 10 million, scripts/bench_scale.py); malloc_trim hands them back to the system.
 _TRIM_AFTER_BLOBS = 1_000_000
+# Snapshots and index objects read at once (vault.parallel): a remote store answers each
+# after a round trip, so more at once; a local one is bound by the CPU opening them.
+REMOTE_READ_THREADS = 8
+LOCAL_READ_THREADS = 2
 
 
 def _return_free_heap() -> None:
@@ -131,9 +136,10 @@ class Repository:
         return repo, recovery_text
 
     @classmethod
-    def open(cls, storage: Storage, secret: Secret) -> Repository:
+    def open(cls, storage: Storage, secret: Secret, *, version: bytes | None = None) -> Repository:
+        """`version`: the version object's bytes when the caller has just read them."""
         try:
-            version = storage.get(layout.VERSION)
+            version = storage.get(layout.VERSION) if version is None else version
         except ObjectNotFound:
             raise not_found(storage) from None
         if version != layout.VERSION_TEXT:
@@ -141,8 +147,8 @@ class Repository:
                 f"the `version` object at {storage.location()} does not name a format this vault "
                 "reads (damaged, or written by a newer vault)"
             )
-        keyring_blob = storage.get(layout.KEYRING)
-        config_blob = storage.get(layout.CONFIG)
+        objects = unlock.read_opening_objects(storage)
+        keyring_blob, config_blob = objects.keyring, objects.config
         last_slots = LastSlots()
         # One KDF in the normal case: slots are tried one at a time, the one that opened this
         # repository last time first, and the first that opens the keyring wins. During (or
@@ -150,15 +156,18 @@ class Repository:
         # slot: the old master does not open the keyring, so the next slot is tried.
         opened: list[tuple[bytes, str]] = []
         signers: dict[str, bytes] = {}
-        candidates = unlock_slots(storage, secret, last_slots.get(storage.location()), signers)
+        preferred = last_slots.get(storage.location())
+        candidates = unlock.unlock_slots(storage, secret, preferred, signers, objects.slots)
         for master, slot_id in candidates:
             opened.append((master, slot_id))
             try:
-                keyring_payload = open_master_object(master, sealing.Kind.KEYRING, keyring_blob)
+                keyring_payload = unlock.open_master_object(
+                    master, sealing.Kind.KEYRING, keyring_blob
+                )
             except IntegrityError:
                 continue
             keyring = Keyring.from_bytes(master, keyring_payload)
-            config = Config.from_bytes(open_config(opened, master, config_blob, candidates))
+            config = Config.from_bytes(unlock.open_config(opened, master, config_blob, candidates))
             repo = cls(storage, keyring, config, slot_id)
             repo.slot_kind = secret.kind
             repo.signing_key = signers.get(slot_id, b"")
@@ -180,20 +189,6 @@ class Repository:
             with contextlib.suppress(IntegrityError, ObjectNotFound):
                 found.append(KeySlot.from_bytes(layout.id_of(info.key), self.storage.get(info.key)))
         return found
-
-    def unusable_slots(self) -> list[tuple[str, str]]:
-        """(slot id, why) of each object under keys/ that is not a usable slot: damaged, or
-        planted with a derivation beyond the cap. Opening never tries them."""
-        bad = []
-        for info in self.storage.list(layout.KEYS):
-            slot_id = layout.id_of(info.key)
-            try:
-                KeySlot.from_bytes(slot_id, self.storage.get(info.key))
-            except IntegrityError as exc:
-                bad.append((slot_id, str(exc)))
-            except ObjectNotFound:
-                continue
-        return bad
 
     def add_slot(self, secret: Secret, name: str = "") -> KeySlot:
         """A new slot for `secret`; `name` (a person or machine, e.g. "J. Smith, office
@@ -285,7 +280,7 @@ class Repository:
     def refresh_keyring(self) -> None:
         """Re-read the keyring (after taking a lock): a rotation may have finished since open,
         and nothing may be written under an epoch that was destroyed meanwhile."""
-        payload = open_master_object(
+        payload = unlock.open_master_object(
             self.keyring.master_key, sealing.Kind.KEYRING, self.storage.get(layout.KEYRING)
         )
         keyring = Keyring.from_bytes(self.keyring.master_key, payload)
@@ -316,14 +311,19 @@ class Repository:
     def load_index(self) -> Index:
         if self._index_loaded:
             return self.index
+        keys = []
         for info in self.storage.list(layout.INDEX):
             if sealing.is_torn(info.size):
                 # An interrupted write: no snapshot can depend on it (snapshots are written
                 # only after their index is durable). check reports it; prune removes it.
                 self.torn_objects.add(info.key)
                 continue
-            payload = self.open_object(sealing.Kind.INDEX, info.key)
-            for pack, entries in decode(payload, name=info.key):
+            keys.append(info.key)
+        opened = in_order(
+            keys, lambda key: self.open_object(sealing.Kind.INDEX, key), self._read_threads()
+        )
+        for key, payload in opened:  # decoded in listing order, as one at a time did
+            for pack, entries in decode(payload, name=key):
                 self.index.load_pack(pack, entries)
         self.index.freeze()
         self._index_loaded = True
@@ -412,13 +412,19 @@ class Repository:
             raise IntegrityError(f"{key} is malformed: {exc}", key=key) from None
 
     def snapshots(self) -> list[Snapshot]:
-        found = []
-        for snapshot_id in self.snapshot_ids():
+        def load(snapshot_id: str) -> Snapshot | None:
             try:
-                found.append(self.load_snapshot(snapshot_id))
+                return self.load_snapshot(snapshot_id)
             except ObjectNotFound:
-                continue  # listed, then forgotten by another client before it was read
+                return None  # listed, then forgotten by another client before it was read
+
+        loaded = in_order(self.snapshot_ids(), load, self._read_threads())
+        found = [snapshot for _, snapshot in loaded if snapshot is not None]
         return sorted(found, key=lambda s: (s.time, s.id))
+
+    def _read_threads(self) -> int:
+        """Metadata objects read at once: each is a round trip to a remote store."""
+        return LOCAL_READ_THREADS if self.storage.local_root() is not None else REMOTE_READ_THREADS
 
     def save_snapshot(self, snapshot: Snapshot) -> None:
         key = layout.snapshot(snapshot.id)
@@ -482,11 +488,3 @@ class Repository:
 
     def program_version(self) -> str:
         return __version__
-
-
-def parse_catalog(key: str, payload: bytes) -> Catalog:
-    """The catalog in `payload` (opened from `key`); IntegrityError naming it if malformed."""
-    try:
-        return Catalog.from_bytes(payload)
-    except (ValueError, KeyError, TypeError) as exc:
-        raise IntegrityError(f"{key} is malformed: {exc}", key=key) from None

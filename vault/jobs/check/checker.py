@@ -19,9 +19,8 @@ from __future__ import annotations
 import bisect
 import math
 import os
-from collections import defaultdict, deque
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from vault.errors import DAMAGE, IntegrityError, ObjectNotFound
@@ -30,6 +29,7 @@ from vault.format.pack import BlobType, open_blob, read_trailer
 from vault.format.snapshot import Snapshot
 from vault.format.tree import DIR, FILE, Tree
 from vault.jobs.check.records import check_records
+from vault.parallel import in_order
 from vault.progress import NoProgress, Progress
 from vault.repo.damage import Salvage, salvage
 from vault.repo.repository import Repository
@@ -331,7 +331,7 @@ def check(
         progress.start("read data", sum(checker.pack_sizes.get(p, 0) for p in pack_ids))
         # AES-GCM, zstd and SHA-256 release the interpreter lock: packs are read and verified
         # on every core (one at a time, check --read-data left the second core idle).
-        for pack_id, found in _in_parallel(
+        for pack_id, found in in_order(
             pack_ids, lambda p: checker.read_pack(p, by_pack[p]), READ_THREADS
         ):
             checker.merge(pack_id, found)
@@ -340,28 +340,6 @@ def check(
         result.last_pack_read = pack_ids[-1] if pack_ids else ""
     checker.name_lost_files()
     return result
-
-
-def _in_parallel(
-    items: list[str], work: Callable[[str], _PackRead], threads: int
-) -> Iterator[tuple[str, _PackRead]]:
-    """`work` of each item on `threads` threads, yielded in order. Only a few are ahead at any
-    time, so an error (a storage outage) stops the read at once instead of after every pack
-    already queued has failed in turn."""
-    pending: deque[tuple[str, Future[_PackRead]]] = deque()
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        try:
-            for item in items:
-                pending.append((item, pool.submit(work, item)))
-                if len(pending) > threads:
-                    done, future = pending.popleft()
-                    yield done, future.result()
-            while pending:
-                done, future = pending.popleft()
-                yield done, future.result()
-        finally:
-            for _, future in pending:
-                future.cancel()
 
 
 def _next_packs(ordered: list[str], percent: float, after: str, result: CheckResult) -> list[str]:

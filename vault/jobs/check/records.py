@@ -21,12 +21,13 @@ import json
 from collections.abc import Iterable
 from dataclasses import asdict
 
+from vault.dicom.catalog import parse_catalog
 from vault.errors import DAMAGE, ObjectNotFound
 from vault.format import layout, sealing
 from vault.format.snapshot import Snapshot
 from vault.repo import audit, chain, signing
 from vault.repo.keys import KeySlot
-from vault.repo.repository import Repository, parse_catalog
+from vault.repo.repository import Repository
 
 Problem = tuple[str, str, set[str]]  # (object, what is wrong, snapshots affected)
 
