@@ -40,9 +40,14 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import pydicom  # noqa: E402
+from bench_network import SECTION as NETWORK_SECTION  # noqa: E402
+from bench_network import add_options as add_network_options  # noqa: E402
+from bench_network import from_options as run_network_options  # noqa: E402
+from bench_network import publish as publish_network  # noqa: E402
 from bench_peers import TOOLS, Measured, Tool, dir_bytes, ensure_installed  # noqa: E402
 from bench_primitives import primitives  # noqa: E402
 from bench_report import write_report  # noqa: E402
+from doc_section import replace_section  # noqa: E402
 from make_sample_archive import generate  # noqa: E402
 
 PRACTICE_SCALE = 10.0  # one generated "practice" at this scale is about 150 MB
@@ -307,6 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         default=1.0,
         help="size of the one large CBCT volume restored on its own (0: none)",
     )
+    add_network_options(parser)
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
     parser.add_argument("--json", type=Path, help="also write every measurement here")
     args = parser.parse_args(argv)
@@ -337,6 +343,7 @@ def main(argv: list[str] | None = None) -> int:
             run_local(tool, repo, data, info, change, study, work, per_tool[name], volume)
             shutil.rmtree(repo)
     s3 = {} if args.no_s3 else run_s3(names, data, info, work, args.runs)
+    network = run_network_options(args, names, work) if args.network_size_gb else {}
     prims = primitives(data)
     medians = {n: {k: statistics.median(v) for k, v in r.items()} for n, r in per_tool.items()}
     document = {
@@ -353,11 +360,16 @@ def main(argv: list[str] | None = None) -> int:
         "local": medians,
         "raw": {n: dict(r) for n, r in per_tool.items()},
         "s3": s3,
+        "network": network,
         "primitives": prims,
     }
     if args.json:
         args.json.write_text(json.dumps(document, indent=2))
     write_report(args.out, document)
+    if network:
+        replace_section(
+            args.out, NETWORK_SECTION, publish_network(network, document["command"]), title=""
+        )
     print(f"wrote {args.out}", file=sys.stderr)
     return 0
 

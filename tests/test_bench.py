@@ -39,6 +39,15 @@ def test_benchmark_smoke_run_writes_the_comparison(tmp_path: Path) -> None:
             "--no-s3",
             "--volume-gb",
             "0.01",
+            # The runs over a shaped link, on a tiny archive and a fast link.
+            "--network-size-gb",
+            "0.02",
+            "--round-trips-ms",
+            "5",
+            "--up-mbit",
+            "1000",
+            "--down-mbit",
+            "1000",
             "--work",
             str(tmp_path / "work"),
             "--out",
@@ -56,12 +65,19 @@ def test_benchmark_smoke_run_writes_the_comparison(tmp_path: Path) -> None:
     assert "hand-written text" in text and "more text" in text and "\nold\n" not in text
     assert "| initial backup | MB/s |" in text and "vault vs restic" in text
     assert "| one large CBCT volume restore | MB/s |" in text
+    assert "<!-- bench:network:start -->" in text and "| 5 ms | full restore | vault |" in text
     doc = json.loads((tmp_path / "r.json").read_text())
     # Peak memory is each tool's own: a bench that once held more must not show through (it
     # did: every tool reported the bench's 2.9 GB). Tools on a tiny archive stay far below.
     for name, tool in doc["local"].items():
         assert 20e6 < tool["full_restore_peak_rss_bytes"] < 400e6, (name, tool)
     assert set(doc["local"]) == {"vault", "restic", "borg"}
+    # Over the link every step of both tools ran, and what crossed it was counted.
+    steps = {(run["tool"], step) for run in doc["network"]["runs"] for step in run["steps"]}
+    assert {tool for tool, _ in steps} == {"vault", "restic"} and len(steps) == 8
+    for run in doc["network"]["runs"]:
+        assert run["steps"]["initial_backup"]["bytes_up"] > 0
+        assert run["steps"]["full_restore"]["bytes_down"] > 0
     for tool in doc["local"].values():
         # The header edit and the new study were deduplicated by every tool: far less than the
         # archive was added again.
