@@ -3,17 +3,19 @@
 million tiny files.
 
     python scripts/bench_scale.py index [--chunks 10000000]
-    python scripts/bench_scale.py files [--files 1000000] [--work DIR]
+    python scripts/bench_scale.py files [--files 1000000] [--work DIR] [--no-restic]
     python scripts/bench_scale.py bigfile [--gib 10] [--work DIR]
 
 `index` builds the in-memory index the way opening a repository does (index objects decoded
 and bulk-loaded, then frozen), then measures lookups of present and absent ids and the resident
 memory per chunk (from /proc: what the process really holds, not what the structure claims).
 `files` writes FILES small files (100 B – 4 KiB, 1000 per directory) and times `vault backup` of
-them (first and no-change), with the peak RSS of the vault process. `bigfile` writes one file of
-GIB GiB of incompressible data and times its backup, a verified restore (every byte hashed
-against the SHA-256 taken at backup) and `check --read-data`, with peak RSS: memory must not
-grow with file size, offsets past 4 GiB must hold. Results are printed as JSON and can be pasted
+them (first and no-change), with the peak RSS of the vault process, then `restic backup` of the
+same files the same way (files/s and peak memory side by side; `--no-restic` skips it).
+`bigfile` writes one file of GIB GiB of incompressible data and times its backup, a verified
+restore (every byte hashed against the SHA-256 taken at backup) and `check --read-data`, with
+peak RSS: memory must not grow with file size, offsets past 4 GiB must hold. Results are
+printed as JSON and can be pasted
 into docs/benchmarks.md or docs/reliability.md.
 """
 
@@ -134,7 +136,7 @@ def make_tiny_files(root: Path, count: int) -> None:
     marker.write_text("")
 
 
-def bench_files(count: int, work: Path) -> dict[str, Any]:
+def bench_files(count: int, work: Path, *, with_restic: bool = True) -> dict[str, Any]:
     source = work / f"tiny-{count}"
     started = time.perf_counter()
     make_tiny_files(source, count)
@@ -150,13 +152,33 @@ def bench_files(count: int, work: Path) -> dict[str, Any]:
     measure([*vault, "init"], env)
     first = measure([*vault, "backup", str(source), "--json", "--quiet"], env)
     again = measure([*vault, "backup", str(source), "--json", "--quiet"], env)
+    result: dict[str, Any] = {"files": count, "make_seconds": round(made, 1)}
+    result["vault"] = _files_result(count, first, again)
+    if with_restic:
+        # The same files, right after, the same way: restic 0.14 with its defaults.
+        import shutil
+
+        from bench_peers import TOOLS, ensure_installed
+
+        ensure_installed(["restic"])
+        restic_repo = work / "tiny-restic"
+        shutil.rmtree(restic_repo, ignore_errors=True)
+        restic = TOOLS["restic"](str(restic_repo), env)
+        restic.init()
+        r_first, r_again = restic.backup(source), restic.backup(source)
+        result["restic"] = _files_result(count, r_first, r_again)
+        result["vault_vs_restic_files_per_second"] = round(r_first.seconds / first.seconds, 2)
+        result["vault_vs_restic_nochange_time"] = round(r_again.seconds / again.seconds, 2)
+    return result
+
+
+def _files_result(count: int, first: Any, again: Any) -> dict[str, Any]:
     return {
-        "files": count,
-        "make_seconds": round(made, 1),
         "first_backup_seconds": round(first.seconds, 1),
         "first_backup_files_per_second": round(count / first.seconds),
         "first_backup_peak_rss_mib": round(first.peak_rss_bytes / 2**20),
         "nochange_backup_seconds": round(again.seconds, 1),
+        "nochange_backup_files_per_second": round(count / again.seconds),
         "nochange_backup_peak_rss_mib": round(again.peak_rss_bytes / 2**20),
     }
 
@@ -214,6 +236,7 @@ def main() -> int:
     f = sub.add_parser("files")
     f.add_argument("--files", type=int, default=1_000_000)
     f.add_argument("--work", type=Path, default=Path("/var/tmp/vault-bench"))
+    f.add_argument("--no-restic", action="store_true", help="vault only, no side-by-side")
     b = sub.add_parser("bigfile")
     b.add_argument("--gib", type=int, default=10)
     b.add_argument("--work", type=Path, default=Path("/var/tmp/vault-bench"))
@@ -222,7 +245,7 @@ def main() -> int:
         result = bench_index(args.chunks)
     elif args.what == "files":
         args.work.mkdir(parents=True, exist_ok=True)
-        result = bench_files(args.files, args.work)
+        result = bench_files(args.files, args.work, with_restic=not args.no_restic)
     else:
         args.work.mkdir(parents=True, exist_ok=True)
         result = bench_bigfile(args.gib, args.work)

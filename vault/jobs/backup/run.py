@@ -7,6 +7,7 @@ import os
 import socket
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 from vault import ids
@@ -58,12 +59,19 @@ def backup(
     host = options.host or socket.gethostname()
     started = now()
     with Lock(repo.storage, repo.keyring, exclusive=False, operation="backup") as lock:
-        repo.refresh_keyring()
-        record_slot_use(repo)
-        repo.load_index()
-        parent = find_parent(repo, host, source_texts)
-        parent_root = _parent_root(repo, parent)
-        job = Job(repo, options, progress, repo.load_catalog(parent) if parent else None, stop)
+        repo.refresh_keyring()  # first: what follows may be sealed under a new epoch
+        # Independent reads, each a round trip or two on a remote store, go out together.
+        remote = repo.storage.local_root() is None
+        with ThreadPoolExecutor(max_workers=3 if remote else 1, thread_name_prefix="open") as pool:
+            slot_use = pool.submit(record_slot_use, repo)
+            indexed = pool.submit(repo.load_index)
+            parent = find_parent(repo, host, source_texts)
+            parent_catalog_read = pool.submit(repo.load_catalog, parent) if parent else None
+            indexed.result()
+            slot_use.result()
+            parent_catalog = parent_catalog_read.result() if parent_catalog_read else None
+        parent_root = _parent_root(repo, parent)  # needs the index
+        job = Job(repo, options, progress, parent_catalog, stop)
         adopted = recover.left_by_killed_run(repo, lock.stale_seen)
         job.writer.adopt(adopted)
         progress.start("backup", None)
