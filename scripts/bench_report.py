@@ -122,7 +122,7 @@ def render(doc: dict[str, Any]) -> str:
             v, b = local["vault"].get(key), local.get("borg", {}).get(key)
             if v and b:
                 met = "yes" if v <= b else "NO"
-                out.append(f"| {label} | borg's | {b / v:.2f}x borg's | {met} |")
+                out.append(f"| {label} | at most borg's | {v / b:.2f}x borg's | {met} |")
         out.append("")
     p = doc["primitives"]
     out += [
