@@ -56,13 +56,18 @@ def held_until(
         watcher.join()
 
 
-def test_snapshots_are_read_together(
-    proxy: FaultProxy, s3_server: S3Server, vault: RunCli, tmp_path: Path
-) -> None:
+def _repo_and_source(s3_server: S3Server, vault: RunCli, tmp_path: Path) -> tuple[str, Path]:
     url = fresh_s3_url(s3_server)
     assert vault("init", "-r", url).code == 0
     source = tmp_path / "s"
     source.mkdir()
+    return url, source
+
+
+def test_snapshots_are_read_together(
+    proxy: FaultProxy, s3_server: S3Server, vault: RunCli, tmp_path: Path
+) -> None:
+    url, source = _repo_and_source(s3_server, vault, tmp_path)
     for night in range(4):
         (source / f"night{night}.bin").write_bytes(random.Random(night).randbytes(2000))
         assert vault("backup", "-r", url, source).code == 0
@@ -92,10 +97,7 @@ def test_opening_reads_the_keyring_config_and_key_slots_together(
 def test_the_ranges_of_one_pack_are_fetched_together(
     proxy: FaultProxy, s3_server: S3Server, vault: RunCli, tmp_path: Path
 ) -> None:
-    url = fresh_s3_url(s3_server)
-    assert vault("init", "-r", url).code == 0
-    source = tmp_path / "s"
-    source.mkdir()
+    url, source = _repo_and_source(s3_server, vault, tmp_path)
     # 12 MiB that do not compress: one pack, read in ranges of at most 8 MiB on S3.
     (source / "volume.bin").write_bytes(random.Random(3).randbytes(12 * 1024 * 1024))
     assert vault("backup", "-r", url, source).code == 0
