@@ -4,7 +4,7 @@
 goes to stdout as one document; messages, warnings and progress go to stderr.
 
 Each command's parser lives with its implementation, and a run imports only the module of the
-command it runs: importing every command module cost each run about 0.1 s and 3 MiB before it
+command it runs: importing every command module cost each run about 0.1 s and 4 MiB before it
 did any work (`vault --help` and a mistyped command still build the whole parser).
 """
 
