@@ -72,3 +72,6 @@ def test_the_parser_of_one_command_is_the_whole_parsers(command: str) -> None:
 
     assert help_of(build_parser(command)) == help_of(build_parser())
     assert requested_command(["--repo", command, "--json", command, "x"]) == command
+    # Help asked before the command is the overview of every command, not of one section.
+    assert requested_command(["-h", command]) is None
+    assert requested_command(["--json", "--help", command]) is None

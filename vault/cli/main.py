@@ -61,6 +61,7 @@ class _Peek(argparse.ArgumentParser):
 
 def requested_command(argv: Sequence[str]) -> str | None:
     peek = _Peek(add_help=False, parents=[common_options()])
+    peek.add_argument("-h", "--help", action="store_true")  # before the command: the overview
     peek.add_argument("command", nargs="?")
     peek.add_argument("rest", nargs=argparse.REMAINDER)
     try:
@@ -68,7 +69,7 @@ def requested_command(argv: Sequence[str]) -> str | None:
     except _NotACommand:
         return None
     command = args.command
-    return command if isinstance(command, str) else None
+    return command if isinstance(command, str) and not args.help else None
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:

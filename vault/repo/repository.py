@@ -36,7 +36,7 @@ from vault.format.index import Index, Location, decode
 from vault.format.pack import BlobType, open_blob, pack_key
 from vault.format.snapshot import Snapshot
 from vault.format.tree import Tree
-from vault.parallel import in_order
+from vault.parallel import LOCAL_READS, REMOTE_READS, in_order
 from vault.repo import unlock
 from vault.repo.keyring import Keyring, MasterKeyOnly
 from vault.repo.keys import (
@@ -54,11 +54,6 @@ from vault.storage import Storage
 # Loading millions of index entries leaves freed heap pages that glibc keeps (~15 bytes per
 # blob at 10 million, scripts/bench_scale.py); malloc_trim hands them back to the system.
 _TRIM_AFTER_BLOBS = 1_000_000
-# Snapshots and index objects read at once (vault.parallel): a remote store answers each
-# after a round trip, so more at once; a local one is bound by the CPU opening them (two at
-# once measured no faster on 50 snapshots).
-REMOTE_READ_THREADS = 8
-LOCAL_READ_THREADS = 1
 
 
 def _return_free_heap() -> None:
@@ -69,6 +64,7 @@ def _return_free_heap() -> None:
 class Repository:
     def __init__(self, storage: Storage, keyring: Keyring, config: Config, slot_id: str) -> None:
         self.storage = storage
+        self._reads = LOCAL_READS if storage.local_root() is not None else REMOTE_READS
         self.keyring = keyring
         self.config = config
         self.slot_id = slot_id  # the slot that opened it
@@ -149,6 +145,26 @@ class Repository:
                 "reads (damaged, or written by a newer vault)"
             )
         objects = unlock.read_opening_objects(storage)
+        repo = cls._unlock(storage, secret, objects)
+        if repo is None:
+            # Keyring, config and slots are read at once: another client's master-key rotation
+            # landing among those reads pairs a new keyring with old slots. Read them again.
+            again = unlock.read_opening_objects(storage)
+            if again != objects:
+                repo = cls._unlock(storage, secret, again)
+        if repo is not None:
+            return repo
+        raise IntegrityError(
+            "the keyring does not open with the master key of any slot this secret opens "
+            "(corrupt keyring, or an interrupted master-key rotation by another secret)",
+            key=layout.KEYRING,
+        )
+
+    @classmethod
+    def _unlock(
+        cls, storage: Storage, secret: Secret, objects: unlock.OpeningObjects
+    ) -> Repository | None:
+        """The repository opened with the first slot whose master opens the keyring."""
         keyring_blob, config_blob = objects.keyring, objects.config
         last_slots = LastSlots()
         # One KDF in the normal case: slots are tried one at a time, the one that opened this
@@ -175,11 +191,7 @@ class Repository:
             repo._accept_keyring(keyring)
             last_slots.remember(storage.location(), slot_id)
             return repo
-        raise IntegrityError(
-            "the keyring does not open with the master key of any slot this secret opens "
-            "(corrupt keyring, or an interrupted master-key rotation by another secret)",
-            key=layout.KEYRING,
-        )
+        return None
 
     # -- slots ----------------------------------------------------------------------------------
 
@@ -320,9 +332,7 @@ class Repository:
                 self.torn_objects.add(info.key)
                 continue
             keys.append(info.key)
-        opened = in_order(
-            keys, lambda key: self.open_object(sealing.Kind.INDEX, key), self._read_threads()
-        )
+        opened = in_order(keys, lambda key: self.open_object(sealing.Kind.INDEX, key), self._reads)
         for key, payload in opened:  # decoded in listing order, as one at a time did
             for pack, entries in decode(payload, name=key):
                 self.index.load_pack(pack, entries)
@@ -419,13 +429,9 @@ class Repository:
             except ObjectNotFound:
                 return None  # listed, then forgotten by another client before it was read
 
-        loaded = in_order(self.snapshot_ids(), load, self._read_threads())
+        loaded = in_order(self.snapshot_ids(), load, self._reads)
         found = [snapshot for _, snapshot in loaded if snapshot is not None]
         return sorted(found, key=lambda s: (s.time, s.id))
-
-    def _read_threads(self) -> int:
-        """Metadata objects read at once: each is a round trip to a remote store."""
-        return LOCAL_READ_THREADS if self.storage.local_root() is not None else REMOTE_READ_THREADS
 
     def save_snapshot(self, snapshot: Snapshot) -> None:
         key = layout.snapshot(snapshot.id)

@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 from vault import ids
+from vault.dicom.catalog import Catalog
 from vault.errors import DAMAGE, Interrupted
 from vault.format.snapshot import Snapshot, SnapshotStats
 from vault.format.tree import Tree
@@ -41,6 +42,27 @@ def _parent_root(repo: Repository, parent: Snapshot | None) -> Tree | None:
         return None
 
 
+def _read_before_walk(
+    repo: Repository, host: str, source_texts: list[str]
+) -> tuple[Snapshot | None, Catalog | None]:
+    """Record the slot's use, load the index, and find the parent and its catalog: together on
+    a remote store (each is a round trip or two), in turn on a local one (where they are CPU
+    and a second thread only contends for the interpreter)."""
+    if repo.storage.local_root() is not None:
+        record_slot_use(repo)
+        repo.load_index()
+        parent = find_parent(repo, host, source_texts)
+        return parent, repo.load_catalog(parent) if parent else None
+    with ThreadPoolExecutor(max_workers=3, thread_name_prefix="open") as pool:
+        slot_use = pool.submit(record_slot_use, repo)
+        indexed = pool.submit(repo.load_index)
+        parent = find_parent(repo, host, source_texts)
+        catalog = pool.submit(repo.load_catalog, parent) if parent else None
+        indexed.result()
+        slot_use.result()
+        return parent, catalog.result() if catalog else None
+
+
 def _empty_root(job: Job) -> str:
     """The root of a snapshot of database dumps only."""
     return job.tree_id((), None, "")
@@ -60,16 +82,7 @@ def backup(
     started = now()
     with Lock(repo.storage, repo.keyring, exclusive=False, operation="backup") as lock:
         repo.refresh_keyring()  # first: what follows may be sealed under a new epoch
-        # Independent reads, each a round trip or two on a remote store, go out together.
-        remote = repo.storage.local_root() is None
-        with ThreadPoolExecutor(max_workers=3 if remote else 1, thread_name_prefix="open") as pool:
-            slot_use = pool.submit(record_slot_use, repo)
-            indexed = pool.submit(repo.load_index)
-            parent = find_parent(repo, host, source_texts)
-            parent_catalog_read = pool.submit(repo.load_catalog, parent) if parent else None
-            indexed.result()
-            slot_use.result()
-            parent_catalog = parent_catalog_read.result() if parent_catalog_read else None
+        parent, parent_catalog = _read_before_walk(repo, host, source_texts)
         parent_root = _parent_root(repo, parent)  # needs the index
         job = Job(repo, options, progress, parent_catalog, stop)
         adopted = recover.left_by_killed_run(repo, lock.stale_seen)
