@@ -58,10 +58,11 @@ class Pipe:
     """One direction of a link: `rate` bytes a second, shared by every connection in turn
     (a transfer starts when the one before it has gone through)."""
 
-    def __init__(self, bytes_per_second: float) -> None:
+    def __init__(self, bytes_per_second: float, closed: threading.Event) -> None:
         self.rate = bytes_per_second
         self._free_at = 0.0
         self._lock = threading.Lock()
+        self._closed = closed  # set when the proxy closes: no transfer outlives it
 
     def carry(self, size: int) -> None:
         if self.rate <= 0 or size <= 0:
@@ -70,8 +71,8 @@ class Pipe:
             now = time.monotonic()
             self._free_at = max(now, self._free_at) + size / self.rate
             done = self._free_at
-        # Benchmarks only: the time a real link would take, not a wait for something to happen.
-        time.sleep(max(0.0, done - time.monotonic()))
+        # The time a real link would take, cut short when the proxy closes.
+        self._closed.wait(max(0.0, done - time.monotonic()))
 
 
 @dataclass(frozen=True)
@@ -82,8 +83,8 @@ class Link:
     up_bytes_per_second: float  # 0: uncapped
     down_bytes_per_second: float
 
-    def pipes(self) -> tuple[Pipe, Pipe]:
-        return Pipe(self.up_bytes_per_second), Pipe(self.down_bytes_per_second)
+    def pipes(self, closed: threading.Event) -> tuple[Pipe, Pipe]:
+        return Pipe(self.up_bytes_per_second, closed), Pipe(self.down_bytes_per_second, closed)
 
 
 @dataclass
@@ -123,6 +124,7 @@ class FaultProxy:
         # A "delay" holds its request until released or `seconds` passed, whichever is first;
         # close() releases every held request, so shutting down never waits on a stall.
         self._released = threading.Event()
+        self._closed = threading.Event()
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -173,7 +175,7 @@ class FaultProxy:
     def shape(self, link: Link | None) -> None:
         """Carry every later request over `link` (None: loopback again)."""
         self._link = link
-        self._pipes = link.pipes() if link else None
+        self._pipes = link.pipes(self._closed) if link else None
 
     def clear(self) -> None:
         with self._lock:
@@ -186,6 +188,7 @@ class FaultProxy:
 
     def close(self) -> None:
         self._released.set()
+        self._closed.set()
         self._server.shutdown()
         self._server.server_close()
 
@@ -229,7 +232,7 @@ class FaultProxy:
             fault.before(handler.path)
         link, pipes = self._link, self._pipes
         if link is not None and pipes is not None:
-            time.sleep(link.round_trip_seconds)  # benchmarks only: the link's round trip
+            self._closed.wait(link.round_trip_seconds)  # the link's round trip
             pipes[0].carry(len(body))
         status, headers, payload = self._forward(handler, body)
         with self._lock:
