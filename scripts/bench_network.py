@@ -218,13 +218,14 @@ def from_options(args: Any, names: list[str], work: Path) -> dict[str, Any]:
 
     data = work / "net-data"
     info = bench.make_archive(data, args.network_size_gb)
-    change = bench.Change(data, work / "net-staging")
+    study = bench.single_study(data)
+    change = bench.Change(data, work / "net-staging", study)
     return run_network(
         names,
         data,
         int(info["bytes"]),
         change,
-        bench.single_study(data),
+        study,
         work,
         [float(ms) / 1000 for ms in args.round_trips_ms.split(",") if ms.strip()],
         args.up_mbit,

@@ -237,7 +237,9 @@ def _arch_teeth(rng: np.random.Generator, count: int = 14) -> list[Tooth]:
     return teeth
 
 
-def _cbct_slice(t: float, teeth: Sequence[Tooth], rng: np.random.Generator) -> PixelArray:
+def _cbct_slice(
+    t: float, teeth: Sequence[Tooth], rng: np.random.Generator, fov_radius: float = 0.96
+) -> PixelArray:
     """One axial slice of a jaw phantom; ``t`` in [0, 1] moves smoothly through the volume."""
     xs = _axis(CBCT_MATRIX)
     img = np.zeros((CBCT_MATRIX, CBCT_MATRIX))
@@ -262,14 +264,14 @@ def _cbct_slice(t: float, teeth: Sequence[Tooth], rng: np.random.Generator) -> P
         pulp = radius * 0.35
         _add_ellipse(img, xs, xs, centre, (pulp, pulp), -700.0 * size, edge=0.3)
     r = np.sqrt(xs[:, None] ** 2 + xs[None, :] ** 2)
-    fov = (r <= 0.96).astype(np.float64)
+    fov = (r <= fov_radius).astype(np.float64)
     return _finish(img, rng, fov)
 
 
-def _cbct_volume(frames: int, rng: np.random.Generator) -> list[PixelArray]:
+def _cbct_volume(frames: int, rng: np.random.Generator, fov_radius: float) -> list[PixelArray]:
     teeth = _arch_teeth(rng)
     span = max(frames - 1, 1)
-    return [_cbct_slice(i / span, teeth, rng) for i in range(frames)]
+    return [_cbct_slice(i / span, teeth, rng, fov_radius) for i in range(frames)]
 
 
 def _occlusal_y(x: float) -> float:
@@ -593,8 +595,21 @@ def _scaled(count: int, scale: float, minimum: int) -> int:
     return max(minimum, round(count * scale))
 
 
-def _write_cbct_series(w: _Writer, seed: int, study: Study, scale: float) -> list[str]:
-    slices = _cbct_volume(_scaled(CBCT_SLICES, scale, 2), _np_rng(seed, study.key))
+@dataclass(frozen=True)
+class Shape:
+    """What kind of archive a practice is. The default is the mixed practice every test and
+    the main benchmark use; the others are the benchmark's other archive shapes."""
+
+    kinds: tuple[str, ...] = ("cbct-series", "pano", "photo", "cbct-multiframe", "intraoral")
+    fov_radius: float = 0.96  # a smaller field of view leaves more air: slices compress more
+    images_per_study: int = 2  # intraoral radiographs and photos in each such study
+
+
+def _write_cbct_series(
+    w: _Writer, seed: int, study: Study, scale: float, shape: Shape
+) -> list[str]:
+    count = _scaled(CBCT_SLICES, scale, 2)
+    slices = _cbct_volume(count, _np_rng(seed, study.key), shape.fov_radius)
     epoch = _study_epoch(study)
     return [
         w.dicom(
@@ -604,22 +619,27 @@ def _write_cbct_series(w: _Writer, seed: int, study: Study, scale: float) -> lis
     ]
 
 
-def _write_cbct_multiframe(w: _Writer, seed: int, study: Study, scale: float) -> list[str]:
-    frames = _cbct_volume(_scaled(CBCT_FRAMES, scale, 2), _np_rng(seed, study.key))
+def _write_cbct_multiframe(
+    w: _Writer, seed: int, study: Study, scale: float, shape: Shape
+) -> list[str]:
+    count = _scaled(CBCT_FRAMES, scale, 2)
+    frames = _cbct_volume(count, _np_rng(seed, study.key), shape.fov_radius)
     ds = _cbct_multiframe_dataset(seed, study, frames)
     return [w.dicom(f"{study.folder}/IMG0001.dcm", ds, _study_epoch(study) + 1)]
 
 
-def _write_pano(w: _Writer, seed: int, study: Study, scale: float) -> list[str]:
+def _write_pano(w: _Writer, seed: int, study: Study, scale: float, shape: Shape) -> list[str]:
     pixels = _pano_image(_np_rng(seed, study.key))
     ds = _projection_dataset(seed, study, DigitalXRayImageStorageForPresentation, 1, pixels)
     return [w.dicom(f"{study.folder}/IMG0001.dcm", ds, _study_epoch(study) + 1)]
 
 
-def _write_intraoral(w: _Writer, seed: int, study: Study, scale: float) -> list[str]:
+def _write_intraoral(w: _Writer, seed: int, study: Study, scale: float, shape: Shape) -> list[str]:
     rng = _np_rng(seed, study.key)
     # The second file has no extension: tools must recognise DICOM by content.
-    names = ["IMG0001.dcm", "RAW0002"]
+    names = [f"IMG{i:04d}.dcm" for i in range(1, shape.images_per_study + 1)]
+    if len(names) > 1:
+        names[1] = "RAW0002"
     return [
         w.dicom(
             f"{study.folder}/{name}",
@@ -636,7 +656,7 @@ def _write_intraoral(w: _Writer, seed: int, study: Study, scale: float) -> list[
     ]
 
 
-def _write_photos(w: _Writer, seed: int, study: Study, scale: float) -> list[str]:
+def _write_photos(w: _Writer, seed: int, study: Study, scale: float, shape: Shape) -> list[str]:
     rng = _np_rng(seed, study.key)
     low, high = (_scaled(n, scale, 1024) for n in PHOTO_BYTES)
     return [
@@ -645,11 +665,11 @@ def _write_photos(w: _Writer, seed: int, study: Study, scale: float) -> list[str
             _fake_jpeg(rng, int(rng.integers(low, high))),
             _study_epoch(study) + i,
         )
-        for i in (1, 2)
+        for i in range(1, shape.images_per_study + 1)
     ]
 
 
-_KIND_WRITERS: dict[str, Callable[[_Writer, int, Study, float], list[str]]] = {
+_KIND_WRITERS: dict[str, Callable[[_Writer, int, Study, float, Shape], list[str]]] = {
     "cbct-series": _write_cbct_series,
     "cbct-multiframe": _write_cbct_multiframe,
     "pano": _write_pano,
@@ -662,7 +682,9 @@ def _is_nonempty(path: Path) -> bool:
     return path.exists() and (not path.is_dir() or any(path.iterdir()))
 
 
-def generate(root: Path, *, seed: int = 1, scale: float = 1.0) -> dict[str, Any]:
+def generate(
+    root: Path, *, seed: int = 1, scale: float = 1.0, shape: Shape = Shape()
+) -> dict[str, Any]:
     """Write the synthetic archive into ``root`` (created if missing, must be empty).
 
     Returns a manifest: ``{"files": n, "bytes": total, "studies": [...],
@@ -678,10 +700,10 @@ def generate(root: Path, *, seed: int = 1, scale: float = 1.0) -> dict[str, Any]
     root.mkdir(parents=True, exist_ok=True)
 
     writer = _Writer(root)
-    studies = _plan_studies(seed)
+    studies = [s for s in _plan_studies(seed) if s.kind in shape.kinds]
     manifest_studies = []
     for study in studies:
-        files = _KIND_WRITERS[study.kind](writer, seed, study, scale)
+        files = _KIND_WRITERS[study.kind](writer, seed, study, scale, shape)
         manifest_studies.append(
             {
                 "study_uid": str(_uid(seed, study.key, "study")),
