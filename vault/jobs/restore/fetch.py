@@ -25,8 +25,9 @@ from vault.format import crypto, layout
 from vault.format.index import Location
 from vault.format.pack import BlobType, open_blob
 from vault.format.paths import display
+from vault.format.tree import Node
 from vault.jobs.restore.entries import Entry
-from vault.jobs.restore.target import FileId, Target, UnsafeTarget
+from vault.jobs.restore.target import FileId, Target, UnsafeTarget, set_metadata
 from vault.progress import Progress
 from vault.repo.repository import Repository
 
@@ -50,6 +51,8 @@ class Fetched:
     file_ids: dict[int, FileId] = field(default_factory=dict)  # by file number
     problems: list[tuple[str, str]] = field(default_factory=list)
     failed: set[int] = field(default_factory=set)  # files (by number) with a problem
+    # Files whose owner, mode and times were set as their last chunk was written.
+    metadata_set: set[int] = field(default_factory=set)
     bytes_downloaded: int = 0
     requests: int = 0
     # With resume: bytes found already written correctly, and files that were complete.
@@ -60,12 +63,24 @@ class Fetched:
 class _Outputs:
     """The files being restored, created by the first chunk written to each (in the fetch
     threads: creating thousands of files one by one before fetching took a third of a restore)
-    and kept open until their last chunk is written."""
+    and kept open until their last chunk is written. With `nodes`, a file whose last chunk is
+    written gets its owner, mode and times there, on the descriptor still open: reopening
+    every file afterwards, one by one, was half of restoring many small files."""
 
     MAX_OPEN = 512
 
-    def __init__(self, target: Target, rels: list[bytes], sizes: list[int], overwrite: bool):
+    def __init__(
+        self,
+        target: Target,
+        rels: list[bytes],
+        sizes: list[int],
+        overwrite: bool,
+        nodes: list[Node] | None,
+    ):
         self.target, self.rels, self.sizes, self.overwrite = target, rels, sizes, overwrite
+        self.nodes = nodes
+        self.metadata_set: set[int] = set()
+        self.incomplete: set[int] = set()  # a chunk was missing before anything was fetched
         self.remaining = [0] * len(rels)
         self.fds: dict[int, int] = {}
         # Files to complete in place (a resumed restore) start here, so they are reopened,
@@ -109,7 +124,11 @@ class _Outputs:
             if number in self.in_place or not _all_zero(data):
                 _pwrite(fd, data, offset)
             self.remaining[number] -= 1
-            if self.remaining[number] == 0 or len(self.fds) > self.MAX_OPEN:
+            complete = self.remaining[number] == 0
+            if complete and self.nodes is not None and number not in self.incomplete:
+                set_metadata(fd, self.nodes[number])
+                self.metadata_set.add(number)
+            if complete or len(self.fds) > self.MAX_OPEN:
                 with self._table:
                     del self.fds[number]
                 os.close(fd)
@@ -138,15 +157,23 @@ def write_contents(
     overwrite: bool,
     resume: bool,
     on_kept: Callable[[int], None] | None = None,
+    metadata: bool = False,
 ) -> Fetched:
     """Write every file's content, in about the order given; every file exists at its size
-    afterwards (one whose chunks failed is reported in `problems`)."""
+    afterwards (one whose chunks failed is reported in `problems`). With `metadata`, a file
+    whose chunks were all written gets its owner, mode and times too (`metadata_set`)."""
     result = Fetched()
     # pack id -> blob id -> [(file index, offset in file)]
     plan: dict[str, dict[bytes, list[tuple[int, int]]]] = defaultdict(lambda: defaultdict(list))
     first_needed: dict[str, int] = {}  # pack id -> the first file (in the given order) it serves
     locations: dict[bytes, Location] = {}
-    outputs = _Outputs(target, [f.rel for f in files], [f.node.size for f in files], overwrite)
+    outputs = _Outputs(
+        target,
+        [f.rel for f in files],
+        [f.node.size for f in files],
+        overwrite,
+        [f.node for f in files] if metadata else None,
+    )
     for number, item in enumerate(files):
         present = _Present.open(repo, target, item) if resume else None
         offset = 0
@@ -174,6 +201,7 @@ def write_contents(
             outputs.in_place.add(number)
             if present.complete:
                 result.files_kept += 1
+    outputs.incomplete = set(result.failed)
     for wanted in plan.values():
         for places in wanted.values():
             for number, _ in places:
@@ -236,6 +264,7 @@ def write_contents(
         outputs.close()  # stop here: no more files made in a target that proved unsafe
         raise
     result.file_ids = outputs.finish()
+    result.metadata_set = outputs.metadata_set
     return result
 
 

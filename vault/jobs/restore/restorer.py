@@ -237,7 +237,7 @@ def _restore_tier(
 
     fetched = write_contents(
         repo, target, files, progress, overwrite=options.overwrite or options.resume,
-        resume=options.resume, on_kept=kept,
+        resume=options.resume, on_kept=kept, metadata=not options.verifies,
     )  # fmt: skip
     progress.finish()
     result.problems += fetched.problems
@@ -272,7 +272,7 @@ def _restore_tier(
     # A file that failed keeps the restore's own mode (owner only) and today's time: given its
     # recorded size, mode and mtime, a tool that compares those would take it for good.
     for number, entry in good:
-        if number not in mismatched:
+        if number not in mismatched and number not in fetched.metadata_set:
             target.apply_metadata(entry.rel, entry.node, fetched.file_ids[number])
     for entry in links:
         target.apply_metadata(entry.rel, entry.node)

@@ -252,12 +252,18 @@ class Target:
             assert file_id is not None
             fd = self.reopen_file(rel, file_id, os.O_RDONLY)
         try:
-            owned = _chown(fd, node)
-            mode = node.mode if owned else node.mode & ~_SET_ID_BITS
-            os.chmod(fd, stat.S_IMODE(mode))
-            os.utime(fd, ns=(node.mtime_ns, node.mtime_ns))
+            set_metadata(fd, node)
         finally:
             os.close(fd)
+
+
+def set_metadata(fd: int, node: Node) -> None:
+    """Owner, mode and times from `node` on an open file or directory, in that order: a
+    chown clears set-id bits, and the times go last so nothing after them moves the mtime."""
+    owned = _chown(fd, node)
+    mode = node.mode if owned else node.mode & ~_SET_ID_BITS
+    os.chmod(fd, stat.S_IMODE(mode))
+    os.utime(fd, ns=(node.mtime_ns, node.mtime_ns))
 
 
 def _chown(path: int | bytes, node: Node, dir_fd: int | None = None) -> bool:
