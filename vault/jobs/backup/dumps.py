@@ -13,6 +13,7 @@ import hashlib
 import os
 import stat
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -74,7 +75,7 @@ def run_dumps(job: Job, sources: tuple[DatabaseSource, ...]) -> DumpsDone:
 def _stream(job: Job, source: DatabaseSource, database: str, path: str) -> Node:
     dump = Dump(source, database)
     sha = hashlib.sha256()
-    futures = []
+    futures: list[Future[bytes] | bytes] = []
     try:
 
         def read(n: int) -> bytes:

@@ -27,6 +27,11 @@ from vault.repo.writer import BlobWriter
 # hashing, cutting, parsing DICOM headers) never waits on one slow chunk, few enough that
 # memory stays bounded by the pipeline, not the file size (~1 MiB each).
 IN_FLIGHT_PER_WORKER = 4
+# A chunk this small (a small file, or a file's short tail) is stored by the walk itself: handing
+# it to a worker cost more than storing it (a thread wake-up and two GIL switches for some
+# microseconds of hashing, compressing and sealing). 50,000 files of 0.1-4 KB: 18.5 s → see
+# docs/benchmarks.md, "A million tiny files".
+STORE_INLINE_BELOW = 64 * 1024
 
 
 @dataclass
@@ -36,10 +41,11 @@ class Pending:
     files (one chunk each) do not serialize the walk and the workers."""
 
     node: Node
-    futures: list[Future[bytes]]
+    parts: list[Future[bytes] | bytes]  # a chunk's id, or the future of a worker storing it
 
     def resolve(self) -> Node:
-        return replace(self.node, chunks=tuple(f.result().hex() for f in self.futures))
+        ids = (p if isinstance(p, bytes) else p.result() for p in self.parts)
+        return replace(self.node, chunks=tuple(i.hex() for i in ids))
 
 
 Entry = Node | Pending
@@ -117,6 +123,8 @@ class Job:
     def excluded(self, path: bytes) -> bool:
         if path in self.skip_paths:
             return True
+        if not self.options.excludes:
+            return False
         text = os.fsdecode(path)
         name = os.path.basename(text)
         return any(
@@ -288,9 +296,9 @@ class Job:
             self.counters.files_changed += 1
         return node
 
-    def read_file(self, path: bytes, st: os.stat_result, base: dict[str, object]) -> Pending:
+    def read_file(self, path: bytes, st: os.stat_result, base: dict[str, object]) -> Pending | Node:
         sha = hashlib.sha256()
-        futures: list[Future[bytes]] = []
+        parts: list[Future[bytes] | bytes] = []
         flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NOCTTY", 0)
         fd = os.open(path, flags)
         with os.fdopen(fd, "rb", buffering=0) as handle:
@@ -312,8 +320,11 @@ class Job:
 
             for chunk in self.chunker.chunks(read):
                 self.stop_if_asked()
+                if len(chunk) < STORE_INLINE_BELOW:
+                    parts.append(self.writer.add(BlobType.DATA, chunk))
+                    continue
                 self.in_flight.acquire()
-                futures.append(self.pool.submit(self.store_chunk, chunk))
+                parts.append(self.pool.submit(self.store_chunk, chunk))
             after = os.fstat(handle.fileno())
         unstable = (
             total != st.st_size
@@ -324,17 +335,19 @@ class Job:
         if unstable:
             self.unstable.append(Problem(os.fsdecode(path), "changed while it was being read"))
         self.catalog.add_read(os.fsdecode(path), header.result(), total)
+        stored = [p for p in parts if isinstance(p, bytes)]
+        done = len(stored) == len(parts)  # every chunk stored already: no Pending to resolve
         node = Node(
             type=FILE,
             size=total,
             inode=st.st_ino,
             ctime_ns=st.st_ctime_ns,
-            chunks=(),
+            chunks=tuple(i.hex() for i in stored) if done else (),
             sha256=sha.hexdigest(),
             unstable=unstable,
             **base,  # type: ignore[arg-type]
         )
-        return Pending(node, futures)
+        return node if done else Pending(node, parts)
 
     def store_chunk(self, chunk: bytes) -> bytes:
         try:
