@@ -73,7 +73,7 @@ def make_archive(
     target, total, seed, started = size_gb * 1e9, 0, 0, time.perf_counter()
     if scale is None:
         scale = PRACTICE_SCALE if size_gb >= 0.5 else max(0.2, size_gb * 20)
-    while total < target:
+    while total < target or seed < 2:  # two at least: the nightly edits the other one
         seed += 1
         manifest = generate(
             data / f"practice{seed:03d}", seed=1000 + seed, scale=scale, shape=shape or Shape()
@@ -196,16 +196,21 @@ def _record(results: dict[str, list[float]], name: str, m: Measured, size: int =
         results[f"{name}_mb_per_s"].append(size / m.seconds / 1e6)
 
 
-def settle(*warm: Path) -> None:
+DROP_CACHES = True  # --no-drop-caches: leave the machine's page cache alone (the test smoke run)
+
+
+def settle(*warm: Path, drop: bool | None = None) -> None:
     """The same start for every tool's timed step: dirty pages written out, the page cache
     dropped (when this runs as root) and filled again with what the step reads. Without it a
     restore paid for the writeback and freeing of the previous tool's restore: the same
-    restore measured 1.8 s or 3.8 s (three times the kernel time) by what ran before it."""
+    restore measured 1.8 s or 3.8 s (three times the kernel time) by what ran before it.
+    drop=False only fills the cache (a million tiny files take minutes to read from disk)."""
     os.sync()
-    try:
-        Path("/proc/sys/vm/drop_caches").write_text("1")
-    except OSError:
-        return  # not root: the cache stays as it is, warm from the steps before
+    if DROP_CACHES if drop is None else drop:
+        try:
+            Path("/proc/sys/vm/drop_caches").write_text("1")
+        except OSError:
+            return  # not root: the cache stays as it is, warm from the steps before
     for root in warm:
         for path in [root] if root.is_file() else root.rglob("*"):
             if path.is_file():
@@ -364,10 +369,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     add_network_options(parser)
     bench_shapes.add_options(parser, default="")
+    parser.add_argument(
+        "--no-drop-caches",
+        action="store_true",
+        help="before each timed step only write dirty pages and read what the step reads",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
     parser.add_argument("--json", type=Path, help="also write every measurement here")
     args = parser.parse_args(argv)
     bench_shapes.chosen(args)  # a mistyped shape fails before any run
+    global DROP_CACHES
+    DROP_CACHES = not args.no_drop_caches
     names = [n.strip() for n in args.tools.split(",") if n.strip()]
     ensure_installed(names)
     # As `pip install` does: compiled modules, so no run pays for compiling vault's source.

@@ -48,6 +48,12 @@ def test_benchmark_smoke_run_writes_the_comparison(tmp_path: Path) -> None:
             "1000",
             "--down-mbit",
             "1000",
+            # One more archive shape, the quickest to generate.
+            "--shapes",
+            "small",
+            "--shape-size-gb",
+            "0.005",
+            "--no-drop-caches",
             "--work",
             str(tmp_path / "work"),
             "--out",
@@ -72,6 +78,10 @@ def test_benchmark_smoke_run_writes_the_comparison(tmp_path: Path) -> None:
     for name, tool in doc["local"].items():
         assert 20e6 < tool["full_restore_peak_rss_bytes"] < 400e6, (name, tool)
     assert set(doc["local"]) == {"vault", "restic", "borg"}
+    # The other shape ran every tool and has its own table and goals.
+    assert set(doc["shapes"]["small"]["local"]) == {"vault", "restic", "borg"}
+    assert "<!-- bench:shapes:start -->" in text and "### small:" in text
+    assert "| single-study restore (the largest study) | s |" in text
     # Over the link every step of both tools ran, and what crossed it was counted.
     steps = {(run["tool"], step) for run in doc["network"]["runs"] for step in run["steps"]}
     assert {tool for tool, _ in steps} == {"vault", "restic"} and len(steps) == 8

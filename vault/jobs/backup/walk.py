@@ -29,7 +29,7 @@ from vault.repo.writer import BlobWriter
 IN_FLIGHT_PER_WORKER = 4
 # A chunk this small (a small file, or a file's short tail) is stored by the walk itself: handing
 # it to a worker cost more than storing it (a thread wake-up and two GIL switches for some
-# microseconds of hashing, compressing and sealing). 50,000 files of 0.1-4 KB: 18.5 s → see
+# microseconds of hashing, compressing and sealing). 200,000 files of 0.1-4 KB: 51 → 20 s; see
 # docs/benchmarks.md, "A million tiny files".
 STORE_INLINE_BELOW = 64 * 1024
 
