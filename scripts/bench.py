@@ -23,6 +23,7 @@ Not part of the test suite; `scripts/test.sh` runs it at a tiny size as a smoke 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -104,7 +105,10 @@ class Change:
         volumes = sorted(data.glob("practice*/imaging/DEMO-0002/*_CT/IMG0001.dcm"))
         volumes = volumes or sorted(data.glob("practice*/imaging/*/*/IMG0001.dcm"))
         # The study restored on its own must be the same in every snapshot.
-        self.volume = next(v for v in volumes if not v.is_relative_to(study))
+        outside = [v for v in volumes if not v.is_relative_to(study)]
+        if not outside:
+            raise SystemExit(f"no DICOM file outside the study {study} to edit in {data}")
+        self.volume = outside[0]
         self.pristine = staging / "pristine-volume.dcm"
         shutil.copy2(self.volume, self.pristine)
         self.arrived = data / "practice000-new"
@@ -207,10 +211,8 @@ def settle(*warm: Path, drop: bool | None = None) -> None:
     drop=False only fills the cache (a million tiny files take minutes to read from disk)."""
     os.sync()
     if DROP_CACHES if drop is None else drop:
-        try:
+        with contextlib.suppress(OSError):  # not root: the cache is not dropped, only filled
             Path("/proc/sys/vm/drop_caches").write_text("1")
-        except OSError:
-            return  # not root: the cache stays as it is, warm from the steps before
     for root in warm:
         for path in [root] if root.is_file() else root.rglob("*"):
             if path.is_file():
@@ -353,6 +355,9 @@ def machine() -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # bench_shapes imports this module as `bench`: run as a script, it must get this one, not a
+    # second copy with its own DROP_CACHES.
+    sys.modules.setdefault("bench", sys.modules[__name__])
     import bench_shapes  # here, not above: it imports this module
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

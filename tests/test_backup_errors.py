@@ -127,3 +127,29 @@ def test_usage_errors_exit_2(repo: RepoHandle, vault: RunCli) -> None:
     assert vault("restore", "latest", "-r", repo).code == 2  # --target missing
     assert vault("backup", "-r", repo, "/tmp", "--time", "yesterday").code == 2
     assert vault("restore", "nope", "-r", repo, "--target", "/tmp/x").code == 2
+
+
+def test_a_repository_error_storing_a_small_file_fails_the_backup_not_the_file(
+    repo: RepoHandle, vault: RunCli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Small chunks are stored by the walk while the file is read, inside the handling of the
+    file's own read errors: an OSError of the repository's side must not pass for one (the
+    file reported unreadable, the rest saved, a snapshot written without it)."""
+    from vault.repo.writer import BlobWriter
+
+    source = tmp_path / "small"
+    source.mkdir()
+    (source / "note.txt").write_bytes(b"a small file" * 10)
+    real_add = BlobWriter.add
+
+    def failing_add(self: BlobWriter, blob_type: object, data: bytes, *args: object) -> bytes:
+        if len(data) == 120:
+            raise OSError(28, "No space left on device")
+        return real_add(self, blob_type, data, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(BlobWriter, "add", failing_add)
+    result = vault("backup", "-r", repo, str(source))
+    monkeypatch.undo()
+    assert result.code not in (0, 3), result.err  # 3 would mean "saved, with unreadable files"
+    assert "No space left on device" in result.err and "Traceback" not in result.err
+    assert vault("snapshots", "-r", repo, "--json").json() == []

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 
 from vault.dicom.catalog import Catalog, CatalogBuilder
 from vault.dicom.header import HeaderCollector
-from vault.errors import DAMAGE, Interrupted
+from vault.errors import DAMAGE, Interrupted, StorageError
 from vault.format.pack import BlobType
 from vault.format.tree import DIR, FILE, SYMLINK, Node, Tree
 from vault.jobs.backup.options import BackupOptions, Problem
@@ -321,7 +321,7 @@ class Job:
             for chunk in self.chunker.chunks(read):
                 self.stop_if_asked()
                 if len(chunk) < STORE_INLINE_BELOW:
-                    parts.append(self.writer.add(BlobType.DATA, chunk))
+                    parts.append(self.store_inline(chunk))
                     continue
                 self.in_flight.acquire()
                 parts.append(self.pool.submit(self.store_chunk, chunk))
@@ -348,6 +348,15 @@ class Job:
             **base,  # type: ignore[arg-type]
         )
         return node if done else Pending(node, parts)
+
+    def store_inline(self, chunk: bytes) -> bytes:
+        """A small chunk stored by the walk. Called while the file is being read, inside the
+        handler for the file's read errors: a failure of the repository's side must not pass
+        for one (the file reported unreadable and the backup going on)."""
+        try:
+            return self.writer.add(BlobType.DATA, chunk)
+        except OSError as exc:
+            raise StorageError(f"cannot store a chunk: {exc.strerror or exc}") from exc
 
     def store_chunk(self, chunk: bytes) -> bytes:
         try:

@@ -79,6 +79,10 @@ class _Outputs:
     ):
         self.target, self.rels, self.sizes, self.overwrite = target, rels, sizes, overwrite
         self.nodes = nodes
+        # Not as root, a file whose recorded mode does not let its owner read and write it
+        # gets its metadata in the pass afterwards: a restore killed in between must be able
+        # to open it again when resumed.
+        self.as_root = os.geteuid() == 0
         self.metadata_set: set[int] = set()
         self.incomplete: set[int] = set()  # a chunk was missing before anything was fetched
         self.remaining = [0] * len(rels)
@@ -125,13 +129,26 @@ class _Outputs:
                 _pwrite(fd, data, offset)
             self.remaining[number] -= 1
             complete = self.remaining[number] == 0
-            if complete and self.nodes is not None and number not in self.incomplete:
-                set_metadata(fd, self.nodes[number])
-                self.metadata_set.add(number)
+            if complete:
+                self._set_metadata(number, fd)
             if complete or len(self.fds) > self.MAX_OPEN:
                 with self._table:
                     del self.fds[number]
                 os.close(fd)
+
+    def _set_metadata(self, number: int, fd: int) -> None:
+        """The file's owner, mode and times, now that its last chunk is written; a failure
+        leaves it to the pass afterwards, which reports it as before."""
+        if self.nodes is None or number in self.incomplete:
+            return
+        node = self.nodes[number]
+        if not self.as_root and node.mode & 0o600 != 0o600:
+            return
+        try:
+            set_metadata(fd, node)
+        except OSError:
+            return
+        self.metadata_set.add(number)
 
     def close(self) -> None:
         for fd in list(self.fds.values()):
