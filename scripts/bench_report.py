@@ -66,11 +66,16 @@ def _value(value: float | None, unit: str) -> str:
     return f"{value:.2f}" if value < 10 else f"{value:.1f}"
 
 
-def _ratio(vault: float | None, restic: float | None, better: str) -> str:
-    """How many times better vault is (>1: vault ahead)."""
+def times_better(vault: float | None, restic: float | None, better: str) -> float | None:
+    """How many times better vault is (>1: vault ahead); None without both values."""
     if not vault or not restic:
-        return "-"
-    return f"{(vault / restic if better == 'high' else restic / vault):.2f}x"
+        return None
+    return vault / restic if better == "high" else restic / vault
+
+
+def _ratio(vault: float | None, restic: float | None, better: str) -> str:
+    got = times_better(vault, restic, better)
+    return "-" if got is None else f"{got:.2f}x"
 
 
 def render(doc: dict[str, Any]) -> str:
@@ -111,10 +116,9 @@ def render(doc: dict[str, Any]) -> str:
             "|---|---|---|---|",
         ]
         for label, key, better, needed in TARGETS:
-            v, r = local["vault"].get(key), local["restic"].get(key)
-            if not v or not r:
+            got = times_better(local["vault"].get(key), local["restic"].get(key), better)
+            if got is None:
                 continue
-            got = v / r if better == "high" else r / v
             out.append(
                 f"| {label} | {needed:.1f}x | {got:.2f}x | {'yes' if got >= needed else 'NO'} |"
             )
