@@ -44,6 +44,7 @@ SECTIONS: tuple[tuple[tuple[str, ...], str, str, bool], ...] = (
     (("check", "unlock"), "vault.cli.upkeep", "add_check_parsers", False),
     (("key",), "vault.cli.keys", "add_key_parsers", True),
     (("copy",), "vault.cli.replicas", "add_replica_parsers", False),
+    (("serve", "console"), "vault.cli.console", "add_console_parsers", True),
 )
 
 

@@ -17,7 +17,7 @@ from vault.cli import secrets_input
 from vault.cli.output import TqdmProgress
 from vault.errors import UsageError, VaultError
 from vault.progress import NoProgress, Progress
-from vault.repo import audit, jobstate
+from vault.repo import audit, break_glass
 from vault.repo.keys import RECOVERY, Secret
 from vault.repo.location import ensure_exists
 from vault.repo.repository import Repository
@@ -147,11 +147,7 @@ def record_break_glass(repo: Repository, command: str) -> None:
         file=sys.stderr,
     )
     try:
-        event = audit.record(repo, "break-glass-open", result="PASS", details={"command": command})
-        pending = (jobstate.load(repo, jobstate.BREAK_GLASS) or {}).get("pending", [])
-        who = f"{event.actor}@{event.host}"
-        pending.append({"event": event.seq, "time": event.time, "who": who})
-        jobstate.save(repo, jobstate.BREAK_GLASS, {"pending": pending})
+        break_glass.record(repo, "break-glass-open", {"command": command})
     except VaultError as exc:
         print(f"vault: warning: could not record the break-glass open: {exc}", file=sys.stderr)
 

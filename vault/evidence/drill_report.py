@@ -47,7 +47,7 @@ def database_summary(record: dict[str, Any]) -> str | None:
 
 def summary(records: list[dict[str, Any]]) -> dict[str, Any]:
     passed = sum(1 for r in records if r["result"] == "PASS")
-    rtos = [t for t in (_single_rto(r) for r in records) if t is not None]
+    rtos = [t for t in (single_rto(r) for r in records) if t is not None]
     open_actions = [
         {"drill_id": r["drill_id"], "corrective_actions": r["corrective_actions"]}
         for r in records
@@ -65,7 +65,7 @@ def summary(records: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _single_rto(record: dict[str, Any]) -> float | None:
+def single_rto(record: dict[str, Any]) -> float | None:
     for objective in record["objectives"]:
         if objective["name"] == "single-study RTO" and objective["measured_seconds"] is not None:
             return float(objective["measured_seconds"])
@@ -166,7 +166,7 @@ def as_markdown(records: list[dict[str, Any]], chain_head: str = "") -> str:
     return "\n".join(lines)
 
 
-def _bar_chart(
+def bar_chart(
     title: str, bars: list[tuple[str, float, str]], target: float | None, unit: str
 ) -> str:
     width, height, left, bottom = 640, 220, 60, 40
@@ -216,7 +216,7 @@ def _short(drill_id: str) -> str:
     return str(drill_id)[:8]
 
 
-def _log_chart(title: str, bars: list[tuple[str, float, str]], target: float | None) -> str:
+def log_chart(title: str, bars: list[tuple[str, float, str]], target: float | None) -> str:
     """Seconds on a log scale from 10 ms up, so a 0.05 s restore and a 15 min target both
     read; every bar is labelled with its value and its share of the target."""
     width, height, left, bottom, top_pad = 640, 240, 70, 40, 30
@@ -371,7 +371,7 @@ def _record_html(r: dict[str, Any]) -> str:
 def as_html(records: list[dict[str, Any]], chain_head: str = "") -> str:
     s = summary(records)
     labels = [_short(r["drill_id"]) for r in records]
-    throughput = _bar_chart(
+    throughput = bar_chart(
         "Restore throughput per drill",
         [
             (lab, r["volume"]["throughput_bytes_per_second"] / 1e6, "#2f6fb0")
@@ -380,12 +380,12 @@ def as_html(records: list[dict[str, Any]], chain_head: str = "") -> str:
         None,
         "MB/s",
     )
-    rto = _log_chart(
+    rto = log_chart(
         "Slowest single-study restore versus the RTO target",
         [
-            (lab, (_single_rto(r) or 0.0), "#2e8b57" if r["result"] == "PASS" else "#c0392b")
+            (lab, (single_rto(r) or 0.0), "#2e8b57" if r["result"] == "PASS" else "#c0392b")
             for lab, r in zip(labels, records, strict=True)
-            if _single_rto(r) is not None
+            if single_rto(r) is not None
         ],
         s["single_study_rto_target_seconds"],
     )

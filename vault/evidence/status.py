@@ -356,7 +356,8 @@ def _judge(st: Status, now: datetime, frequency_days: int) -> list[Finding]:
             Finding(
                 "keys",
                 LEVEL_WARN,
-                f"the repository was opened with the RECOVERY KEY (break-glass) on "
+                f"{opened.get('how') or 'the repository was opened with the RECOVERY KEY'} "
+                f"(break-glass) on "
                 f"{str(opened.get('time', ''))[:16]} by {opened.get('who', '?')} (audit event "
                 f"{opened.get('event')}): if that was expected, `vault audit --acknowledge "
                 f"{opened.get('event')} --note TEXT`",
@@ -435,9 +436,10 @@ def status(
     now: datetime,
     drill_policy: DrillPolicy | None = None,
     copy_rpo_hours: int = 48,
+    snapshots: list[Snapshot] | None = None,  # the caller's, when it keeps them
 ) -> Status:
     drill_policy = drill_policy or DrillPolicy()
-    snapshots = repo.snapshots()
+    snapshots = repo.snapshots() if snapshots is None else snapshots
     latest = snapshots[-1] if snapshots else None
     host = socket.gethostname()
     locks = [(lk, lk.is_stale(now, host)) for lk in list_locks(repo.storage, repo.keyring)]

@@ -133,3 +133,54 @@ def verify_signature(public_raw: bytes, data: bytes, signature: bytes) -> bool:
     except (InvalidSignature, ValueError):
         return False
     return True
+
+
+# -- the console's TLS certificate (X.509): generated once when none is given -----------------
+
+
+def self_signed_certificate(names: tuple[str, ...], days: int = 825) -> tuple[bytes, bytes]:
+    """(certificate PEM, private key PEM) of a new self-signed ECDSA P-256 certificate for
+    `names` (DNS names or IP addresses). 825 days: the longest validity browsers accept."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
+    alternatives: list[x509.GeneralName] = []
+    for name in names:
+        try:
+            alternatives.append(x509.IPAddress(ipaddress.ip_address(name)))
+        except ValueError:
+            alternatives.append(x509.DNSName(name))
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=days))
+        .add_extension(x509.SubjectAlternativeName(alternatives), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return certificate.public_bytes(serialization.Encoding.PEM), key_pem
+
+
+def certificate_fingerprint(pem: bytes) -> str:
+    """The SHA-256 fingerprint of a PEM certificate, as browsers show it (AA:BB:…)."""
+    from cryptography import x509
+
+    try:
+        der = x509.load_pem_x509_certificate(pem).public_bytes(serialization.Encoding.DER)
+    except ValueError:
+        raise ValueError("not a PEM certificate") from None
+    return ":".join(f"{b:02X}" for b in hashlib.sha256(der).digest())

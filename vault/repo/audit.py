@@ -88,8 +88,10 @@ def record(
     target: str = "",
     details: dict[str, Any] | None = None,
     now: datetime | None = None,
+    actor: str | None = None,
 ) -> AuditEvent:
-    """Append one event; retries on a concurrent append. Raises VaultError when it cannot."""
+    """Append one event; retries on a concurrent append. Raises VaultError when it cannot.
+    `actor`: who acted, when not this process's user (the console names its signed-in user)."""
 
     def build(seq: int, prev: str) -> dict[str, Any]:
         return signing.sign(
@@ -98,7 +100,7 @@ def record(
                 AuditEvent(
                     seq=seq,
                     time=(now or datetime.now(UTC)).isoformat(timespec="seconds"),
-                    actor=os_user(),
+                    actor=actor or os_user(),
                     host=socket.gethostname(),
                     action=action,
                     result=result,

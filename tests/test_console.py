@@ -1,0 +1,292 @@
+"""The web console over real HTTPS from a real `vault serve`: every route as every role, CSRF
+on every state-changing route, security headers, sign-in failures and lockout, the address
+limit, the users file, TOTP against RFC 6238, and no patient data in URLs or the server log.
+The browser flows are in test_console_browser.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.console import ConsoleServer, make_repository, run_vault, write_config
+from vault.console import totp
+from vault.console.pages import PAGES
+from vault.console.users import RANK, ROLES, UserStore
+from vault.errors import UsageError
+from vault.policy.console import load_console_policy
+
+PASSWORD = "correct horse battery staple"
+
+
+def _env(root: Path) -> dict[str, str]:
+    password = root / "password"
+    password.write_text(PASSWORD + "\n")
+    password.chmod(0o600)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "AWS_"))}
+    env |= {
+        "VAULT_TEST_FAST_KDF": "1",
+        "VAULT_TEST_SUITE": "1",
+        "VAULT_STATE_DIR": str(root / "vault-state"),
+        "VAULT_PASSWORD_FILE": str(password),
+    }
+    return env
+
+
+def _patients(archive: Path) -> set[str]:
+    """Patient IDs and names in the archive, as the catalog holds them."""
+    found = set()
+    for path in archive.rglob("*.dcm"):
+        text = path.read_bytes()[:4096]
+        found.update(m.decode() for m in re.findall(rb"DEMO-\d{4}", text))
+    assert found, "the sample archive has no DEMO patient IDs"
+    return found
+
+
+@pytest.fixture(scope="module")
+def server(
+    tmp_path_factory: pytest.TempPathFactory, archive_template: Path
+) -> Iterator[ConsoleServer]:
+    root = tmp_path_factory.mktemp("console")
+    env = _env(root)
+    repo = make_repository(root / "main", archive_template, env)
+    config = write_config(root, {"main": repo}, root / "password", max_failures=3)
+    console = ConsoleServer(root, config, env)
+    for role in ROLES:
+        console.add_user(role, role)
+    console.add_user("locked", "operator")
+    console.start()
+    try:
+        yield console
+    finally:
+        console.stop()
+
+
+def _fill(path: str) -> str:
+    return re.sub(r"\{(\w+)\}", lambda m: "main" if m[1] == "repo" else "x" + m[1], path)
+
+
+def test_every_route_as_every_role(server: ConsoleServer) -> None:
+    """Each role is refused, before anything runs, every page above it; every form route of a
+    role's own asks for the CSRF token; a visitor who has not signed in is sent to sign in."""
+    clients = {role: server.session(role) for role in ROLES}
+    stranger = server.client()
+    guarded = [p for p in PAGES if p.role is not None]
+    assert {p.path for p in PAGES if p.role is None} == {"/login"}
+    for page in guarded:
+        path = _fill(page.path)
+        for method in page.methods:
+            anonymous = stranger.request(method, path, {} if method == "POST" else None)
+            if method == "GET":
+                assert anonymous.status == 303 and anonymous.location.startswith("/login"), path
+            else:  # no session: refused at the origin/CSRF check or sent to sign in
+                assert anonymous.status in (303, 403), path
+            for role, web in clients.items():
+                if method == "POST" and page.path == "/logout":
+                    continue  # would end the session the other checks use; tested below
+                body = {"csrf": "not-the-token"} if method == "POST" else None
+                reply = web.request(method, path, body)
+                if RANK[role] < RANK[page.role]:
+                    assert reply.status == 403, (role, method, path, reply.status)
+                    assert "above your role" in reply.text, (role, path)
+                elif method == "POST":
+                    assert reply.status == 403, (role, method, path)
+                    assert "did not come from this console" in reply.text, (role, path)
+                else:
+                    assert reply.status not in (403, 500), (role, path, reply.status)
+
+
+def test_viewer_sees_no_patient_data(server: ConsoleServer, archive_template: Path) -> None:
+    web = server.session("viewer")
+    patients = _patients(archive_template)
+    for page in PAGES:
+        if (
+            page.role is None
+            or "GET" not in page.methods
+            or "{" in _fill(page.path).replace("main", "")
+        ):
+            continue
+        reply = web.get(_fill(page.path))
+        for patient in patients:
+            assert patient not in reply.text, (page.path, reply.status)
+
+
+def test_security_headers_and_no_inline_script(server: ConsoleServer) -> None:
+    web = server.client()
+    for path in ("/login", "/static/console.js", "/static/console.css", "/no-such-page"):
+        reply = web.get(path)
+        csp = reply.headers.get("content-security-policy", "")
+        assert "script-src 'self'" in csp and "'unsafe-inline'" not in csp, path
+        assert "frame-ancestors 'none'" in csp
+        assert reply.headers.get("x-content-type-options") == "nosniff"
+        assert reply.headers.get("strict-transport-security", "").startswith("max-age=")
+        assert reply.headers.get("cache-control") == "no-store"
+    admin = server.session("admin")
+    for page in PAGES:
+        if (
+            page.role is None
+            or "GET" not in page.methods
+            or "{" in _fill(page.path).replace("main", "")
+        ):
+            continue
+        reply = admin.get(_fill(page.path))
+        if "attachment" in reply.headers.get("content-disposition", ""):
+            continue  # a download (a report to keep), not a console page
+        text = reply.text
+        assert not re.search(r"<script(?![^>]*\bsrc=)", text), page.path  # no inline script
+        assert " style=" not in text and "<style" not in text, page.path
+        assert "javascript:" not in text, page.path
+
+
+def test_session_cookie_is_secure_httponly_strict(server: ConsoleServer) -> None:
+    account = server.add_user("cookie", "viewer", "--no-totp")
+    web = server.client()
+    token = web.csrf("/login")
+    reply = web.request(
+        "POST",
+        "/login",
+        {"name": "cookie", "password": account.password, "code": "", "csrf": token},
+    )
+    cookie = next(c for c in reply.set_cookies if c.startswith("vault_session=")).lower()
+    assert "vault_session=" in cookie
+    for flag in ("secure", "httponly", "samesite=strict"):
+        assert flag in cookie
+
+
+def test_sign_in_failures_say_the_same_and_lock_the_account(server: ConsoleServer) -> None:
+    account = server.accounts["locked"]
+    web = server.client()
+    good = account.code()
+    wrong_code = "111111" if good == "000000" else "000000"
+    replies = [
+        web.sign_in("locked", "not it", good),
+        web.sign_in("locked", account.password, wrong_code),
+        web.sign_in("nobody", "not it", "123456"),
+    ]
+    for reply in replies:
+        assert reply.status == 401
+        assert "The name, password or code is not right." in reply.text
+    third = web.sign_in("locked", "not it either", good)  # max_failures = 3
+    assert third.status == 403 and "locked after too many failed sign-ins" in third.text
+    refused = web.sign_in("locked", account.password, good)  # right, but locked
+    assert refused.status == 403
+    assert UserStore(server.state).get("locked").locked_until > 0  # type: ignore[union-attr]
+    run_vault("console", "user", "unlock", "locked", "--config", str(server.config), env=server.env)
+    assert web.sign_in("locked", account.password, account.take()).status == 303
+    log = (server.state / "signins.jsonl").read_text()
+    outcomes = [e["outcome"] for e in map(json.loads, log.splitlines()) if e["user"] == "locked"]
+    assert outcomes == ["FAIL", "FAIL", "LOCKED", "LOCKED", "PASS"]
+    assert account.password not in log and "not it" not in log
+
+
+def test_a_code_is_good_once(server: ConsoleServer) -> None:
+    account = server.add_user("once", "operator")
+    first, second = server.client(), server.client()
+    code = account.take()
+    assert first.sign_in("once", account.password, code).status == 303
+    assert second.sign_in("once", account.password, code).status == 401
+
+
+def test_removed_user_loses_the_session(server: ConsoleServer) -> None:
+    server.add_user("leaving", "viewer", "--no-totp")
+    web = server.signed_in("leaving")
+    assert web.get("/").status == 200
+    run_vault(
+        "console", "user", "remove", "leaving", "--config", str(server.config), env=server.env
+    )
+    reply = web.get("/")
+    assert reply.status == 303 and reply.location.startswith("/login")
+
+
+def test_sign_out_ends_the_session(server: ConsoleServer) -> None:
+    server.add_user("brief", "viewer", "--no-totp")
+    web = server.signed_in("brief")
+    token = web.cookies["vault_session"]
+    assert web.post("/logout", {}).status == 303
+    web.cookies["vault_session"] = token  # the old cookie, replayed
+    assert web.get("/").status == 303
+
+
+def test_no_patient_data_in_the_server_log_or_urls(
+    server: ConsoleServer, archive_template: Path
+) -> None:
+    web = server.session("operator")
+    patient = sorted(_patients(archive_template))[0]
+    found = web.post("/r/main/studies", {"patient_id": patient})
+    assert found.status == 200 and patient in found.text
+    links = re.findall(r'href="([^"]+)"', found.text)
+    assert links and not any(patient in link for link in links)
+    study = next(link for link in links if "/studies/" in link)
+    page = web.get(study)
+    assert page.status == 200 and patient in page.text
+    log = server.log.read_text()
+    assert patient not in log and "DEMO" not in log
+    assert "/r/{repo}/studies/{catalog_id}" in log  # the route's pattern, not its URL
+
+
+def test_search_needs_a_filter(server: ConsoleServer) -> None:
+    web = server.session("admin")
+    reply = web.post("/r/main/studies", {})
+    assert reply.status == 400 and "at least one filter" in reply.text
+    assert "DEMO-" not in reply.text
+
+
+def test_too_many_failures_from_one_address(tmp_path: Path, archive_template: Path) -> None:
+    env = _env(tmp_path)
+    repo = make_repository(tmp_path / "main", archive_template, env)
+    config = write_config(tmp_path, {"main": repo}, tmp_path / "password", address_failures=4)
+    console = ConsoleServer(tmp_path, config, env)
+    account = console.add_user("real", "viewer", "--no-totp")
+    console.start()
+    try:
+        web = console.client()
+        for number in range(4):
+            assert web.sign_in(f"guess{number}", "x", "").status == 401
+        refused = web.sign_in("real", account.password, "")
+        assert refused.status == 429 and "Too many failed sign-ins" in refused.text
+    finally:
+        console.stop()
+
+
+def test_users_file_is_private_and_holds_no_password(server: ConsoleServer) -> None:
+    path = server.state / "users.json"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    text = path.read_text()
+    for account in server.accounts.values():
+        assert account.password not in text
+
+
+def test_totp_matches_rfc_6238() -> None:
+    # RFC 6238 appendix B, SHA-1, with the last 6 of its 8 digits.
+    secret = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ"  # base32 of "12345678901234567890"
+    for when, expected in (
+        (59, "287082"),
+        (1111111109, "081804"),
+        (1234567890, "005924"),
+        (2000000000, "279037"),
+        (20000000000, "353130"),
+    ):
+        assert totp.code_at(secret, when) == expected
+    assert totp.matching_step(secret, "287082", 59, 0) == 1
+    assert totp.matching_step(secret, "287082", 59, 1) is None  # used once already
+    assert totp.matching_step(secret, "287082", 59 + 90, 0) is None  # too old
+
+
+def test_console_config_refuses_a_secret(tmp_path: Path) -> None:
+    config = tmp_path / "console.toml"
+    config.write_text('[[repository]]\nname = "a"\nurl = "/srv/a"\npassword = "hunter2"\n')
+    with pytest.raises(UsageError, match="would put a secret"):
+        load_console_policy(config)
+    config.write_text('[[repository]]\nname = "A b"\nurl = "/srv/a"\nkey_file = "/k"\n')
+    with pytest.raises(UsageError, match="lower-case letters"):
+        load_console_policy(config)
+    config.write_text(
+        '[console]\nidle_minutes = 0\n[[repository]]\nname = "a"\nurl = "/srv/a"\nkey_file = "/k"\n'
+    )
+    with pytest.raises(UsageError, match="idle_minutes must be a number above 0"):
+        load_console_policy(config)
