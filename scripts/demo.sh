@@ -6,6 +6,21 @@
 # the nightly service does, show the retention dry run, the status page and the evidence pack,
 # and, when Orthanc is installed, send the study into a local Orthanc PACS.
 # Everything lands in ./demo (delete it when done). No real patient data is involved.
+#
+# --console: at the end, start the web console on the demo repository (https://127.0.0.1:8443/
+# by default, --listen HOST:PORT to change), printing the URL, a one-time admin password and
+# the TOTP enrolment URI; it runs until Ctrl-C.
+CONSOLE=0
+LISTEN="127.0.0.1:8443"
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --console) CONSOLE=1 ;;
+        --listen) LISTEN="${2:?--listen takes HOST:PORT}"; shift ;;
+        -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "scripts/demo.sh: unknown option $1 (try --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
 source "$(dirname "$0")/_venv.sh"
 cd "$ROOT"
 DEMO="$ROOT/demo"
@@ -115,6 +130,30 @@ if [ -x /usr/sbin/mariadbd ]; then
     python scripts/demo_database.py "$DEMO"
 else
     step "vault backup --database: skipped (MariaDB is not installed; scripts/test.sh installs it)"
+fi
+
+if [ "$CONSOLE" = 1 ]; then
+    step "vault serve  (the web console on the demo repository; Ctrl-C stops it)"
+    mkdir -p "$DEMO/restores"
+    cat > "$DEMO/console.toml" <<EOF
+[console]
+listen = "$LISTEN"
+state_dir = "$DEMO/console-state"
+restore_root = "$DEMO/restores"
+
+[[repository]]
+name = "demo"
+url = "$VAULT_REPO"
+password_file = "$VAULT_PASSWORD_FILE"
+policy_dir = "$DEMO/policies"
+EOF
+    vault console user add demo-admin --role admin --config "$DEMO/console.toml"
+    echo
+    echo "Sign in as demo-admin with the one-time password above and a code from an"
+    echo "authenticator app given the TOTP URI (none at hand: python scripts/totp_code.py URI)."
+    echo "The browser warns of the self-signed certificate: compare its SHA-256 fingerprint"
+    echo "with the one printed below, then accept it."
+    exec vault serve --config "$DEMO/console.toml"
 fi
 
 step "Done"

@@ -19,6 +19,8 @@ command -v borg >/dev/null || need+=(borgbackup)
 [ -x /usr/sbin/mariadbd ] || need+=(mariadb-server)
 command -v mariadb-dump >/dev/null || need+=(mariadb-client)
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)
+# Chromium for the console's browser tests (Playwright drives Debian's: no browser download).
+[ -x /usr/lib/chromium/chromium ] || command -v chromium >/dev/null || need+=(chromium)
 if [ ${#need[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "installing ${need[*]} for the tests that use them" >&2
     blocker=/usr/sbin/policy-rc.d

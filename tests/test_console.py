@@ -14,12 +14,17 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import PASSWORD as CONFTEST_PASSWORD
+from tests.conftest import RunCli
 from tests.console import ConsoleServer, make_repository, run_vault, write_config
+from tests.repos import RepoHandle
 from vault.console import totp
-from vault.console.pages import PAGES
+from vault.console.routes import PAGES
 from vault.console.users import RANK, ROLES, UserStore
 from vault.errors import UsageError
+from vault.format import layout
 from vault.policy.console import load_console_policy
+from vault.repo.snapshot_cache import SnapshotCache
 
 PASSWORD = "correct horse battery staple"
 
@@ -290,3 +295,42 @@ def test_console_config_refuses_a_secret(tmp_path: Path) -> None:
     )
     with pytest.raises(UsageError, match="idle_minutes must be a number above 0"):
         load_console_policy(config)
+
+
+def test_shipped_console_toml_loads_with_its_examples(tmp_path: Path) -> None:
+    shipped = (Path(__file__).parent.parent / "policies" / "console.toml").read_text()
+    config = tmp_path / "console.toml"
+    config.write_text(shipped)
+    with pytest.raises(UsageError, match="no \\[\\[repository\\]\\] to serve"):
+        load_console_policy(config)
+    config.write_text(
+        "\n".join(
+            line[2:] if line.startswith("# ") and ("=" in line or "[[" in line) else line
+            for line in shipped.splitlines()
+        )
+    )
+    policy = load_console_policy(config)
+    assert [r.name for r in policy.repositories] == ["main", "offsite"]
+    assert policy.listen == "127.0.0.1:8443" and policy.idle_minutes == 15
+
+
+def test_snapshot_cache_sees_new_retagged_and_forgotten_snapshots(
+    repo: RepoHandle, vault: RunCli, tmp_path: Path
+) -> None:
+    source = tmp_path / "data"
+    source.mkdir()
+    (source / "a").write_bytes(b"first")
+    assert vault("backup", "-r", repo, source).code == 0
+    opened = repo.open(CONFTEST_PASSWORD)
+    cache = SnapshotCache()
+    (first,) = cache.snapshots(opened)
+    (source / "a").write_bytes(b"second")
+    assert vault("backup", "-r", repo, source).code == 0
+    both = cache.snapshots(opened)
+    assert len(both) == 2 and both[0] is first  # the first one was not read again
+    assert vault("tag", "-r", repo, first.id, "--add", "legal-hold").code == 0
+    held = next(s for s in cache.snapshots(opened) if s.id == first.id)
+    assert "legal-hold" in held.tags
+    opened.storage.delete(layout.snapshot(first.id))  # gone, by whatever means
+    assert [s.id for s in cache.snapshots(opened)] == [s.id for s in opened.snapshots()]
+    assert first.id not in {s.id for s in cache.snapshots(opened)}

@@ -90,6 +90,7 @@ def sign_in(ctx: Ctx) -> Response:
 def logout(ctx: Ctx) -> Response:
     if ctx.session is not None:
         ctx.console.sessions.end(ctx.session.token)
+        ctx.console.signins.add(ctx.session.user, _address(ctx), "SIGN-OUT")
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/", secure=True, httponly=True, samesite="strict")
     return response

@@ -13,7 +13,6 @@ from pathlib import Path
 
 from vault.errors import VaultError
 from vault.evidence.status import LEVEL_FAIL, Finding, Status, status
-from vault.format import layout, sealing
 from vault.format.snapshot import Snapshot
 from vault.policy.console import ConsoleRepository
 from vault.policy.files import (
@@ -26,6 +25,7 @@ from vault.policy.files import (
 from vault.policy.pacs import PacsFile, load_pacs_file
 from vault.repo.keys import Secret
 from vault.repo.repository import Repository
+from vault.repo.snapshot_cache import SnapshotCache
 
 Opener = Callable[[ConsoleRepository], tuple[Repository, Secret]]
 
@@ -38,8 +38,7 @@ class Served:
     secret: Secret | None = None
     error: str = ""
     guard: threading.RLock = field(default_factory=threading.RLock)
-    _snapshots: dict[str, Snapshot] = field(default_factory=dict)
-    _sizes: dict[str, int] = field(default_factory=dict)  # each snapshot object's, when read
+    _cache: SnapshotCache = field(default_factory=SnapshotCache)
 
     @property
     def name(self) -> str:
@@ -80,26 +79,9 @@ class Served:
         return load_pacs_file(path) if path and path.exists() else None
 
     def snapshots(self) -> list[Snapshot]:
-        """Every snapshot, oldest first. Snapshots are written once, so each is read once and
-        kept; a retagged one (a legal hold) is read again when its object changes size."""
+        """Every snapshot, oldest first, each read once (vault.repo.snapshot_cache)."""
         with self.guard:
-            repo = self.open()
-            listed = {
-                layout.id_of(i.key): i.size
-                for i in repo.storage.list(layout.SNAPSHOTS)
-                if not sealing.is_torn(i.size)
-            }
-            for gone in set(self._snapshots) - set(listed):
-                del self._snapshots[gone]
-            for snapshot_id, size in listed.items():
-                known = self._snapshots.get(snapshot_id)
-                if known is None or self._sizes.get(snapshot_id) != size:
-                    try:
-                        self._snapshots[snapshot_id] = repo.load_snapshot(snapshot_id)
-                    except VaultError:
-                        continue  # forgotten meanwhile, or damaged: status and check say so
-                    self._sizes[snapshot_id] = size
-            return sorted(self._snapshots.values(), key=lambda s: (s.time, s.id))
+            return self._cache.snapshots(self.open())
 
     def snapshot(self, snapshot_id: str) -> Snapshot | None:
         return next((s for s in self.snapshots() if s.id == snapshot_id), None)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import uvicorn
 
-from vault.console.pages import PAGES
+from vault.console.routes import PAGES
 from vault.console.web import Console, build_app
 from vault.errors import UsageError
 from vault.format import crypto

@@ -39,9 +39,15 @@ class Session:
 
 
 class Sessions:
-    def __init__(self, idle_seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        idle_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
+        on_idle: Callable[[Session], None] = lambda session: None,
+    ) -> None:
         self.idle_seconds = idle_seconds
         self._clock = clock
+        self._on_idle = on_idle
         self._sessions: dict[str, Session] = {}
         self._guard = threading.Lock()
 
@@ -65,10 +71,13 @@ class Sessions:
                 return None
             if now - session.last_seen > self.idle_seconds:
                 del self._sessions[token]
-                return None
-            if touch:
-                session.last_seen = now
-            return session
+                ended = session
+            else:
+                if touch:
+                    session.last_seen = now
+                return session
+        self._on_idle(ended)  # outside the lock: it writes the console's log
+        return None
 
     def end(self, token: str) -> None:
         with self._guard:

@@ -1,6 +1,8 @@
-"""The console's sign-in log: each attempt, success or not, as one JSON line (mode 0600) in
-the state directory. Names the account and the client address, never the password or code.
-Repository events (searches, views, restores) go to each repository's audit log instead."""
+"""The console's own log: each sign-in attempt, success or not, each sign-out (by hand or after
+idle time), each page refused above a role, as one JSON line (mode 0600) in the state
+directory. It names the account, the client address and the route's pattern, never a password,
+a code or a URL. Repository events (searches, views, restores) go to each repository's audit
+log instead."""
 
 from __future__ import annotations
 

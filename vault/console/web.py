@@ -70,7 +70,12 @@ class Console:
     fingerprint: str = ""
 
     def __post_init__(self) -> None:
-        self.sessions = Sessions(self.policy.idle_minutes * 60)
+        self.sessions = Sessions(
+            self.policy.idle_minutes * 60,
+            on_idle=lambda s: self.signins.add(
+                s.user, "", "IDLE-SIGN-OUT", "no request for the idle time"
+            ),
+        )
         self.failures = FailureWindow(
             self.policy.address_failures, self.policy.address_window_minutes * 60
         )
@@ -142,6 +147,10 @@ class Page:
     stream: Callable[[Ctx], Awaitable[Response]] | None = None
 
 
+def _address(request: Request) -> str:
+    return request.client.host if request.client else "?"
+
+
 def _same_origin(request: Request) -> bool:
     """A state-changing request must come from our own pages (with the CSRF token)."""
     origin = request.headers.get("origin")
@@ -168,6 +177,12 @@ def guard(console: Console, page: Page) -> Callable[[Request], Awaitable[Respons
             if RANK[user.role] < RANK[page.role]:
                 log.warning(
                     "refused %s %s to %s (%s)", request.method, page.path, user.name, user.role
+                )
+                console.signins.add(
+                    user.name,
+                    _address(request),
+                    "DENIED",
+                    f"{request.method} {page.path} needs {page.role}",
                 )
                 return _error(console, session, user, 403, "This page is above your role.")
         form: dict[str, str] = {}
