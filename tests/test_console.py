@@ -23,7 +23,9 @@ from vault.console.routes import PAGES
 from vault.console.users import RANK, ROLES, UserStore
 from vault.errors import UsageError
 from vault.format import layout
+from vault.jobs.studies import StudyFilter, StudyIndex, StudyRow
 from vault.policy.console import load_console_policy
+from vault.repo.repository import Repository
 from vault.repo.snapshot_cache import SnapshotCache
 
 PASSWORD = "correct horse battery staple"
@@ -334,3 +336,74 @@ def test_snapshot_cache_sees_new_retagged_and_forgotten_snapshots(
     opened.storage.delete(layout.snapshot(first.id))  # gone, by whatever means
     assert [s.id for s in cache.snapshots(opened)] == [s.id for s in opened.snapshots()]
     assert first.id not in {s.id for s in cache.snapshots(opened)}
+
+
+def _every_catalog(repo: Repository, query: StudyFilter) -> list[StudyRow]:
+    """The search as round 1 wrote it, every catalog read whole: the index's oracle."""
+    rows: dict[str, StudyRow] = {}
+    for snapshot in repo.snapshots():
+        catalog = repo.load_catalog(snapshot)
+        for study in catalog.studies.values() if catalog else ():
+            if query.matches(study):
+                row = rows.setdefault(study.catalog_id, StudyRow(study))
+                row.study = study
+                row.snapshots.append(snapshot.id)
+    return sorted(rows.values(), key=lambda r: (r.study.study_date, r.study.catalog_id))
+
+
+def test_study_index_finds_what_reading_every_catalog_finds(
+    repo: RepoHandle, vault: RunCli, archive: Path
+) -> None:
+    """The index (the console's, and `vault studies`') against reading every catalog whole,
+    over snapshots where a study's header changed, one with an unchanged catalog, and after a
+    snapshot disappeared."""
+    import pydicom
+
+    assert vault("backup", "-r", repo, archive).code == 0
+    assert vault("backup", "-r", repo, archive).code == 0  # an unchanged night: same catalog
+    some = next(p for p in sorted(archive.rglob("*.dcm")))
+    header = pydicom.dcmread(some)
+    header.PatientName = "CORRECTED^NAME"
+    header.save_as(some)
+    assert vault("backup", "-r", repo, archive).code == 0
+    opened = repo.open(CONFTEST_PASSWORD)
+    index = StudyIndex()
+
+    def same(query: StudyFilter) -> None:
+        index.update(opened, opened.snapshots())
+        mine, more = index.search(query, 10_000)
+        theirs = _every_catalog(opened, query)
+        assert more == 0 and theirs
+        assert {f.study.catalog_id: (f.study, f.snapshots) for f in mine} == {
+            r.study.catalog_id: (r.study, r.snapshots) for r in theirs
+        }
+        assert [f.study.catalog_id for f in mine] == [r.study.catalog_id for r in reversed(theirs)]
+        everything = {r.study.catalog_id: r for r in _every_catalog(opened, StudyFilter())}
+        for row in theirs:  # a study's page: its newest version, every snapshot holding it
+            found = index.get(row.study.catalog_id)
+            whole = everything[row.study.catalog_id]
+            assert found is not None
+            assert (found.study, found.snapshots) == (whole.study, whole.snapshots)
+        cli = vault("studies", "-r", repo, "--json", *_flags(query))
+        assert [d["catalog_id"] for d in cli.json()] == [r.study.catalog_id for r in theirs]
+
+    same(StudyFilter(name="corrected"))
+    same(StudyFilter(patient_id=header.PatientID))  # the old name's snapshots and the new one
+    same(StudyFilter(modality="CT"))
+    same(StudyFilter(since="19000101"))
+    first = opened.snapshots()[0]
+    opened.storage.delete(layout.snapshot(first.id))
+    same(StudyFilter(since="19000101"))
+    assert all(first.id not in f.snapshots for f in index.search(StudyFilter(since="19000101"))[0])
+
+
+def _flags(query: StudyFilter) -> list[str]:
+    given = {
+        "patient_id": "--patient",
+        "name": "--name",
+        "since": "--since",
+        "modality": "--modality",
+    }
+    return [
+        x for key, flag in given.items() if getattr(query, key) for x in (flag, getattr(query, key))
+    ]

@@ -288,6 +288,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"vault console listening on https://{shown}:{port}/", flush=True)
         print(f"certificate SHA-256 fingerprint {cert.fingerprint}", flush=True)
 
+    for one in served.values():
+        if one.repo is not None:
+            one.warm_up()
     serve(console, host, port, cert, ready)
     return 0
 

@@ -25,7 +25,7 @@ from vault.evidence.pack import EvidencePack, gather
 from vault.format.snapshot import Snapshot
 from vault.jobs.pacs_send import send_studies
 from vault.jobs.restore.restorer import RestoreOptions, restore
-from vault.jobs.studies import StudyFilter, StudyRow, file_sets_of, find_studies
+from vault.jobs.studies import StudyFilter, StudyRow, file_sets_of
 from vault.policy.pacs import PacsEndpoint
 from vault.repo import audit, break_glass, lock
 from vault.repo.repository import Repository
@@ -60,45 +60,35 @@ def record_quietly(repo: Repository, user: str, action: str, **fields: Any) -> N
 
 @dataclass(frozen=True)
 class Search:
-    rows: list[StudyRow]
+    rows: list[StudyRow]  # newest study first
     more: int  # matches beyond MAX_RESULTS, not shown
 
 
 def search_studies(served: Served, user: str, query: StudyFilter) -> Search:
     if not any(v is not None for v in vars(query).values()):
         raise UsageError("give at least one filter: patient ID, name, date or modality")
+    rows, more = served.studies().search(query, MAX_RESULTS)
     with served.guard:
-        repo = served.open()
-        rows = find_studies(repo, query)
-        shown = rows[-MAX_RESULTS:]  # the newest
         record(
-            repo,
+            served.open(),
             user,
             "studies-search" if query.identifying else "studies-list",
             result="PASS",
-            catalog_ids=[r.study.catalog_id for r in shown],
+            catalog_ids=[r.study.catalog_id for r in rows],
             details={
                 "filters": [k for k, v in vars(query).items() if v is not None],
                 "console_user": user,
             },
         )
-    return Search(list(reversed(shown)), len(rows) - len(shown))
+    return Search(rows, more)
 
 
 def view_study(served: Served, user: str, catalog_id: str) -> StudyRow | None:
-    with served.guard:
-        repo = served.open()
-        found = None
-        for snapshot in served.snapshots():
-            catalog = repo.load_catalog(snapshot)
-            study = by_catalog_id(catalog, catalog_id) if catalog else None
-            if study is not None:
-                found = found or StudyRow(study)
-                found.study = study
-                found.snapshots.append(snapshot.id)
-        if found is not None:
+    found = served.studies().get(catalog_id)
+    if found is not None:
+        with served.guard:
             record(
-                repo,
+                served.open(),
                 user,
                 "study-view",
                 result="PASS",

@@ -5,7 +5,9 @@ not shared between threads); a task opens its own."""
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -14,6 +16,7 @@ from pathlib import Path
 from vault.errors import VaultError
 from vault.evidence.status import LEVEL_FAIL, Finding, Status, status
 from vault.format.snapshot import Snapshot
+from vault.jobs.studies import StudyIndex
 from vault.policy.console import ConsoleRepository
 from vault.policy.files import (
     DrillPolicy,
@@ -27,6 +30,7 @@ from vault.repo.keys import Secret
 from vault.repo.repository import Repository
 from vault.repo.snapshot_cache import SnapshotCache
 
+log = logging.getLogger("vault.console")
 Opener = Callable[[ConsoleRepository], tuple[Repository, Secret]]
 
 
@@ -39,6 +43,7 @@ class Served:
     error: str = ""
     guard: threading.RLock = field(default_factory=threading.RLock)
     _cache: SnapshotCache = field(default_factory=SnapshotCache)
+    _studies: StudyIndex = field(default_factory=StudyIndex)
 
     @property
     def name(self) -> str:
@@ -82,6 +87,36 @@ class Served:
         """Every snapshot, oldest first, each read once (vault.repo.snapshot_cache)."""
         with self.guard:
             return self._cache.snapshots(self.open())
+
+    def studies(self) -> StudyIndex:
+        """The study index, brought up to the snapshots there are now. The catalogs are read
+        outside the page lock (opening sealed objects needs no shared state), so the other
+        pages of this repository are served while a first index is built."""
+        with self.guard:
+            repo, snapshots = self.open(), self.snapshots()
+        started = time.monotonic()
+        added = self._studies.update(repo, snapshots)
+        if added:
+            log.info(
+                "indexed the studies of %d snapshot(s) of %s in %.1f s",
+                added,
+                self.name,
+                time.monotonic() - started,
+            )
+        return self._studies
+
+    def warm_up(self) -> None:
+        """Build the study index in the background, so the first search does not wait."""
+
+        def build() -> None:
+            try:
+                self.studies()
+            except VaultError as exc:  # the first search will say it
+                log.warning(
+                    "could not index the studies of %s: %s", self.name, exc.__class__.__name__
+                )
+
+        threading.Thread(target=build, name=f"index-{self.name}", daemon=True).start()
 
     def snapshot(self, snapshot_id: str) -> Snapshot | None:
         return next((s for s in self.snapshots() if s.id == snapshot_id), None)
