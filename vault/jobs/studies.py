@@ -5,7 +5,6 @@ storage (which sees only GETs of sealed catalog objects)."""
 
 from __future__ import annotations
 
-import hashlib
 import re
 import threading
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from vault.dicom.header import normalise_date
 from vault.errors import UsageError
 from vault.format import layout, sealing
 from vault.format.snapshot import Snapshot
+from vault.parallel import in_order
 from vault.repo.repository import Repository
 
 
@@ -112,6 +112,9 @@ class _Entry:
         return mask
 
 
+CATALOG_READS = 4  # catalogs opened at once: a few round trips to S3, both cores locally
+
+
 @dataclass
 class StudyIndex:
     """The studies of many snapshots, each snapshot's catalog read once.
@@ -124,7 +127,7 @@ class StudyIndex:
 
     _order: list[str] = field(default_factory=list)  # snapshot ids by bit number
     _entries: dict[str, _Entry] = field(default_factory=dict)  # by catalog id
-    _last: tuple[bytes, list[Study]] = (b"", [])  # the last parsed catalog's digest, studies
+    _last: tuple[bytes, list[Study]] = (b"", [])  # the last catalog's bytes and studies
     _guard: threading.Lock = field(default_factory=threading.Lock)
 
     def update(self, repo: Repository, snapshots: list[Snapshot]) -> int:
@@ -135,18 +138,23 @@ class StudyIndex:
             if any(snapshot_id not in live for snapshot_id in self._order):
                 self._order, self._entries, self._last = [], {}, (b"", [])
             known = set(self._order)
-            for snapshot in snapshots:
-                if snapshot.id not in known and snapshot.catalog:
-                    self._add(repo, snapshot)
-                    added += 1
+            new = [s for s in snapshots if s.id not in known and s.catalog]
+
+            def opened(snapshot: Snapshot) -> bytes:
+                key = layout.catalog(snapshot.catalog or "")
+                return repo.open_object(sealing.Kind.CATALOG, key)
+
+            # Opening (decrypting, inflating) a catalog leaves the GIL: two cores, twice as fast.
+            for snapshot, payload in in_order(new, opened, CATALOG_READS):
+                self._add(snapshot, payload)
+                added += 1
         return added
 
-    def _add(self, repo: Repository, snapshot: Snapshot) -> None:
+    def _add(self, snapshot: Snapshot, payload: bytes) -> None:
         key = layout.catalog(snapshot.catalog or "")
-        payload = repo.open_object(sealing.Kind.CATALOG, key)
-        digest = hashlib.sha256(payload).digest()
-        studies = self._last[1] if digest == self._last[0] else parse_studies(key, payload)
-        self._last = (digest, studies)
+        # Compared whole (a memcmp, a millisecond for 7 MB; hashing took five).
+        studies = self._last[1] if payload == self._last[0] else parse_studies(key, payload)
+        self._last = (payload, studies)
         bit = 1 << len(self._order)
         self._order.append(snapshot.id)
         for study in studies:
