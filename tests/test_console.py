@@ -62,7 +62,10 @@ def server(
     root = tmp_path_factory.mktemp("console")
     env = _env(root)
     repo = make_repository(root / "main", archive_template, env)
-    config = write_config(root, {"main": repo}, root / "password", max_failures=3)
+    # "gone" names storage that holds no repository (a practice whose disk is unplugged): the
+    # console still starts and serves the others.
+    gone = root / "gone"
+    config = write_config(root, {"main": repo, "gone": gone}, root / "password", max_failures=3)
     console = ConsoleServer(root, config, env)
     for role in ROLES:
         console.add_user(role, role)
@@ -106,6 +109,21 @@ def test_every_route_as_every_role(server: ConsoleServer) -> None:
                     assert "did not come from this console" in reply.text, (role, path)
                 else:
                     assert reply.status not in (403, 500), (role, path, reply.status)
+
+
+def test_a_repository_that_cannot_be_opened_is_red_not_fatal(server: ConsoleServer) -> None:
+    web = server.session("viewer")
+    fleet = web.get("/")
+    assert fleet.status == 200
+    row = re.search(r'<tr class="(\w+)" data-repository="gone">(.*?)</tr>', fleet.text, re.S)
+    assert row and row[1] == "fail" and "cannot open it" in row[2], fleet.text
+    assert 'id="fleet-level">FAIL<' in fleet.text
+    served = re.search(r'<tr class="(\w+)" data-repository="main">', fleet.text)
+    assert served and served[1] != "fail"
+    page = web.get("/r/gone")
+    assert page.status == 500 and "The repository could not do this" in page.text
+    assert "Traceback" not in page.text and "Traceback" not in server.log.read_text()
+    assert web.get("/r/main").status == 200
 
 
 def test_viewer_sees_no_patient_data(server: ConsoleServer, archive_template: Path) -> None:
