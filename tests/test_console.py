@@ -20,6 +20,7 @@ from tests.console import ConsoleServer, make_repository, run_vault, write_confi
 from tests.repos import RepoHandle
 from vault.console import totp
 from vault.console.routes import PAGES
+from vault.console.web import Page
 from vault.console.users import RANK, ROLES, UserStore
 from vault.errors import UsageError
 from vault.format import layout
@@ -81,6 +82,17 @@ def _fill(path: str) -> str:
     return re.sub(r"\{(\w+)\}", lambda m: "main" if m[1] == "repo" else "x" + m[1], path)
 
 
+def _pages_of_the_repository() -> list[Page]:
+    """The signed-in GET pages whose path needs nothing but the repository's name."""
+    return [
+        page
+        for page in PAGES
+        if page.role is not None
+        and "GET" in page.methods
+        and "{" not in _fill(page.path).replace("main", "")
+    ]
+
+
 def test_every_route_as_every_role(server: ConsoleServer) -> None:
     """Each role is refused, before anything runs, every page above it; every form route of a
     role's own asks for the CSRF token; a visitor who has not signed in is sent to sign in."""
@@ -129,13 +141,7 @@ def test_a_repository_that_cannot_be_opened_is_red_not_fatal(server: ConsoleServ
 def test_viewer_sees_no_patient_data(server: ConsoleServer, archive_template: Path) -> None:
     web = server.session("viewer")
     patients = _patients(archive_template)
-    for page in PAGES:
-        if (
-            page.role is None
-            or "GET" not in page.methods
-            or "{" in _fill(page.path).replace("main", "")
-        ):
-            continue
+    for page in _pages_of_the_repository():
         reply = web.get(_fill(page.path))
         for patient in patients:
             assert patient not in reply.text, (page.path, reply.status)
@@ -152,13 +158,7 @@ def test_security_headers_and_no_inline_script(server: ConsoleServer) -> None:
         assert reply.headers.get("strict-transport-security", "").startswith("max-age=")
         assert reply.headers.get("cache-control") == "no-store"
     admin = server.session("admin")
-    for page in PAGES:
-        if (
-            page.role is None
-            or "GET" not in page.methods
-            or "{" in _fill(page.path).replace("main", "")
-        ):
-            continue
+    for page in _pages_of_the_repository():
         reply = admin.get(_fill(page.path))
         if "attachment" in reply.headers.get("content-disposition", ""):
             continue  # a download (a report to keep), not a console page

@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.responses import RedirectResponse, Response
 
 from vault.console import actions
-from vault.console.users import ROLES, VIEWER
+from vault.console.users import ROLES, VIEWER, NewUser
 from vault.console.web import Ctx
 from vault.errors import UsageError
 from vault.repo import lock
@@ -43,12 +43,16 @@ def rotate(ctx: Ctx) -> Response:
 
 
 def users(ctx: Ctx) -> Response:
+    return _users_page(ctx, None)
+
+
+def _users_page(ctx: Ctx, created: NewUser | None) -> Response:
     return ctx.render(
         "users.html",
         users=sorted(ctx.console.users.users().values(), key=lambda u: u.name),
         roles=ROLES,
         signins=ctx.console.signins.recent(50),
-        created=None,
+        created=created,
     )
 
 
@@ -58,13 +62,7 @@ def add_user(ctx: Ctx) -> Response:
         ctx.field("role"),
         with_totp=ctx.field("role") != VIEWER or ctx.field("totp") == "on",
     )
-    return ctx.render(
-        "users.html",
-        users=sorted(ctx.console.users.users().values(), key=lambda u: u.name),
-        roles=ROLES,
-        signins=ctx.console.signins.recent(50),
-        created=made,
-    )
+    return _users_page(ctx, made)
 
 
 def remove_user(ctx: Ctx) -> Response:
