@@ -20,8 +20,8 @@ from tests.console import ConsoleServer, make_repository, run_vault, write_confi
 from tests.repos import RepoHandle
 from vault.console import totp
 from vault.console.routes import PAGES
-from vault.console.web import Page
 from vault.console.users import RANK, ROLES, UserStore
+from vault.console.web import Page
 from vault.errors import UsageError
 from vault.format import layout
 from vault.jobs.studies import StudyFilter, StudyIndex, StudyRow
