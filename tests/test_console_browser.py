@@ -240,10 +240,17 @@ def test_a_failed_drill_turns_the_fleet_red(browser: Any, console: ConsoleServer
     shot(page, "fleet-red")
     rows = audit_rows(page, console, "second")
     assert any(a.startswith("console:omar@") and b == "drill" and c == "FAIL" for a, b, c in rows)
+    page.goto(console.url + "/r/second/drills")
+    shot(page, "drills")
 
 
 def test_a_viewer_is_refused_pages_above_its_role(browser: Any, console: ConsoleServer) -> None:
     page = sign_in(browser, console, "vera")
+    page.goto(console.url + "/r/main")
+    shot(page, "repository")
+    evidence = page.goto(console.url + "/r/main/evidence")
+    assert evidence is not None and evidence.status == 200  # a viewer's own page
+    shot(page, "evidence")
     page.goto(console.url + "/r/main")
     assert page.locator('nav.sub a[href="/r/main/studies"]').count() == 0
     for path in ("/r/main/studies", "/admin/users", "/r/main/keys"):
