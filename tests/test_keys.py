@@ -7,6 +7,8 @@ import itertools
 import json
 import random
 import string
+import subprocess
+import sys
 
 import pytest
 from hypothesis import given, settings
@@ -476,3 +478,39 @@ def test_any_unicode_passphrase_opens_its_slot(passphrase: str) -> None:
     secret = Secret.from_passphrase(passphrase)
     slot = make_slot(SLOT_ID, secret, MASTER)
     assert open_slot(KeySlot.from_bytes(SLOT_ID, slot.to_bytes()), secret) == MASTER
+
+
+_DERIVE_AT_ONCE = """
+import sys, threading
+from vault.format import crypto
+start = threading.Barrier(4)
+results = {}
+def derive(number):
+    start.wait()
+    secret = b"passphrase %d" % (number % 2)
+    results[number] = crypto.argon2id(secret, b"s" * 16, crypto.DEFAULT_ARGON2)
+threads = [threading.Thread(target=derive, args=(n,)) for n in range(4)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+assert results[0] == results[2] != results[1] == results[3], results
+print("derived", len(results))
+"""
+
+
+def test_derivations_started_at_once_from_threads_all_finish() -> None:
+    """The console signs users in on a thread pool while repositories open: four derivations
+    with the real parameters (four lanes) started together must all end, with the right keys.
+    A hang is the failure: the child is killed after a minute."""
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", _DERIVE_AT_ONCE],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("Argon2id derivations started at once from four threads hung")
+    assert done.returncode == 0 and done.stdout.strip() == "derived 4", done.stderr

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import threading
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
@@ -93,14 +94,25 @@ TEST_ARGON2 = Argon2Params(memory_kib=8, iterations=1, lanes=1)
 MAX_ARGON2 = Argon2Params(memory_kib=1024 * 1024, iterations=16, lanes=16)
 
 
+# One derivation at a time in a process. cryptography runs a derivation's lanes on OpenSSL's
+# thread pool, which it sizes to the machine's cores, and holds the GIL while it waits: two
+# derivations with more than one lane started at once from two threads (two sign-ins to the
+# console, a sign-in while a repository opens) each wait for pool threads the other holds, and
+# the whole process hangs (cryptography 50 with OpenSSL 4.0, reproduced on 2 cores). In turn,
+# each still gets every core, and the memory is one derivation's at a time.
+_ARGON2_TURN = threading.Lock()
+
+
 def argon2id(secret: bytes, salt: bytes, params: Argon2Params) -> bytes:
-    return Argon2id(
+    kdf = Argon2id(
         salt=salt,
         length=KEY_BYTES,
         iterations=params.iterations,
         lanes=params.lanes,
         memory_cost=max(params.memory_kib, 8 * params.lanes),
-    ).derive(secret)
+    )
+    with _ARGON2_TURN:
+        return kdf.derive(secret)
 
 
 # -- signatures (Ed25519): who wrote an audit event or drill record ---------------------------
