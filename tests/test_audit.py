@@ -120,3 +120,15 @@ def test_a_restore_target_naming_a_patient_is_kept_only_as_a_keyed_token(
     assert [e["seq"] for e in found] == [restore["seq"]]
     other = vault("audit", "-r", repo, "--target", tmp_path / "elsewhere", "--json").json()
     assert other["events"] == []
+
+
+@pytest.mark.parametrize("name", ["²" * 12, "٣" * 12, "1" * 11 + "²"])
+def test_a_planted_object_with_unicode_digits_in_its_name_is_not_a_traceback(
+    audited: RepoHandle, vault: RunCli, name: str
+) -> None:
+    """str.isdigit() takes superscripts and other scripts' digits, int() not all of them: a
+    name of twelve such "digits" beside the events must be ignored, never crash the reader."""
+    audited.write(f"audit/{name}", b"planted")
+    doc = _events(vault, audited)
+    assert doc["code"] == 0, doc
+    assert "Traceback" not in json.dumps(doc)

@@ -29,3 +29,13 @@ def human_seconds(value: float | None) -> str:
 def counted(n: int, singular: str, plural: str | None = None) -> str:
     """'1 study', '3 studies', '0 instances'."""
     return f"{n} {singular if n == 1 else (plural or singular + 's')}"
+
+
+def whole_number(text: str, max_digits: int = 18) -> int | None:
+    """`text` as a whole number when it is written in the digits 0-9 only, at most
+    `max_digits` of them; None otherwise. str.isdigit() alone also takes '²' and other
+    Unicode digits that int() then refuses, and int() refuses more than 4,300 digits: either
+    would be a traceback from a hostile object name, header, URL or setting."""
+    if not text or len(text) > max_digits or not text.isascii() or not text.isdigit():
+        return None
+    return int(text)

@@ -26,7 +26,7 @@ from vault.jobs.studies import (
 from vault.repo import audit, jobstate
 from vault.repo.keys import RECOVERY
 from vault.repo.repository import Repository
-from vault.units import human_bytes
+from vault.units import human_bytes, whole_number
 
 
 def add_study_parsers(command: Callable[..., argparse.ArgumentParser]) -> None:
@@ -418,8 +418,10 @@ def _acknowledge(repo: Repository, which: str, note: str) -> int:
         chosen = [int(p["event"]) for p in pending if isinstance(p.get("event"), int)]
         if not chosen:
             raise UsageError("no break-glass open is waiting for acknowledgement")
-    elif which.isdigit() and any(p.get("event") == int(which) for p in pending):
-        chosen = [int(which)]
+    elif (wanted := whole_number(which)) is not None and any(
+        p.get("event") == wanted for p in pending
+    ):
+        chosen = [wanted]
     else:
         raise UsageError(
             f"audit event {which} is not a break-glass open waiting for acknowledgement "

@@ -13,7 +13,7 @@ from vault.console.web import Ctx, NotFound
 from vault.evidence import drill_log, drill_report, pack_render
 from vault.policy.files import load_schedule_policy
 from vault.repo import audit
-from vault.units import human_bytes, human_seconds
+from vault.units import human_bytes, human_seconds, whole_number
 
 
 def _records(ctx: Ctx) -> list[dict[str, Any]]:
@@ -123,8 +123,7 @@ def audit_log(ctx: Ctx) -> Response:
     with served.guard:
         report = audit.read_log(served.open())
     events = list(reversed(report.events))
-    page = int(ctx.query("page", "1")) if ctx.query("page", "1").isdigit() else 1
-    page = max(page, 1)
+    page = max(whole_number(ctx.query("page", "1"), 6) or 1, 1)
     shown = events[(page - 1) * 100 : page * 100]
     return ctx.render(
         "audit.html",

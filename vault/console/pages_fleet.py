@@ -10,7 +10,7 @@ from starlette.responses import Response
 from vault.console.served import fleet_row
 from vault.console.web import Ctx
 from vault.evidence import drill_report
-from vault.units import human_bytes, human_seconds
+from vault.units import human_bytes, human_seconds, whole_number
 
 PAGE_SIZE = 50
 
@@ -65,7 +65,7 @@ def overview(ctx: Ctx) -> Response:
     served = ctx.served()
     st = served.status()
     snapshots = served.snapshots()
-    page = max(int(ctx.query("page", "1") or 1) if ctx.query("page", "1").isdigit() else 1, 1)
+    page = max(whole_number(ctx.query("page", "1"), 6) or 1, 1)
     newest_first = list(reversed(snapshots))
     shown = newest_first[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
     recent = snapshots[-30:]

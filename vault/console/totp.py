@@ -44,7 +44,7 @@ def matching_step(secret: str, code: str, unix_time: float, last_used: int) -> i
     """The step `code` belongs to (now, or one step either side), when later than `last_used`
     (a code is good once); None otherwise."""
     code = code.strip().replace(" ", "")
-    if len(code) != DIGITS or not code.isdigit():
+    if len(code) != DIGITS or not code.isascii() or not code.isdigit():
         return None
     now = step_of(unix_time)
     for step in (now, now - 1, now + 1):

@@ -194,7 +194,8 @@ def guard(console: Console, page: Page) -> Callable[[Request], Awaitable[Respons
             raw = await request.form()
             form = {k: v for k, v in raw.items() if isinstance(v, str)}
             expected = session.csrf if session else request.cookies.get(LOGIN_COOKIE, "")
-            if not expected or not hmac.compare_digest(form.get("csrf", ""), expected):
+            given = form.get("csrf", "").encode()
+            if not expected or not hmac.compare_digest(given, expected.encode()):
                 return _error(
                     console,
                     session,
@@ -225,6 +226,11 @@ def guard(console: Console, page: Page) -> Callable[[Request], Awaitable[Respons
                 f"The repository could not do this ({exc.__class__.__name__}). "
                 "Run `vault check` on it, or see the server's log.",
             )
+        except Exception as exc:
+            # A bug. Its message and traceback could name a patient or a file: the class only,
+            # and not re-raised (the server would log the traceback).
+            log.error("%s %s: unexpected %s", request.method, page.path, exc.__class__.__name__)
+            return _error(console, session, user, 500, "Something went wrong inside the console.")
         log.info(
             "%s %s %d %s",
             request.method,

@@ -15,6 +15,7 @@ from typing import Any
 
 from vault.errors import UsageError
 from vault.policy.files import _line_of, load_toml
+from vault.units import whole_number
 
 DEFAULT_LISTEN = "127.0.0.1:8443"
 NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,39}")  # it appears in URLs: nothing else
@@ -73,10 +74,11 @@ def default_state_dir() -> Path:
 
 
 def split_listen(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    host, sep, port_text = text.rpartition(":")
+    port = whole_number(port_text, 5)
+    if not sep or not host or port is None or not 0 < port < 65536:
         raise UsageError(f"--listen {text!r} is not HOST:PORT (e.g. {DEFAULT_LISTEN})")
-    return host.strip("[]"), int(port)
+    return host.strip("[]"), port
 
 
 def _number(value: Any) -> bool:

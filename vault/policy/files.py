@@ -16,6 +16,7 @@ from typing import Any
 
 from vault.errors import UsageError
 from vault.policy.retention import RetentionPolicy
+from vault.units import whole_number
 
 POLICY_DIR_ENV = "VAULT_POLICY_DIR"
 
@@ -249,8 +250,8 @@ def _strings(value: Any) -> bool:
 def _clock_time(value: Any) -> bool:
     if not isinstance(value, str) or len(value) != 5 or value[2] != ":":
         return False
-    hours, minutes = value[:2], value[3:]
-    return hours.isdigit() and minutes.isdigit() and int(hours) < 24 and int(minutes) < 60
+    hours, minutes = whole_number(value[:2]), whole_number(value[3:])
+    return hours is not None and minutes is not None and hours < 24 and minutes < 60
 
 
 def _typed(defaults: Any, key: str, value: Any) -> str | None:

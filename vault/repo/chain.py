@@ -29,6 +29,7 @@ from vault.errors import DAMAGE, IntegrityError, ObjectExists, VaultError
 from vault.format import layout, sealing
 from vault.repo import append_guard
 from vault.repo.repository import Repository
+from vault.units import whole_number
 
 SEQ_DIGITS = 12
 FETCHES_IN_FLIGHT = 16
@@ -41,7 +42,7 @@ def key_of(prefix: str, seq: int) -> str:
 
 def seq_of(key: str) -> int | None:
     name = layout.id_of(key)
-    return int(name) if name.isdigit() and len(name) == SEQ_DIGITS else None
+    return whole_number(name, SEQ_DIGITS) if len(name) == SEQ_DIGITS else None
 
 
 def _payload(doc: dict[str, Any]) -> bytes:

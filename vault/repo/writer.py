@@ -21,6 +21,7 @@ from vault.format import compression, crypto, index, layout, sealing
 from vault.format.index import Index, PackInfo
 from vault.format.pack import BlobType, PackBuilder, PackEntry, open_blob, read_trailer
 from vault.repo.repository import Repository
+from vault.units import whole_number
 
 CHECKPOINT_BYTES = 1 << 30
 CHECKPOINT_SECONDS = 300.0
@@ -218,5 +219,5 @@ class BlobWriter:
 
 
 def _checkpoint_bytes_from_env() -> int:
-    text = os.environ.get(CHECKPOINT_ENV, "")
-    return int(text) if text.isdigit() and int(text) > 0 else CHECKPOINT_BYTES
+    value = whole_number(os.environ.get(CHECKPOINT_ENV, ""))
+    return value if value else CHECKPOINT_BYTES

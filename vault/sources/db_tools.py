@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from vault.errors import VaultError
 from vault.policy.databases import DatabaseSource
+from vault.units import whole_number
 
 # What a dump or load tool gets of vault's environment: enough to run, never vault's secrets
 # or the storage credentials.
@@ -146,7 +147,7 @@ def pg_connection(source: DatabaseSource) -> tuple[list[str], dict[str, str]]:
             where = os.path.dirname(where)
             # The socket's name carries the server's port; libpq looks for .s.PGSQL.PORT.
             suffix = name.removeprefix(".s.PGSQL.")
-            port = port or (int(suffix) if suffix.isdigit() else 0)
+            port = port or whole_number(suffix, 5) or 0
         args += ["--host", where]
         if port:
             args += ["--port", str(port)]

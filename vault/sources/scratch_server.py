@@ -24,6 +24,7 @@ from pathlib import Path
 from vault.policy.databases import DatabaseSource
 from vault.sources.db_loads import run_sql
 from vault.sources.db_tools import DatabaseError
+from vault.units import whole_number
 
 START_TIMEOUT = 90.0
 
@@ -35,7 +36,7 @@ def _pg_binary(name: str) -> str | None:
     # Debian keeps the server binaries out of PATH, one folder per major version.
     candidates = sorted(
         glob.glob(f"/usr/lib/postgresql/*/bin/{name}"),
-        key=lambda p: int(p.split("/")[4]) if p.split("/")[4].isdigit() else 0,
+        key=lambda p: whole_number(p.split("/")[4]) or 0,
     )
     return candidates[-1] if candidates else None
 

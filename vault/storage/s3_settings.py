@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
 from vault.errors import UsageError
+from vault.units import whole_number
 
 MAX_ATTEMPTS_ENV = "VAULT_S3_MAX_ATTEMPTS"
 # How long a request may wait for the server's next byte before it is retried: long enough for
@@ -81,8 +82,8 @@ def is_loopback(host: str) -> bool:
 
 
 def attempts_from_env() -> int:
-    text = os.environ.get(MAX_ATTEMPTS_ENV, "")
-    return int(text) if text.isdigit() and 1 <= int(text) <= 50 else 8
+    value = whole_number(os.environ.get(MAX_ATTEMPTS_ENV, ""), 2)
+    return value if value is not None and 1 <= value <= 50 else 8
 
 
 def timeout_from_env() -> float:
@@ -100,6 +101,7 @@ def range_length(content_range: str | None, content_length: int | None) -> int |
         unit, _, spec = content_range.partition(" ")
         span = spec.split("/", 1)[0]
         first, _, last = span.partition("-")
-        if unit == "bytes" and first.isdigit() and last.isdigit():
-            return int(last) - int(first) + 1
+        low, high = whole_number(first), whole_number(last)
+        if unit == "bytes" and low is not None and high is not None:
+            return high - low + 1
     return content_length
