@@ -5,18 +5,30 @@ The browser flows are in test_console_browser.py."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
 import stat
-from collections.abc import Iterator
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import PASSWORD as CONFTEST_PASSWORD
 from tests.conftest import RunCli
-from tests.console import ConsoleServer, make_repository, run_vault, write_config
+from tests.console import (
+    NEW_PASSWORD,
+    ConsoleServer,
+    Reply,
+    make_repository,
+    run_vault,
+    write_config,
+)
 from tests.repos import RepoHandle
 from vault.console import totp
 from vault.console.routes import PAGES
@@ -66,7 +78,13 @@ def server(
     # "gone" names storage that holds no repository (a practice whose disk is unplugged): the
     # console still starts and serves the others.
     gone = root / "gone"
-    config = write_config(root, {"main": repo, "gone": gone}, root / "password", max_failures=3)
+    config = write_config(
+        root,
+        {"main": repo, "gone": gone},
+        root / "password",
+        max_failures=3,
+        address_failures=100,  # the tests' failures all come from 127.0.0.1
+    )
     console = ConsoleServer(root, config, env)
     for role in ROLES:
         console.add_user(role, role)
@@ -183,7 +201,14 @@ def test_session_cookie_is_secure_httponly_strict(server: ConsoleServer) -> None
         assert flag in cookie
 
 
+def _message(reply: Reply) -> str:
+    found = re.search(r'<p class="message" id="message">(.*?)</p>', reply.text, re.S)
+    return found[1] if found else ""
+
+
 def test_sign_in_failures_say_the_same_and_lock_the_account(server: ConsoleServer) -> None:
+    """A wrong password, a wrong code, an unknown name and a locked account get one answer:
+    the form tells nobody which names exist. The log says what happened."""
     account = server.accounts["locked"]
     web = server.client()
     good = account.code()
@@ -192,14 +217,12 @@ def test_sign_in_failures_say_the_same_and_lock_the_account(server: ConsoleServe
         web.sign_in("locked", "not it", good),
         web.sign_in("locked", account.password, wrong_code),
         web.sign_in("nobody", "not it", "123456"),
+        web.sign_in("locked", "not it either", good),  # max_failures = 3: now locked
+        web.sign_in("locked", account.password, good),  # right, but locked
+        web.sign_in("pasted " + account.password, "", ""),  # a password in the name field
     ]
-    for reply in replies:
-        assert reply.status == 401
-        assert "The name, password or code is not right." in reply.text
-    third = web.sign_in("locked", "not it either", good)  # max_failures = 3
-    assert third.status == 403 and "locked after too many failed sign-ins" in third.text
-    refused = web.sign_in("locked", account.password, good)  # right, but locked
-    assert refused.status == 403
+    assert {(r.status, _message(r)) for r in replies} == {(401, _message(replies[0]))}
+    assert "not right" in _message(replies[0]) and "locked" in _message(replies[0])
     assert UserStore(server.state).get("locked").locked_until > 0  # type: ignore[union-attr]
     run_vault("console", "user", "unlock", "locked", "--config", str(server.config), env=server.env)
     assert web.sign_in("locked", account.password, account.take()).status == 303
@@ -207,6 +230,48 @@ def test_sign_in_failures_say_the_same_and_lock_the_account(server: ConsoleServe
     outcomes = [e["outcome"] for e in map(json.loads, log.splitlines()) if e["user"] == "locked"]
     assert outcomes == ["FAIL", "FAIL", "LOCKED", "LOCKED", "PASS"]
     assert account.password not in log and "not it" not in log
+    assert "nobody" not in log and "(unknown name)" in log
+
+
+def _real_kdf_account(server: ConsoleServer, name: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """An operator whose password hash has the real Argon2id parameters (the other accounts
+    have the test suite's cheap ones), so that each sign-in takes as long as in a practice and
+    parallel ones really overlap. Its one-time password is changed at once."""
+    monkeypatch.delenv("VAULT_TEST_FAST_KDF", raising=False)
+    made = UserStore(server.state).add(name, "operator")
+    UserStore(server.state).set_password(name, NEW_PASSWORD)
+    secret = urllib.parse.parse_qs(urllib.parse.urlsplit(made.totp_uri).query)["secret"][0]
+    return secret
+
+
+def _in_parallel(calls: list[Callable[[], Reply]]) -> list[Reply]:
+    start = threading.Barrier(len(calls))
+
+    def run(call: Callable[[], Reply]) -> Reply:
+        start.wait()
+        return call()
+
+    with ThreadPoolExecutor(len(calls)) as pool:
+        return list(pool.map(run, calls))
+
+
+def test_parallel_guesses_each_count_and_a_code_is_taken_once(
+    server: ConsoleServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = _real_kdf_account(server, "racer", monkeypatch)
+    clients = [server.client() for _ in range(4)]
+    guesses = _in_parallel(
+        [functools.partial(w.sign_in, "racer", f"guess {n}", "") for n, w in enumerate(clients)]
+    )
+    assert all(r.status == 401 for r in guesses)
+    user = UserStore(server.state).get("racer")
+    assert user is not None and user.locked_until > 0  # 4 guesses, max_failures 3: locked
+    run_vault("console", "user", "unlock", "racer", "--config", str(server.config), env=server.env)
+    code = totp.hotp(secret, totp.step_of(time.time()))
+    same_code = _in_parallel(
+        [functools.partial(w.sign_in, "racer", NEW_PASSWORD, code) for w in clients]
+    )
+    assert sorted(r.status for r in same_code) == [303, 401, 401, 401]
 
 
 def test_a_code_is_good_once(server: ConsoleServer) -> None:
@@ -226,6 +291,55 @@ def test_removed_user_loses_the_session(server: ConsoleServer) -> None:
     )
     reply = web.get("/")
     assert reply.status == 303 and reply.location.startswith("/login")
+
+
+def test_a_password_change_ends_the_other_sessions(server: ConsoleServer) -> None:
+    server.add_user("mover", "viewer", "--no-totp")
+    here = server.signed_in("mover")  # changes the one-time password
+    there = server.signed_in("mover")
+    other = "quartz meadow lantern 9 harbor"
+    wrong = here.post("/password", {"current": "not it", "new": other, "again": other})
+    assert wrong.status == 400 and "current password is not right" in wrong.text
+    user = UserStore(server.state).get("mover")
+    assert user is not None and user.failures == 1  # a wrong current password is a failure
+    done = here.post("/password", {"current": NEW_PASSWORD, "new": other, "again": other})
+    assert done.status == 303
+    assert here.get("/").status == 200
+    assert there.get("/").status == 303  # the other session is over
+
+
+def test_account_changes_are_in_the_console_log(server: ConsoleServer) -> None:
+    admin = server.session("admin")
+    added = admin.post("/admin/users", {"name": "temp", "role": "viewer"})
+    assert added.status == 200 and "temp" in added.text
+    assert admin.post("/admin/users/temp/unlock", {}).status == 303
+    assert admin.post("/admin/users/temp/remove", {}).status == 303
+    rows = [json.loads(line) for line in (server.state / "signins.jsonl").read_text().splitlines()]
+    changes = [
+        (r["user"], r["outcome"], r["detail"]) for r in rows if r["outcome"].startswith("USER-")
+    ]
+    assert ("admin", "USER-ADDED", "temp as viewer") in changes
+    assert ("admin", "USER-UNLOCKED", "temp") in changes
+    assert ("admin", "USER-REMOVED", "temp") in changes
+    by_command_line = [c for c in changes if c[0].startswith("cli:")]
+    assert ("USER-ADDED", "operator as operator") in {(c[1], c[2]) for c in by_command_line}
+
+
+def test_odd_numbers_and_characters_get_an_answer_not_a_traceback(server: ConsoleServer) -> None:
+    """'²' passes str.isdigit() and fails int(); hmac.compare_digest refuses non-ASCII text;
+    int() refuses 5,000 digits: each, from a URL or a form, once made a 500 and a traceback."""
+    admin = server.session("admin")
+    for path in (
+        "/r/main?page=%C2%B2",
+        "/r/main/audit?page=%C2%B2",
+        "/r/main/audit?page=" + "9" * 5000,
+        "/r/main?page=%D9%A3",
+    ):
+        assert admin.get(path).status == 200, path
+    assert admin.request("POST", "/password", {"csrf": "é"}).status == 403
+    server.add_user("digits", "operator")
+    assert server.client().sign_in("digits", "not it", "²²²²²²").status == 401
+    assert "Traceback" not in server.log.read_text()
 
 
 def test_sign_out_ends_the_session(server: ConsoleServer) -> None:

@@ -32,6 +32,7 @@ from vault.repo.location import ensure_exists
 from vault.repo.repository import Repository
 from vault.storage import open_storage
 from vault.storage.counting import CountingStorage
+from vault.whoami import os_user
 
 EXTRA = "pip install 'vault-backup[console]'"
 
@@ -124,9 +125,16 @@ def _state_dir(args: argparse.Namespace) -> Path:
     return Path(args.state_dir) if opt(args, "state_dir") else default_state_dir()
 
 
+def _account_changed(args: argparse.Namespace, outcome: str, detail: str) -> None:
+    """An account change in the console's log, as the console's admin pages write them, with
+    the local user who ran the command as the one who made it."""
+    SignInLog(_state_dir(args)).add(f"cli:{os_user()}", "command line", outcome, detail)
+
+
 def cmd_user_add(args: argparse.Namespace) -> int:
     store = UserStore(_state_dir(args))
     made = store.add(args.name, args.role, with_totp=not args.no_totp, break_glass=args.break_glass)
+    _account_changed(args, "USER-ADDED", f"{made.user.name} as {made.user.role}")
     if opt(args, "json"):
         emit_json(
             {
@@ -149,12 +157,14 @@ def cmd_user_add(args: argparse.Namespace) -> int:
 
 def cmd_user_remove(args: argparse.Namespace) -> int:
     UserStore(_state_dir(args)).remove(args.name)
+    _account_changed(args, "USER-REMOVED", args.name)
     print(f"console user {args.name} removed")
     return 0
 
 
 def cmd_user_unlock(args: argparse.Namespace) -> int:
     UserStore(_state_dir(args)).unlock(args.name)
+    _account_changed(args, "USER-UNLOCKED", args.name)
     print(f"console user {args.name} unlocked")
     return 0
 

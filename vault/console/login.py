@@ -1,11 +1,13 @@
 """Signing in and out, and changing one's password.
 
 A sign-in takes the name, the password and (for operators and admins, and viewers enrolled)
-the current TOTP code in one form, and answers every failure the same way, so the form does
-not tell which part was wrong. Five failures lock the account (console.toml); many failures
-from one address lock the address out for a while. Each attempt goes to the sign-in log.
-The emergency-access (break-glass) account's sign-in is recorded in every repository's audit
-log and keeps `vault status` at WARN until acknowledged.
+the current TOTP code in one form, and answers every failure the same way, a locked account's
+too, so the form does not tell which part was wrong or which names exist. Five failures lock
+the account (console.toml); many failures from one address lock the address out for a while.
+Each attempt goes to the sign-in log. The emergency-access (break-glass) account's sign-in is
+recorded in every repository's audit log and keeps `vault status` at WARN until acknowledged;
+a repository that cannot record it (its storage down: the morning break-glass is for) does not
+stop the sign-in, which the console's own log holds either way.
 """
 
 from __future__ import annotations
@@ -20,7 +22,12 @@ from vault.errors import VaultError
 from vault.policy.passphrase import weakness
 
 log = logging.getLogger("vault.console")
-WRONG = "The name, password or code is not right."
+# One answer for every failure: a wrong name, password or code, or a locked account, so the
+# form tells nobody which names exist or which are locked.
+WRONG = (
+    "The name, password or code is not right, or the account is locked after too many "
+    "failed sign-ins. If this repeats, wait {minutes:g} minutes or ask an admin."
+)
 
 
 def _address(ctx: Ctx) -> str:
@@ -45,8 +52,12 @@ def sign_in(ctx: Ctx) -> Response:
     console = ctx.console
     address = _address(ctx)
     name = ctx.field("name")
-    if console.failures.blocked(address):
-        console.signins.add(name, address, "REFUSED", "too many failures from this address")
+    # The sign-in log names an account only if it exists: a password typed into the name
+    # field must not be written down.
+    logged = name if console.users.get(name) is not None else "(unknown name)"
+    mark = console.failures.attempt(address)
+    if mark is None:
+        console.signins.add(logged, address, "REFUSED", "too many failures from this address")
         return login_form(
             ctx, "Too many failed sign-ins from this address: wait a few minutes.", 429
         )
@@ -58,18 +69,11 @@ def sign_in(ctx: Ctx) -> Response:
         max_failures=policy.max_failures,
         lockout_seconds=policy.lockout_minutes * 60,
     )
-    console.signins.add(name, address, outcome.outcome, outcome.detail)
+    console.signins.add(logged, address, outcome.outcome, outcome.detail)
     user = outcome.user
     if user is None:
-        console.failures.failed(address)
-        if outcome.outcome == "LOCKED":
-            return login_form(
-                ctx,
-                "This account is locked after too many failed sign-ins: wait "
-                f"{policy.lockout_minutes:g} minutes or ask an admin to unlock it.",
-                403,
-            )
-        return login_form(ctx, WRONG, 401)
+        return login_form(ctx, WRONG.format(minutes=policy.lockout_minutes), 401)
+    console.failures.passed(address, mark)
     if user.break_glass:
         for served in console.served.values():
             try:
@@ -102,7 +106,14 @@ def change_password(ctx: Ctx) -> Response:
         return ctx.render("password.html", message="", first=ctx.session.must_change)
     current, new, again = (ctx.form.get(k, "") for k in ("current", "new", "again"))
     message = ""
-    if not ctx.user.password.matches(current):
+    policy = ctx.console.policy
+    if not ctx.console.users.check_password(
+        ctx.user.name,
+        current,
+        max_failures=policy.max_failures,
+        lockout_seconds=policy.lockout_minutes * 60,
+    ):
+        ctx.console.signins.add(ctx.user.name, _address(ctx), "FAIL", "wrong current password")
         message = "The current password is not right."
     elif new != again:
         message = "The two new passwords differ."
@@ -116,5 +127,7 @@ def change_password(ctx: Ctx) -> Response:
         )
     ctx.console.users.set_password(ctx.user.name, new)
     ctx.session.must_change = False
+    # Whoever else holds a session of this account (the reason to change it, perhaps) loses it.
+    ctx.console.sessions.end_user(ctx.user.name, keep=ctx.session.token)
     ctx.console.signins.add(ctx.user.name, _address(ctx), "PASSWORD-CHANGED")
     return RedirectResponse("/", status_code=303)

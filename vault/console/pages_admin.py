@@ -56,12 +56,20 @@ def _users_page(ctx: Ctx, created: NewUser | None) -> Response:
     )
 
 
+def _account_changed(ctx: Ctx, outcome: str, detail: str) -> None:
+    """An account change in the console's log, naming the admin who made it."""
+    assert ctx.user is not None
+    address = ctx.request.client.host if ctx.request.client else "?"
+    ctx.console.signins.add(ctx.user.name, address, outcome, detail)
+
+
 def add_user(ctx: Ctx) -> Response:
     made = ctx.console.users.add(
         ctx.field("name"),
         ctx.field("role"),
         with_totp=ctx.field("role") != VIEWER or ctx.field("totp") == "on",
     )
+    _account_changed(ctx, "USER-ADDED", f"{made.user.name} as {made.user.role}")
     return _users_page(ctx, made)
 
 
@@ -71,9 +79,11 @@ def remove_user(ctx: Ctx) -> Response:
         raise UsageError("you cannot remove your own account while signed in with it")
     ctx.console.users.remove(name)
     ctx.console.sessions.end_user(name)
+    _account_changed(ctx, "USER-REMOVED", name)
     return RedirectResponse("/admin/users", status_code=303)
 
 
 def unlock_user(ctx: Ctx) -> Response:
     ctx.console.users.unlock(ctx.param("name"))
+    _account_changed(ctx, "USER-UNLOCKED", ctx.param("name"))
     return RedirectResponse("/admin/users", status_code=303)

@@ -27,10 +27,20 @@ class FailureWindow:
             found.popleft()
         return found
 
-    def blocked(self, address: str) -> bool:
+    def attempt(self, address: str) -> float | None:
+        """Count a sign-in from `address` as failed before its password is checked (so
+        attempts sent in parallel cannot pass the check together), or None when the address
+        is over its limit. A sign-in that passes gives its mark back with `passed`."""
         with self._guard:
-            return len(self._recent(address)) >= self.limit
+            recent = self._recent(address)
+            if len(recent) >= self.limit:
+                return None
+            mark = self._clock()
+            recent.append(mark)
+            return mark
 
-    def failed(self, address: str) -> None:
+    def passed(self, address: str, mark: float) -> None:
         with self._guard:
-            self._recent(address).append(self._clock())
+            recent = self._failures.get(address)
+            if recent is not None and mark in recent:
+                recent.remove(mark)

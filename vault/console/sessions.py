@@ -83,7 +83,8 @@ class Sessions:
         with self._guard:
             self._sessions.pop(token, None)
 
-    def end_user(self, user: str) -> None:
+    def end_user(self, user: str, *, keep: str = "") -> None:
+        """End every session of `user` but the one whose token is `keep`."""
         with self._guard:
-            for token in [t for t, s in self._sessions.items() if s.user == user]:
+            for token in [t for t, s in self._sessions.items() if s.user == user and t != keep]:
                 del self._sessions[token]

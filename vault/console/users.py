@@ -17,6 +17,7 @@ import functools
 import json
 import os
 import secrets
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
@@ -130,6 +131,7 @@ def check_role(role: str) -> str:
 class UserStore:
     directory: Path
     _cache: tuple[float, dict[str, User]] = field(default=(-1.0, {}))
+    _threads: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def path(self) -> Path:
@@ -139,13 +141,17 @@ class UserStore:
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[dict[str, User]]:
-        """The accounts, for changing: written back when the block ends without error."""
+        """The accounts, for changing: written back, when changed, as the block ends without
+        error. The flock covers the command line and the server; the thread lock, the
+        server's own threads (an flock is per open file, not per thread)."""
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        with open(self.directory / "users.lock", "a") as lock:
+        with self._threads, open(self.directory / "users.lock", "a") as lock:
             fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
             users = self._read()
+            before = dict(users)
             yield users
-            self._write(users)
+            if users != before:
+                self._write(users)
 
     def _read(self) -> dict[str, User]:
         try:
@@ -248,31 +254,61 @@ class UserStore:
     def sign_in(
         self, name: str, password: str, code: str, *, max_failures: int, lockout_seconds: float
     ) -> SignIn:
+        """Check a sign-in. The password is checked whatever the name and the account's
+        state, so an unknown or locked account takes as long to answer as a real one. Then,
+        in one step under the lock, the account is read again and its code, lockout and
+        failures decided and written: sign-ins sent in parallel each count, and a code is
+        taken once."""
+        known = self.get(name)
+        password_ok = (known.password if known else _dummy()).matches(password)
         now = time.time()
-        user = self.get(name)
-        if user is None:
-            _dummy().matches(password)
-            return SignIn(None, "FAIL", "unknown user")
-        if user.locked_until > now:
-            return SignIn(None, "LOCKED", "account locked")
-        password_ok = user.password.matches(password)
-        step = (
-            totp.matching_step(user.totp_secret, code, now, user.totp_last_step)
-            if user.totp_secret
-            else 0
-        )
-        if password_ok and step is not None:
-            changed = {"failures": 0, "locked_until": 0.0}
-            if user.totp_secret:
-                changed["totp_last_step"] = step
-            return SignIn(self._update(name, **changed), "PASS")
-        failures = user.failures + 1
-        locked = now + lockout_seconds if failures >= max_failures else 0.0
-        self._update(name, failures=0 if locked else failures, locked_until=locked)
+        with self._locked() as users:
+            user = users.get(name)
+            if user is None:
+                return SignIn(None, "FAIL", "unknown user")
+            if user.locked_until > now:
+                return SignIn(None, "LOCKED", "account locked")
+            # A password changed since the check above is not the one that was checked.
+            password_ok = password_ok and known is not None and known.password == user.password
+            step = (
+                totp.matching_step(user.totp_secret, code, now, user.totp_last_step)
+                if user.totp_secret
+                else 0
+            )
+            if password_ok and step is not None:
+                changed: dict[str, Any] = {"failures": 0, "locked_until": 0.0}
+                if user.totp_secret:
+                    changed["totp_last_step"] = step
+                users[name] = replace(user, **changed)
+                return SignIn(users[name], "PASS")
+            users[name] = _after_failure(user, now, max_failures, lockout_seconds)
+            locked = users[name].locked_until > 0
         what = "wrong password" if not password_ok else "wrong or reused code"
         return SignIn(
             None, "LOCKED" if locked else "FAIL", what + (", account locked" if locked else "")
         )
+
+    def check_password(
+        self, name: str, password: str, *, max_failures: int, lockout_seconds: float
+    ) -> bool:
+        """The current password, asked again to change it: a wrong one counts as a failed
+        sign-in (a session left open must not be a way to guess the password)."""
+        known = self.get(name)
+        if known is None or not known.password.matches(password):
+            with self._locked() as users:
+                user = users.get(name)
+                if user is not None:
+                    users[name] = _after_failure(user, time.time(), max_failures, lockout_seconds)
+            return False
+        return True
+
+
+def _after_failure(user: User, now: float, max_failures: int, lockout_seconds: float) -> User:
+    """One more failure: at `max_failures` the account locks and the count starts again."""
+    failures = user.failures + 1
+    if failures >= max_failures:
+        return replace(user, failures=0, locked_until=now + lockout_seconds)
+    return replace(user, failures=failures, locked_until=0.0)
 
 
 def _now_iso() -> str:
