@@ -115,7 +115,7 @@ def normalise_date(value: str) -> str:
     accepted; anything else is kept as written (and compares as it is)."""
     text = value.strip()
     compact = text.replace(".", "").replace("-", "")
-    if len(compact) == 8 and compact.isdigit() and len(text) in (8, 10):
+    if len(compact) == 8 and compact.isascii() and compact.isdigit() and len(text) in (8, 10):
         return compact
     return text
 
