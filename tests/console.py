@@ -223,7 +223,7 @@ class Client:
         method: str,
         path: str,
         body: dict[str, str] | None = None,
-        headers: dict[str, str] | None = None,
+        headers: dict[str, str | None] | None = None,  # None: leave that header out
     ) -> Reply:
         connection = http.client.HTTPSConnection(
             "127.0.0.1", self.port, context=self.context, timeout=60
@@ -234,7 +234,11 @@ class Client:
             data = urllib.parse.urlencode(body)
             sent["content-type"] = "application/x-www-form-urlencoded"
             sent["origin"] = f"https://127.0.0.1:{self.port}"
-        sent.update(headers or {})
+        for key, value in (headers or {}).items():
+            if value is None:
+                sent.pop(key, None)
+            else:
+                sent[key] = value
         try:
             connection.request(method, path, body=data, headers=sent)
             response = connection.getresponse()
@@ -266,7 +270,12 @@ class Client:
         return self.request("POST", path, {**fields, "csrf": self.csrf(csrf_from)})
 
     def sign_in(self, name: str, password: str, code: str) -> Reply:
-        token = self.csrf("/login")
+        page = self.get("/login")  # the sign-in form's token (a signed-in page has another)
+        found = re.search(
+            r'action="/login"[^>]*>\s*<input type="hidden" name="csrf" value="([^"]+)"', page.text
+        )
+        assert found, f"no sign-in form on /login: {page.status}"
+        token = found[1]
         return self.request(
             "POST", "/login", {"name": name, "password": password, "code": code, "csrf": token}
         )

@@ -78,9 +78,18 @@ def server(
     # "gone" names storage that holds no repository (a practice whose disk is unplugged): the
     # console still starts and serves the others.
     gone = root / "gone"
+    # "odd" holds a folder whose name is not UTF-8 beside one whose name is that name's
+    # escaped display form: the console must restore the one chosen.
+    odd_source = root / "odd-source"
+    for name, file in ((b"caf\xe9", b"latin-1.txt"), (b"caf\\xe9", b"escaped.txt")):
+        folder = os.fsencode(odd_source) + b"/" + name
+        os.makedirs(folder)
+        with open(folder + b"/" + file, "wb") as handle:
+            handle.write(file)
+    odd = make_repository(root / "odd", odd_source, env)
     config = write_config(
         root,
-        {"main": repo, "gone": gone},
+        {"main": repo, "gone": gone, "odd": odd},
         root / "password",
         max_failures=3,
         address_failures=100,  # the tests' failures all come from 127.0.0.1
@@ -340,6 +349,71 @@ def test_odd_numbers_and_characters_get_an_answer_not_a_traceback(server: Consol
     server.add_user("digits", "operator")
     assert server.client().sign_in("digits", "not it", "²²²²²²").status == 401
     assert "Traceback" not in server.log.read_text()
+
+
+def test_a_folder_whose_name_is_not_utf8_restores_itself_not_its_lookalike(
+    server: ConsoleServer,
+) -> None:
+    web = server.session("operator")
+    snapshot = re.search(r'href="/r/odd/snapshots/(\w+)/tree"', web.get("/r/odd").text)
+    assert snapshot, "no snapshot tree link on the repository's page"
+    tree = f"/r/odd/snapshots/{snapshot[1]}/tree"
+    at = ""
+    while True:  # down the source's path to the folder holding the two look-alikes
+        page = web.get(tree + (f"?at={at}" if at else ""))
+        folders = re.findall(r'<a href="\?at=([\w-]+)">([^<]*)/</a>', page.text)
+        if len(folders) == 2:
+            break
+        assert len(folders) == 1, page.text
+        at = folders[0][0]
+    assert folders[0][1] == folders[1][1]  # both show as caf\xe9
+    restored = {}
+    for number, (handle, _) in enumerate(folders):
+        folder = f"odd-{number}"
+        started = web.post("/r/odd/restore-folder", {"at": handle, "folder": folder})
+        assert started.status == 303 and started.location.startswith("/tasks/"), started.text
+        events = web.get(started.location + "/events")  # the stream ends with the task
+        assert '"state": "done"' in events.text, events.text
+        target = os.fsencode(server.root / "restores" / folder)
+        restored[number] = {
+            os.path.relpath(os.path.join(d, f), target)
+            for d, _, files in os.walk(target)
+            for f in files
+        }
+    names = sorted(b"/".join(p.split(b"/")[-2:]) for files in restored.values() for p in files)
+    assert names == [b"caf\\xe9/escaped.txt", b"caf\xe9/latin-1.txt"], restored
+
+
+def test_a_study_is_reached_by_its_catalog_id_only(server: ConsoleServer) -> None:
+    web = server.session("operator")
+    found = web.post("/r/main/studies", {"modality": "CT"})
+    catalog_id = re.search(r'href="/r/main/studies/([0-9a-f]{16})"', found.text)
+    assert catalog_id, found.text
+    page = web.get(f"/r/main/studies/{catalog_id[1]}")
+    uid = re.search(r"<dt>Study UID</dt><dd><code>([0-9.]+)</code>", page.text)
+    assert page.status == 200 and uid, page.text
+    assert web.get(f"/r/main/studies/{uid[1]}").status == 404
+    assert web.get(f"/r/main/studies/{catalog_id[1].upper()}").status == 404
+
+
+def test_a_form_post_must_name_this_console_as_its_origin(server: ConsoleServer) -> None:
+    """With the right CSRF token still: no Origin and no Referer, or another site's, is
+    refused; a Referer of ours without an Origin passes."""
+    server.add_user("poster", "viewer", "--no-totp")
+    web = server.signed_in("poster")
+    ours = f"https://127.0.0.1:{server.port}"
+    for headers, status in (
+        ({"origin": None}, 403),
+        ({"origin": "https://elsewhere.example"}, 403),
+        ({"origin": "null"}, 403),
+        ({"origin": None, "referer": "https://elsewhere.example/form"}, 403),
+        ({"origin": None, "referer": f"{ours}/password"}, 400),  # through: a short password
+    ):
+        body = {"current": "x", "new": "y", "again": "y", "csrf": web.csrf("/password")}
+        reply = web.request("POST", "/password", body, headers=headers)
+        assert reply.status == status, (headers, reply.status)
+    # Signing in again over a live session takes the sign-in form's token.
+    assert web.sign_in("poster", NEW_PASSWORD, "").status == 303
 
 
 def test_sign_out_ends_the_session(server: ConsoleServer) -> None:

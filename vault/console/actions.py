@@ -84,7 +84,11 @@ def search_studies(served: Served, user: str, query: StudyFilter) -> Search:
 
 
 def view_study(served: Served, user: str, catalog_id: str) -> StudyRow | None:
+    """The study of that catalog id, its view recorded; None for anything else (the index
+    also knows a study by its UID, which must never work in a URL)."""
     found = served.studies().get(catalog_id)
+    if found is not None and found.study.catalog_id != catalog_id:
+        found = None
     if found is not None:
         with served.guard:
             record(
@@ -144,24 +148,26 @@ def restore_to_directory(
     progress: TaskProgress,
 ) -> None:
     repo = served.fresh()
-    snapshot = repo.find_snapshot(snapshot_id)
     token = audit.target_token(repo, str(target))
-    with lock.Lock(repo.storage, repo.keyring, exclusive=False, operation="restore"):
-        try:
+    # A restore that fails is recorded as one, however early: the snapshot gone since the
+    # page was shown, the repository locked by a prune, a file that would not verify.
+    try:
+        snapshot = repo.find_snapshot(snapshot_id)
+        with lock.Lock(repo.storage, repo.keyring, exclusive=False, operation="restore"):
             result = restore(
                 repo, snapshot, RestoreOptions(target, includes, verify=True), progress
             )
-        except VaultError:
-            record_quietly(
-                repo,
-                user,
-                "restore",
-                result="FAIL",
-                snapshot=snapshot.id,
-                catalog_ids=catalog_ids,
-                target=token,
-            )
-            raise
+    except VaultError:
+        record_quietly(
+            repo,
+            user,
+            "restore",
+            result="FAIL",
+            snapshot=snapshot_id,
+            catalog_ids=catalog_ids,
+            target=token,
+        )
+        raise
     record_quietly(
         repo,
         user,
@@ -194,14 +200,14 @@ def send_to_pacs(
     progress: TaskProgress,
 ) -> None:
     repo = served.fresh()
-    snapshot = repo.find_snapshot(snapshot_id)
-    study, _ = study_in(repo, snapshot, catalog_id)
     details: dict[str, Any] = {
         "endpoint": endpoint.name,
         "tls": endpoint.tls is not None,
         "console_user": user,
     }
-    try:
+    try:  # recorded however early it fails, as a restore into a folder is
+        snapshot = repo.find_snapshot(snapshot_id)
+        study, _ = study_in(repo, snapshot, catalog_id)
         with lock.Lock(repo.storage, repo.keyring, exclusive=False, operation="restore-to-pacs"):
             result = send_studies(repo, snapshot, [study], endpoint, progress)
     except VaultError:
@@ -210,7 +216,7 @@ def send_to_pacs(
             user,
             "restore-to-pacs",
             result="FAIL",
-            snapshot=snapshot.id,
+            snapshot=snapshot_id,
             catalog_ids=[catalog_id],
             details=details,
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -19,6 +20,7 @@ from vault.console.tasks import RUNNING
 from vault.console.users import ADMIN
 from vault.console.web import Ctx, NotFound, Refused
 from vault.errors import UsageError
+from vault.format.paths import display
 from vault.format.tree import DIR, FILE
 from vault.jobs.studies import StudyFilter, parse_date
 from vault.units import human_bytes
@@ -54,7 +56,9 @@ def tree(ctx: Ctx) -> Response:
         )
     entries = []
     for node in nodes:
-        child = path.rstrip("/") + "/" + node.display_name
+        # The handle keeps the path as the snapshot holds it (bytes that are not UTF-8 kept
+        # by surrogateescape, as a restore's include takes them); the page shows its escapes.
+        child = path.rstrip("/") + "/" + os.fsdecode(node.name)
         handle = (
             session.handle((served.name, snapshot.id, child, node.subtree, here))
             if node.type == DIR
@@ -73,7 +77,7 @@ def tree(ctx: Ctx) -> Response:
         "tree.html",
         name=served.name,
         snapshot=snapshot,
-        path=path,
+        path=display(os.fsencode(path)),
         entries=entries,
         here=here,
         parent=parent,
@@ -208,11 +212,18 @@ def tasks(ctx: Ctx) -> Response:
 async def task_events(ctx: Ctx) -> Response:
     task = await asyncio.to_thread(_task, ctx)
     board = ctx.console.tasks
+    sessions = ctx.console.sessions
+    token = ctx.session.token if ctx.session else None
 
     async def events() -> AsyncIterator[str]:
         seen = -1
         while True:
             seen = await asyncio.to_thread(board.wait, task, seen, 15.0)
+            # Watching is not activity, and the stream outlives no session: signed out, idle
+            # or removed, the next change ends it (the page then finds the sign-in form).
+            if sessions.get(token, touch=False) is None:
+                yield "event: signed-out\ndata: {}\n\n"
+                return
             state = task.snapshot()
             yield f"event: progress\ndata: {json.dumps(state)}\n\n"
             if state["state"] != RUNNING:

@@ -152,12 +152,15 @@ def _address(request: Request) -> str:
 
 
 def _same_origin(request: Request) -> bool:
-    """A state-changing request must come from our own pages (with the CSRF token)."""
-    origin = request.headers.get("origin")
-    if origin is None or origin == "null":
-        return origin is None
+    """A state-changing request must come from our own pages, as its Origin says (browsers
+    send it on every form post) or, without one, its Referer (our Referrer-Policy keeps it
+    for our own origin); with neither, it is refused. The CSRF token is checked as well."""
     host = request.headers.get("host", "")
-    return urlsplit(origin).netloc == host
+    origin = request.headers.get("origin")
+    if origin is not None:
+        return origin != "null" and urlsplit(origin).netloc == host
+    referer = request.headers.get("referer")
+    return referer is not None and urlsplit(referer).netloc == host
 
 
 def guard(console: Console, page: Page) -> Callable[[Request], Awaitable[Response]]:
@@ -193,7 +196,13 @@ def guard(console: Console, page: Page) -> Callable[[Request], Awaitable[Respons
                 )
             raw = await request.form()
             form = {k: v for k, v in raw.items() if isinstance(v, str)}
-            expected = session.csrf if session else request.cookies.get(LOGIN_COOKIE, "")
+            # The sign-in form's token is bound to its own cookie, even when the browser
+            # still holds a session (signing in again over it).
+            expected = (
+                session.csrf
+                if session is not None and page.role is not None
+                else request.cookies.get(LOGIN_COOKIE, "")
+            )
             given = form.get("csrf", "").encode()
             if not expected or not hmac.compare_digest(given, expected.encode()):
                 return _error(

@@ -1,6 +1,6 @@
 """Break-glass opens: the recovery key used, or the console's emergency-access account signed
 in. Each is an audit event and a pending entry that keeps `vault status` at WARN until
-someone acknowledges it (`vault audit acknowledge SEQ`)."""
+someone acknowledges it (`vault audit --acknowledge SEQ --note TEXT`)."""
 
 from __future__ import annotations
 

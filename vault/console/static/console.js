@@ -35,6 +35,10 @@ function followTask(box) {
     }
   });
   source.addEventListener("end", () => source.close());
+  source.addEventListener("signed-out", () => {
+    source.close();
+    window.location.assign("/login?expired=1");
+  });
   source.onerror = () => source.close();
 }
 
