@@ -346,6 +346,9 @@ def test_odd_numbers_and_characters_get_an_answer_not_a_traceback(server: Consol
     ):
         assert admin.get(path).status == 200, path
     assert admin.request("POST", "/password", {"csrf": "é"}).status == 403
+    # A body larger than any form, even before signing in, is refused unread.
+    huge = server.client().request("POST", "/login", {"name": "x" * 100_000})
+    assert huge.status == 413
     server.add_user("digits", "operator")
     assert server.client().sign_in("digits", "not it", "²²²²²²").status == 401
     assert "Traceback" not in server.log.read_text()

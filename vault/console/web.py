@@ -35,6 +35,7 @@ from vault.console.tasks import Tasks
 from vault.console.users import RANK, User, UserStore
 from vault.errors import UsageError, VaultError
 from vault.policy.console import ConsolePolicy
+from vault.units import whole_number
 
 log = logging.getLogger("vault.console")
 SESSION_COOKIE = "vault_session"
@@ -147,6 +148,9 @@ class Page:
     stream: Callable[[Ctx], Awaitable[Response]] | None = None
 
 
+FORM_LIMIT = 64 * 1024
+
+
 def _address(request: Request) -> str:
     return request.client.host if request.client else "?"
 
@@ -194,6 +198,11 @@ def guard(console: Console, page: Page) -> Callable[[Request], Awaitable[Respons
                 return _error(
                     console, session, user, 403, "The request did not come from this console."
                 )
+            # The console's forms are a few fields: a body beyond FORM_LIMIT (or of no stated
+            # length) is not one of them, and is refused before it is read into memory.
+            length = whole_number(request.headers.get("content-length", ""), 9)
+            if length is None or length > FORM_LIMIT:
+                return _error(console, session, user, 413, "That form is larger than any of ours.")
             raw = await request.form()
             form = {k: v for k, v in raw.items() if isinstance(v, str)}
             # The sign-in form's token is bound to its own cookie, even when the browser
