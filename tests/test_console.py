@@ -302,6 +302,37 @@ def test_removed_user_loses_the_session(server: ConsoleServer) -> None:
     assert reply.status == 303 and reply.location.startswith("/login")
 
 
+def test_a_session_ends_when_its_account_is_made_again_under_its_name(
+    server: ConsoleServer,
+) -> None:
+    """Removed and made again on the command line before the old session's next request (a
+    stolen laptop's account replaced, as an admin role): the old session is not the new
+    account's."""
+    server.add_user("replaced", "viewer", "--no-totp")
+    web = server.signed_in("replaced")
+    assert web.get("/").status == 200
+    for args in (("remove", "replaced"), ("add", "replaced", "--role", "admin")):
+        run_vault("console", "user", *args, "--config", str(server.config), env=server.env)
+    reply = web.get("/admin/users")
+    assert reply.status == 303 and reply.location.startswith("/login")
+
+
+def test_a_locked_account_changes_no_password_and_stays_locked(server: ConsoleServer) -> None:
+    server.add_user("stuck", "viewer", "--no-totp")
+    web = server.signed_in("stuck")
+    for _ in range(3):  # max_failures: locked
+        assert server.client().sign_in("stuck", "not it", "").status == 401
+    locked = UserStore(server.state).get("stuck")
+    assert locked is not None and locked.locked_until > 0
+    other = "quartz meadow lantern 9 harbor"
+    for current in ("not it", NEW_PASSWORD):  # a guess, then the right one: both refused
+        reply = web.post("/password", {"current": current, "new": other, "again": other})
+        assert reply.status == 400
+    after = UserStore(server.state).get("stuck")
+    assert after is not None and after.locked_until == locked.locked_until
+    assert after.password == locked.password
+
+
 def test_a_password_change_ends_the_other_sessions(server: ConsoleServer) -> None:
     server.add_user("mover", "viewer", "--no-totp")
     here = server.signed_in("mover")  # changes the one-time password
@@ -346,6 +377,9 @@ def test_odd_numbers_and_characters_get_an_answer_not_a_traceback(server: Consol
     ):
         assert admin.get(path).status == 200, path
     assert admin.request("POST", "/password", {"csrf": "é"}).status == 403
+    for header in ("origin", "referer"):  # not a URL: not ours, and not a traceback
+        odd: dict[str, str | None] = {"origin": None, header: "https://[abc"}
+        assert admin.request("POST", "/password", {"csrf": "x"}, headers=odd).status == 403
     # A body larger than any form, even before signing in, is refused unread.
     huge = server.client().request("POST", "/login", {"name": "x" * 100_000})
     assert huge.status == 413
@@ -512,8 +546,15 @@ def test_shipped_console_toml_loads_with_its_examples(tmp_path: Path) -> None:
     shipped = (Path(__file__).parent.parent / "policies" / "console.toml").read_text()
     config = tmp_path / "console.toml"
     config.write_text(shipped)
-    with pytest.raises(UsageError, match="no \\[\\[repository\\]\\] to serve"):
-        load_console_policy(config)
+    # As shipped (every repository commented out) it holds accounts, and serves nothing.
+    env = _env(tmp_path)
+    added = run_vault(
+        "console", "user", "add", "first", "--role", "admin", "--config", str(config), env=env
+    )
+    assert "one-time password" in added.stdout
+    assert (tmp_path / "vault-state" / "console" / "users.json").exists()
+    refused = run_vault("serve", "--config", str(config), env=env, check=False)
+    assert refused.returncode == 2 and "no [[repository]] to serve" in refused.stderr
     config.write_text(
         "\n".join(
             line[2:] if line.startswith("# ") and ("=" in line or "[[" in line) else line

@@ -18,7 +18,7 @@ from vault.cli import secrets_input
 from vault.cli.output import emit_json, table
 from vault.cli.support import open_storage_for, opt, repo_url, secret_sources, usage
 from vault.console.signins import SignInLog
-from vault.console.users import ROLES, UserStore
+from vault.console.users import ROLES, NewUser, UserStore
 from vault.errors import UsageError
 from vault.policy.console import (
     ConsolePolicy,
@@ -127,14 +127,23 @@ def _state_dir(args: argparse.Namespace) -> Path:
 
 def _account_changed(args: argparse.Namespace, outcome: str, detail: str) -> None:
     """An account change in the console's log, as the console's admin pages write them, with
-    the local user who ran the command as the one who made it."""
-    SignInLog(_state_dir(args)).add(f"cli:{os_user()}", "command line", outcome, detail)
+    the local user who ran the command as the one who made it. After the change is shown: a
+    log that cannot be written must not hide a one-time password already made."""
+    try:
+        SignInLog(_state_dir(args)).add(f"cli:{os_user()}", "command line", outcome, detail)
+    except OSError as exc:
+        print(f"vault: warning: could not write the console's log: {exc.strerror}", file=sys.stderr)
 
 
 def cmd_user_add(args: argparse.Namespace) -> int:
     store = UserStore(_state_dir(args))
     made = store.add(args.name, args.role, with_totp=not args.no_totp, break_glass=args.break_glass)
+    _show_new_user(args, store, made)
     _account_changed(args, "USER-ADDED", f"{made.user.name} as {made.user.role}")
+    return 0
+
+
+def _show_new_user(args: argparse.Namespace, store: UserStore, made: NewUser) -> None:
     if opt(args, "json"):
         emit_json(
             {
@@ -145,14 +154,13 @@ def cmd_user_add(args: argparse.Namespace) -> int:
                 "break_glass": made.user.break_glass,
             }
         )
-        return 0
+        return
     print(f"console user {made.user.name} ({made.user.role}) added to {store.path}")
     print(f"one-time password:  {made.one_time_password}")
     if made.totp_uri:
         print(f"TOTP enrolment URI: {made.totp_uri}")
         print("  (enter it in an authenticator app; sign-ins ask for its 6-digit code)")
     print("The password works once: the first sign-in asks for a new one. This is shown once.")
-    return 0
 
 
 def cmd_user_remove(args: argparse.Namespace) -> int:
@@ -212,7 +220,10 @@ def _policy(args: argparse.Namespace) -> tuple[ConsolePolicy, bool]:
                 raise UsageError(
                     f"--{flag.replace('_', '-')} goes without --config (console.toml says it)"
                 )
-        return load_console_policy(Path(args.config)), True
+        policy = load_console_policy(Path(args.config))
+        if not policy.repositories:
+            raise UsageError(f"{args.config}: no [[repository]] to serve")
+        return policy, True
     url = repo_url(args)
     entry = ConsoleRepository(name="main", url=url, policy_dir=opt(args, "policy_dir") or "")
     return ConsolePolicy(

@@ -49,6 +49,15 @@ def login_form(ctx: Ctx, message: str = "", status_code: int = 200) -> Response:
 
 
 def sign_in(ctx: Ctx) -> Response:
+    if not ctx.console.signing_in.acquire(blocking=False):
+        return login_form(ctx, "The console is busy signing others in: try again in a moment.", 503)
+    try:
+        return _sign_in(ctx)
+    finally:
+        ctx.console.signing_in.release()
+
+
+def _sign_in(ctx: Ctx) -> Response:
     console = ctx.console
     address = _address(ctx)
     name = ctx.field("name")
@@ -84,7 +93,9 @@ def sign_in(ctx: Ctx) -> Response:
                     served.name,
                     exc.__class__.__name__,
                 )
-    session = console.sessions.create(user.name, user.role, must_change=user.must_change)
+    session = console.sessions.create(
+        user.name, user.role, must_change=user.must_change, account=user.password.salt
+    )
     response = RedirectResponse("/password" if user.must_change else "/", status_code=303)
     response.set_cookie(SESSION_COOKIE, session.token, **cookie_options())
     response.delete_cookie(LOGIN_COOKIE, path="/", secure=True, httponly=True, samesite="strict")
@@ -125,8 +136,9 @@ def change_password(ctx: Ctx) -> Response:
         return ctx.render(
             "password.html", status_code=400, message=message, first=ctx.session.must_change
         )
-    ctx.console.users.set_password(ctx.user.name, new)
+    changed = ctx.console.users.set_password(ctx.user.name, new)
     ctx.session.must_change = False
+    ctx.session.account = changed.password.salt  # this session goes on with the new password
     # Whoever else holds a session of this account (the reason to change it, perhaps) loses it.
     ctx.console.sessions.end_user(ctx.user.name, keep=ctx.session.token)
     ctx.console.signins.add(ctx.user.name, _address(ctx), "PASSWORD-CHANGED")

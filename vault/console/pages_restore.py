@@ -212,7 +212,7 @@ def tasks(ctx: Ctx) -> Response:
 async def task_events(ctx: Ctx) -> Response:
     task = await asyncio.to_thread(_task, ctx)
     board = ctx.console.tasks
-    sessions = ctx.console.sessions
+    console = ctx.console
     token = ctx.session.token if ctx.session else None
 
     async def events() -> AsyncIterator[str]:
@@ -221,7 +221,7 @@ async def task_events(ctx: Ctx) -> Response:
             seen = await asyncio.to_thread(board.wait, task, seen, 15.0)
             # Watching is not activity, and the stream outlives no session: signed out, idle
             # or removed, the next change ends it (the page then finds the sign-in form).
-            if sessions.get(token, touch=False) is None:
+            if console.signed_in(token, touch=False)[0] is None:
                 yield "event: signed-out\ndata: {}\n\n"
                 return
             state = task.snapshot()

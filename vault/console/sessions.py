@@ -1,9 +1,10 @@
 """Signed-in sessions, held in the server's memory only: a restart signs everyone out.
 
 A session ends after `idle_seconds` without a request (automatic logoff, HIPAA
-164.312(a)(2)(iii)), at sign-out, or when its user is removed. Paths of a snapshot's tree can
-name patients, so they never go into a URL: a page links to a session-scoped opaque handle
-that stands for one (repository, snapshot, path).
+164.312(a)(2)(iii)), at sign-out, or when its account is removed (and perhaps made again
+under the same name) or its password changed, in the browser or on the command line. Paths of
+a snapshot's tree can name patients, so they never go into a URL: a page links to a
+session-scoped opaque handle that stands for one (repository, snapshot, path).
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ class Session:
     created: float
     last_seen: float
     must_change: bool = False
+    # Which account, and which of its passwords, signed in (the password hash's salt): an
+    # account removed and made again, or whose password changed, has another, and the
+    # session ends.
+    account: str = ""
     handles: dict[str, Any] = field(default_factory=dict)
 
     def handle(self, value: Any) -> str:
@@ -51,10 +56,17 @@ class Sessions:
         self._sessions: dict[str, Session] = {}
         self._guard = threading.Lock()
 
-    def create(self, user: str, role: str, *, must_change: bool) -> Session:
+    def create(self, user: str, role: str, *, must_change: bool, account: str) -> Session:
         now = self._clock()
         session = Session(
-            secrets.token_urlsafe(32), user, role, secrets.token_urlsafe(32), now, now, must_change
+            secrets.token_urlsafe(32),
+            user,
+            role,
+            secrets.token_urlsafe(32),
+            now,
+            now,
+            must_change,
+            account,
         )
         with self._guard:
             self._sessions[session.token] = session

@@ -234,8 +234,8 @@ class UserStore:
     def unlock(self, name: str) -> None:
         self._update(name, failures=0, locked_until=0.0)
 
-    def set_password(self, name: str, password: str) -> None:
-        self._update(
+    def set_password(self, name: str, password: str) -> User:
+        return self._update(
             name,
             password=PasswordHash.make(password),
             must_change=False,
@@ -293,18 +293,24 @@ class UserStore:
     ) -> bool:
         """The current password, asked again to change it: a wrong one counts as a failed
         sign-in (a session left open must not be a way to guess the password)."""
+        now = time.time()
         known = self.get(name)
-        if known is None or not known.password.matches(password):
-            with self._locked() as users:
-                user = users.get(name)
-                if user is not None:
-                    users[name] = _after_failure(user, time.time(), max_failures, lockout_seconds)
-            return False
-        return True
+        if known is None or known.locked_until > now:
+            return False  # a locked account changes no password, and its lockout runs on
+        if known.password.matches(password):
+            return True
+        with self._locked() as users:
+            user = users.get(name)
+            if user is not None:
+                users[name] = _after_failure(user, now, max_failures, lockout_seconds)
+        return False
 
 
 def _after_failure(user: User, now: float, max_failures: int, lockout_seconds: float) -> User:
-    """One more failure: at `max_failures` the account locks and the count starts again."""
+    """One more failure: at `max_failures` the account locks and the count starts again. A
+    lockout already running is kept as it is."""
+    if user.locked_until > now:
+        return user
     failures = user.failures + 1
     if failures >= max_failures:
         return replace(user, failures=0, locked_until=now + lockout_seconds)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hmac
 import logging
 import secrets
+import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,6 +59,9 @@ SECURITY_HEADERS = [
 ]
 
 
+SIGN_INS_AT_ONCE = 4
+
+
 @dataclass
 class Console:
     policy: ConsolePolicy
@@ -67,6 +71,12 @@ class Console:
     sessions: Sessions = field(init=False)
     failures: FailureWindow = field(init=False)
     tasks: Tasks = field(default_factory=Tasks)
+    # Sign-ins checked or waiting at once. Each is an Argon2id derivation, one at a time in
+    # the process: beyond these, a sign-in is answered "busy" at once instead of holding a
+    # worker thread every page needs (a flood from many addresses would stall the console).
+    signing_in: threading.BoundedSemaphore = field(
+        default_factory=lambda: threading.BoundedSemaphore(SIGN_INS_AT_ONCE)
+    )
     templates: Environment = field(init=False)
     fingerprint: str = ""
 
@@ -86,6 +96,19 @@ class Console:
             trim_blocks=True,
             lstrip_blocks=True,
         )
+
+    def signed_in(self, token: str | None, *, touch: bool) -> tuple[Session | None, User | None]:
+        """The live session of `token` and its account, or (None, None). A session whose
+        account is gone, or is another account by the same name, or whose password changed
+        since (the command line can do either while the server runs), is ended here."""
+        session = self.sessions.get(token, touch=touch)
+        if session is None:
+            return None, None
+        user = self.users.get(session.user)
+        if user is None or user.password.salt != session.account:
+            self.sessions.end(session.token)
+            return None, None
+        return session, user
 
 
 class NotFound(Exception):
@@ -161,20 +184,19 @@ def _same_origin(request: Request) -> bool:
     for our own origin); with neither, it is refused. The CSRF token is checked as well."""
     host = request.headers.get("host", "")
     origin = request.headers.get("origin")
-    if origin is not None:
-        return origin != "null" and urlsplit(origin).netloc == host
-    referer = request.headers.get("referer")
-    return referer is not None and urlsplit(referer).netloc == host
+    claimed = origin if origin is not None else request.headers.get("referer")
+    if claimed is None or claimed == "null":
+        return False
+    try:
+        return urlsplit(claimed).netloc == host
+    except ValueError:  # "https://[abc": not a URL, and not ours
+        return False
 
 
 def guard(console: Console, page: Page) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         token = request.cookies.get(SESSION_COOKIE)
-        session = console.sessions.get(token, touch=page.touches)
-        user = console.users.get(session.user) if session else None
-        if session is not None and user is None:  # removed while signed in
-            console.sessions.end(session.token)
-            session = None
+        session, user = console.signed_in(token, touch=page.touches)
         if page.role is not None:
             if session is None or user is None:
                 where = "/login?expired=1" if token else "/login"
@@ -203,8 +225,13 @@ def guard(console: Console, page: Page) -> Callable[[Request], Awaitable[Respons
             length = whole_number(request.headers.get("content-length", ""), 9)
             if length is None or length > FORM_LIMIT:
                 return _error(console, session, user, 413, "That form is larger than any of ours.")
-            raw = await request.form()
-            form = {k: v for k, v in raw.items() if isinstance(v, str)}
+            try:
+                raw = await request.form()
+                form = {k: v for k, v in raw.items() if isinstance(v, str)}
+                for value in form.values():
+                    value.encode()  # text that is not Unicode (a lone surrogate) is refused
+            except Exception:  # a body no form of ours sends (odd charset, broken multipart)
+                return _error(console, session, user, 400, "That form could not be read.")
             # The sign-in form's token is bound to its own cookie, even when the browser
             # still holds a session (signing in again over it).
             expected = (
@@ -212,8 +239,12 @@ def guard(console: Console, page: Page) -> Callable[[Request], Awaitable[Respons
                 if session is not None and page.role is not None
                 else request.cookies.get(LOGIN_COOKIE, "")
             )
-            given = form.get("csrf", "").encode()
-            if not expected or not hmac.compare_digest(given, expected.encode()):
+            given = form.get("csrf", "")
+            if (
+                not expected
+                or not given.isascii()  # ours are; anything else (a lone surrogate) is not ours
+                or not hmac.compare_digest(given.encode(), expected.encode())
+            ):
                 return _error(
                     console,
                     session,

@@ -21,6 +21,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 
 from vault.pacs.connect import Context, PacsError, association
 from vault.policy.pacs import PacsEndpoint
+from vault.units import whole_number
 
 QUERY_SYNTAXES = ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2")
 PENDING = (0xFF00, 0xFF01)
@@ -92,7 +93,11 @@ def held(endpoint: PacsEndpoint, expected: ExpectedStudy) -> Held:
         for s in studies:
             count = s.get("NumberOfStudyRelatedInstances")
             if count not in (None, ""):
-                answer.reported_instances = int(count)
+                # What the PACS says, as the PACS wrote it: a count that is not a plain
+                # number is not a count (and must not stop the comparison).
+                reported = whole_number(str(count).strip(), 9)
+                if reported is not None:
+                    answer.reported_instances = reported
         series = find_on(assoc, _query("SERIES", expected.study_uid, SeriesInstanceUID=""))
         found_series = {str(s.get("SeriesInstanceUID", "")) for s in series}
         answer.series_found = len(found_series & set(expected.series))

@@ -154,6 +154,6 @@ def load_console_policy(path: Path) -> ConsolePolicy:
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise UsageError(f"{path}: repository name {twice[0]!r} is used twice")
-    if not repositories:
-        raise UsageError(f"{path}: no [[repository]] to serve")
+    # No repository is fine for `vault console user …`, which needs only the state directory;
+    # `vault serve` refuses it.
     return ConsolePolicy(**values, repositories=repositories)

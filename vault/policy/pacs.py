@@ -20,6 +20,7 @@ from typing import Any
 
 from vault.errors import UsageError
 from vault.storage.s3_settings import is_loopback  # the one test of "this machine"
+from vault.units import whole_number
 
 PACS_FILE = "pacs.toml"
 DEFAULT_CALLING_AE = "VAULT"
@@ -276,7 +277,7 @@ def _tls(table: Any, fail: Any) -> PacsTls:
 
 def _port(value: Any, fail: Any) -> int:
     if isinstance(value, str):
-        value = int(value) if value.isascii() and value.isdigit() else None
+        value = whole_number(value, 5)
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
         raise fail("must be a whole number from 1 to 65535")
     return value
