@@ -44,6 +44,11 @@ def make_repository(root: Path, source: Path, env: dict[str, str]) -> Path:
     return repo
 
 
+def totp_secret_of(uri: str) -> str:
+    """The base32 secret of an otpauth:// enrolment URI."""
+    return urllib.parse.parse_qs(urllib.parse.urlsplit(uri).query)["secret"][0]
+
+
 @dataclass
 class Account:
     name: str
@@ -106,11 +111,7 @@ class ConsoleServer:
             env=self.env,
         )
         doc = json.loads(done.stdout)
-        secret = ""
-        if doc["totp_uri"]:
-            secret = urllib.parse.parse_qs(urllib.parse.urlsplit(doc["totp_uri"]).query)["secret"][
-                0
-            ]
+        secret = totp_secret_of(doc["totp_uri"]) if doc["totp_uri"] else ""
         account = Account(name, role, doc["one_time_password"], secret)
         self.accounts[name] = account
         return account

@@ -12,7 +12,6 @@ import re
 import stat
 import threading
 import time
-import urllib.parse
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -27,6 +26,7 @@ from tests.console import (
     Reply,
     make_repository,
     run_vault,
+    totp_secret_of,
     write_config,
 )
 from tests.repos import RepoHandle
@@ -249,8 +249,7 @@ def _real_kdf_account(server: ConsoleServer, name: str, monkeypatch: pytest.Monk
     monkeypatch.delenv("VAULT_TEST_FAST_KDF", raising=False)
     made = UserStore(server.state).add(name, "operator")
     UserStore(server.state).set_password(name, NEW_PASSWORD)
-    secret = urllib.parse.parse_qs(urllib.parse.urlsplit(made.totp_uri).query)["secret"][0]
-    return secret
+    return totp_secret_of(made.totp_uri)
 
 
 def _in_parallel(calls: list[Callable[[], Reply]]) -> list[Reply]:

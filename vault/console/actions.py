@@ -84,11 +84,8 @@ def search_studies(served: Served, user: str, query: StudyFilter) -> Search:
 
 
 def view_study(served: Served, user: str, catalog_id: str) -> StudyRow | None:
-    """The study of that catalog id, its view recorded; None for anything else (the index
-    also knows a study by its UID, which must never work in a URL)."""
-    found = served.studies().get(catalog_id)
-    if found is not None and found.study.catalog_id != catalog_id:
-        found = None
+    """The study of that catalog id, its view recorded; None for anything else."""
+    found = served.studies().of_catalog_id(catalog_id)
     if found is not None:
         with served.guard:
             record(

@@ -138,8 +138,8 @@ def change_password(ctx: Ctx) -> Response:
         )
     changed = ctx.console.users.set_password(ctx.user.name, new)
     ctx.session.must_change = False
-    ctx.session.account = changed.password.salt  # this session goes on with the new password
-    # Whoever else holds a session of this account (the reason to change it, perhaps) loses it.
-    ctx.console.sessions.end_user(ctx.user.name, keep=ctx.session.token)
+    # This session goes on with the new password; the account's others, stamped with the old
+    # one, end at their next request (Console.signed_in).
+    ctx.session.account = changed.password.salt
     ctx.console.signins.add(ctx.user.name, _address(ctx), "PASSWORD-CHANGED")
     return RedirectResponse("/", status_code=303)

@@ -95,8 +95,7 @@ class Sessions:
         with self._guard:
             self._sessions.pop(token, None)
 
-    def end_user(self, user: str, *, keep: str = "") -> None:
-        """End every session of `user` but the one whose token is `keep`."""
+    def end_user(self, user: str) -> None:
         with self._guard:
-            for token in [t for t, s in self._sessions.items() if s.user == user and t != keep]:
+            for token in [t for t, s in self._sessions.items() if s.user == user]:
                 del self._sessions[token]

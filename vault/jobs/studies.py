@@ -191,6 +191,12 @@ class StudyIndex:
             shown = matches if limit is None else matches[:limit]
             return [self._row(e, mask) for e, mask in shown], len(matches) - len(shown)
 
+    def of_catalog_id(self, catalog_id: str) -> StudyRow | None:
+        """A study by its catalog id exactly: what the console's URLs carry (never a UID)."""
+        with self._guard:
+            entry = self._entries.get(catalog_id)
+            return self._row(entry, entry.holders) if entry else None
+
     def get(self, ref: str) -> StudyRow | None:
         """A study by catalog id (or StudyInstanceUID): its newest version and every snapshot
         holding any version of it."""
